@@ -1,0 +1,48 @@
+# TuneLab: `make run` then `make test`. Everything the project needs is installed here.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-slow bench setup browser clean
+
+# Create the virtual environment and install TuneLab with its test tools.
+# torch is pinned first: on this CPU machine pip takes the local CPU wheel
+# (torch==2.13.0), and the project's "torch>=2.6" range never pulls a CUDA build.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Debian's Chromium for the browser test (Playwright drives /usr/bin/chromium;
+# no browser download). Skipped quietly where apt is not available.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "make browser: could not install chromium; the browser test will be skipped"; \
+	  else echo "make browser: no apt-get or not root; the browser test will be skipped"; fi; \
+	fi
+
+# Provision the default base (once) and start what exists.
+run: $(STAMP)
+	$(BIN)/tunelab bases pull-default
+	$(BIN)/tunelab up
+
+test: $(STAMP) browser
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/tunelab bases pull-default
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/tunelab bases pull-default
+	$(BIN)/python bench/train.py
+	$(BIN)/python bench/serve.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

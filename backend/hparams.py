@@ -1,0 +1,91 @@
+"""Hyperparameters of one LoRA run: one typed definition for the CLI, the page and
+``tunelab.json``.
+
+Defaults are chosen for small LoRA runs (TRL's own defaults — learning rate 2e-5,
+gradient checkpointing on, logging every 10 steps — are wrong for them). Each field's
+description says the trade-off; ``__init__`` validation rejects bad combinations with
+a message that names the setting.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class LoraSpec(BaseModel):
+    """What peft's ``LoraConfig`` gets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(8, ge=1, le=1024, description="LoRA rank; higher learns more and costs memory.")
+    alpha: int = Field(16, ge=1, le=4096, description="LoRA alpha; the update is scaled by alpha / r.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input; regularizes small data.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear",
+        description="Modules to adapt: 'all-linear' or names such as q_proj, v_proj (or full "
+        "module paths from the equalizer).",
+    )
+    rank_pattern: dict[str, int] = Field(default_factory=dict, description="Per-module rank overrides (peft rank_pattern).")
+    alpha_pattern: dict[str, int] = Field(default_factory=dict, description="Per-module alpha overrides (peft alpha_pattern).")
+    exclude_modules: list[str] | None = Field(None, description="Module names to leave untouched.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "LoraSpec":
+        if isinstance(self.target_modules, list) and not self.target_modules:
+            raise ValueError("target_modules is empty: name at least one module, or use 'all-linear'.")
+        bad = {k: v for k, v in self.rank_pattern.items() if v < 1}
+        if bad:
+            raise ValueError(f"rank_pattern has ranks below 1 ({bad}); leave a module out with exclude_modules instead.")
+        return self
+
+    def to_peft_kwargs(self) -> dict:
+        kwargs = dict(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=self.target_modules,
+            rank_pattern=dict(self.rank_pattern),
+            alpha_pattern=dict(self.alpha_pattern),
+            task_type="CAUSAL_LM",
+        )
+        if self.exclude_modules:
+            kwargs["exclude_modules"] = list(self.exclude_modules)
+        return kwargs
+
+
+class TrainSpec(BaseModel):
+    """One training run's knobs besides LoRA's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: float = Field(3.0, gt=0, le=100, description="Passes over the training split; more fits tighter and risks overfitting.")
+    learning_rate: float = Field(2e-4, gt=0, le=1e-1, description="Step size; LoRA wants ~1e-4 to 5e-4 (TRL's 2e-5 default is for full fine-tuning).")
+    batch_size: int = Field(8, ge=1, le=512, description="Examples per optimizer step; larger is faster per token and uses more memory.")
+    max_length: int = Field(512, ge=16, le=131072, description="Tokens per example; longer examples are refused by the data doctor.")
+    warmup_ratio: float = Field(0.03, ge=0.0, le=0.5, description="Share of steps with a rising learning rate.")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
+    seed: int = Field(42, description="Seed for initialization, shuffling and the split.")
+    eval_fraction: float = Field(0.1, ge=0.0, lt=0.9, description="Share of examples held out for eval loss.")
+    logging_steps: int = Field(1, ge=1, description="Report loss every N steps (TRL's default 10 hides short runs).")
+    eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps; default: a few times per run.")
+    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps, for resume; default: about every 20% of the run.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory; off by default (small LoRA runs fit).")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 where the hardware supports it (GPU, or a CPU with bf16 units), else fp32."
+    )
+    system_prompt: str | None = Field(None, description="Prepended as a system turn to examples that have none.")
+
+
+class RunSpec(BaseModel):
+    """Everything one adapter's training needs, as saved in ``tunelab.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    base: str = "default"
+    goal: str = ""
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    equalizer: dict | None = Field(None, description="The equalizer grid this LoRA config was compiled from, if any.")

@@ -1,0 +1,110 @@
+"""Typed settings. One ``TUNELAB_HOME`` owns every path TuneLab writes.
+
+Every value can be set from the environment with the ``TUNELAB_`` prefix
+(``TUNELAB_HOME=/tmp/x``). Nothing here touches the disk: :class:`Paths` only
+computes locations; callers create what they need (``Paths.ensure()``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """TuneLab's configuration, read from ``TUNELAB_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="TUNELAB_", extra="ignore")
+
+    home: Path = Field(
+        default=PROJECT_ROOT,
+        description="Folder that owns every path TuneLab writes: database, model cache, "
+        "adapters/, datasets/uploads/, runs/. Defaults to the project folder.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the store. Default: a SQLite file in the home. "
+        "A Postgres URL works the same.",
+    )
+    default_base: str = Field(
+        default="default",
+        description="Base used when none is named: 'default' (SmolLM2-135M-Instruct, offline), "
+        "a hub id, a local folder or a .gguf file.",
+    )
+    api_token: str | None = Field(
+        default=None,
+        description="Bearer token for the serving endpoint's adapter management. "
+        "When unset, one is generated once and stored in the home.",
+    )
+    server_url: str | None = Field(
+        default=None,
+        description="URL of an external serving endpoint (e.g. vLLM with --enable-lora). "
+        "When unset, TuneLab uses its embedded server.",
+    )
+    host: str = Field(default="127.0.0.1", description="Address the server and page bind to.")
+    port: int = Field(default=8000, description="Port of the serving endpoint.")
+    ui_port: int = Field(default=7860, description="Port of the Gradio page.")
+    auth: str | None = Field(
+        default=None, description="Optional 'user:password' login for the page."
+    )
+    trust_remote_code: bool = Field(
+        default=False,
+        description="Allow bases whose architecture needs trust_remote_code (runs their code).",
+    )
+
+    @property
+    def paths(self) -> "Paths":
+        return Paths(self.home.expanduser().resolve())
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.paths.database}"
+
+
+class Paths:
+    """Every location under the home, in one place."""
+
+    def __init__(self, home: Path):
+        self.home = home
+
+    @property
+    def adapters(self) -> Path:
+        return self.home / "adapters"
+
+    @property
+    def datasets(self) -> Path:
+        return self.home / "datasets"
+
+    @property
+    def uploads(self) -> Path:
+        return self.home / "datasets" / "uploads"
+
+    @property
+    def models(self) -> Path:
+        """Model cache: converted default base, downloaded packages."""
+        return self.home / ".tunelab" / "models"
+
+    @property
+    def runs(self) -> Path:
+        """Per-job working folders: checkpoints, logs, the job's request."""
+        return self.home / ".tunelab" / "runs"
+
+    @property
+    def database(self) -> Path:
+        return self.home / ".tunelab" / "tunelab.db"
+
+    @property
+    def api_token_file(self) -> Path:
+        return self.home / ".tunelab" / "api_token"
+
+    def run_dir(self, job_id: int) -> Path:
+        return self.runs / f"job-{job_id:06d}"
+
+    def ensure(self) -> "Paths":
+        for folder in (self.adapters, self.uploads, self.models, self.runs):
+            folder.mkdir(parents=True, exist_ok=True)
+        return self

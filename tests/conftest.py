@@ -1,0 +1,51 @@
+"""Shared fixtures: a temporary TUNELAB_HOME and tiny models built from a config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from tests.tiny_model import make_tiny_gpt2, make_tiny_llama  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A saved 2-layer Llama folder with a chat template (shared, read-only)."""
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_other(tmp_path_factory) -> Path:
+    """A Llama of another shape (hidden 32), for 'adapter trained for another base'."""
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama-other") / "model", hidden=32, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    return make_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2") / "model")
+
+
+@pytest.fixture()
+def home(tmp_path, monkeypatch) -> Path:
+    """A fresh TUNELAB_HOME for one test; every path TuneLab writes lands here."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("TUNELAB_HOME", str(home))
+    monkeypatch.delenv("TUNELAB_DATABASE_URL", raising=False)
+    monkeypatch.delenv("TUNELAB_API_TOKEN", raising=False)
+    return home
+
+
+@pytest.fixture()
+def settings(home):
+    from backend.settings import Settings
+
+    return Settings(home=home)
