@@ -1,0 +1,216 @@
+"""Goal -> plan card. Pure functions: no model, no I/O.
+
+A plan card is what the assistant proposes after the person states a goal: the task
+kind, a system prompt, 3-5 probe prompts, what the examples should look like, and a
+sweep of 1-5 LoRA configurations sized to the data. The person edits it or says "go".
+Works in English and Korean for the core goal words.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from .hparams import LoraSpec, TrainSpec
+
+TaskKind = Literal["style", "classification", "extraction", "sentiment", "chat"]
+
+_KIND_WORDS: list[tuple[TaskKind, tuple[str, ...]]] = [
+    ("sentiment", ("sentiment", "positive or negative", "positive/negative", "감정", "감성", "긍정", "부정")),
+    ("extraction", ("extract", "pull out", "pull ", "parse", "as json", "into json", "fields", "추출", "뽑아")),
+    ("classification", ("classify", "classif", "categor", "sort ", "sort these", "label", "triage", "route",
+                        "분류", "카테고리", "구분")),
+    ("chat", ("chatbot", "assistant that", "persona", "talk like", "converse", "conversation", "대화", "챗봇", "말투")),
+    ("style", ("style", "mood", "tone", "voice", "write", "poem", "story", "스타일", "분위기", "문체", "느낌")),
+]
+
+_LABEL_SPLIT = re.compile(r"\s*(?:/|,|\bor\b|\band\b|또는|혹은|이나|나)\s*")
+
+
+class SweepConfig(BaseModel):
+    """One configuration of a sweep: a name suffix and the knobs it changes."""
+
+    suffix: str = ""
+    epochs: float | None = None
+    learning_rate: float | None = None
+    r: int | None = None
+    note: str = ""
+
+
+class PlanCard(BaseModel):
+    goal: str
+    kind: TaskKind
+    labels: list[str] = Field(default_factory=list)
+    system_prompt: str
+    probe_prompts: list[str]
+    data_shape: str
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    sweep: list[SweepConfig] = Field(default_factory=list)
+    name: str = "adapter"
+
+    def render_markdown(self) -> str:
+        lines = [
+            f"**Plan** for *{self.goal}*",
+            f"- **Task**: {self.kind}" + (f" ({' / '.join(self.labels)})" if self.labels else ""),
+            f"- **System prompt**: {self.system_prompt}",
+            "- **Probe prompts**:",
+            *[f"  {i}. {p}" for i, p in enumerate(self.probe_prompts, 1)],
+            f"- **Examples should look like**: {self.data_shape}",
+            f"- **Sweep** ({len(self.sweep)} run{'s' if len(self.sweep) != 1 else ''}, LoRA r{self.lora.r} "
+            f"alpha {self.lora.alpha} on {self.lora.target_modules}, lr {self.train.learning_rate:g}, "
+            f"{self.train.epochs:g} epochs):",
+            *[f"  - `{self.name}{c.suffix}`: {c.note}" for c in self.sweep],
+        ]
+        return "\n".join(lines)
+
+
+def detect_kind(goal: str) -> TaskKind:
+    text = f" {goal.lower()} "
+    for kind, words in _KIND_WORDS:
+        if any(word in text for word in words):
+            return kind
+    return "style"
+
+
+def extract_labels(goal: str) -> list[str]:
+    """Labels named in a goal: "into billing / bugs / other", "as red or white",
+    "청구, 버그, 기타로 분류"."""
+    korean = re.search(r"(?:을|를)?\s*([^을를]+?)\s*(?:으)?로\s*(?:분류|구분|나눠)", goal)
+    if korean:
+        parts = [p.strip() for p in re.split(r"\s*(?:/|,|또는|혹은)\s*", korean.group(1).split()[-1] if "," not in korean.group(1) and "/" not in korean.group(1) else korean.group(1))]
+        parts = [p.split()[-1] for p in parts if p]
+        if 2 <= len(parts) <= 12:
+            return parts
+    match = re.search(r"(?:\binto\b|\bas\b|\bby\b|:|로|으로)\s*(.+)$", goal, flags=re.IGNORECASE)
+    if not match:
+        return []
+    tail = re.split(r"[.;!?]|\bwith\b|\bfor\b|\bfrom\b", match.group(1), maxsplit=1)[0]
+    parts = [p.strip(" '\"`()[]") for p in _LABEL_SPLIT.split(tail)]
+    labels = [p for p in parts if p and len(p.split()) <= 3]
+    return labels if 2 <= len(labels) <= 12 else []
+
+
+def _subject(goal: str) -> str:
+    text = re.sub(r"^(please\s+)?(make it|make the model|i want( it)? to|teach it to|train it to)\s+", "",
+                  goal.strip(), flags=re.IGNORECASE)
+    return text.rstrip(".!?") or goal
+
+
+def system_prompt_for(kind: TaskKind, goal: str, labels: list[str]) -> str:
+    subject = _subject(goal)
+    if kind == "classification":
+        if labels:
+            return f"Classify the input. Answer with exactly one label: {', '.join(labels)}."
+        return "Classify the input. Answer with the label only."
+    if kind == "sentiment":
+        return "Say whether the sentiment of the text is positive, negative or neutral. Answer with one word."
+    if kind == "extraction":
+        return "Extract the requested information from the text and answer with JSON only."
+    if kind == "chat":
+        return f"You are a helpful assistant. {subject[0].upper() + subject[1:]}."
+    return f"You write with this style: {subject}."
+
+
+def probe_prompts_for(kind: TaskKind, goal: str, labels: list[str]) -> list[str]:
+    if kind == "classification":
+        text = goal.lower()
+        if "wine" in text or "와인" in text:
+            return ["Deep ruby colour with notes of cherry and oak.", "Pale straw, crisp, green apple and citrus.",
+                    "Dark purple, full-bodied, blackcurrant and tobacco.", "Golden, honeyed, with apricot on the nose."]
+        if any(w in text for w in ("email", "support", "ticket", "이메일", "문의")):
+            return ["Hi, I was charged twice this month, can you refund one payment?",
+                    "The app crashes every time I open the settings page.",
+                    "Do you have a student discount?"]
+        label_text = " or ".join(labels) if labels else "one of your labels"
+        return [f"Here is a new example. Which is it: {label_text}?",
+                "A short, ambiguous example that could go either way.",
+                "A clear-cut example of the most common label."]
+    if kind == "sentiment":
+        return ["I love how quiet this keyboard is.", "The delivery was late and the box was crushed.",
+                "It works. Nothing special.", "Best purchase I've made all year!"]
+    if kind == "extraction":
+        return ["Weight 2 kg, colour blue, price 30 dollars.", "The X200 drill: 18 V battery, 1.4 kg, two-year warranty.",
+                "Our new lamp is 45 cm tall, made of brass, and costs 79 euros."]
+    if kind == "chat":
+        return ["Hello! Who are you?", "Can you help me plan a weekend?", "Tell me something interesting."]
+    return ["Describe a walk in the park.", "Write two sentences about a city at night.",
+            "Describe a cup of tea.", "Write a short note to a friend."]
+
+
+def data_shape_for(kind: TaskKind, labels: list[str]) -> str:
+    if kind == "classification":
+        label_text = " / ".join(labels) if labels else "one label"
+        return (f"JSONL or CSV pairs: an input text and its label ({label_text}); 20+ examples per label "
+                "works better than 5. A CSV with columns input,output works.")
+    if kind == "sentiment":
+        return "Pairs of text and positive / negative / neutral, balanced across the three."
+    if kind == "extraction":
+        return "Pairs of source text and the JSON you want back (same keys every time)."
+    if kind == "chat":
+        return "Conversations (JSONL with messages, sharegpt or Gemini contents) ending in the reply you want."
+    return ("Plain text paragraphs written in the style (TXT, one per paragraph), or prompt/answer pairs "
+            "whose answers show the style. 20-200 paragraphs.")
+
+
+def sweep_for(n_examples: int, max_runs: int = 3) -> tuple[TrainSpec, list[SweepConfig]]:
+    """A default config plus one-knob-at-a-time variations, sized to the data.
+
+    Fewer examples need more epochs to be seen enough; many examples need fewer.
+    """
+    if n_examples < 50:
+        epochs = 5.0
+    elif n_examples < 500:
+        epochs = 3.0
+    else:
+        epochs = 1.0
+    train = TrainSpec(epochs=epochs)
+    configs = [SweepConfig(suffix="", note=f"default: r8, lr 2e-4, {epochs:g} epochs")]
+    variations = [
+        SweepConfig(suffix="-r16", r=16, note="rank 16: more capacity"),
+        SweepConfig(suffix=f"-e{int(epochs * 2)}", epochs=epochs * 2, note=f"{epochs * 2:g} epochs: fits tighter"),
+        SweepConfig(suffix="-lr1e-4", learning_rate=1e-4, note="lr 1e-4: gentler"),
+        SweepConfig(suffix="-r4", r=4, note="rank 4: smaller, less overfitting"),
+    ]
+    return train, (configs + variations)[: max(1, min(5, max_runs))]
+
+
+_STOPWORDS = {"make", "it", "write", "with", "an", "a", "the", "these", "those", "this", "into", "as", "to",
+              "of", "and", "or", "in", "out", "me", "my", "please", "text", "sort", "that", "for", "from", "by"}
+
+
+def short_name(goal: str, kind: TaskKind) -> str:
+    """A short adapter name from a goal: "sort support emails into billing..." -> "support-emails"."""
+    from .names import slugify
+
+    head = re.split(r"\binto\b|\bas\b|:", goal, maxsplit=1, flags=re.IGNORECASE)[0]
+    words = [w for w in re.findall(r"[a-z0-9]+", head.lower()) if w not in _STOPWORDS]
+    if kind != "style":
+        words = [w for w in words if not w.startswith(("classif", "categor", "extract", "pull", "parse"))]
+    slug = slugify("-".join(words[:3]), fallback="")
+    return slug or {"style": "style", "classification": "classifier", "extraction": "extractor",
+                    "sentiment": "sentiment", "chat": "chat"}[kind]
+
+
+def make_plan(goal: str, *, n_examples: int = 0, name: str | None = None, max_runs: int = 3) -> PlanCard:
+    from .names import slugify
+
+    goal = goal.strip()
+    kind = detect_kind(goal)
+    labels = extract_labels(goal) if kind == "classification" else []
+    train, sweep = sweep_for(n_examples, max_runs=max_runs)
+    prompt = system_prompt_for(kind, goal, labels)
+    train = train.model_copy(update={"system_prompt": prompt})
+    return PlanCard(
+        goal=goal,
+        kind=kind,
+        labels=labels,
+        system_prompt=prompt,
+        probe_prompts=probe_prompts_for(kind, goal, labels),
+        data_shape=data_shape_for(kind, labels),
+        train=train,
+        sweep=sweep,
+        name=name or short_name(goal, kind),
+    )

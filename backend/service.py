@@ -1,0 +1,321 @@
+"""The operations that the page, the CLI and the assistant all call.
+
+Data flows one way: UI / CLI / assistant -> service -> (store, jobs, client) -> engine.
+A :class:`Service` is cheap; it opens the store lazily and talks to the serving
+endpoint only through :class:`backend.client.ServingClient`. Methods return plain,
+JSON-able data (or pydantic models) and raise the typed errors of backend/errors.py.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import adapters as adapter_files
+from .errors import AdapterNotFound, TuneLabError
+from .hparams import LoraSpec, RunSpec, TrainSpec
+from .names import adapter_path, validate_name
+from .plan import PlanCard, make_plan
+from .ratings import BASE, tallies
+from .settings import Settings
+from .store import VERDICTS, Store
+
+
+@dataclass
+class Answer:
+    model: str
+    label: str
+    text: str
+
+
+@dataclass
+class Comparison:
+    id: str
+    prompt: str
+    blind: bool
+    answers: list[Answer] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"id": self.id, "prompt": self.prompt, "blind": self.blind,
+                "answers": [a.__dict__ for a in self.answers]}
+
+
+class Service:
+    def __init__(self, settings: Settings | None = None, *, client=None, runner=None):
+        self.settings = settings or Settings()
+        self.paths = self.settings.paths.ensure()
+        self._store: Store | None = None
+        self._client = client
+        self._runner = runner
+
+    # plumbing ---------------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.settings.db_url)
+        return self._store
+
+    @property
+    def client(self):
+        if self._client is None:
+            from .client import ServingClient
+
+            self._client = ServingClient(self.server_url(), token=self.api_token())
+        return self._client
+
+    @property
+    def runner(self):
+        if self._runner is None:
+            from .jobs import JobRunner
+
+            self._runner = JobRunner(self.settings, on_adapter_ready=self._on_adapter_ready)
+        return self._runner
+
+    def server_url(self) -> str:
+        return self.settings.server_url or f"http://{self.settings.host}:{self.settings.port}"
+
+    def api_token(self) -> str:
+        from .server import api_token
+
+        return api_token(self.settings)
+
+    def _on_adapter_ready(self, name: str, path: Path) -> None:
+        """Hot-swap a freshly trained adapter into the endpoint (if one is up)."""
+        try:
+            self.client.load_adapter(name, str(path), inplace=True)
+        except Exception as exc:  # the endpoint may be down; the adapter is safe on disk
+            self.store.upsert_adapter(name, error=f"Trained, but not loaded into the endpoint: {exc}")
+
+    # goal and plan ----------------------------------------------------------------------
+    def plan(self, goal: str, *, n_examples: int = 0, name: str | None = None, max_runs: int = 3) -> PlanCard:
+        if not goal or not goal.strip():
+            raise TuneLabError("The goal is empty.", fix="Say in a few words what the adapter should do.")
+        return make_plan(goal, n_examples=n_examples, name=name, max_runs=max_runs)
+
+    # data -----------------------------------------------------------------------------------
+    def _tokenizer_and_limit(self, base: str | None, max_length: int | None):
+        from .bases import context_length, load_config, load_tokenizer, resolve_base
+
+        ref = resolve_base(base, self.settings)
+        tokenizer = load_tokenizer(ref, plain_template=True, trust_remote_code=self.settings.trust_remote_code)
+        limit = context_length(load_config(ref, self.settings.trust_remote_code))
+        if max_length:
+            limit = min(limit, max_length)
+        return tokenizer, limit
+
+    def check_data(self, files: list[str | Path], *, base: str | None = None, goal: str | None = None,
+                   max_length: int | None = None, **kwargs):
+        from .data import check_files
+
+        tokenizer, limit = self._tokenizer_and_limit(base, max_length or TrainSpec().max_length)
+        return check_files([Path(f) for f in files], tokenizer=tokenizer, max_tokens=limit, goal=goal, **kwargs)
+
+    def import_data(self, files: list[str | Path], *, base: str | None = None, goal: str | None = None,
+                    max_length: int | None = None, **kwargs):
+        """Check and import; with errors nothing is imported (DataError carries the report)."""
+        from .data import import_files
+
+        tokenizer, limit = self._tokenizer_and_limit(base, max_length or TrainSpec().max_length)
+        return import_files([Path(f) for f in files], self.paths.uploads, tokenizer=tokenizer,
+                            max_tokens=limit, goal=goal, **kwargs)
+
+    # bases ------------------------------------------------------------------------------------
+    def resolve_base(self, spec: str | None):
+        from .bases import resolve_base
+
+        return resolve_base(spec, self.settings)
+
+    def list_bases(self) -> list[dict]:
+        from .bases import list_bases
+
+        return list_bases(self.settings)
+
+    def inspect(self, spec: str | None, lora: LoraSpec | None = None, **kwargs) -> dict:
+        from .inspect_base import inspect_base
+
+        return inspect_base(self.resolve_base(spec), lora=lora, **kwargs)
+
+    # training -------------------------------------------------------------------------------
+    def train(self, spec: RunSpec, data_dir: str | Path, *, data_hash: str = "") -> int:
+        data_dir = Path(data_dir)
+        train_file = data_dir / "train.jsonl"
+        eval_file = data_dir / "eval.jsonl"
+        return self.runner.submit(spec, train_file, eval_file if eval_file.is_file() else None,
+                                  data_hash=data_hash or data_dir.name)
+
+    def train_plan(self, plan: PlanCard, data_dir: str | Path, *, base: str = "default",
+                   data_hash: str = "") -> list[int]:
+        """Queue every configuration of a plan's sweep; one adapter each."""
+        ids = []
+        for config in plan.sweep:
+            lora = plan.lora.model_copy(update={"r": config.r} if config.r else {})
+            if config.r:
+                lora = lora.model_copy(update={"alpha": config.r * 2})
+            updates = {k: v for k, v in {"epochs": config.epochs, "learning_rate": config.learning_rate}.items() if v}
+            train = plan.train.model_copy(update=updates)
+            spec = RunSpec(name=f"{plan.name}{config.suffix}", base=base, goal=plan.goal, lora=lora, train=train)
+            ids.append(self.train(spec, data_dir, data_hash=data_hash))
+        return ids
+
+    def cancel(self, job_id: int) -> None:
+        self.runner.cancel(job_id)
+
+    def progress(self, job_id: int) -> dict:
+        return self.runner.progress(job_id)
+
+    def jobs(self) -> list[dict]:
+        return [self.runner.progress(job.id) for job in self.store.list_jobs()]
+
+    # adapters -------------------------------------------------------------------------------
+    def adapter_names(self) -> list[str]:
+        return [row.name for row in self.store.list_adapters()]
+
+    def adapters(self) -> list[dict]:
+        return [self.adapter(row.name) for row in self.store.list_adapters()]
+
+    def adapter(self, name: str) -> dict:
+        row = self.store.get_adapter(name)
+        if row is None:
+            raise AdapterNotFound(name, self.adapter_names())
+        folder = adapter_path(self.paths.adapters, name)
+        meta = adapter_files.read_meta(folder)
+        rating = tallies(self.store.ratings()).get(name)
+        return {
+            "name": row.name, "base": row.base, "status": row.status, "goal": row.goal,
+            "verdict": row.verdict, "error": row.error, "job_id": row.job_id,
+            "path": str(folder) if folder.is_dir() else None, "meta": meta,
+            "ratings": rating.to_dict() if rating else None,
+        }
+
+    def delete_adapter(self, name: str) -> None:
+        if self.store.get_adapter(name) is None:
+            raise AdapterNotFound(name, self.adapter_names())
+        folder = adapter_path(self.paths.adapters, name)
+        try:
+            self.client.unload_adapter(name)
+        except Exception:  # not loaded, or endpoint down: the files go either way
+            pass
+        if folder.is_dir():
+            shutil.rmtree(folder)
+        self.store.delete_adapter(name)
+
+    def mark(self, name: str, verdict: str | None) -> dict:
+        """Mark an adapter success or fail (or clear with None). The person decides."""
+        if verdict is not None and verdict not in VERDICTS:
+            raise TuneLabError(f"Verdict {verdict!r} is not one of {', '.join(VERDICTS)}.",
+                               fix="Mark an adapter 'success' or 'fail'.")
+        if self.store.get_adapter(name) is None:
+            raise AdapterNotFound(name, self.adapter_names())
+        self.store.upsert_adapter(name, verdict=verdict)
+        folder = adapter_path(self.paths.adapters, name)
+        if folder.is_dir():
+            adapter_files.update_meta(folder, verdict=verdict)
+        return self.adapter(name)
+
+    # serving, comparing, rating ----------------------------------------------------------------
+    def models(self) -> list[str]:
+        """Names the endpoint serves: the base first, then adapters."""
+        return [m["id"] for m in self.client.models()]
+
+    def chat(self, model: str, messages: list[dict], **params) -> str:
+        return self.client.chat(model, messages, **params)
+
+    def compare(self, prompt: str, models: list[str], *, system_prompt: str | None = None,
+                blind: bool = False, max_tokens: int = 64, seed: int | None = None) -> Comparison:
+        """One prompt answered by each model (one batch in the engine), optionally blind."""
+        if not prompt.strip():
+            raise TuneLabError("The comparison prompt is empty.", fix="Type a prompt or pick a probe prompt.")
+        messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
+            {"role": "user", "content": prompt}]
+        texts = self.client.compare(messages, models, max_tokens=max_tokens)
+        comparison = Comparison(id=uuid.uuid4().hex[:12], prompt=prompt, blind=blind)
+        order = list(models)
+        if blind:
+            random.Random(seed).shuffle(order)
+        for i, model in enumerate(order):
+            label = f"Answer {chr(65 + i)}" if blind else model
+            comparison.answers.append(Answer(model=model, label=label, text=texts[model]))
+        return comparison
+
+    def rate(self, comparison: Comparison, model: str, *, score: int = 0, best: bool = False) -> None:
+        answer = next((a for a in comparison.answers if a.model == model), None)
+        if answer is None:
+            raise TuneLabError(f"Model {model!r} is not part of comparison {comparison.id}.",
+                               fix=f"Rate one of: {', '.join(a.model for a in comparison.answers)}.")
+        if score not in (-1, 0, 1):
+            raise TuneLabError(f"Score {score!r} is not -1, 0 or +1.", fix="Use 👍 (+1) or 👎 (-1).")
+        stored_model = BASE if model not in self.adapter_names() else model
+        self.store.add_rating(comparison=comparison.id, model=stored_model, prompt=comparison.prompt,
+                              output=answer.text, score=score, best=best, blind=comparison.blind)
+
+    def tallies(self) -> dict[str, dict]:
+        return {name: t.to_dict() for name, t in tallies(self.store.ratings()).items()}
+
+    # blending and export -------------------------------------------------------------------------
+    def _complete_adapter(self, name: str) -> Path:
+        validate_name(name)
+        folder = adapter_path(self.paths.adapters, name)
+        if not adapter_files.is_complete(folder):
+            raise AdapterNotFound(name, [p.name for p in adapter_files.scan(self.paths.adapters)])
+        return folder
+
+    def strength(self, name: str, strength: float, *, new_name: str | None = None) -> str:
+        from .blend import scale_adapter
+
+        src = self._complete_adapter(name)
+        new_name = validate_name(new_name or f"{name}-x{strength:g}".replace(".", "p"))
+        dst = adapter_path(self.paths.adapters, new_name)
+        scale_adapter(src, dst, strength)
+        self._register_derived(new_name, src)
+        return new_name
+
+    def blend(self, a: str, b: str, wa: float, wb: float, *, new_name: str | None = None) -> str:
+        from .blend import blend_adapters
+
+        src_a, src_b = self._complete_adapter(a), self._complete_adapter(b)
+        new_name = validate_name(new_name or f"{a}-{b}-blend"[:64])
+        dst = adapter_path(self.paths.adapters, new_name)
+        blend_adapters(src_a, src_b, dst, wa, wb)
+        self._register_derived(new_name, src_a)
+        return new_name
+
+    def _register_derived(self, name: str, source: Path) -> None:
+        meta = adapter_files.read_meta(adapter_path(self.paths.adapters, name))
+        source_row = self.store.get_adapter(source.name)
+        self.store.upsert_adapter(name, base=source_row.base if source_row else meta.get("base", ""),
+                                  status="done", goal=meta.get("goal", ""), meta={"derived": True})
+        self._on_adapter_ready(name, adapter_path(self.paths.adapters, name))
+
+    def export(self, name: str, dest: str | Path, *, merged: bool = False) -> Path:
+        """Copy the PEFT folder (loadable by vLLM/TGI/LoRAX/peft), or write a merged model."""
+        src = self._complete_adapter(name)
+        dest = Path(dest).expanduser()
+        if dest.exists() and any(dest.iterdir()):
+            raise TuneLabError(f"Export folder {str(dest)!r} is not empty.",
+                               fix="Choose a new or empty folder; nothing was written.")
+        if not merged:
+            shutil.copytree(src, dest, dirs_exist_ok=True)
+            return dest
+        from .bases import load_model, load_tokenizer, resolve_base
+        from peft import PeftModel
+
+        row = self.store.get_adapter(name)
+        ref = resolve_base(row.base if row else adapter_files.read_meta(src).get("base", {}).get("spec"), self.settings)
+        model = PeftModel.from_pretrained(load_model(ref), str(src)).merge_and_unload()
+        dest.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(dest)
+        load_tokenizer(ref, plain_template=True).save_pretrained(dest)
+        return dest
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+
+
+def summarize(data: Any) -> str:
+    """One line for logs and the assistant."""
+    return str(data)[:200]
