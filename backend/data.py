@@ -1,0 +1,507 @@
+"""The data doctor: check uploads, say every problem at once, import what is clean.
+
+:func:`check_files` reads one or more files (formats: :mod:`backend.data_formats`),
+normalizes every example to chat messages whose last turn is the assistant's answer,
+and returns a :class:`DataReport` holding every problem (by file, line and field) and
+what is right: counts, token lengths under the chosen base's tokenizer, duplicates,
+a seeded train/eval split, a content hash and a preview.
+
+:func:`import_files` writes a clean upload to ``uploads/<hash[:12]>/`` as
+``train.jsonl``, ``eval.jsonl`` (one ``{"messages": [...]}`` per line) and
+``report.json``; an upload with any error imports nothing and raises
+:class:`~backend.errors.DataError` carrying the report. Warnings import, and stay in
+the report.
+
+The content hash is the sha256 of the normalized examples (their messages only, not
+file names or lines) in upload order: identical content in identical order gives the
+same hash; reordering examples or files changes it.
+
+Nothing here imports torch; a tokenizer is passed in by the caller
+(:func:`backend.bases.load_tokenizer`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import shutil
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .data_formats import (
+    DUPLICATE,
+    NO_EXAMPLES,
+    RULES,
+    TEMPLATE_FAILED,
+    TOO_FEW,
+    TOO_LONG,
+    CsvColumns,
+    FileRead,
+    Problem,
+    Rule,
+    read_file,
+    style_prompt,
+)
+from .errors import BaseModelError, DataError
+
+__all__ = [
+    "Example", "DataReport", "ImportResult", "Problem", "Rule", "RULES", "check_files", "import_files",
+    "read_normalized", "to_prompt_completion", "style_prompt", "split_examples", "content_hash",
+    "chat_token_lengths", "TRAIN_FILE", "EVAL_FILE", "REPORT_FILE",
+]
+
+TRAIN_FILE = "train.jsonl"
+EVAL_FILE = "eval.jsonl"
+REPORT_FILE = "report.json"
+PREVIEW_COUNT = 3
+MIN_EXAMPLES_FOR_EVAL = 5
+_TOKENIZE_BATCH = 64
+
+
+@dataclass(frozen=True)
+class Example:
+    """One normalized example and where it came from (file display name, 1-based line)."""
+
+    messages: list[dict]
+    source: str
+    line: int | None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class DataReport:
+    """Everything the data doctor found: problems, the clean examples, their split and stats."""
+
+    problems: list[Problem]
+    examples: list[Example]
+    train: list[Example]
+    eval: list[Example]
+    content_hash: str
+    stats: dict[str, Any]
+    formats: dict[str, str]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def preview(self) -> list[Example]:
+        return self.examples[:PREVIEW_COUNT]
+
+    def to_dict(self) -> dict:
+        """JSON-able summary (the examples themselves are in train/eval.jsonl, not here)."""
+        return {
+            "ok": self.ok,
+            "content_hash": self.content_hash,
+            "formats": dict(self.formats),
+            "stats": self.stats,
+            "settings": self.settings,
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+            "problems": [p.to_dict() for p in self.problems],
+            "preview": [e.to_dict() for e in self.preview],
+        }
+
+    def render_text(self, max_problems_per_file: int = 50) -> str:
+        """Human report: problems grouped by file (line, field), then stats and a preview."""
+        lines = [_headline(self)]
+        groups: dict[str | None, list[Problem]] = {name: [] for name in self.formats}
+        for problem in self.problems:
+            groups.setdefault(problem.file, []).append(problem)
+        for name, problems in groups.items():
+            if name is None:
+                if problems:
+                    lines += ["", "All files"]
+            else:
+                count = self.stats.get("files", {}).get(name, 0)
+                lines += ["", f"{name} ({self.formats.get(name, 'unknown')}, {count} example(s))"]
+            for problem in problems[:max_problems_per_file]:
+                lines.append(f"  {problem.severity}: {problem.where()}: {problem.message}")
+            if len(problems) > max_problems_per_file:
+                lines.append(f"  ... and {len(problems) - max_problems_per_file} more problem(s) in this file")
+            if name is not None and not problems:
+                lines.append("  no problems")
+        lines += ["", *_stats_lines(self.stats)]
+        if self.content_hash:
+            lines.append(f"content hash: {self.content_hash}")
+        if self.preview:
+            lines += ["", "Preview (normalized)"]
+            for example in self.preview:
+                turns = " | ".join(f"{m['role']}: {_short(m['content'])}" for m in example.messages)
+                lines.append(f"  [{example.source}:{example.line}] {turns}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """A clean upload written to disk: its folder, files and the report that let it in."""
+
+    folder: Path
+    report: DataReport
+
+    @property
+    def train_path(self) -> Path:
+        return self.folder / TRAIN_FILE
+
+    @property
+    def eval_path(self) -> Path:
+        return self.folder / EVAL_FILE
+
+    @property
+    def report_path(self) -> Path:
+        return self.folder / REPORT_FILE
+
+
+# --- the check --------------------------------------------------------------------------------
+
+
+def check_files(
+    paths: list[Path],
+    *,
+    tokenizer=None,
+    max_tokens: int | None = None,
+    goal: str | None = None,
+    min_examples: int = 10,
+    eval_fraction: float = 0.1,
+    seed: int = 42,
+    system_prompt: str | None = None,
+    input_column: str | None = None,
+    output_column: str | None = None,
+) -> DataReport:
+    """Check every file and return one report; never raises for bad data.
+
+    ``tokenizer`` (a transformers tokenizer with a chat template) enables token-length
+    stats and, with ``max_tokens`` (pass min(base context, training max_length)), the
+    too-long check. ``goal`` words the prompt paired with style text. ``eval_fraction``
+    0 turns the eval split off; otherwise an upload of >= 5 examples holds out at least 1.
+    """
+    paths = [Path(p) for p in paths]
+    names = _display_names(paths)
+    prompt = style_prompt(goal)
+    columns = CsvColumns(input_column, output_column)
+    reads: list[FileRead] = [read_file(path, name, style_prompt=prompt, columns=columns)
+                             for path, name in zip(paths, names)]
+    late: list[Problem] = []  # upload-wide checks, attached to their file later
+
+    examples = []
+    for read in reads:
+        for raw in read.examples:
+            messages = [dict(m) for m in raw.messages]
+            if system_prompt and system_prompt.strip() and messages[0]["role"] != "system":
+                messages.insert(0, {"role": "system", "content": system_prompt})
+            examples.append(Example(messages, read.name, raw.line))
+
+    late += _duplicates(examples)
+    refused: set[int] = set()  # examples the template refuses or that are too long
+    token_stats = None
+    if tokenizer is not None and examples:
+        lengths, answers, failures = chat_token_lengths(tokenizer, [e.messages for e in examples])
+        for index, (example, length, failure) in enumerate(zip(examples, lengths, failures)):
+            if failure is not None:
+                late.append(TEMPLATE_FAILED.problem(example.source, example.line, "messages", error=failure))
+                refused.add(index)
+            elif max_tokens is not None and length > max_tokens:
+                late.append(TOO_LONG.problem(example.source, example.line, "messages",
+                                             tokens=length, limit=max_tokens))
+                refused.add(index)
+        token_stats = _token_stats(tokenizer, lengths, answers, max_tokens)
+
+    clean = [e for i, e in enumerate(examples) if i not in refused]
+    upload_wide: list[Problem] = []
+    if not clean:
+        had = sum(len(r.problems) for r in reads) + len(refused)
+        upload_wide.append(NO_EXAMPLES.problem(None, detail=f" ({had} problem(s) found)" if had else ""))
+    elif len(clean) < min_examples:
+        upload_wide.append(TOO_FEW.problem(None, count=len(clean), minimum=min_examples))
+
+    train, evaluation = split_examples(clean, eval_fraction=eval_fraction, seed=seed)
+    problems = _ordered([p for r in reads for p in r.problems] + late, names) + upload_wide
+    formats = {r.name: r.format for r in reads}
+    stats = _stats(clean, train, evaluation, reads, token_stats, problems, eval_fraction, seed)
+    settings = {
+        "goal": goal, "style_prompt": prompt, "system_prompt": system_prompt, "min_examples": min_examples,
+        "eval_fraction": eval_fraction, "seed": seed, "max_tokens": max_tokens,
+        "input_column": input_column, "output_column": output_column,
+        "tokenizer": _tokenizer_name(tokenizer) if tokenizer is not None else None,
+    }
+    return DataReport(problems, clean, train, evaluation, content_hash(clean) if clean else "",
+                      stats, formats, settings)
+
+
+def _display_names(paths: list[Path]) -> list[str]:
+    """File names as shown in problems; full paths only where two files share a name."""
+    counts = Counter(p.name for p in paths)
+    return [p.name if counts[p.name] == 1 else str(p) for p in paths]
+
+
+def _ordered(problems: list[Problem], names: list[str]) -> list[Problem]:
+    order = {name: i for i, name in enumerate(names)}
+    return sorted(problems, key=lambda p: (order.get(p.file, len(order)), p.line or 0))
+
+
+def _duplicates(examples: list[Example]) -> list[Problem]:
+    first_seen: dict[str, Example] = {}
+    problems = []
+    for example in examples:
+        key = json.dumps(example.messages, sort_keys=True, ensure_ascii=False)
+        first = first_seen.setdefault(key, example)
+        if first is not example:
+            where = f"line {first.line}" + ("" if first.source == example.source else f" of {first.source}")
+            problems.append(DUPLICATE.problem(example.source, example.line, None, first=where))
+    return problems
+
+
+def content_hash(examples: list[Example]) -> str:
+    """sha256 of the normalized messages in order (not of file names or line numbers)."""
+    digest = hashlib.sha256()
+    for example in examples:
+        digest.update(json.dumps(example.messages, ensure_ascii=False, sort_keys=True,
+                                 separators=(",", ":")).encode("utf-8"))
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def split_examples(examples: list[Example], *, eval_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+    """Seeded train/eval split. Eval gets round(n * fraction) examples, at least 1 when
+    n >= 5 and fraction > 0, none below 5; both keep the upload's order."""
+    n = len(examples)
+    if n < MIN_EXAMPLES_FOR_EVAL or eval_fraction <= 0:
+        return list(examples), []
+    n_eval = min(n - 1, max(1, round(n * eval_fraction)))
+    held_out = set(random.Random(seed).sample(range(n), n_eval))
+    train = [e for i, e in enumerate(examples) if i not in held_out]
+    evaluation = [e for i, e in enumerate(examples) if i in held_out]
+    return train, evaluation
+
+
+# --- token lengths -----------------------------------------------------------------------------
+
+
+def _token_ids(output) -> list:
+    """apply_chat_template(tokenize=True) returns a BatchEncoding/dict in transformers 5
+    (unless return_dict=False) and a list in 4.x; take the ids either way."""
+    if hasattr(output, "keys") and "input_ids" in output:
+        output = output["input_ids"]
+    if hasattr(output, "tolist"):
+        output = output.tolist()
+    return list(output)
+
+
+def chat_token_lengths(tokenizer, conversations: list[list[dict]]):
+    """(full lengths, answer lengths, failures) per conversation under ``tokenizer``.
+
+    Full length = len(apply_chat_template(messages, tokenize=True)). Answer length = full
+    length minus the prompt (all turns but the last, with the generation prompt), i.e.
+    the tokens the loss covers. A conversation the template refuses has None lengths and
+    the template's error text as its failure.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise BaseModelError(
+            f"Tokenizer {_tokenizer_name(tokenizer)!r} has no chat template, so token lengths "
+            "cannot be counted the way training will see them.",
+            fix="Load it with backend.bases.load_tokenizer (plain_template=True gives bases "
+            "without one a 'User:/Assistant:' template), or pick an instruct/chat base.")
+    full = _lengths(tokenizer, conversations, add_generation_prompt=False)
+    prompts = _lengths(tokenizer, [c[:-1] for c in conversations], add_generation_prompt=True)
+    lengths, answers, failures = [], [], []
+    for (length, error), (prompt, _) in zip(full, prompts):
+        lengths.append(length)
+        failures.append(error)
+        answers.append(None if length is None or prompt is None else max(0, length - prompt))
+    return lengths, answers, failures
+
+
+def _lengths(tokenizer, conversations, *, add_generation_prompt: bool) -> list[tuple[int | None, str | None]]:
+    results: list[tuple[int | None, str | None]] = []
+    for start in range(0, len(conversations), _TOKENIZE_BATCH):
+        batch = conversations[start:start + _TOKENIZE_BATCH]
+        try:
+            ids = _token_ids(tokenizer.apply_chat_template(
+                batch, tokenize=True, add_generation_prompt=add_generation_prompt, return_dict=False))
+            results += [(len(_token_ids(one)), None) for one in ids]
+            continue
+        except Exception:  # a template may refuse one conversation: find which, one by one
+            pass
+        for conversation in batch:
+            try:
+                ids = _token_ids(tokenizer.apply_chat_template(
+                    conversation, tokenize=True, add_generation_prompt=add_generation_prompt,
+                    return_dict=False))
+                results.append((len(ids), None))
+            except Exception as exc:  # noqa: BLE001 - templates raise jinja errors of any kind
+                results.append((None, f"{type(exc).__name__}: {exc}"))
+    return results
+
+
+def _tokenizer_name(tokenizer) -> str:
+    return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+
+
+# --- stats ----------------------------------------------------------------------------------
+
+
+def _distribution(values: list[int]) -> dict[str, float | int]:
+    ordered = sorted(values)
+    rank = lambda q: ordered[max(0, math.ceil(q * len(ordered)) - 1)]  # noqa: E731 - nearest rank
+    return {"min": ordered[0], "p50": rank(0.5), "p90": rank(0.9), "max": ordered[-1],
+            "mean": round(sum(ordered) / len(ordered), 1)}
+
+
+def _token_stats(tokenizer, lengths, answers, max_tokens) -> dict | None:
+    counted = [n for n in lengths if n is not None]
+    if not counted:
+        return None
+    stats: dict[str, Any] = {"tokenizer": _tokenizer_name(tokenizer), **_distribution(counted)}
+    stats["answer_total"] = sum(a for a in answers if a is not None)
+    stats["limit"] = max_tokens
+    stats["over_limit"] = sum(1 for n in counted if max_tokens is not None and n > max_tokens)
+    return stats
+
+
+def _stats(clean, train, evaluation, reads, token_stats, problems, eval_fraction, seed) -> dict:
+    per_file = Counter(e.source for e in clean)
+    stats: dict[str, Any] = {
+        "examples": len(clean),
+        "train": len(train),
+        "eval": len(evaluation),
+        "files": {r.name: per_file.get(r.name, 0) for r in reads},
+        "errors": sum(p.severity == "error" for p in problems),
+        "warnings": sum(p.severity == "warning" for p in problems),
+        "duplicates": sum(p.code == DUPLICATE.code for p in problems),
+        "multi_turn": sum(1 for e in clean if sum(m["role"] == "assistant" for m in e.messages) > 1),
+        "with_system": sum(1 for e in clean if e.messages[0]["role"] == "system"),
+        "tokens": token_stats,
+        "chars": _distribution([sum(len(m["content"]) for m in e.messages) for e in clean]) if clean else None,
+        "split": {"seed": seed, "eval_fraction": eval_fraction},
+    }
+    return stats
+
+
+def _stats_lines(stats: dict) -> list[str]:
+    lines = [f"Examples: {stats['examples']} (train {stats['train']}, eval {stats['eval']}; "
+             f"seed {stats['split']['seed']}, eval fraction {stats['split']['eval_fraction']})"]
+    tokens = stats.get("tokens")
+    if tokens:
+        limit = f", limit {tokens['limit']}" if tokens.get("limit") else ""
+        lines.append(f"Tokens per example ({tokens['tokenizer']}{limit}): min {tokens['min']} · p50 {tokens['p50']} "
+                     f"· p90 {tokens['p90']} · max {tokens['max']} · mean {tokens['mean']}; "
+                     f"answer tokens in all: {tokens['answer_total']}")
+    elif stats.get("chars"):
+        chars = stats["chars"]
+        lines.append(f"Characters per example (no base chosen, so no token counts): min {chars['min']} · "
+                     f"p50 {chars['p50']} · p90 {chars['p90']} · max {chars['max']} · mean {chars['mean']}")
+    if stats.get("multi_turn") or stats.get("with_system"):
+        lines.append(f"Multi-turn examples: {stats['multi_turn']}; with a system turn: {stats['with_system']}")
+    return lines
+
+
+def _headline(report: DataReport) -> str:
+    files = len(report.formats)
+    verdict = "ready to import" if report.ok else "nothing can be imported until the errors are fixed"
+    return (f"Data check of {files} file(s): {len(report.examples)} usable example(s), "
+            f"{len(report.errors)} error(s), {len(report.warnings)} warning(s) — {verdict}.")
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+# --- import ---------------------------------------------------------------------------------
+
+
+def import_files(paths: list[Path], uploads_dir: Path, **check_kwargs) -> ImportResult:
+    """Check, and only when there is no error, write ``uploads_dir/<hash[:12]>/``.
+
+    The folder is written under a temporary name and renamed into place, so a failure
+    leaves nothing half-written. Importing the same content with the same split settings
+    again returns the existing folder; other split settings replace it.
+    """
+    report = check_files(paths, **check_kwargs)
+    if not report.ok:
+        shown = "; ".join(f"{p.file or 'all files'} ({p.where()}): {p.message}" for p in report.errors[:3])
+        more = f" (and {len(report.errors) - 3} more)" if len(report.errors) > 3 else ""
+        raise DataError(
+            f"The upload has {len(report.errors)} error(s), so nothing was imported: {shown}{more}",
+            report=report,
+            fix="Fix every problem listed in the report (by file, line and field) and upload again.",
+        )
+    uploads_dir = Path(uploads_dir)
+    uploads_dir.mkdir(parents=True, exist_ok=True)
+    final = uploads_dir / report.content_hash[:12]
+    if _same_import(final, report):
+        return ImportResult(final, report)
+    tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=uploads_dir))
+    try:
+        _write_jsonl(tmp / TRAIN_FILE, report.train)
+        _write_jsonl(tmp / EVAL_FILE, report.eval)
+        (tmp / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=".replaced-", dir=uploads_dir))
+            final.rename(old / final.name)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return ImportResult(final, report)
+
+
+def _same_import(folder: Path, report: DataReport) -> bool:
+    try:
+        saved = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (saved.get("content_hash") == report.content_hash
+            and saved.get("stats", {}).get("split") == report.stats["split"]
+            and (folder / TRAIN_FILE).is_file() and (folder / EVAL_FILE).is_file())
+
+
+def _write_jsonl(path: Path, examples: list[Example]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for example in examples:
+            handle.write(json.dumps({"messages": example.messages}, ensure_ascii=False) + "\n")
+
+
+def read_normalized(path: Path) -> list[dict]:
+    """Rows ``{"messages": [...]}`` of a train.jsonl / eval.jsonl written by :func:`import_files`."""
+    path = Path(path)
+    rows = []
+    for number, raw in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path} line {number} is not valid JSON ({exc.msg}).",
+                            fix="Import the data again with import_files; do not edit these files by hand.") from exc
+        messages = row.get("messages") if isinstance(row, dict) else None
+        if not isinstance(messages, list) or not messages or messages[-1].get("role") != "assistant":
+            raise DataError(f"{path} line {number} is not a normalized example (a 'messages' list ending "
+                            "with an assistant turn).",
+                            fix="Import the data again with import_files; do not edit these files by hand.")
+        rows.append(row)
+    return rows
+
+
+def to_prompt_completion(messages: list[dict]) -> dict:
+    """TRL's conversational prompt/completion row: the loss covers the final answer only."""
+    return {"prompt": messages[:-1], "completion": messages[-1:]}
