@@ -1,0 +1,544 @@
+"""The job runner: a queue of training jobs in the store, each run in its own process.
+
+``submit`` puts a job in the store (status ``queued``); ``run_pending`` (or the
+background thread of ``start``) takes queued jobs one at a time and runs each as
+``python -m backend.worker JOB_ID``, so a crash or a cancel never takes the app down.
+The worker reports progress as ``job_events`` rows; anyone (page, CLI) follows them
+with :meth:`JobRunner.follow` or :meth:`JobRunner.progress`.
+
+Life of a job::
+
+    queued -> running -> done | failed | cancelled
+              running -> queued   (interrupted: app shut down, or found orphaned by recover())
+
+* cancel: a queued job is cancelled at once; a running one gets ``cancel_requested``
+  and SIGTERM, stops after its current step, writes no adapter.
+* SIGTERM without a cancel request (app or system shutdown) pauses: the worker saves a
+  checkpoint and the job goes back to the queue, to resume from it.
+* ``recover()`` at start-up re-queues jobs marked running whose process is gone; they
+  resume from their last checkpoint, up to ``max_attempts`` tries.
+
+Sweeps follow the tuning guides (Vertex AI's among them): start from the default
+config and vary one knob at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .adapters import folder as adapter_folder
+from .adapters import is_complete
+from .errors import ConfigError, InvalidName, JobError
+from .hparams import RunSpec
+from .names import NAME_RULE, validate_name
+from .settings import PROJECT_ROOT, Settings
+from .store import Store, utcnow
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("done", "failed", "cancelled")
+ACTIVE = ("queued", "running")
+MAX_SWEEP = 5
+LOG_TAIL_LINES = 12
+
+AdapterReady = Callable[[str, Path], None]
+AdapterRemoved = Callable[[str], None]
+
+
+# --- sweeps ------------------------------------------------------------------------------------
+
+KNOBS = ("epochs", "learning_rate", "r")
+
+
+def _short(value: float) -> str:
+    """1e-4 -> '1e-4', 2.5e-4 -> '2.5e-4', 2.0 -> '2', 1.5 -> '1.5'."""
+    if value == int(value) and abs(value) >= 1:
+        return str(int(value))
+    mantissa, _, exponent = f"{value:.3g}".partition("e")
+    if not exponent:
+        mantissa, _, exponent = f"{value:.2e}".partition("e")
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def apply_variation(base: RunSpec, variation: dict[str, float]) -> RunSpec:
+    """``base`` with one knob changed and a name that says which (``<name>-e2``,
+    ``<name>-lr1e-4``, ``<name>-r16``). Changing the rank scales alpha with it, so the
+    update's scale (alpha / r) stays the same and only the capacity changes."""
+    unknown = sorted(set(variation) - set(KNOBS))
+    if unknown or len(variation) != 1:
+        raise ConfigError(
+            f"A sweep variation changes exactly one knob; got {variation!r}.",
+            fix=f"Use one of {', '.join(KNOBS)} per variation, e.g. {{'epochs': 2}}.",
+        )
+    (knob, value), = variation.items()
+    data = base.model_dump()
+    if knob == "epochs":
+        data["train"]["epochs"] = float(value)
+        suffix = f"e{_short(float(value))}"
+    elif knob == "learning_rate":
+        data["train"]["learning_rate"] = float(value)
+        suffix = f"lr{_short(float(value))}"
+    else:
+        rank = int(value)
+        data["lora"]["alpha"] = max(1, round(base.lora.alpha * rank / base.lora.r))
+        data["lora"]["r"] = rank
+        suffix = f"r{rank}"
+    data["name"] = f"{base.name}-{suffix}"
+    try:
+        return RunSpec.model_validate(data)
+    except ValueError as exc:
+        raise ConfigError(f"Sweep variation {variation!r} gives an invalid configuration: {exc}") from exc
+
+
+def make_sweep(base: RunSpec, *, epochs: list[float] = (), learning_rate: list[float] = (),
+               r: list[int] = ()) -> list[RunSpec]:
+    """The base config plus one config per listed value, one knob at a time (1-5 configs).
+
+    Values equal to the base's are skipped (they would train the same adapter twice).
+    """
+    variations = ([{"epochs": v} for v in epochs if float(v) != base.train.epochs]
+                  + [{"learning_rate": v} for v in learning_rate if float(v) != base.train.learning_rate]
+                  + [{"r": v} for v in r if int(v) != base.lora.r])
+    return sweep_specs(base, variations)
+
+
+def sweep_specs(base: RunSpec, variations: list[dict[str, float]]) -> list[RunSpec]:
+    specs = [base] + [apply_variation(base, v) for v in variations]
+    problems = []
+    if len(specs) > MAX_SWEEP:
+        problems.append(f"{len(specs)} configurations (the base plus {len(variations)} variations); "
+                        f"a sweep holds at most {MAX_SWEEP}")
+    names = [s.name for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        problems.append(f"repeated names {dupes}")
+    for spec in specs:
+        try:
+            validate_name(spec.name)
+        except InvalidName:
+            problems.append(f"name {spec.name!r} is invalid (too long?)")
+    if problems:
+        raise ConfigError("The sweep cannot be built: " + "; ".join(problems) + ".",
+                          fix=f"Vary fewer values, or shorten the base name. {NAME_RULE}")
+    return specs
+
+
+def suggest_sweep(n_examples: int) -> list[dict[str, float]]:
+    """Variations (besides the default config) sized to the data.
+
+    Little data needs more passes to fit (and a higher rate is the cheaper way to get
+    there); a lot of data fits in fewer passes, where more rank can pay off.
+    """
+    if n_examples < 50:
+        return [{"epochs": 6}, {"learning_rate": 5e-4}]
+    if n_examples < 500:
+        return [{"epochs": 5}, {"learning_rate": 1e-4}, {"r": 16}]
+    if n_examples < 5000:
+        return [{"epochs": 2}, {"learning_rate": 1e-4}, {"r": 16}]
+    return [{"epochs": 1}, {"r": 16}, {"r": 32}]
+
+
+# --- processes -------------------------------------------------------------------------------
+
+
+def worker_alive(pid: int | None, job_id: int) -> bool:
+    """True when ``pid`` is a live ``backend.worker`` process for ``job_id`` (not a reused pid)."""
+    if not pid:
+        return False
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    if cmdline.parent.parent.is_dir() and Path("/proc/self").exists():
+        try:
+            args = cmdline.read_bytes().split(b"\0")
+            status = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[-1][:1]
+        except OSError:
+            return False
+        return status != "Z" and b"backend.worker" in args and str(job_id).encode() in args
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    if not path.is_file():
+        return ""
+    text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    return "\n".join(text[-lines:])
+
+
+def event_dict(row) -> dict[str, Any]:
+    return {"id": row.id, "at": row.at.isoformat() if row.at else None, "kind": row.kind, "step": row.step,
+            "total_steps": row.total_steps, "loss": row.loss, "eval_loss": row.eval_loss,
+            "tokens_per_s": row.tokens_per_s, "eta_s": row.eta_s, "message": row.message}
+
+
+def settle_adapter(store: Store, adapters_root: Path, name: str, status: str, reason: str | None = None,
+                   meta: dict | None = None) -> None:
+    """Set an adapter row's status after its job moved. A finished adapter already on
+    disk (the one an ``overwrite`` job would have replaced) stays ``done``: a failed or
+    cancelled retraining never hides the adapter that is still there."""
+    fields: dict[str, Any] = dict(status=status, error=reason if status == "failed" else None)
+    if meta is not None:
+        fields["meta"] = meta
+    if status != "done" and is_complete(adapter_folder(adapters_root, name)):
+        fields = dict(status="done", error=None)
+    store.upsert_adapter(name, **fields)
+
+
+# --- the runner ------------------------------------------------------------------------------
+
+
+class JobRunner:
+    """Queue, run, cancel and recover training jobs. One per app process."""
+
+    def __init__(self, settings: Settings, on_adapter_ready: AdapterReady | None = None,
+                 on_adapter_removed: AdapterRemoved | None = None, *, max_attempts: int = 3,
+                 poll_s: float = 0.5, grace_s: float = 60.0, python: str | None = None):
+        self.settings = settings
+        self.paths = settings.paths.ensure()
+        self.store = Store(settings.db_url)
+        self.on_adapter_ready = on_adapter_ready
+        self.on_adapter_removed = on_adapter_removed
+        self.max_attempts = max_attempts
+        self.poll_s = poll_s
+        self.grace_s = grace_s
+        self.python = python or sys.executable
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._current: tuple[int, subprocess.Popen] | None = None
+
+    # submitting -----------------------------------------------------------------------------
+    def submit(self, spec: RunSpec, train_file: Path | str, eval_file: Path | str | None = None,
+               data_hash: str = "", sweep: str | None = None, *, overwrite: bool = False,
+               plain_template: bool = False) -> int:
+        """Queue one training run; returns the job id. Refuses invalid or taken names."""
+        self._check_submittable([spec], train_file, eval_file, overwrite)
+        return self._enqueue(spec, train_file, eval_file, data_hash, sweep, overwrite, plain_template)
+
+    def submit_sweep(self, base_spec: RunSpec, variations: list[dict[str, float]] | None = None,
+                     train_file: Path | str | None = None, eval_file: Path | str | None = None,
+                     data_hash: str = "", *, plain_template: bool = False) -> list[int]:
+        """Queue the base config plus one job per variation (see :func:`suggest_sweep`)."""
+        if train_file is None:
+            raise JobError("submit_sweep needs train_file.", fix="Pass the data doctor's train.jsonl.")
+        specs = sweep_specs(base_spec, list(variations or []))
+        self._check_submittable(specs, train_file, eval_file, overwrite=False)
+        return [self._enqueue(s, train_file, eval_file, data_hash, base_spec.name, False, plain_template)
+                for s in specs]
+
+    def _check_submittable(self, specs: list[RunSpec], train_file, eval_file, overwrite: bool) -> None:
+        problems, invalid = [], False
+        active = {j.adapter: j.id for j in self.store.list_jobs(ACTIVE)}
+        for spec in specs:
+            try:
+                path = adapter_folder(self.paths.adapters, spec.name)
+            except InvalidName as exc:
+                problems.append(exc.message)
+                invalid = True
+                continue
+            if spec.name in active:
+                problems.append(f"adapter {spec.name!r} is already being trained by job {active[spec.name]}")
+            elif not overwrite:
+                row = self.store.get_adapter(spec.name)
+                if is_complete(path) or (row is not None and row.status == "done"):
+                    problems.append(f"an adapter named {spec.name!r} already exists")
+        if not Path(train_file).is_file():
+            problems.append(f"training data {str(train_file)!r} does not exist")
+        if eval_file is not None and not Path(eval_file).is_file():
+            problems.append(f"eval data {str(eval_file)!r} does not exist")
+        if problems:
+            kind = InvalidName if invalid else JobError
+            raise kind("Cannot queue training: " + "; ".join(problems) + ".",
+                           fix="Pick unused valid names (" + NAME_RULE + "), delete or overwrite the existing "
+                           "adapter, and point at the data doctor's train.jsonl / eval.jsonl.")
+
+    def _enqueue(self, spec, train_file, eval_file, data_hash, sweep, overwrite, plain_template) -> int:
+        request = {
+            "spec": spec.model_dump(mode="json"),
+            "train_file": str(Path(train_file).resolve()),
+            "eval_file": str(Path(eval_file).resolve()) if eval_file else None,
+            "data_hash": data_hash,
+            "overwrite": overwrite,
+            "plain_template": plain_template,
+        }
+        job = self.store.add_job(spec.name, request, sweep=sweep)
+        self.store.upsert_adapter(spec.name, base=spec.base, goal=spec.goal, status="queued", job_id=job.id,
+                                  error=None, verdict=None, meta={"hyperparameters": request["spec"]})
+        self.store.add_event(job.id, kind="queued", message=f"queued {spec.name}")
+        self._wake.set()
+        return job.id
+
+    # cancelling -----------------------------------------------------------------------------
+    def cancel(self, job_id: int) -> str:
+        """Cancel a job; returns its status now ('cancelled', or 'running' until it stops)."""
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise JobError(f"No job {job_id}.", fix="List jobs to see their ids.")
+        if job.status in TERMINAL:
+            raise JobError(f"Job {job_id} ({job.adapter}) is already {job.status}; there is nothing to cancel.")
+        if job.status == "queued":
+            self._finish(job_id, "cancelled", "cancelled before it started")
+            return "cancelled"
+        self.store.update_job(job_id, cancel_requested=True)
+        self.store.add_event(job_id, kind="cancel", message="cancel requested")
+        self._signal(job_id, job.pid)
+        return "running"
+
+    def _signal(self, job_id: int, pid: int | None, sig: int = signal.SIGTERM) -> None:
+        with self._lock:
+            current = self._current
+        if current and current[0] == job_id and current[1].poll() is None:
+            current[1].send_signal(sig)
+        elif worker_alive(pid, job_id):
+            try:
+                os.kill(pid, sig)
+            except OSError:
+                pass
+
+    # running --------------------------------------------------------------------------------
+    def run_pending(self) -> list[int]:
+        """Run queued jobs one at a time until the queue is empty; returns the job ids run."""
+        ran = []
+        self._adopt_running()
+        while not self._stop.is_set():
+            job = self.store.claim_next_job()
+            if job is None:
+                break
+            ran.append(job.id)
+            self._run(job)
+        return ran
+
+    def _run(self, job) -> str:
+        if job.cancel_requested:
+            return self._finish(job.id, "cancelled", "cancelled before it started")
+        run_dir = self.paths.run_dir(job.id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "TUNELAB_HOME": str(self.settings.home),
+               "TUNELAB_DATABASE_URL": self.settings.db_url,
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+               "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
+               "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+        if self.settings.trust_remote_code:
+            env["TUNELAB_TRUST_REMOTE_CODE"] = "1"
+        banner = f"\n===== attempt {job.attempts} at {utcnow().isoformat(timespec='seconds')}Z =====\n"
+        with open(run_dir / "stdout.log", "a") as out, open(run_dir / "stderr.log", "a") as err:
+            out.write(banner)
+            err.write(banner)
+            out.flush()
+            err.flush()
+            proc = subprocess.Popen([self.python, "-m", "backend.worker", str(job.id)], stdout=out, stderr=err,
+                                    env=env, cwd=str(PROJECT_ROOT), start_new_session=True)
+        self.store.update_job(job.id, pid=proc.pid)
+        with self._lock:
+            self._current = (job.id, proc)
+        try:
+            code = self._wait(job.id, proc)
+        finally:
+            with self._lock:
+                self._current = None
+        return self._after_exit(job.id, code)
+
+    def _wait(self, job_id: int, proc: subprocess.Popen) -> int:
+        signalled_at = None
+        while True:
+            try:
+                return proc.wait(timeout=self.poll_s)
+            except subprocess.TimeoutExpired:
+                pass
+            if signalled_at is None:
+                job = self.store.get_job(job_id)
+                if job.cancel_requested or self._stop.is_set():
+                    proc.send_signal(signal.SIGTERM)  # cancel, or pause for the app's shutdown
+                    signalled_at = time.monotonic()
+            elif time.monotonic() - signalled_at > self.grace_s:
+                proc.kill()
+
+    def _after_exit(self, job_id: int, code: int) -> str:
+        job = self.store.get_job(job_id)
+        if job.status == "running":  # the worker died without saying how it ended
+            if job.cancel_requested:
+                return self._finish(job_id, "cancelled", "cancelled (the worker was stopped)")
+            how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            tail = log_tail(self.paths.run_dir(job_id) / "stderr.log")
+            return self._finish(job_id, "failed", f"The training process {how}." + (f"\n{tail}" if tail else ""))
+        if job.status == "done":
+            self._notify_ready(job)
+        return job.status
+
+    def _notify_ready(self, job) -> None:
+        path = adapter_folder(self.paths.adapters, job.adapter)
+        try:
+            if job.request.get("overwrite") and self.on_adapter_removed:
+                self.on_adapter_removed(job.adapter)
+            if self.on_adapter_ready:
+                self.on_adapter_ready(job.adapter, path)
+        except Exception:  # a serving hiccup must not stop the queue
+            log.exception("on_adapter_ready(%s) failed", job.adapter)
+            self.store.add_event(job.id, kind="warning", message="the adapter is saved but could not be "
+                                 "loaded into the server; load it by hand")
+
+    def _finish(self, job_id: int, status: str, reason: str | None = None) -> str:
+        """Mark a job (and its adapter row) as ended; used by the runner, not the worker."""
+        job = self.store.update_job(job_id, status=status, error=reason if status != "done" else None,
+                                    finished_at=utcnow(), pid=None)
+        settle_adapter(self.store, self.paths.adapters, job.adapter, status, reason)
+        self.store.add_event(job_id, kind=status, message=reason)
+        if status == "cancelled":
+            _drop_checkpoints(self.paths.run_dir(job_id))
+        return status
+
+    def _adopt_running(self) -> None:
+        """Wait for workers started by an earlier app process that are still alive."""
+        for job in self.store.list_jobs(("running",)):
+            with self._lock:
+                mine = self._current is not None and self._current[0] == job.id
+            if mine or not worker_alive(job.pid, job.id):
+                continue
+            while worker_alive(job.pid, job.id) and not self._stop.is_set():
+                time.sleep(self.poll_s)
+            if not self._stop.is_set():
+                self._after_exit(job.id, 0)
+
+    # recovery -------------------------------------------------------------------------------
+    def recover(self) -> list[int]:
+        """Re-queue jobs marked running whose process is gone (they resume from their
+        last checkpoint); fail those that used up ``max_attempts``. Returns re-queued ids."""
+        requeued = []
+        for job in self.store.list_jobs(("running",)):
+            if worker_alive(job.pid, job.id):
+                continue
+            if job.cancel_requested:
+                self._finish(job.id, "cancelled", "cancelled (its process had stopped)")
+            elif job.attempts >= self.max_attempts:
+                tail = log_tail(self.paths.run_dir(job.id) / "stderr.log")
+                self._finish(job.id, "failed", f"Gave up after {job.attempts} attempts; the training process "
+                             "stopped without finishing each time." + (f"\n{tail}" if tail else ""))
+            else:
+                self.store.update_job(job.id, status="queued", pid=None)
+                settle_adapter(self.store, self.paths.adapters, job.adapter, "queued")
+                self.store.add_event(job.id, kind="requeued", step=job.step, total_steps=job.total_steps,
+                                     message=f"its process was gone at step {job.step}; queued to resume "
+                                     f"(attempt {job.attempts + 1} of {self.max_attempts})")
+                requeued.append(job.id)
+        return requeued
+
+    # background thread ----------------------------------------------------------------------
+    def start(self) -> "JobRunner":
+        """Recover, then keep running queued jobs in a background thread until :meth:`stop`."""
+        if self._thread and self._thread.is_alive():
+            return self
+        self._stop.clear()
+        self.recover()
+        self._thread = threading.Thread(target=self._loop, name="tunelab-jobs", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.run_pending()
+            except Exception:
+                log.exception("job runner loop failed; retrying")
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the thread. A running job is paused (checkpoint saved, back in the queue) and
+        resumes on the next :meth:`start`."""
+        self._stop.set()
+        self._wake.set()
+        with self._lock:
+            current = self._current
+        if current and current[1].poll() is None:
+            current[1].send_signal(signal.SIGTERM)
+        if self._thread:
+            self._thread.join(timeout if timeout is not None else self.grace_s + 5)
+
+    # following ------------------------------------------------------------------------------
+    def events(self, job_id: int, after_id: int = 0) -> list[dict]:
+        return [event_dict(e) for e in self.store.events(job_id, after_id)]
+
+    def follow(self, job_id: int, poll_s: float = 0.5, timeout: float | None = None) -> Iterator[dict]:
+        """Yield the job's events as they arrive, until it ends (or ``timeout`` seconds pass)."""
+        last, deadline = 0, (time.monotonic() + timeout) if timeout else None
+        while True:
+            job = self.store.get_job(job_id)
+            if job is None:
+                raise JobError(f"No job {job_id}.")
+            for event in self.store.events(job_id, last):
+                last = event.id
+                yield event_dict(event)
+            if job.status in TERMINAL or (deadline and time.monotonic() > deadline):
+                for event in self.store.events(job_id, last):
+                    last = event.id
+                    yield event_dict(event)
+                return
+            time.sleep(poll_s)
+
+    def wait(self, job_id: int, timeout: float = 600.0, poll_s: float = 0.2) -> str:
+        """Block until the job ends; returns its status."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.store.get_job(job_id)
+            if job.status in TERMINAL:
+                return job.status
+            time.sleep(poll_s)
+        raise JobError(f"Job {job_id} did not finish within {timeout:.0f} s.")
+
+    def progress(self, job_id: int) -> dict[str, Any]:
+        """A snapshot for a progress bar and a loss curve."""
+        job = self.store.get_job(job_id)
+        if job is None:
+            raise JobError(f"No job {job_id}.", fix="List jobs to see their ids.")
+        events = self.store.events(job_id)
+        progress = [e for e in events if e.kind == "progress"]
+        latest = progress[-1] if progress else None
+
+        def last_of(attr):
+            return next((getattr(e, attr) for e in reversed(progress) if getattr(e, attr) is not None), None)
+
+        starts = [e for e in events if e.kind == "start"]
+        return {
+            "job_id": job.id, "adapter": job.adapter, "sweep": job.sweep, "status": job.status,
+            "attempts": job.attempts, "error": job.error,
+            "step": job.step, "total_steps": job.total_steps,
+            "fraction": (job.step / job.total_steps) if job.total_steps else 0.0,
+            "loss": last_of("loss"), "eval_loss": last_of("eval_loss"),
+            "tokens_per_s": latest.tokens_per_s if latest else None,
+            "eta_s": latest.eta_s if latest and job.status == "running" else None,
+            "resumed_from": starts[-1].step if starts else 0,
+            "loss_history": [{"step": e.step, "loss": e.loss, "eval_loss": e.eval_loss}
+                             for e in progress if e.loss is not None or e.eval_loss is not None],
+            "cancel_requested": job.cancel_requested,
+        }
+
+    def jobs(self, statuses: tuple[str, ...] | None = None) -> list[dict]:
+        return [{"id": j.id, "adapter": j.adapter, "sweep": j.sweep, "status": j.status, "step": j.step,
+                 "total_steps": j.total_steps, "attempts": j.attempts, "error": j.error,
+                 "created_at": j.created_at.isoformat() if j.created_at else None}
+                for j in self.store.list_jobs(statuses)]
+
+    def close(self) -> None:
+        self.stop(timeout=0) if self._thread else None
+        self.store.close()
+
+
+def _drop_checkpoints(run_dir: Path) -> None:
+    """A cancelled run never resumes: free its checkpoints, keep its logs."""
+    import shutil
+
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+

@@ -1,0 +1,548 @@
+"""One LoRA training run: TRL's ``SFTTrainer`` + a peft ``LoraConfig``, exactly as a
+:class:`~backend.hparams.RunSpec` says, ending in one adapter folder.
+
+Input is the data doctor's normalized JSONL (``{"messages": [...]}`` per line, last
+message from the assistant). Each row becomes TRL's conversational prompt/completion
+form, so the loss covers the answer only.
+
+What this module changes from TRL's defaults, and why:
+
+* learning rate, logging every step and no gradient checkpointing come from the spec
+  (TRL's 2e-5 / every 10 steps / checkpointing-on are meant for full fine-tuning);
+* ``use_cpu=True`` where there is no CUDA, and bf16 only where the hardware has it;
+* batches are built from examples of similar length (shuffled batch order), so little
+  compute goes to padding;
+* the LM head runs on answer positions only. TRL's fused head scores every position on
+  machines without Triton (and computes entropy for its logs); the prompt and padding
+  positions never contribute to the loss, so projecting them onto the vocabulary is
+  wasted work.
+
+The run is ``accelerate launch`` compatible: every rank trains, only the main process
+writes the adapter folder. Output is written to a dot-prefixed temporary folder inside
+``adapters/`` and renamed into place, so a crash or a cancel leaves nothing behind and
+an existing adapter is never half-overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .adapters import ADAPTER_FILES, CONFIG_FILE, WEIGHTS_FILE, is_complete, write_meta
+from .bases import BaseRef, load_model, load_tokenizer
+from .errors import ConfigError, DataError, JobError
+from .hparams import RunSpec
+from .store import utcnow
+
+ProgressFn = Callable[[dict], None]
+StopFn = Callable[[], bool]
+
+CHECKPOINTS = "checkpoints"
+MIN_ROWS_FOR_AUTO_SPLIT = 10
+
+
+class TrainingCancelled(JobError):
+    """The run was asked to stop; no adapter folder was written."""
+
+
+class TrainingPaused(JobError):
+    """The run was interrupted (e.g. the app shut down); a checkpoint was saved to resume from."""
+
+
+class AdapterExists(JobError):
+    """A finished adapter of that name exists and overwriting was not asked for."""
+
+
+# --- data -------------------------------------------------------------------------------
+
+
+def read_rows(path: Path) -> list[list[dict]]:
+    """The ``messages`` lists of a normalized JSONL file; every problem reported at once."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"Training data file {str(path)!r} does not exist.",
+                        fix="Upload the examples again (the data doctor writes train.jsonl).")
+    rows, problems = [], []
+    with path.open(encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(f"line {number}: not JSON ({exc.msg})")
+                continue
+            messages = row.get("messages") if isinstance(row, dict) else None
+            if not isinstance(messages, list) or not messages:
+                problems.append(f"line {number}: no 'messages' list")
+                continue
+            bad = [i for i, m in enumerate(messages)
+                   if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant")
+                   or not isinstance(m.get("content"), str)]
+            if bad:
+                problems.append(f"line {number}: message {bad[0]} needs a role (system/user/assistant) "
+                                "and a string content")
+                continue
+            if messages[-1]["role"] != "assistant" or len(messages) < 2:
+                problems.append(f"line {number}: the last message must be the assistant's answer, "
+                                "after at least one prompt message")
+                continue
+            rows.append(messages)
+    if problems:
+        shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
+        raise DataError(f"{path.name} has {len(problems)} bad row(s): {shown}.", report=problems,
+                        fix="Run the examples through the data doctor, which writes normalized rows.")
+    if not rows:
+        raise DataError(f"{path.name} holds no examples.", fix="Upload at least one example.")
+    return rows
+
+
+def to_prompt_completion(messages: list[dict], system_prompt: str | None = None) -> dict:
+    """TRL's conversational prompt/completion row: the loss then covers the answer only."""
+    prompt = [dict(role=m["role"], content=m["content"]) for m in messages[:-1]]
+    if system_prompt and prompt[0]["role"] != "system":
+        prompt.insert(0, {"role": "system", "content": system_prompt})
+    return {"prompt": prompt, "completion": [dict(role="assistant", content=messages[-1]["content"])]}
+
+
+def split_rows(rows: list, fraction: float, seed: int) -> tuple[list, list]:
+    """A deterministic train/eval split, used when no eval file was given."""
+    import random
+
+    if fraction <= 0 or len(rows) < MIN_ROWS_FOR_AUTO_SPLIT:
+        return rows, []
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(len(rows) * fraction))
+    held = set(order[:n_eval])
+    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
+
+
+def build_datasets(spec: RunSpec, train_file: Path, eval_file: Path | None):
+    from datasets import Dataset
+
+    train_rows = read_rows(train_file)
+    if eval_file is not None and Path(eval_file).is_file():
+        eval_rows = read_rows(eval_file)
+    else:
+        train_rows, eval_rows = split_rows(train_rows, spec.train.eval_fraction, spec.train.seed)
+    system = spec.train.system_prompt
+    train = Dataset.from_list([to_prompt_completion(m, system) for m in train_rows])
+    evals = Dataset.from_list([to_prompt_completion(m, system) for m in eval_rows]) if eval_rows else None
+    return train, evals
+
+
+# --- the hardware-dependent choices -------------------------------------------------------
+
+
+def device_kind() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def cpu_has_bf16() -> bool:
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """'auto' -> bf16 on a GPU or CPU with bf16 units (fp16 on older GPUs), else fp32."""
+    import torch
+
+    if precision != "auto":
+        if precision == "fp16" and device == "cpu":
+            raise ConfigError("precision 'fp16' needs a CUDA GPU; this machine has none.",
+                              fix="Use 'auto', 'bf16' or 'fp32'.")
+        return precision
+    if device == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "bf16" if cpu_has_bf16() else "fp32"
+
+
+def set_cpu_threads(device: str) -> None:
+    """On CPU use every core this process may run on, shared between local ranks."""
+    import torch
+
+    if device != "cpu" or os.environ.get("OMP_NUM_THREADS"):
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(1, cores // max(1, local_world)))
+
+
+def plan_steps(n_train: int, spec: RunSpec, world_size: int = 1) -> int:
+    per_epoch = math.ceil(n_train / (spec.train.batch_size * world_size))
+    return max(1, math.ceil(per_epoch * spec.train.epochs))
+
+
+def make_sft_config(spec: RunSpec, work_dir: Path, *, has_eval: bool, precision: str, device: str):
+    """SFTConfig with TRL's small-run pitfalls overridden (fields checked against TRL 1.16)."""
+    from trl import SFTConfig
+
+    t = spec.train
+    return SFTConfig(
+        output_dir=str(Path(work_dir) / CHECKPOINTS),
+        num_train_epochs=t.epochs,
+        learning_rate=t.learning_rate,
+        per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.batch_size,
+        gradient_accumulation_steps=1,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=t.weight_decay,
+        seed=t.seed,
+        data_seed=t.seed,
+        max_length=t.max_length,
+        completion_only_loss=True,
+        gradient_checkpointing=t.gradient_checkpointing,
+        logging_strategy="steps",
+        logging_steps=t.logging_steps,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=(t.eval_steps or 0.25) if has_eval else None,
+        save_strategy="steps",
+        save_steps=t.save_steps or 0.2,
+        save_total_limit=2,
+        use_cpu=device == "cpu",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        dataloader_pin_memory=device == "cuda",
+        report_to="none",
+        disable_tqdm=True,
+    )
+
+
+# --- the trainer ---------------------------------------------------------------------------
+
+
+class LengthBatchSampler:
+    """Indices in batches of similar length, batch order shuffled per epoch.
+
+    Sorting first keeps padding low; shuffling the batches (unlike transformers'
+    ``LengthGroupedSampler``, which runs each mega-batch longest first) keeps the
+    order of lengths from becoming a curriculum. Deterministic per (seed, epoch), so a
+    resumed run skips exactly the batches it had seen.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        import torch
+
+        gen = torch.Generator().manual_seed(self.seed * 1009 + self.epoch)
+        jitter = torch.rand(len(self.lengths), generator=gen).tolist()
+        order = sorted(range(len(self.lengths)), key=lambda i: (self.lengths[i], jitter[i]))
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        shuffled = torch.randperm(len(batches), generator=gen).tolist()
+        return iter([i for b in shuffled for i in batches[b]])
+
+
+def _make_trainer_class():
+    """Built lazily so that importing this module never imports torch or TRL."""
+    import torch
+    from trl import SFTTrainer
+
+    class AnswerOnlySFTTrainer(SFTTrainer):
+        """SFTTrainer that projects only answer positions onto the vocabulary and counts
+        answer tokens (for tokens/s) and time spent in evaluation."""
+
+        answer_tokens: int = 0
+        eval_seconds: float = 0.0
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            lengths = [len(ids) for ids in dataset["input_ids"]]
+            return LengthBatchSampler(lengths, self.args.per_device_train_batch_size, self.args.seed)
+
+        def evaluate(self, *args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return super().evaluate(*args, **kwargs)
+            finally:
+                self.eval_seconds += time.perf_counter() - started
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            config = self.accelerator.unwrap_model(model).config.get_text_config()
+            special_head = any(getattr(config, key, None) for key in
+                               ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier"))
+            if return_outputs or special_head or "labels" not in inputs or self.args.loss_type != "nll" \
+                    or self.label_smoother is not None or getattr(self, "aux_loss_enabled", False):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            labels = inputs["labels"]
+            forward_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+            outputs = model(**forward_inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+            hidden = outputs.hidden_states[-1][:, :-1]
+            targets = labels[:, 1:]
+            mask = targets != -100
+            head = self.accelerator.unwrap_model(model).get_output_embeddings()
+            logits = head(hidden[mask]).float()
+            loss_sum = torch.nn.functional.cross_entropy(logits, targets[mask], reduction="sum")
+            if num_items_in_batch is None:
+                loss = loss_sum / mask.sum().clamp(min=1)
+            else:
+                loss = loss_sum / num_items_in_batch
+                if self.args.average_tokens_across_devices:
+                    loss = loss * self.accelerator.num_processes
+            if model.training:
+                self.answer_tokens += int(mask.sum())
+            return loss
+
+    return AnswerOnlySFTTrainer
+
+
+def _make_progress_callback(trainer_ref: dict, on_progress: ProgressFn | None, should_stop: StopFn | None,
+                            should_pause: StopFn | None = None):
+    from transformers import TrainerCallback
+
+    class ProgressCallback(TrainerCallback):
+        """Turns the trainer's logs into progress dicts and ``should_stop()`` into a stop."""
+
+        def __init__(self):
+            self.stopped = False
+            self.paused = False
+            self.started = None
+            self.first_step = 0
+            self.history: list[dict] = []
+
+        def _emit(self, state, **fields):
+            if on_progress is None or not state.is_world_process_zero:
+                return
+            trainer = trainer_ref["trainer"]
+            elapsed = max(1e-9, time.perf_counter() - self.started - trainer.eval_seconds)
+            done = max(0, state.global_step - self.first_step)
+            tokens_per_s = trainer.answer_tokens * trainer.accelerator.num_processes / elapsed if done else None
+            eta = (state.max_steps - state.global_step) * elapsed / done if done else None
+            on_progress(dict(step=state.global_step, total_steps=state.max_steps,
+                             tokens_per_s=tokens_per_s, eta_s=eta, **fields))
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+            self.first_step = state.global_step
+            if state.is_world_process_zero and on_progress is not None:
+                on_progress(dict(step=state.global_step, total_steps=state.max_steps, loss=None,
+                                 eval_loss=None, tokens_per_s=None, eta_s=None,
+                                 resumed_from=state.global_step))
+
+        def on_step_end(self, args, state, control, **kwargs):
+            stop = bool(should_stop()) if should_stop is not None else False
+            stop = _any_rank(trainer_ref["trainer"], stop)
+            if stop:
+                self.stopped = True
+                control.should_training_stop = True
+                control.should_save = False
+                control.should_evaluate = False
+                return
+            pause = bool(should_pause()) if should_pause is not None else False
+            if _any_rank(trainer_ref["trainer"], pause):
+                self.paused = True
+                control.should_training_stop = True
+                control.should_save = True  # the checkpoint a resumed run starts from
+                control.should_evaluate = False
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = logs or {}
+            if "loss" in logs:
+                self.history.append({"step": state.global_step, "loss": float(logs["loss"]), "eval_loss": None})
+                self._emit(state, loss=float(logs["loss"]), eval_loss=None)
+            if "eval_loss" in logs:
+                self.history.append({"step": state.global_step, "loss": None, "eval_loss": float(logs["eval_loss"])})
+                self._emit(state, loss=None, eval_loss=float(logs["eval_loss"]))
+
+    return ProgressCallback()
+
+
+def _any_rank(trainer, flag: bool) -> bool:
+    """The stop flag agreed by every rank, so distributed ranks stop at the same step."""
+    if trainer is None or trainer.accelerator.num_processes == 1:
+        return flag
+    import torch
+
+    value = torch.tensor([1.0 if flag else 0.0], device=trainer.accelerator.device)
+    return bool(trainer.accelerator.reduce(value, reduction="sum").item() > 0)
+
+
+def last_checkpoint(work_dir: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = Path(work_dir) / CHECKPOINTS
+    if not folder.is_dir():
+        return None
+    found = get_last_checkpoint(str(folder))
+    return Path(found) if found else None
+
+
+def checkpoint_step(checkpoint: Path | None) -> int:
+    if checkpoint is None:
+        return 0
+    state = checkpoint / "trainer_state.json"
+    if state.is_file():
+        return int(json.loads(state.read_text()).get("global_step", 0))
+    return int(checkpoint.name.rsplit("-", 1)[-1])
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+def check_target(out_dir: Path, overwrite: bool) -> None:
+    if Path(out_dir).exists() and is_complete(out_dir) and not overwrite:
+        raise AdapterExists(
+            f"An adapter named {Path(out_dir).name!r} already exists in {Path(out_dir).parent}.",
+            fix="Pick another name, delete the existing adapter first, or ask to overwrite it.",
+        )
+
+
+def train_adapter(
+    spec: RunSpec,
+    *,
+    base_ref: BaseRef,
+    train_file: Path,
+    eval_file: Path | None,
+    out_dir: Path,
+    work_dir: Path,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    should_pause: StopFn | None = None,
+    resume: bool = False,
+    data_hash: str = "",
+    overwrite: bool = False,
+    plain_template: bool = False,
+    trust_remote_code: bool = False,
+) -> dict:
+    """Train one LoRA adapter and write ``out_dir`` (= ``adapters/<name>``).
+
+    ``should_stop()`` is asked after every step; true cancels the run (nothing written,
+    :class:`TrainingCancelled`). ``should_pause()`` true stops after saving a checkpoint
+    (:class:`TrainingPaused`); ``resume=True`` later continues from the last checkpoint
+    in ``work_dir``. Returns the metadata written to ``tunelab.json``. Raises
+    :class:`AdapterExists` when the name is taken, :class:`DataError` for unusable data.
+    """
+    import torch
+    from peft import LoraConfig
+
+    out_dir, work_dir = Path(out_dir), Path(work_dir)
+    check_target(out_dir, overwrite)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    device = device_kind()
+    precision = resolve_precision(spec.train.precision, device)
+    set_cpu_threads(device)
+
+    train_ds, eval_ds = build_datasets(spec, train_file, eval_file)
+    tokenizer = load_tokenizer(base_ref, plain_template=plain_template, trust_remote_code=trust_remote_code)
+    model = load_model(base_ref, dtype=torch.float32, trust_remote_code=trust_remote_code)
+    try:
+        peft_config = LoraConfig(**spec.lora.to_peft_kwargs())
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"The LoRA configuration is invalid: {exc}") from exc
+
+    args = make_sft_config(spec, work_dir, has_eval=eval_ds is not None, precision=precision, device=device)
+    trainer_ref: dict[str, Any] = {"trainer": None}
+    callback = _make_progress_callback(trainer_ref, on_progress, should_stop, should_pause)
+    trainer_cls = _make_trainer_class()
+    try:
+        trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                              processing_class=tokenizer, peft_config=peft_config, callbacks=[callback])
+    except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
+        raise ConfigError(f"Could not apply the LoRA configuration to base {base_ref.spec!r}: {exc}") from exc
+    trainer_ref["trainer"] = trainer
+
+    checkpoint = last_checkpoint(work_dir) if resume else None
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    runtime = time.perf_counter() - started
+    if callback.stopped:
+        raise TrainingCancelled(f"Training of {spec.name!r} was cancelled at step {trainer.state.global_step}; "
+                                "no adapter was written.")
+    if callback.paused and trainer.state.global_step < trainer.state.max_steps:
+        raise TrainingPaused(f"Training of {spec.name!r} was interrupted at step {trainer.state.global_step}; "
+                             "it resumes from its checkpoint.")
+
+    eval_loss = _final_eval_loss(trainer, callback) if eval_ds is not None else None
+    train_time = max(1e-9, runtime - trainer.eval_seconds)
+    answer_tokens = trainer.answer_tokens * trainer.accelerator.num_processes
+    train_losses = [h["loss"] for h in callback.history if h["loss"] is not None]
+    meta = {
+        "name": spec.name,
+        "goal": spec.goal,
+        "base": {"spec": base_ref.spec, "name": base_ref.name, "kind": base_ref.kind},
+        "data_hash": data_hash,
+        "hyperparameters": spec.model_dump(mode="json"),
+        "metrics": {
+            "train_loss": train_losses[-1] if train_losses else None,
+            "train_loss_mean": float(result.training_loss),
+            "eval_loss": eval_loss,
+            "tokens_per_s": answer_tokens / train_time,
+            "runtime_s": runtime,
+            "answer_tokens": answer_tokens,
+            "steps": trainer.state.global_step,
+            "resumed_from_step": callback.first_step,
+            "examples": len(train_ds),
+            "eval_examples": len(eval_ds) if eval_ds is not None else 0,
+            "precision": precision,
+            "device": device,
+        },
+        "loss_history": callback.history,
+        "status": "done",
+        "verdict": None,
+        "created": utcnow().isoformat(timespec="seconds") + "Z",
+    }
+    trainer.accelerator.wait_for_everyone()
+    if trainer.is_world_process_zero():
+        write_adapter_folder(trainer.accelerator.unwrap_model(trainer.model), out_dir, meta, overwrite=overwrite)
+    trainer.accelerator.wait_for_everyone()
+    return meta
+
+
+def _final_eval_loss(trainer, callback) -> float | None:
+    """Eval loss at the last step: the logged one if the schedule just evaluated, else a fresh one."""
+    last = next((h for h in reversed(callback.history) if h["eval_loss"] is not None), None)
+    if last is not None and last["step"] == trainer.state.global_step:
+        return last["eval_loss"]
+    return float(trainer.evaluate()["eval_loss"])
+
+
+def write_adapter_folder(peft_model, out_dir: Path, meta: dict, *, overwrite: bool = False) -> Path:
+    """Write exactly the three contract files, via a dot-prefixed temp folder + rename."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    check_target(out_dir, overwrite)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        peft_model.save_pretrained(str(tmp), safe_serialization=True)
+        for extra in tmp.iterdir():  # peft adds a README.md model card; the contract is three files
+            if extra.name not in (CONFIG_FILE, WEIGHTS_FILE):
+                shutil.rmtree(extra) if extra.is_dir() else extra.unlink()
+        write_meta(tmp, meta)
+        written = sorted(p.name for p in tmp.iterdir())
+        if written != sorted(ADAPTER_FILES):
+            raise JobError(f"peft wrote {written} instead of the adapter files {sorted(ADAPTER_FILES)}.")
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            out_dir.rename(old)
+            tmp.rename(out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir

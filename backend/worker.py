@@ -1,0 +1,158 @@
+"""The training subprocess: ``python -m backend.worker JOB_ID``.
+
+Reads the job's request (RunSpec, data paths, data hash) from the store, trains with
+:func:`backend.train.train_adapter`, writes progress as ``job_events`` and ends the
+job and its adapter row as done, failed, cancelled or (interrupted) queued again.
+
+Stopping: the store's ``cancel_requested`` flag is polled at most once a second;
+SIGTERM makes the next check immediate. SIGTERM with the flag set cancels; SIGTERM
+without it (the app or the machine shutting down) pauses: a checkpoint is saved and
+the job goes back to the queue, to resume from it.
+
+Under ``accelerate launch -m backend.worker JOB_ID`` every rank trains and only the
+main process touches the store.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from .errors import TuneLabError
+from .settings import Settings
+from .store import Store, utcnow
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+CANCEL_POLL_S = 1.0
+
+
+class StopFlags:
+    """Cancel and pause, from the store flag (polled at most every ``poll_s``) and SIGTERM."""
+
+    def __init__(self, store: Store | None, job_id: int, poll_s: float = CANCEL_POLL_S):
+        self.store, self.job_id, self.poll_s = store, job_id, poll_s
+        self.sigterm = False
+        self._cancel = False
+        self._checked = 0.0
+
+    def on_sigterm(self, _signum, _frame) -> None:
+        self.sigterm = True
+        self._checked = 0.0  # look at the store on the next step
+
+    def cancel_requested(self) -> bool:
+        if self.store is None:  # non-main ranks: the main rank's answer is shared by the trainer
+            return False
+        now = time.monotonic()
+        if not self._cancel and now - self._checked >= self.poll_s:
+            self._checked = now
+            job = self.store.get_job(self.job_id)
+            self._cancel = bool(job is None or job.cancel_requested)
+        return self._cancel
+
+    def pause_requested(self) -> bool:
+        return self.sigterm and not self.cancel_requested()
+
+
+def _is_main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def run(job_id: int, settings: Settings | None = None) -> int:
+    from . import train
+    from .adapters import folder as adapter_folder
+    from .bases import resolve_base
+    from .hparams import RunSpec
+    from .jobs import settle_adapter
+
+    settings = settings or Settings()
+    main = _is_main_rank()
+    store = Store(settings.db_url)
+    job = store.get_job(job_id)
+    if job is None:
+        print(f"worker: no job {job_id} in {settings.db_url}", file=sys.stderr)
+        return EXIT_USAGE
+    flags = StopFlags(store if main else None, job_id)
+    signal.signal(signal.SIGTERM, flags.on_sigterm)
+    request = job.request
+    paths = settings.paths
+    run_dir = paths.run_dir(job_id)
+    checkpoint = train.last_checkpoint(run_dir)
+
+    def record(kind: str, **fields) -> None:
+        if main:
+            store.add_event(job_id, kind=kind, **fields)
+
+    def end(status: str, reason: str | None = None, meta: dict | None = None, code: int = EXIT_OK) -> int:
+        if main:
+            fields = dict(status=status, error=reason, pid=None,
+                          finished_at=None if status == "queued" else utcnow())
+            if status == "queued":  # a pause is not a failed attempt
+                fields["attempts"] = max(0, job.attempts - 1)
+            store.update_job(job_id, **fields)
+            settle_adapter(store, paths.adapters, job.adapter, status, reason, meta)
+            record(status, message=reason or status)
+        return code
+
+    if main:
+        store.update_job(job_id, pid=os.getpid(), status="running")
+        store.upsert_adapter(job.adapter, status="running", job_id=job_id, error=None)
+        record("attempt", step=train.checkpoint_step(checkpoint),
+               message=f"attempt {job.attempts}" + (f", resuming from {checkpoint.name}" if checkpoint else ""))
+    if flags.cancel_requested():
+        return end("cancelled", "cancelled before training started")
+
+    def on_progress(p: dict) -> None:
+        kind = "start" if "resumed_from" in p else "progress"
+        record(kind, step=p["step"], total_steps=p["total_steps"], loss=p.get("loss"),
+               eval_loss=p.get("eval_loss"), tokens_per_s=p.get("tokens_per_s"), eta_s=p.get("eta_s"),
+               message=f"resumed from step {p['resumed_from']}" if p.get("resumed_from") else None)
+
+    try:
+        spec = RunSpec.model_validate(request["spec"])
+        base_ref = resolve_base(spec.base, settings)
+        meta = train.train_adapter(
+            spec,
+            base_ref=base_ref,
+            train_file=Path(request["train_file"]),
+            eval_file=Path(request["eval_file"]) if request.get("eval_file") else None,
+            out_dir=adapter_folder(paths.adapters, spec.name),
+            work_dir=run_dir,
+            on_progress=on_progress,
+            should_stop=flags.cancel_requested,
+            should_pause=flags.pause_requested,
+            resume=True,
+            data_hash=request.get("data_hash", ""),
+            overwrite=bool(request.get("overwrite")),
+            plain_template=bool(request.get("plain_template")),
+            trust_remote_code=settings.trust_remote_code,
+        )
+    except train.TrainingCancelled as exc:
+        import shutil
+
+        shutil.rmtree(run_dir / train.CHECKPOINTS, ignore_errors=True)
+        return end("cancelled", exc.message)
+    except train.TrainingPaused as exc:
+        return end("queued", exc.message)
+    except TuneLabError as exc:
+        traceback.print_exc()
+        return end("failed", str(exc), code=EXIT_FAILED)
+    except Exception as exc:  # anything else is a bug or the machine: keep the reason, not the app
+        traceback.print_exc()
+        return end("failed", f"{type(exc).__name__}: {exc}", code=EXIT_FAILED)
+    return end("done", meta=meta)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or not argv[0].isdigit():
+        print("usage: python -m backend.worker JOB_ID", file=sys.stderr)
+        return EXIT_USAGE
+    return run(int(argv[0]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
