@@ -132,7 +132,8 @@ class DataReport:
                 count = self.stats.get("files", {}).get(name, 0)
                 lines += ["", f"{name} ({self.formats.get(name, 'unknown')}, {count} example(s))"]
             for problem in problems[:max_problems_per_file]:
-                lines.append(f"  {problem.severity}: {problem.where()}: {problem.message}")
+                place = f"{problem.where()}: " if problem.file else ""
+                lines.append(f"  {problem.severity}: {place}{problem.message}")
             if len(problems) > max_problems_per_file:
                 lines.append(f"  ... and {len(problems) - max_problems_per_file} more problem(s) in this file")
             if name is not None and not problems:
@@ -191,7 +192,7 @@ def check_files(
     too-long check. ``goal`` words the prompt paired with style text. ``eval_fraction``
     0 turns the eval split off; otherwise an upload of >= 5 examples holds out at least 1.
     """
-    paths = [Path(p) for p in paths]
+    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     names = _display_names(paths)
     prompt = style_prompt(goal)
     columns = CsvColumns(input_column, output_column)

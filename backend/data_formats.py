@@ -11,10 +11,14 @@ keys, one record at a time:
 ``contents``           Gemini (``parts`` with ``text``; ``systemInstruction`` or
                        ``system_instruction``)
 ``prompt/completion``  TRL prompt-completion, strings or conversational lists
-``instruction/output`` alpaca (``input`` optional)
+``instruction/output`` alpaca (``input`` optional); ``input/output`` alone also works
 ``conversations``      sharegpt (``from`` human/gpt/system, ``value``)
 ``text``               style text: paired with a user prompt derived from the goal
 =====================  ==========================================================
+
+CSV/TSV files need a header; the input and output columns are detected by common
+names (:data:`INPUT_COLUMNS`, :data:`OUTPUT_COLUMNS`) or chosen explicitly. Plain text
+(.txt/.md) gives one example per paragraph (blocks separated by blank lines).
 
 Readers never raise for bad data: every problem becomes a :class:`Problem` built from
 one :class:`Rule`, so the check and the words that explain it come from one place.
