@@ -625,6 +625,7 @@ def _read_csv(text: str, delimiter: str, columns: CsvColumns, result: FileRead) 
         result.add(EMPTY_FILE, detail="no header row")
         return
     header = [h.strip() for h in header]
+    result.found("csv")
     found = ", ".join(repr(h) for h in header if h) or "none"
     present = set(header)
     instruction = None
@@ -651,7 +652,6 @@ def _read_csv(text: str, delimiter: str, columns: CsvColumns, result: FileRead) 
         ok = False
     if not ok:
         return
-    result.found("csv")
     system_col = _pick(header, SYSTEM_COLUMNS)
     index = {name: i for i, name in reversed(list(enumerate(header)))}
     previous_end = reader.line_num
