@@ -74,11 +74,9 @@ def bases_pull_default() -> None:
 @bases_app.command("list")
 def bases_list() -> None:
     """Known bases and their local folders."""
-    table = Table("name", "kind", "ready", "path")
     for row in _service().list_bases():
-        table.add_row(row["name"], row["kind"], "yes" if row["ready"] else "no (tunelab bases pull-default)",
-                      row["path"])
-    console.print(table)
+        ready = "ready" if row["ready"] else "not provisioned (tunelab bases pull-default)"
+        print(f"{row['name']}\t{row['kind']}\t{ready}\t{row['path']}")
 
 
 @bases_app.command("add")

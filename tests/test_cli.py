@@ -1,0 +1,76 @@
+"""The `tunelab` command driven through typer's CliRunner against a temporary home."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from backend.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_data_check_good_file_exits_zero_with_stats(home, tiny_llama, tmp_path):
+    data = tmp_path / "wine.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"wine {i} ruby"}, {"role": "assistant", "content": "red"}]}
+            for i in range(12)]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    result = _run("data", "check", data, "--base", tiny_llama)
+    assert result.exit_code == 0, result.output
+    assert "Examples: 12" in result.output
+
+
+def test_data_check_bad_file_exits_one_naming_line_and_field(home, tiny_llama, tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text(
+        json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}) + "\n"
+        + "{not json\n"
+        + json.dumps({"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}) + "\n"
+    )
+    result = _run("data", "check", data, "--base", tiny_llama)
+    assert result.exit_code == 1, result.output
+    assert "line 2" in result.output and "line 3" in result.output
+    assert "robot" in result.output
+
+
+def test_data_check_json_output(home, tiny_llama, tmp_path):
+    data = tmp_path / "pairs.csv"
+    data.write_text("input,output\n" + "\n".join(f"text {i},label{i % 2}" for i in range(10)))
+    result = _run("data", "check", data, "--base", tiny_llama, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["stats"]["examples"] == 10 and report["formats"]
+
+
+def test_bad_base_is_a_readable_error_not_a_traceback(home, tmp_path):
+    data = tmp_path / "x.jsonl"
+    data.write_text("{}\n")
+    result = _run("data", "check", data, "--base", tmp_path / "missing.gguf")
+    assert result.exit_code == 2
+    assert "does not exist" in result.output and "Traceback" not in result.output
+
+
+def test_adapters_show_unknown_lists_known(home):
+    result = _run("adapters", "show", "nope")
+    assert result.exit_code == 2
+    assert "No adapter named 'nope'" in result.output and "none yet" in result.output
+
+
+def test_bases_list_shows_default(home):
+    result = _run("bases", "list")
+    assert result.exit_code == 0 and "SmolLM2-135M-Instruct" in result.output
+
+
+@pytest.mark.slow
+def test_pull_default_prints_folder_last_and_is_idempotent(home):
+    first = _run("bases", "pull-default")
+    assert first.exit_code == 0, first.output
+    folder = first.output.strip().splitlines()[-1]
+    second = _run("bases", "pull-default")
+    assert second.output.strip() == folder
