@@ -1,0 +1,27 @@
+# GPU image of TuneLab: the page + the embedded serving endpoint.
+# PyPI's default torch wheel for Linux is the CUDA build, so this image uses the GPU
+# when run with `docker run --gpus all`. (The Makefile installs the CPU wheel instead
+# on machines without one.) Not built in CI: the CI machine has no Docker engine.
+FROM python:3.11-slim
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PYTHONUNBUFFERED=1 \
+    TUNELAB_HOME=/data
+
+WORKDIR /app
+RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*
+
+COPY pyproject.toml README.md ./
+COPY backend ./backend
+COPY ui ./ui
+COPY datasets/samples ./datasets/samples
+RUN pip install "torch==2.13.0" && pip install .
+
+# Provision the default base into the image's model cache (offline from then on).
+RUN TUNELAB_HOME=/opt/tunelab tunelab bases pull-default
+ENV TUNELAB_HOME=/data
+RUN mkdir -p /data/.tunelab && ln -s /opt/tunelab/.tunelab/models /data/.tunelab/models
+
+VOLUME ["/data"]
+EXPOSE 7860 8000
+CMD ["tunelab", "up", "--host", "0.0.0.0"]
