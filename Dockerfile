@@ -6,7 +6,8 @@ FROM python:3.11-slim
 
 ENV PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1 \
-    TUNELAB_HOME=/data
+    TUNELAB_HOME=/data \
+    TUNELAB_MODELS_DIR=/opt/tunelab/models
 
 WORKDIR /app
 RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*
@@ -17,10 +18,9 @@ COPY ui ./ui
 COPY datasets/samples ./datasets/samples
 RUN pip install "torch==2.13.0" && pip install .
 
-# Provision the default base into the image's model cache (offline from then on).
-RUN TUNELAB_HOME=/opt/tunelab tunelab bases pull-default
-ENV TUNELAB_HOME=/data
-RUN mkdir -p /data/.tunelab && ln -s /opt/tunelab/.tunelab/models /data/.tunelab/models
+# Provision the default base into the image's model cache (offline from then on);
+# adapters, uploads and the database live in the /data volume.
+RUN tunelab bases pull-default
 
 VOLUME ["/data"]
 EXPOSE 7860 8000

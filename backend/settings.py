@@ -51,6 +51,22 @@ class Settings(BaseSettings):
     auth: str | None = Field(
         default=None, description="Optional 'user:password' login for the page."
     )
+    assistant_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible URL (ending in /v1) of a capable chat model that drives the "
+        "assistant as a tool-calling agent. Unset: the built-in rule-based assistant answers.",
+    )
+    assistant_model: str | None = Field(
+        default=None, description="Model name to ask at TUNELAB_ASSISTANT_URL (e.g. gpt-4o-mini)."
+    )
+    assistant_api_key: str | None = Field(
+        default=None, description="API key for TUNELAB_ASSISTANT_URL, if it needs one."
+    )
+    models_dir: Path | None = Field(
+        default=None,
+        description="Model cache (converted default base, GGUF conversions). Default: <home>/.tunelab/models. "
+        "Set it to share one cache between homes, e.g. in the Docker image.",
+    )
     trust_remote_code: bool = Field(
         default=False,
         description="Allow bases whose architecture needs trust_remote_code (runs their code).",
@@ -58,7 +74,8 @@ class Settings(BaseSettings):
 
     @property
     def paths(self) -> "Paths":
-        return Paths(self.home.expanduser().resolve())
+        models = self.models_dir.expanduser().resolve() if self.models_dir else None
+        return Paths(self.home.expanduser().resolve(), models=models)
 
     @property
     def db_url(self) -> str:
@@ -68,8 +85,9 @@ class Settings(BaseSettings):
 class Paths:
     """Every location under the home, in one place."""
 
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, models: Path | None = None):
         self.home = home
+        self._models = models
 
     @property
     def adapters(self) -> Path:
@@ -86,7 +104,7 @@ class Paths:
     @property
     def models(self) -> Path:
         """Model cache: converted default base, downloaded packages."""
-        return self.home / ".tunelab" / "models"
+        return self._models or self.home / ".tunelab" / "models"
 
     @property
     def runs(self) -> Path:
