@@ -123,6 +123,14 @@ class Service:
         return import_files([Path(f) for f in files], self.paths.uploads, tokenizer=tokenizer,
                             max_tokens=limit, goal=goal, **kwargs)
 
+    def render_chat(self, conversations: list[list[dict]], *, base: str | None = None) -> list[str]:
+        """Examples as the base's chat template renders them (the data panel's preview)."""
+        from .bases import load_tokenizer
+
+        tokenizer = load_tokenizer(self.resolve_base(base), plain_template=True,
+                                   trust_remote_code=self.settings.trust_remote_code)
+        return [tokenizer.apply_chat_template(messages, tokenize=False) for messages in conversations]
+
     # bases ------------------------------------------------------------------------------------
     def resolve_base(self, spec: str | None):
         from .bases import resolve_base

@@ -1,0 +1,100 @@
+"""Adapters tab: each adapter's goal, data, hyperparameters, loss curve, ratings and
+verdict (from the store and its tunelab.json), use it in the chat, and export it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import gradio as gr
+
+from backend.assistant_tools import AssistantTools
+
+from .common import Ctx, edge, esc, loss_frame, pct
+
+
+def details_markdown(row: dict) -> str:
+    meta = row.get("meta") or {}
+    hp = meta.get("hyperparameters") or {}
+    lora, train = hp.get("lora") or {}, hp.get("train") or {}
+    metrics = meta.get("metrics") or {}
+    base = meta.get("base") or {}
+    ratings = row.get("ratings")
+    verdict = {"success": "✅ success", "fail": "❌ fail"}.get(row.get("verdict") or "", "not marked yet")
+    lines = [
+        f"### {esc(row['name'])}",
+        f"- **Status**: {esc(row['status'])}" + (f" — {esc(row['error'])}" if row.get("error") else ""),
+        f"- **Verdict**: {verdict}",
+        f"- **Goal**: {esc(row.get('goal') or meta.get('goal') or '—')}",
+        f"- **Base**: {esc(base.get('name') or row.get('base') or '—')}",
+        f"- **Data**: {metrics.get('examples', '?')} training / {metrics.get('eval_examples', '?')} eval examples, "
+        f"hash `{esc(str(meta.get('data_hash') or '—')[:12])}`",
+    ]
+    if lora or train:
+        lines.append(f"- **Hyperparameters**: LoRA r{lora.get('r')} alpha {lora.get('alpha')} on "
+                     f"{esc(lora.get('target_modules'))}, dropout {lora.get('dropout')}; "
+                     f"{train.get('epochs')} epochs, lr {train.get('learning_rate')}, batch {train.get('batch_size')}")
+    if metrics:
+        parts = [f"{k.replace('_', ' ')} {v:.3f}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+                 for k, v in metrics.items() if k in ("train_loss", "eval_loss", "tokens_per_s", "runtime_s", "steps")
+                 and v is not None]
+        lines.append(f"- **Metrics**: {esc(', '.join(parts))}")
+    if ratings:
+        lines.append(f"- **Ratings**: {ratings['ratings']} ({ratings['up']} 👍 / {ratings['down']} 👎, "
+                     f"{ratings['best']} best), win rate vs base {pct(ratings.get('win_rate_vs_base'))}")
+    else:
+        lines.append("- **Ratings**: none yet")
+    if row.get("path"):
+        lines.append(f"- **Folder**: `{esc(row['path'])}`")
+    return "\n".join(lines)
+
+
+def build(ctx: Ctx) -> None:
+    with gr.Row():
+        pick = gr.Dropdown([], label="Adapter", elem_id="adapters-pick", scale=3)
+        refresh = gr.Button("Refresh", elem_id="adapters-refresh", scale=1)
+        use = gr.Button("Chat with it", elem_id="adapters-use", scale=1)
+    details = gr.Markdown("*No adapters yet.*", elem_id="adapters-detail")
+    plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="series", elem_id="adapters-loss", height=220,
+                       title="Loss", color_map={"train": "#ea580c", "eval": "#2563eb"})
+    with gr.Accordion("tunelab.json", open=False):
+        raw = gr.Code(language="json", elem_id="adapters-json")
+    with gr.Row():
+        dest = gr.Textbox(label="Export to (an empty folder)", elem_id="adapters-export-dest", scale=3)
+        merged = gr.Checkbox(False, label="Merged model", elem_id="adapters-export-merged", scale=1)
+        export = gr.Button("Export", elem_id="adapters-export", scale=1)
+    note = gr.Markdown(elem_id="adapters-note")
+
+    def show(name):
+        if not name:
+            return "*No adapters yet.*", loss_frame([]), ""
+        row = ctx.service().adapter(name)
+        meta = row.get("meta") or {}
+        return details_markdown(row), loss_frame(meta.get("loss_history") or []), json.dumps(meta, indent=2)
+
+    def render(state) -> list:
+        names = [r.name for r in ctx.service().store.list_adapters()]
+        current = state.adapter_names[-1] if state.adapter_names and state.adapter_names[-1] in names else (
+            names[-1] if names else None)
+        return [gr.Dropdown(choices=names, value=current), *show(current)]
+
+    ctx.on_refresh(render, [pick, details, plot, raw])
+
+    def use_it(name, state):
+        result = AssistantTools(ctx.service(), state).use_adapter(name or "")
+        if not result.ok:
+            raise gr.Error(result.text)
+        return state, f"{esc(result.text)} Open the **Chat** tab."
+
+    def do_export(name, folder, merged_v, state):
+        if not name or not (folder or "").strip():
+            raise gr.Error("Pick an adapter and give an empty folder to export to.")
+        result = AssistantTools(ctx.service(), state).export(name, folder.strip(), merged=bool(merged_v))
+        if not result.ok:
+            raise gr.Error(result.text)
+        return esc(result.text)
+
+    pick.input(edge(show), [pick], [details, plot, raw])
+    refresh.click(edge(render), [ctx.state], [pick, details, plot, raw])
+    ctx.refresh_after(use.click(edge(use_it), [pick, ctx.state], [ctx.state, note]))
+    export.click(edge(do_export), [pick, dest, merged, ctx.state], [note])

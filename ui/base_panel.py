@@ -1,0 +1,83 @@
+"""Base tab: pick the base to train on (default, hub id, local folder, .gguf) and see
+the inspector's weight points — a summary and a layers × modules heatmap.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from backend.assistant_tools import AssistantTools
+
+from .common import Ctx, edge, esc
+
+
+def heatmap_html(data: dict, title: str = "parameters per layer × module") -> str:
+    """A small HTML table heatmap (no plotting library needed): darker = more."""
+    values = [v for row in data["values"] for v in row if v is not None]
+    top = max(values) if values else 1
+    head = "".join(f"<th title='{esc(m)}'>{esc(m.split('.')[-1])}</th>" for m in data["modules"])
+    rows = []
+    for layer, row in zip(data["layers"], data["values"]):
+        cells = []
+        for module, value in zip(data["modules"], row):
+            if value is None:
+                cells.append("<td class='tl-none'>·</td>")
+                continue
+            alpha = 0.12 + 0.88 * (value / top if top else 0)
+            cells.append(f"<td style='background: rgba(234,88,12,{alpha:.2f})' "
+                         f"title='layer {esc(layer)} · {esc(module)}: {value:,}'>{_short(value)}</td>")
+        rows.append(f"<tr><th>{esc(layer)}</th>{''.join(cells)}</tr>")
+    return (f"<div class='tl-heatmap' id='base-heatmap-table'><div class='tl-caption'>{esc(title)}</div>"
+            f"<table><thead><tr><th>layer</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def _short(value: float) -> str:
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.1f}{unit}"
+    return f"{value:g}"
+
+
+def build(ctx: Ctx) -> None:
+    with gr.Row():
+        picker = gr.Dropdown(["default"], value="default", allow_custom_value=True, scale=4, elem_id="base-picker",
+                             label="Base to train on", info="default (SmolLM2-135M-Instruct), a hub id "
+                             "(org/name), a local model folder, or a .gguf file")
+        use = gr.Button("Use this base", elem_id="base-use", scale=1)
+        inspect_btn = gr.Button("Inspect", elem_id="base-inspect", scale=1)
+    chosen = gr.Markdown(elem_id="base-chosen")
+    summary = gr.Textbox(label="Weight points", lines=14, max_lines=40, interactive=False, elem_id="base-summary")
+    heat = gr.HTML(elem_id="base-heatmap")
+
+    def render(state) -> list:
+        service = ctx.service()
+        specs = ["default", *[b["spec"] for b in service.list_bases() if b["spec"] not in ("default", "")]]
+        if state.base not in specs:
+            specs.append(state.base)
+        try:
+            served = service.models()[0]
+        except Exception:
+            served = "(the serving endpoint is not reachable)"
+        note = f"Training on **{esc(state.base)}**. The serving endpoint answers with **{esc(served)}**."
+        return [gr.Dropdown(choices=specs, value=state.base), note]
+
+    ctx.on_refresh(render, [picker, chosen])
+
+    def pick(spec, state):
+        result = AssistantTools(ctx.service(), state).pick_base(spec or "default")
+        if not result.ok:
+            raise gr.Error(result.text)
+        gr.Info(result.text)
+        return state
+
+    def inspect(state):
+        tools = AssistantTools(ctx.service(), state)
+        result = tools.inspect_base()
+        if not result.ok:
+            raise gr.Error(result.text)
+        from backend.inspect_base import heatmap
+
+        return result.text, heatmap_html(heatmap(result.data["report"]))
+
+    ctx.refresh_after(use.click(edge(pick), [picker, ctx.state], [ctx.state]))
+    inspect_btn.click(edge(inspect), [ctx.state], [summary, heat])

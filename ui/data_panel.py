@@ -1,0 +1,71 @@
+"""Data tab: drop example files; the data doctor's report; a preview in the base's
+chat template. A bad upload shows its errors by file and line and leaves the
+previously imported data in place (the session keeps its old data folder).
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from backend.assistant_tools import AssistantTools
+from backend.settings import PROJECT_ROOT
+
+from .chat_panel import FILE_TYPES
+from .common import Ctx, edge, esc
+
+SAMPLES = PROJECT_ROOT / "datasets" / "samples"
+
+
+def _status(state, failure: str | None = None) -> str:
+    if failure:
+        head = f"❌ **Not imported.** {esc(failure.splitlines()[0])}"
+        if state.data_dir:
+            head += f"\n\nThe previous data is still in place: **{state.n_examples} examples** from {', '.join(state.data_files)}."
+        return head
+    if not state.data_dir:
+        return "*No examples yet.* Drop JSONL, CSV or TXT files above (or into the chat box), or use a sample."
+    return (f"✅ **{state.n_examples} examples** imported from {', '.join(state.data_files)} "
+            f"(content hash `{state.data_hash[:12]}`).")
+
+
+def _preview(state) -> str:
+    if not state.data_preview:
+        return ""
+    blocks = [f"**Example {i}** (as the base's chat template renders it)\n```text\n{text.strip()}\n```"
+              for i, text in enumerate(state.data_preview, 1)]
+    return "\n\n".join(blocks)
+
+
+def build(ctx: Ctx) -> None:
+    upload = gr.File(label="Drop example files (JSONL, CSV, TXT)", file_count="multiple", file_types=FILE_TYPES,
+                     elem_id="data-upload")
+    with gr.Row():
+        samples = sorted(p.name for p in SAMPLES.glob("*") if p.is_file()) if SAMPLES.is_dir() else []
+        sample = gr.Dropdown(samples, label="…or use a sample dataset", elem_id="data-sample", scale=3)
+        use_sample = gr.Button("Use sample", elem_id="data-use-sample", scale=1)
+    status = gr.Markdown("*No examples yet.*", elem_id="data-status")
+    report = gr.Textbox(label="Data doctor's report", lines=12, max_lines=30, interactive=False,
+                        elem_id="data-report", buttons=["copy"])
+    preview = gr.Markdown(elem_id="data-preview")
+
+    def render(state) -> list:
+        return [_status(state), state.data_report, _preview(state)]
+
+    ctx.on_refresh(render, [status, report, preview])
+
+    def add(files, state):
+        if not files:
+            return state, gr.skip(), gr.skip(), gr.skip()
+        result = AssistantTools(ctx.service(), state).add_examples(list(files))
+        if not result.ok:
+            gr.Warning("The upload has problems; nothing was imported and the previous data is kept.")
+            return state, _status(state, result.text), result.text, _preview(state)
+        return state, *render(state)
+
+    def add_sample(name, state):
+        if not name:
+            raise gr.Error("Pick a sample dataset first.")
+        return add([str(SAMPLES / name)], state)
+
+    ctx.refresh_after(upload.upload(edge(add), [upload, ctx.state], [ctx.state, status, report, preview]))
+    ctx.refresh_after(use_sample.click(edge(add_sample), [sample, ctx.state], [ctx.state, status, report, preview]))

@@ -1,0 +1,89 @@
+"""Train tab: every run with a progress bar, a live loss curve (train and eval), cancel.
+
+Everything shown is read from the store (service.jobs() / progress()) on a gr.Timer,
+so it survives a page reload and an app restart; the page never trains anything
+itself — the job runner does, in the background.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from .common import Ctx, edge, esc, loss_frame
+
+POLL_S = 2.0
+ACTIVE = ("queued", "running")
+
+
+def _eta(seconds) -> str:
+    if not seconds:
+        return ""
+    seconds = int(seconds)
+    return f"{seconds // 60}m {seconds % 60:02d}s left" if seconds >= 60 else f"{seconds}s left"
+
+
+def runs_html(rows: list[dict]) -> str:
+    if not rows:
+        return "<div class='tl-empty' id='train-empty'>No training runs yet. Set a goal, add examples and say <b>go</b>.</div>"
+    items = []
+    for p in reversed(rows):
+        total, step = p.get("total_steps") or 0, p.get("step") or 0
+        fraction = 1.0 if p["status"] == "done" else (step / total if total else 0.0)
+        details = [f"step {step}/{total}" if total else ""]
+        if p.get("loss") is not None:
+            details.append(f"loss {p['loss']:.3f}")
+        if p.get("eval_loss") is not None:
+            details.append(f"eval {p['eval_loss']:.3f}")
+        if p.get("tokens_per_s"):
+            details.append(f"{p['tokens_per_s']:.0f} tok/s")
+        if p["status"] == "running":
+            details.append(_eta(p.get("eta_s")))
+        error = f"<div class='tl-error'>{esc(p['error'])}</div>" if p.get("error") and p["status"] != "done" else ""
+        items.append(
+            f"<div class='tl-run tl-{esc(p['status'])}' data-job='{p['job_id']}' data-status='{esc(p['status'])}'>"
+            f"<div class='tl-run-head'><b>{esc(p['adapter'])}</b> <span class='tl-badge'>{esc(p['status'])}</span>"
+            f" <span class='tl-job'>job {p['job_id']}</span></div>"
+            f"<div class='tl-bar'><div style='width:{fraction * 100:.0f}%'></div></div>"
+            f"<div class='tl-run-info'>{esc(' · '.join(d for d in details if d))}</div>{error}</div>")
+    return "<div class='tl-runs'>" + "".join(items) + "</div>"
+
+
+def build(ctx: Ctx) -> None:
+    runs = gr.HTML(runs_html([]), elem_id="train-runs")
+    with gr.Row():
+        job = gr.Dropdown([], label="Loss curve of", elem_id="train-job", scale=3)
+        cancel = gr.Button("Cancel this run", variant="stop", elem_id="train-cancel", scale=1)
+    plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="series", elem_id="loss-plot", height=260,
+                       title="Loss (train and eval)", color_map={"train": "#ea580c", "eval": "#2563eb"})
+    note = gr.Markdown(elem_id="train-note")
+    timer = gr.Timer(POLL_S)
+    signature = gr.State("")  # "job:status;..." — changes when a run starts or ends
+
+    def snapshot(selected):
+        service = ctx.service()
+        rows = [service.progress(j.id) for j in service.store.list_jobs()]
+        choices = [(f"{p['adapter']} (job {p['job_id']}, {p['status']})", p["job_id"]) for p in reversed(rows)]
+        ids = [p["job_id"] for p in rows]
+        if selected not in ids:  # follow the newest running run, else the newest run
+            running = [p["job_id"] for p in rows if p["status"] == "running"]
+            selected = running[-1] if running else (ids[-1] if ids else None)
+        current = next((p for p in rows if p["job_id"] == selected), None)
+        frame = loss_frame(current["loss_history"] if current else [])
+        sig = ";".join(f"{p['job_id']}:{p['status']}" for p in rows)
+        return runs_html(rows), gr.Dropdown(choices=choices, value=selected), frame, sig
+
+    def tick(selected):
+        return snapshot(selected)
+
+    timer.tick(edge(tick), [job], [runs, job, plot, signature], show_progress="hidden")
+    job.input(edge(tick), [job], [runs, job, plot, signature], show_progress="hidden")
+
+    def cancel_run(selected):
+        if selected is None:
+            raise gr.Error("Pick a run to cancel.")
+        status = ctx.service().cancel(int(selected))
+        return f"Asked job {selected} to stop (now: {status or 'stopping'}); finished adapters are untouched."
+
+    cancel.click(edge(cancel_run), [job], [note]).then(edge(tick), [job], [runs, job, plot, signature])
+    # When a run ends, the adapter lists elsewhere (compare, chat, adapters) refresh.
+    ctx.refresh_after(signature.change(lambda: None, None, None))
