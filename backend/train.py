@@ -205,7 +205,7 @@ def make_sft_config(spec: RunSpec, work_dir: Path, *, has_eval: bool, precision:
         data_seed=t.seed,
         max_length=t.max_length,
         completion_only_loss=True,
-        gradient_checkpointing=t.gradient_checkpointing,
+        activation_checkpointing=t.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
         logging_strategy="steps",
         logging_steps=t.logging_steps,
         eval_strategy="steps" if has_eval else "no",
@@ -382,13 +382,14 @@ def _any_rank(trainer, flag: bool) -> bool:
 
 
 def last_checkpoint(work_dir: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
+    """The newest complete checkpoint (one whose trainer_state.json was written, which
+    the Trainer does last), so a run killed mid-save resumes from the one before."""
     folder = Path(work_dir) / CHECKPOINTS
     if not folder.is_dir():
         return None
-    found = get_last_checkpoint(str(folder))
-    return Path(found) if found else None
+    found = [p for p in folder.glob("checkpoint-*")
+             if p.name.rsplit("-", 1)[-1].isdigit() and (p / "trainer_state.json").is_file()]
+    return max(found, key=lambda p: int(p.name.rsplit("-", 1)[-1]), default=None)
 
 
 def checkpoint_step(checkpoint: Path | None) -> int:

@@ -1,0 +1,240 @@
+"""The job runner end to end: real worker subprocesses, a real SQLite store, the tiny
+Llama. Each test checks what a person would see: statuses, events, folders on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from backend.adapters import ADAPTER_FILES, read_meta
+from backend.errors import InvalidName, JobError
+from backend.jobs import JobRunner, make_sweep
+from backend.settings import PROJECT_ROOT
+from tests.test_train import (
+    COLORS,
+    answer_loss,
+    make_earlier_adapter,
+    snapshot,
+    tiny_spec,
+    write_color_data,
+)
+
+
+def wait_for(predicate, timeout: float = 120.0, poll: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
+
+
+@pytest.fixture()
+def runner(settings):
+    ready = []
+    runner = JobRunner(settings, on_adapter_ready=lambda name, path: ready.append((name, path)), poll_s=0.2)
+    runner.ready = ready
+    yield runner
+    runner.close()
+
+
+def test_run_end_to_end_through_the_runner(runner, settings, tiny_llama, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    data = write_color_data(tmp_path / "data")
+    job_id = runner.submit(tiny_spec("colors", tiny_llama, epochs=4), data, data_hash="sha256:abc")
+    assert runner.store.get_adapter("colors").status == "queued"
+    assert runner.run_pending() == [job_id]
+
+    job = runner.store.get_job(job_id)
+    assert (job.status, job.error, job.attempts) == ("done", None, 1)
+    assert runner.store.get_adapter("colors").status == "done"
+    out = settings.paths.adapters / "colors"
+    assert runner.ready == [("colors", out)]
+    assert sorted(p.name for p in out.iterdir()) == sorted(ADAPTER_FILES)
+    assert [p.name for p in settings.paths.adapters.iterdir()] == ["colors"]  # no temp folder left
+
+    meta = read_meta(out)
+    assert meta["status"] == "done" and meta["verdict"] is None and meta["data_hash"] == "sha256:abc"
+    assert meta["hyperparameters"]["train"]["epochs"] == 4 and meta["hyperparameters"]["lora"]["r"] == 8
+    assert meta["base"]["spec"] == str(tiny_llama) and meta["goal"] == "say the color"
+    metrics = meta["metrics"]
+    assert metrics["answer_tokens"] > 0 and metrics["tokens_per_s"] > 0 and metrics["eval_loss"] is not None
+    steps = [h["step"] for h in meta["loss_history"] if h["loss"] is not None]
+    assert steps == list(range(1, metrics["steps"] + 1))
+
+    # progress events persisted, steps increasing, a snapshot for a progress bar
+    events = runner.events(job_id)
+    progress = [e for e in events if e["kind"] == "progress" and e["loss"] is not None]
+    assert [e["step"] for e in progress] == steps
+    assert all(e["total_steps"] == metrics["steps"] for e in progress)
+    assert events[-1]["kind"] == "done"
+    snap = runner.progress(job_id)
+    assert snap["status"] == "done" and snap["step"] == snap["total_steps"] == metrics["steps"]
+    assert snap["eval_loss"] == pytest.approx(metrics["eval_loss"])
+    assert len(snap["loss_history"]) >= len(steps)
+    assert [e["kind"] for e in runner.follow(job_id)][-1] == "done"
+
+    # plain peft loads it, it changes the output, and it fits the training data better than the base
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    rows = [[{"role": "user", "content": f"color of {k}?"}, {"role": "assistant", "content": v}]
+            for k, v in COLORS.items()]
+    base_loss = answer_loss(base, tokenizer, rows)
+    ids = tokenizer.apply_chat_template(rows[0][:1], add_generation_prompt=True, return_tensors="pt",
+                                        return_dict=True)["input_ids"]
+    with torch.no_grad():
+        base_logits = base(input_ids=ids).logits
+    tuned = PeftModel.from_pretrained(base, out).eval()
+    with torch.no_grad():
+        tuned_logits = tuned(input_ids=ids).logits
+    assert not torch.allclose(base_logits, tuned_logits, atol=1e-4)
+    assert answer_loss(tuned, tokenizer, rows) < base_loss - 0.5
+
+
+def test_names_refused_when_invalid_or_taken(runner, settings, tiny_llama, tmp_path):
+    data = write_color_data(tmp_path / "data")
+    make_earlier_adapter(settings, tiny_llama, "done-one")
+    with pytest.raises(InvalidName, match="Invalid adapter name 'Bad Name'"):
+        runner.submit(tiny_spec("Bad Name", tiny_llama), data)
+    with pytest.raises(InvalidName):
+        runner.submit(tiny_spec("../escape", tiny_llama), data)
+    with pytest.raises(JobError, match="'done-one' already exists"):
+        runner.submit(tiny_spec("done-one", tiny_llama), data)
+    first = runner.submit(tiny_spec("pending", tiny_llama), data)
+    with pytest.raises(JobError, match=f"already being trained by job {first}"):
+        runner.submit(tiny_spec("pending", tiny_llama), data)
+    with pytest.raises(JobError, match="does not exist"):
+        runner.submit(tiny_spec("fresh", tiny_llama), tmp_path / "missing.jsonl")
+    # a queued job is cancelled at once, and its name is free again
+    assert runner.cancel(first) == "cancelled"
+    assert runner.store.get_job(first).status == "cancelled"
+    assert runner.store.get_adapter("pending").status == "cancelled"
+    with pytest.raises(JobError, match="already cancelled"):
+        runner.cancel(first)
+    assert runner.submit(tiny_spec("pending", tiny_llama), data) > first
+
+
+def test_cancel_running_job_keeps_earlier_adapters(runner, settings, tiny_llama, tmp_path):
+    earlier = make_earlier_adapter(settings, tiny_llama)
+    before = snapshot(earlier)
+    data = write_color_data(tmp_path / "data")
+    job_id = runner.submit(tiny_spec("long", tiny_llama, epochs=100), data)
+    runner.start()
+    wait_for(lambda: runner.store.get_job(job_id).step >= 2)
+    assert runner.cancel(job_id) == "running"
+    assert runner.wait(job_id, timeout=60) == "cancelled"
+    job = runner.store.get_job(job_id)
+    assert job.step < job.total_steps and "cancelled at step" in job.error
+    assert runner.store.get_adapter("long").status == "cancelled"
+    assert not (settings.paths.adapters / "long").exists()
+    assert sorted(p.name for p in settings.paths.adapters.iterdir()) == ["earlier"]
+    assert snapshot(earlier) == before and runner.store.get_adapter("earlier").status == "done"
+    assert not (settings.paths.run_dir(job_id) / "checkpoints").exists()
+    assert runner.ready == []
+
+
+def test_crashing_run_fails_with_reason(runner, settings, tiny_llama, tmp_path):
+    earlier = make_earlier_adapter(settings, tiny_llama)
+    before = snapshot(earlier)
+    data = write_color_data(tmp_path / "data")
+    job_id = runner.submit(tiny_spec("broken", tiny_llama), data)
+    data.write_text('{"messages": "not a list"}\n{oops\n')  # corrupted after it was queued
+    runner.run_pending()
+    job = runner.store.get_job(job_id)
+    assert job.status == "failed"
+    assert "train.jsonl has 2 bad row(s)" in job.error and "line 2: not JSON" in job.error
+    adapter = runner.store.get_adapter("broken")
+    assert adapter.status == "failed" and "bad row" in adapter.error
+    assert runner.events(job_id)[-1]["kind"] == "failed"
+    assert "DataError" in (settings.paths.run_dir(job_id) / "stderr.log").read_text()
+    assert sorted(p.name for p in settings.paths.adapters.iterdir()) == ["earlier"]
+    assert snapshot(earlier) == before
+
+
+def test_worker_killed_by_a_signal_is_a_failure_with_its_log(runner, settings, tiny_llama, tmp_path):
+    data = write_color_data(tmp_path / "data")
+    job_id = runner.submit(tiny_spec("killed", tiny_llama, epochs=100), data)
+    runner.start()
+    pid = wait_for(lambda: runner.store.get_job(job_id).step >= 1 and runner.store.get_job(job_id).pid)
+    os.kill(pid, signal.SIGKILL)
+    assert runner.wait(job_id, timeout=60) == "failed"
+    job = runner.store.get_job(job_id)
+    assert "killed by signal 9" in job.error and "attempt 1" in job.error  # the log tail follows
+    assert runner.store.get_adapter("killed").status == "failed"
+
+
+def test_resume_after_runner_and_worker_were_killed(settings, tiny_llama, tmp_path):
+    data = write_color_data(tmp_path / "data")
+    first = JobRunner(settings)
+    job_id = first.submit(tiny_spec("resumed", tiny_llama, epochs=5, save_steps=2), data)
+    first.close()
+    # the app (runner) runs in its own process, as it would in production
+    app = subprocess.Popen(
+        [sys.executable, "-c", "from backend.jobs import JobRunner; from backend.settings import Settings; "
+         "JobRunner(Settings()).run_pending()"],
+        cwd=PROJECT_ROOT, env={**os.environ, "TUNELAB_HOME": str(settings.home)}, start_new_session=True)
+    runs = settings.paths.run_dir(job_id) / "checkpoints"
+    try:
+        wait_for(lambda: any((p / "trainer_state.json").is_file() for p in runs.glob("checkpoint-*")))
+        worker_pid = JobRunner(settings).store.get_job(job_id).pid
+        os.kill(app.pid, signal.SIGKILL)
+        os.kill(worker_pid, signal.SIGKILL)
+    finally:
+        app.kill()
+        app.wait()
+    runner = JobRunner(settings, poll_s=0.2)
+    wait_for(lambda: not Path(f"/proc/{worker_pid}").exists() or
+             Path(f"/proc/{worker_pid}/stat").read_text().split(") ", 1)[-1][:1] == "Z", timeout=10)
+    job = runner.store.get_job(job_id)
+    assert job.status == "running" and 0 < job.step < job.total_steps
+    assert runner.recover() == [job_id]
+    assert runner.store.get_job(job_id).status == "queued"
+    assert runner.run_pending() == [job_id]
+
+    job = runner.store.get_job(job_id)
+    assert (job.status, job.attempts) == ("done", 2)
+    starts = [e for e in runner.events(job_id) if e["kind"] == "start"]
+    assert starts[0]["step"] == 0 and starts[-1]["step"] >= 2  # the second attempt began at its checkpoint
+    meta = read_meta(settings.paths.adapters / "resumed")
+    assert meta["metrics"]["resumed_from_step"] == starts[-1]["step"]
+    assert meta["metrics"]["steps"] == job.total_steps
+    assert runner.progress(job_id)["resumed_from"] == starts[-1]["step"]
+    runner.close()
+
+
+def test_recover_gives_up_after_max_attempts(settings, tiny_llama, tmp_path):
+    runner = JobRunner(settings, max_attempts=2)
+    job_id = runner.submit(tiny_spec("flaky", tiny_llama), write_color_data(tmp_path / "data"))
+    runner.store.update_job(job_id, status="running", attempts=2, pid=2 ** 22 + 7)  # a process that is gone
+    assert runner.recover() == []
+    job = runner.store.get_job(job_id)
+    assert job.status == "failed" and "Gave up after 2 attempts" in job.error
+    runner.close()
+
+
+def test_sweep_trains_one_adapter_per_config(runner, settings, tiny_llama, tmp_path):
+    data = write_color_data(tmp_path / "data")
+    base = tiny_spec("sw", tiny_llama, epochs=1)
+    specs = make_sweep(base, r=[4])
+    ids = runner.submit_sweep(base, [{"r": 4}], data, data_hash="h")
+    assert len(ids) == 2 and [runner.store.get_job(i).sweep for i in ids] == ["sw"] * 2
+    runner.run_pending()
+    assert sorted(runner.ready) == sorted((s.name, settings.paths.adapters / s.name) for s in specs)
+    for spec in specs:
+        meta = read_meta(settings.paths.adapters / spec.name)
+        assert meta["hyperparameters"] == json.loads(spec.model_dump_json())
+        config = json.loads((settings.paths.adapters / spec.name / "adapter_config.json").read_text())
+        assert (config["r"], config["lora_alpha"]) == (spec.lora.r, spec.lora.alpha)
+    assert read_meta(settings.paths.adapters / "sw-r4")["hyperparameters"]["lora"]["r"] == 4
+    assert read_meta(settings.paths.adapters / "sw")["hyperparameters"]["lora"]["r"] == 8

@@ -1,0 +1,200 @@
+"""One LoRA run (backend/train.py) in-process, on the tiny Llama; the real default
+base only under ``-m slow``. Runs through the job runner live in test_jobs.py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from backend.adapters import ADAPTER_FILES, read_meta
+from backend.bases import BaseRef, resolve_base
+from backend.errors import ConfigError, DataError
+from backend.hparams import RunSpec
+from backend.jobs import make_sweep, suggest_sweep
+from backend.train import (
+    AdapterExists,
+    LengthBatchSampler,
+    TrainingCancelled,
+    read_rows,
+    split_rows,
+    to_prompt_completion,
+    train_adapter,
+    write_adapter_folder,
+)
+
+COLORS = {"wine": "red", "cherry": "red", "rose": "red", "blood": "red",
+          "snow": "white", "milk": "white", "cloud": "white", "salt": "white"}
+
+
+def write_color_data(folder: Path, n: int = 16) -> Path:
+    """~16 normalized rows "color of X?" -> "red"/"white", as the data doctor writes them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    items = list(COLORS.items())
+    rows = [{"messages": [{"role": "user", "content": f"color of {obj}?"},
+                          {"role": "assistant", "content": color}]}
+            for obj, color in (items[i % len(items)] for i in range(n))]
+    path = folder / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def tiny_spec(name: str, base: Path, **train) -> RunSpec:
+    knobs = {"epochs": 2, "batch_size": 4, "max_length": 64, "learning_rate": 5e-3, **train}
+    return RunSpec(name=name, base=str(base), goal="say the color", train=knobs)
+
+
+def folder_ref(path: Path) -> BaseRef:
+    return BaseRef(spec=str(path), kind="folder", name=path.name, path=str(path))
+
+
+def make_earlier_adapter(settings, base: Path, name: str = "earlier") -> Path:
+    """A finished adapter (fresh LoRA weights, contract files, store row 'done')."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from backend.store import Store
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4, target_modules="all-linear"))
+    out = settings.paths.ensure().adapters / name
+    write_adapter_folder(model, out, {"name": name, "status": "done", "verdict": None})
+    Store(settings.db_url).upsert_adapter(name, base=str(base), status="done")
+    return out
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def answer_loss(model, tokenizer, rows: list[list[dict]]) -> float:
+    """Mean loss on answer tokens only, the quantity training lowers."""
+    import torch
+
+    total, count = 0.0, 0
+    for messages in rows:
+        prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
+        full = tokenizer.apply_chat_template(messages, tokenize=False)
+        ids = tokenizer(full, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        labels = ids.clone()
+        labels[:, :n_prompt] = -100
+        with torch.no_grad():
+            loss = model(input_ids=ids, labels=labels).loss
+        n = int((labels[:, 1:] != -100).sum())
+        total += float(loss) * n
+        count += n
+    return total / count
+
+
+# --- data ---------------------------------------------------------------------------------
+
+
+def test_rows_become_prompt_completion_with_system_prompt():
+    row = to_prompt_completion([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
+                               system_prompt="Be brief.")
+    assert row["prompt"][0] == {"role": "system", "content": "Be brief."}
+    assert row["prompt"][-1]["role"] == "user"
+    assert row["completion"] == [{"role": "assistant", "content": "yo"}]
+
+
+def test_bad_rows_reported_together(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text('{"messages": [{"role": "user", "content": "a"}]}\nnot json\n'
+                    '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n')
+    with pytest.raises(DataError) as err:
+        read_rows(path)
+    assert "line 1" in err.value.message and "line 2" in err.value.message
+    assert len(err.value.report) == 2
+    with pytest.raises(DataError, match="does not exist"):
+        read_rows(tmp_path / "missing.jsonl")
+
+
+def test_split_is_deterministic_and_skips_tiny_data():
+    rows = list(range(20))
+    train, held = split_rows(rows, 0.1, seed=3)
+    assert (train, held) == split_rows(rows, 0.1, seed=3)
+    assert len(held) == 2 and sorted(train + held) == rows
+    assert split_rows(rows[:5], 0.1, seed=3) == (rows[:5], [])
+
+
+def test_length_batches_are_homogeneous_and_cover_everything():
+    lengths = [5, 50, 6, 51, 7, 52, 8, 53]
+    sampler = LengthBatchSampler(lengths, batch_size=4, seed=0)
+    order = list(iter(sampler))
+    assert sorted(order) == list(range(8))
+    batches = [sorted(lengths[i] for i in order[k:k + 4]) for k in (0, 4)]
+    assert sorted(batches) == [[5, 6, 7, 8], [50, 51, 52, 53]]
+    sampler.set_epoch(1)
+    assert sorted(iter(sampler)) == list(range(8))
+
+
+# --- sweeps ----------------------------------------------------------------------------------
+
+
+def test_sweep_varies_one_knob_at_a_time():
+    base = RunSpec(name="autumn")
+    specs = make_sweep(base, epochs=[2], learning_rate=[1e-4], r=[16])
+    assert [s.name for s in specs] == ["autumn", "autumn-e2", "autumn-lr1e-4", "autumn-r16"]
+    assert specs[1].train.epochs == 2 and specs[1].lora == base.lora
+    assert specs[2].train.learning_rate == 1e-4 and specs[2].train.epochs == base.train.epochs
+    assert specs[3].lora.r == 16 and specs[3].lora.alpha / specs[3].lora.r == base.lora.alpha / base.lora.r
+    assert make_sweep(base, epochs=[base.train.epochs]) == [base]
+    with pytest.raises(ConfigError, match="at most 5"):
+        make_sweep(base, epochs=[1, 2, 4, 5, 6])
+
+
+def test_suggested_sweep_gives_tiny_data_more_epochs():
+    small, large = suggest_sweep(20), suggest_sweep(20000)
+    assert 1 <= len(small) + 1 <= 5 and 1 <= len(large) + 1 <= 5
+    most_epochs = lambda vs: max((v["epochs"] for v in vs if "epochs" in v), default=0)  # noqa: E731
+    assert most_epochs(small) > most_epochs(large)
+    assert all(len(make_sweep(RunSpec(name="x"), **{k: [v] for k, v in var.items()})) == 2 for var in small)
+
+
+# --- a run -------------------------------------------------------------------------------
+
+
+def test_cancel_writes_nothing(tiny_llama, settings, tmp_path):
+    data = write_color_data(tmp_path / "data")
+    out = settings.paths.ensure().adapters / "stopped"
+    seen = []
+    with pytest.raises(TrainingCancelled, match="cancelled at step 1"):
+        train_adapter(tiny_spec("stopped", tiny_llama, epochs=20), base_ref=folder_ref(tiny_llama),
+                      train_file=data, eval_file=None, out_dir=out, work_dir=tmp_path / "work",
+                      on_progress=seen.append, should_stop=lambda: True)
+    assert not out.exists()
+    assert [p.name for p in settings.paths.adapters.iterdir()] == []  # no temp folder left either
+    assert seen and seen[0]["step"] == 0 and seen[0]["total_steps"] > 1
+
+
+def test_existing_adapter_refused_up_front(tiny_llama, settings, tmp_path):
+    earlier = make_earlier_adapter(settings, tiny_llama, "taken")
+    before = snapshot(earlier)
+    with pytest.raises(AdapterExists, match="'taken' already exists"):
+        train_adapter(tiny_spec("taken", tiny_llama), base_ref=folder_ref(tiny_llama),
+                      train_file=write_color_data(tmp_path), eval_file=None, out_dir=earlier,
+                      work_dir=tmp_path / "work")
+    assert snapshot(earlier) == before
+    assert sorted(before) == sorted(ADAPTER_FILES)
+
+
+@pytest.mark.slow
+def test_real_default_base_trains_a_few_steps(settings, tmp_path):
+    """The real provisioning path (downloads/converts SmolLM2 once into the home)."""
+    from peft import PeftModel
+
+    from backend.bases import load_model
+
+    ref = resolve_base("default", settings)
+    data = write_color_data(tmp_path / "data", n=8)
+    out = settings.paths.ensure().adapters / "smol"
+    spec = RunSpec(name="smol", train={"epochs": 1, "batch_size": 4, "max_length": 64, "eval_fraction": 0})
+    steps = []
+    meta = train_adapter(spec, base_ref=ref, train_file=data, eval_file=None, out_dir=out,
+                         work_dir=tmp_path / "work", on_progress=steps.append)
+    assert sorted(p.name for p in out.iterdir()) == sorted(ADAPTER_FILES)
+    assert meta["metrics"]["steps"] == 2 and meta["base"]["name"] == "SmolLM2-135M-Instruct"
+    assert read_meta(out)["status"] == "done"
+    assert PeftModel.from_pretrained(load_model(ref), out) is not None
+    assert [s["step"] for s in steps if s.get("loss") is not None] == [1, 2]
