@@ -52,3 +52,23 @@ class JobError(TuneLabError):
 
 class ConfigError(TuneLabError):
     """A training or LoRA configuration that is invalid."""
+
+
+class Overloaded(TuneLabError):
+    """The serving endpoint's queue is full; the caller should retry after ``retry_after`` s."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0, fix: str | None = None):
+        self.retry_after = retry_after
+        super().__init__(message, fix=fix)
+
+
+class PromptTooLong(TuneLabError):
+    """A prompt that does not fit the base model's context window."""
+
+
+class ServingError(TuneLabError):
+    """A serving endpoint that cannot be reached or answered with an error."""
+
+    def __init__(self, message: str, *, status: int | None = None, fix: str | None = None):
+        self.status = status
+        super().__init__(message, fix=fix)

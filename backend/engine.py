@@ -1,0 +1,883 @@
+"""The serving engine: one base model, any number of LoRA adapters, mixed-adapter batches.
+
+The engine knows nothing of HTTP or the database. It holds a base model wrapped in a
+``PeftModel`` and serves every request with its own adapter (or the base) in the same
+batch, through peft's ``adapter_names=`` (never a global ``set_adapter``, which would
+race between requests).
+
+One scheduler thread owns the model's forward passes. It runs a continuous batch:
+requests that arrive together are prefilled together (left padding), newcomers are
+prefilled and merged into the running batch between decode steps, finished rows
+leave the batch. Every step yields one token per row, so every row streams.
+
+Hot swap without failed requests: each adapter is loaded under a fresh internal peft
+name; a request binds to that internal name when it is submitted. ``load_inplace``
+loads the new weights under a new internal name, then switches the public name to it;
+the old weights are deleted only once no in-flight request uses them. Structural
+changes to the model happen under the same lock as the forward passes, between steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import re
+import threading
+import time
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from .adapters import read_peft_config
+from .errors import AdapterMismatch, AdapterNotFound, Overloaded, PromptTooLong, TuneLabError
+
+log = logging.getLogger("tunelab.engine")
+
+BASE_ROW = "__base__"  # peft's name for "no adapter" in adapter_names
+_IDLE_ADAPTER = "tunelab_idle"  # a zero, one-module adapter so the PeftModel exists with none loaded
+
+
+# --- requests and events ---------------------------------------------------------------------
+
+
+@dataclass
+class SamplingParams:
+    """How to pick tokens. ``temperature`` 0 means greedy."""
+
+    max_tokens: int = 256
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int | None = None
+    stop: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TokenEvent:
+    """One step of one request: the token picked and the text it adds.
+
+    ``text`` is the new visible text (it may be empty while a stop string or a
+    multi-byte character is still incomplete). The last event carries
+    ``finish_reason`` ('stop', 'length', 'cancelled' or 'error') and ``generated_text``.
+    """
+
+    token_id: int | None
+    token_text: str
+    logprob: float | None
+    special: bool
+    text: str
+    finish_reason: str | None = None
+    generated_text: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+
+
+@dataclass
+class Completion:
+    text: str
+    token_ids: list[int]
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    adapter: str | None
+    batch_rows_max: int
+
+
+class RequestHandle:
+    """A submitted request: iterate (sync or async) over its :class:`TokenEvent`s."""
+
+    def __init__(self, engine: "Engine", request: "_Request"):
+        self._engine = engine
+        self._request = request
+
+    @property
+    def id(self) -> int:
+        return self._request.id
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self._request.prompt_ids)
+
+    @property
+    def batch_rows_max(self) -> int:
+        """Most rows that shared a forward pass with this request (1 = served alone)."""
+        return self._request.batch_rows_max
+
+    def cancel(self) -> None:
+        self._request.cancelled = True
+        self._engine._wake()
+
+    def __iter__(self) -> Iterator[TokenEvent]:
+        sink = self._request.sync_queue
+        if sink is None:
+            raise TypeError("This request was submitted for async iteration; use `async for`.")
+        while True:
+            event = sink.get()
+            yield event
+            if event.finish_reason is not None:
+                return
+
+    async def __aiter__(self):
+        sink = self._request.async_queue
+        if sink is None:
+            raise TypeError("This request was submitted for sync iteration; use `for`.")
+        try:
+            while True:
+                event = await sink.get()
+                yield event
+                if event.finish_reason is not None:
+                    return
+        finally:
+            if not self._request.done:
+                self.cancel()
+
+    def result(self) -> Completion:
+        """Block until finished; raise :class:`TuneLabError` if the request failed."""
+        ids: list[int] = []
+        last = None
+        for event in self:
+            if event.token_id is not None and not event.special:
+                ids.append(event.token_id)
+            last = event
+        return self._completion(ids, last)
+
+    async def aresult(self) -> Completion:
+        ids: list[int] = []
+        last = None
+        async for event in self:
+            if event.token_id is not None and not event.special:
+                ids.append(event.token_id)
+            last = event
+        return self._completion(ids, last)
+
+    def _completion(self, ids, last: TokenEvent) -> Completion:
+        if last.finish_reason == "error":
+            raise TuneLabError(f"Generation failed: {last.error}")
+        return Completion(text=last.generated_text or "", token_ids=ids, finish_reason=last.finish_reason,
+                          prompt_tokens=last.prompt_tokens, completion_tokens=last.completion_tokens,
+                          adapter=self._request.public_adapter, batch_rows_max=self._request.batch_rows_max)
+
+
+@dataclass
+class _Request:
+    id: int
+    prompt_ids: list[int]
+    internal_adapter: str  # peft name, or BASE_ROW
+    public_adapter: str | None
+    params: SamplingParams
+    sync_queue: "queue.Queue | None" = None
+    async_queue: "asyncio.Queue | None" = None
+    loop: "asyncio.AbstractEventLoop | None" = None
+    submitted_at: float = field(default_factory=time.monotonic)
+    generator: Any = None
+    generated: list[int] = field(default_factory=list)
+    sent_chars: int = 0
+    cancelled: bool = False
+    done: bool = False
+    batch_rows_max: int = 0
+
+    def emit(self, event: TokenEvent) -> None:
+        if event.finish_reason is not None:
+            self.done = True
+        if self.sync_queue is not None:
+            self.sync_queue.put(event)
+        elif self.loop is not None and not self.loop.is_closed():
+            try:
+                self.loop.call_soon_threadsafe(self.async_queue.put_nowait, event)
+            except RuntimeError:  # the loop closed in between: nobody is listening any more
+                pass
+
+
+@dataclass
+class AdapterInfo:
+    name: str
+    path: str
+    internal: str
+    config: dict
+    loaded_at: float
+
+
+# --- the engine -------------------------------------------------------------------------------
+
+
+class Engine:
+    """Base model + LoRA adapters in memory, served in mixed continuous batches."""
+
+    def __init__(self, model, tokenizer, *, base_name: str, base_path: str = "",
+                 max_batch: int = 16, max_queue: int = 64, batch_window_s: float = 0.01,
+                 context_limit: int | None = None):
+        import torch
+        from peft import LoraConfig, get_peft_model
+
+        from .bases import context_length
+
+        self.base_name = base_name
+        self.base_path = base_path
+        self.tokenizer = tokenizer
+        self.max_batch = max_batch
+        self.max_queue = max_queue
+        self.batch_window_s = batch_window_s
+        self.context_limit = context_limit or context_length(model.config)
+        self._torch = torch
+        model.eval()
+        self._module_shapes = _linear_shapes(model)  # before peft wraps any module
+        idle = LoraConfig(r=1, lora_alpha=1, target_modules=[_first_linear_name(model)],
+                          init_lora_weights=True, inference_mode=True)
+        self.model = get_peft_model(model, idle, adapter_name=_IDLE_ADAPTER)
+        self.model.eval()
+        self._routing = _AdapterRouting(self.model)
+        self._eos_ids = _eos_ids(model, tokenizer)
+        self._special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
+        self._can_join = _plain_dynamic_cache(model.config)  # newcomers may join a running batch
+        self._accepts_logits_to_keep = _accepts(self.model.get_base_model(), "logits_to_keep")
+
+        self._model_lock = threading.RLock()  # forward passes and adapter (un)loads
+        self._cond = threading.Condition()  # guards the pending queue and the adapter table
+        self._pending: deque[_Request] = deque()
+        self._adapters: dict[str, AdapterInfo] = {}
+        self._refcount: dict[str, int] = {}
+        self._retired: set[str] = set()
+        self._ids = itertools.count(1)
+        self._internal_ids = itertools.count(1)
+        self._active: list[_Request] = []
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.stats = EngineStats()
+
+    # --- construction ---------------------------------------------------------------------
+
+    @classmethod
+    def from_base(cls, spec: str | None, settings, **kwargs) -> "Engine":
+        """Load the base named by ``spec`` (as in :func:`backend.bases.resolve_base`)."""
+        from .bases import load_model, load_tokenizer, resolve_base
+
+        ref = resolve_base(spec, settings)
+        tokenizer = load_tokenizer(ref, plain_template=True, trust_remote_code=settings.trust_remote_code)
+        tokenizer.padding_side = "left"
+        model = load_model(ref, trust_remote_code=settings.trust_remote_code)
+        return cls(model, tokenizer, base_name=ref.name, base_path=ref.path, **kwargs)
+
+    def start(self) -> "Engine":
+        if self._thread is None:
+            self._stopping = False
+            self._thread = threading.Thread(target=self._run, name="tunelab-engine", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping = True
+        self._wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    # --- adapters -------------------------------------------------------------------------
+
+    def adapters(self) -> dict[str, AdapterInfo]:
+        with self._cond:
+            return dict(self._adapters)
+
+    def known_models(self) -> list[str]:
+        return [self.base_name, *sorted(self.adapters())]
+
+    def load_adapter(self, name: str, path: str | Path, *, inplace: bool = False) -> AdapterInfo:
+        """Load the PEFT LoRA folder ``path`` as ``name``; refuse what does not fit this base.
+
+        With ``inplace`` an adapter already loaded as ``name`` is replaced atomically:
+        requests already submitted finish on the old weights, new ones get the new.
+        """
+        path = Path(path).expanduser().resolve()
+        with self._cond:
+            if name in self._adapters and not inplace:
+                raise AdapterMismatch(
+                    f"An adapter named {name!r} is already loaded (from {self._adapters[name].path}).",
+                    fix="Pass load_inplace=true to replace it, or unload it first.")
+            if name == self.base_name:
+                raise AdapterMismatch(f"{name!r} is the base model's name; pick another adapter name.")
+        config = read_peft_config(path)
+        self._check_fits(path, config)
+        internal = f"a{next(self._internal_ids)}_{re.sub(r'[^a-zA-Z0-9_]', '_', name)}"
+        started = time.perf_counter()
+        with self._model_lock:
+            try:
+                self.model.load_adapter(str(path), adapter_name=internal, low_cpu_mem_usage=True)
+                self.model.eval()
+                self._routing.rebuild(self.model)
+            except Exception as exc:  # peft raises RuntimeError/ValueError/KeyError for bad folders
+                self._drop_internal(internal)
+                raise AdapterMismatch(
+                    f"Adapter {str(path)!r} does not fit base {self.base_name!r}: {_short(exc)}",
+                    fix="Load an adapter trained for this base.") from exc
+        info = AdapterInfo(name=name, path=str(path), internal=internal, config=config, loaded_at=time.time())
+        with self._cond:
+            old = self._adapters.get(name)
+            self._adapters[name] = info
+            if old is not None:
+                self._retired.add(old.internal)
+        self.stats.loads += 1
+        log.info("loaded adapter %s from %s in %.3fs", name, path, time.perf_counter() - started)
+        self._collect_retired()
+        return info
+
+    def unload_adapter(self, name: str) -> AdapterInfo:
+        """Forget ``name``; its weights go once the requests using them have finished."""
+        with self._cond:
+            info = self._adapters.pop(name, None)
+            if info is None:
+                raise AdapterNotFound(name, list(self._adapters))
+            self._retired.add(info.internal)
+        self._collect_retired()
+        return info
+
+    def _check_fits(self, path: Path, config: dict) -> None:
+        """Refuse, before touching the model, an adapter trained for another base or shape."""
+        problems = []
+        trained_on = config.get("base_model_name_or_path")
+        if trained_on and not _names_match(trained_on, self.base_name, self.base_path):
+            problems.append(f"it was trained for base {trained_on!r}, this server runs {self.base_name!r}")
+        problems += self._shape_problems(path)
+        if problems:
+            raise AdapterMismatch(
+                f"Adapter {str(path)!r} does not fit base {self.base_name!r}: " + "; ".join(problems) + ".",
+                fix="Load an adapter trained for this base, or start the server with the base it was "
+                "trained for (tunelab serve --base ...).")
+
+    def _shape_problems(self, path: Path) -> list[str]:
+        weights = path / "adapter_model.safetensors"
+        if not weights.is_file():
+            return []
+        from safetensors import safe_open
+
+        problems, missing = [], []
+        with safe_open(str(weights), framework="pt") as fh:
+            for key in fh.keys():
+                match = re.match(r"^(?:base_model\.model\.)?(.*)\.lora_([AB])(?:\.[^.]+)?\.weight$", key)
+                if not match:
+                    continue
+                module, kind = match.groups()
+                shape = self._module_shapes.get(module)
+                if shape is None:
+                    if module not in missing:
+                        missing.append(module)
+                    continue
+                in_f, out_f = shape
+                got = fh.get_slice(key).get_shape()
+                if kind == "A" and got[-1] != in_f:
+                    problems.append(f"{key} expects {got[-1]} inputs, the base module has {in_f}")
+                if kind == "B" and got[0] != out_f:
+                    problems.append(f"{key} has {got[0]} outputs, the base module has {out_f}")
+        if missing:
+            problems.insert(0, f"{len(missing)} of its modules are not in the base (e.g. {missing[0]})")
+        if len(problems) > 3:
+            problems = problems[:3] + [f"and {len(problems) - 3} more shape mismatches"]
+        return problems
+
+    def _collect_retired(self) -> None:
+        """Delete retired adapter weights that no request uses any more."""
+        with self._cond:
+            ready = [n for n in self._retired if self._refcount.get(n, 0) == 0]
+            self._retired.difference_update(ready)
+        for internal in ready:
+            with self._model_lock:
+                self._drop_internal(internal)
+
+    def _drop_internal(self, internal: str) -> None:
+        if internal in self.model.peft_config:
+            try:
+                self.model.delete_adapter(internal)
+            except Exception:  # a half-loaded adapter: nothing more to free
+                log.exception("could not delete adapter %s", internal)
+                self.model.peft_config.pop(internal, None)
+            # deleting the active adapter makes peft pick another; keep the idle one active
+            self.model.base_model._active_adapter = [_IDLE_ADAPTER]
+
+    # --- submitting -----------------------------------------------------------------------
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if isinstance(ids, dict) or hasattr(ids, "keys"):
+            ids = ids["input_ids"]
+        return list(ids)
+
+    def encode_text(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def resolve_model(self, model: str | None) -> str | None:
+        """None for the base; the adapter name otherwise; :class:`AdapterNotFound` if unknown."""
+        if model in (None, "", self.base_name, BASE_ROW):
+            return None
+        with self._cond:
+            if model in self._adapters:
+                return model
+            known = [self.base_name, *self._adapters]
+        raise AdapterNotFound(model, known)
+
+    def submit(self, prompt_ids: list[int], adapter: str | None = None, params: SamplingParams | None = None,
+               *, asynchronous: bool = False) -> RequestHandle:
+        """Queue a request; with ``asynchronous`` iterate it with ``async for`` in this loop."""
+        import torch
+
+        params = params or SamplingParams()
+        prompt_ids = list(prompt_ids)
+        if not prompt_ids:
+            raise PromptTooLong("The prompt is empty.", fix="Send at least one token of prompt.")
+        if len(prompt_ids) >= self.context_limit:
+            raise PromptTooLong(
+                f"The prompt has {len(prompt_ids)} tokens; base {self.base_name!r} has a context of "
+                f"{self.context_limit} tokens, which must also hold the answer.",
+                fix="Shorten the prompt or the conversation history.")
+        params.max_tokens = max(1, min(int(params.max_tokens), self.context_limit - len(prompt_ids)))
+        loop = asyncio.get_running_loop() if asynchronous else None
+        with self._cond:
+            if len(self._pending) >= self.max_queue:
+                self.stats.rejected += 1
+                raise Overloaded(
+                    f"The server has {len(self._pending)} requests waiting (limit {self.max_queue}).",
+                    retry_after=1.0, fix="Retry after a second.")
+            if adapter is None:
+                internal = BASE_ROW
+            elif adapter in self._adapters:
+                internal = self._adapters[adapter].internal
+            else:
+                raise AdapterNotFound(adapter, [self.base_name, *self._adapters])
+            request = _Request(
+                id=next(self._ids), prompt_ids=prompt_ids, internal_adapter=internal, public_adapter=adapter,
+                params=params,
+                sync_queue=None if asynchronous else queue.Queue(),
+                async_queue=asyncio.Queue() if asynchronous else None, loop=loop)
+            if params.temperature and params.temperature > 0:
+                request.generator = torch.Generator()
+                request.generator.manual_seed(params.seed if params.seed is not None
+                                              else int(time.time_ns() % (2**63)))
+            self._refcount[internal] = self._refcount.get(internal, 0) + 1
+            self._pending.append(request)
+            self.stats.requests += 1
+            self._cond.notify_all()
+        self.start()
+        return RequestHandle(self, request)
+
+    def generate(self, prompt_ids: list[int], adapter: str | None = None, **params) -> Completion:
+        return self.submit(prompt_ids, adapter, SamplingParams(**params)).result()
+
+    def alive(self) -> bool:
+        """True while the scheduler thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def queue_depth(self) -> int:
+        with self._cond:
+            return len(self._pending)
+
+    def running(self) -> int:
+        return len(self._active)
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    # --- the scheduler --------------------------------------------------------------------
+
+    def _run(self) -> None:
+        torch = self._torch
+        batch: _Batch | None = None
+        with torch.inference_mode():
+            while not self._stopping:
+                with self._cond:
+                    if not self._pending and batch is None:
+                        self._cond.wait(timeout=0.5)
+                        continue
+                if batch is None and self.batch_window_s > 0:
+                    time.sleep(self.batch_window_s)  # let requests that arrive together ride together
+                room = self.max_batch - (batch.size if batch else 0)
+                if batch is not None and not self._can_join:
+                    room = 0
+                newcomers = self._take_pending(room)
+                try:
+                    with self._model_lock:
+                        if newcomers:
+                            fresh = self._prefill(newcomers)
+                            batch = fresh if batch is None else self._merge(batch, fresh)
+                            self._emit_and_prune(batch)
+                        elif batch is not None:
+                            self._step(batch)
+                            self._emit_and_prune(batch)
+                except Exception as exc:  # keep serving: fail this batch, not the server
+                    log.exception("generation step failed")
+                    failed = (batch.requests if batch else []) + [r for r in newcomers if not r.done
+                                                                  and (batch is None or r not in batch.requests)]
+                    for request in failed:
+                        self._finish(request, "error", error=_short(exc))
+                    batch = None
+                if batch is not None and batch.size == 0:
+                    batch = None
+                self._active = batch.requests if batch else []
+                self._collect_retired()
+            # shutting down: fail what is left so no caller waits for ever
+            for request in (batch.requests if batch else []) + list(self._pending):
+                self._finish(request, "cancelled", error="the server is shutting down")
+
+    def _take_pending(self, room: int) -> list[_Request]:
+        taken = []
+        with self._cond:
+            while self._pending and len(taken) < room:
+                request = self._pending.popleft()
+                if request.cancelled:
+                    self._finish(request, "cancelled")
+                    continue
+                taken.append(request)
+        return taken
+
+    def _prefill(self, requests: list[_Request]) -> "_Batch":
+        torch = self._torch
+        width = max(len(r.prompt_ids) for r in requests)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        input_ids = torch.tensor([[pad] * (width - len(r.prompt_ids)) + r.prompt_ids for r in requests])
+        mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in requests])
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.get_base_model().config)
+        logits = self._forward(input_ids, mask, cache, [r.internal_adapter for r in requests], prefill=True)
+        batch = _Batch(requests=list(requests), mask=mask, cache=cache, next_ids=None)
+        self.stats.prefills.append(len(requests))
+        self._choose(batch, logits)
+        return batch
+
+    def _step(self, batch: "_Batch") -> None:
+        torch = self._torch
+        batch.mask = torch.cat([batch.mask, torch.ones(batch.size, 1, dtype=batch.mask.dtype)], dim=1)
+        logits = self._forward(batch.next_ids[:, None], batch.mask, batch.cache,
+                               [r.internal_adapter for r in batch.requests], prefill=False)
+        self._choose(batch, logits)
+
+    def _forward(self, input_ids, mask, cache, adapter_names, *, prefill: bool):
+        position_ids = mask.long().cumsum(-1) - 1
+        position_ids.masked_fill_(mask == 0, 1)
+        position_ids = position_ids[:, -input_ids.shape[1]:]
+        kwargs = dict(input_ids=input_ids, attention_mask=mask, position_ids=position_ids,
+                      past_key_values=cache, use_cache=True, adapter_names=adapter_names)
+        if self._accepts_logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        rows = input_ids.shape[0]
+        self.stats.steps += 1
+        self.stats.max_rows = max(self.stats.max_rows, rows)
+        self.stats.step_rows.append(rows)
+        with self._routing.rows(kwargs.pop("adapter_names")):
+            out = self.model.get_base_model()(**kwargs)
+        return out.logits[:, -1, :].float()
+
+    def _choose(self, batch: "_Batch", logits) -> None:
+        torch = self._torch
+        logprobs = torch.log_softmax(logits, dim=-1)
+        chosen = torch.argmax(logits, dim=-1)
+        for row, request in enumerate(batch.requests):
+            request.batch_rows_max = max(request.batch_rows_max, batch.size)
+            temperature = request.params.temperature or 0.0
+            if temperature > 0:
+                chosen[row] = _sample(logits[row], temperature, request.params.top_p, request.generator)
+        batch.next_ids = chosen
+        batch.logprobs = logprobs.gather(1, chosen[:, None])[:, 0]
+
+    def _merge(self, old: "_Batch", new: "_Batch") -> "_Batch":
+        """One batch from two: left-pad the shorter's cache and mask, stack the rows."""
+        torch = self._torch
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        layers_old, layers_new = old.cache.layers, new.cache.layers
+        if not all(type(layer) is DynamicLayer for layer in (*layers_old, *layers_new)):
+            raise TuneLabError("This base's cache type cannot join running batches.")
+        width = max(old.mask.shape[1], new.mask.shape[1])
+
+        def left_pad(t, dim_len):
+            extra = width - dim_len
+            if extra == 0:
+                return t
+            shape = list(t.shape)
+            shape[-2 if t.dim() == 4 else 1] = extra
+            zeros = torch.zeros(shape, dtype=t.dtype)
+            return torch.cat([zeros, t], dim=-2 if t.dim() == 4 else 1)
+
+        data = []
+        for lo, ln in zip(layers_old, layers_new):
+            keys = torch.cat([left_pad(lo.keys, old.mask.shape[1]), left_pad(ln.keys, new.mask.shape[1])])
+            values = torch.cat([left_pad(lo.values, old.mask.shape[1]), left_pad(ln.values, new.mask.shape[1])])
+            data.append((keys, values))
+        merged = _Batch(
+            requests=old.requests + new.requests,
+            mask=torch.cat([left_pad(old.mask, old.mask.shape[1]), left_pad(new.mask, new.mask.shape[1])]),
+            cache=DynamicCache(ddp_cache_data=data),
+            next_ids=torch.cat([old.next_ids, new.next_ids]),
+        )
+        merged.logprobs = torch.cat([old.logprobs, new.logprobs])
+        return merged
+
+    def _emit_and_prune(self, batch: "_Batch") -> None:
+        keep = []
+        for row, request in enumerate(batch.requests):
+            if request.cancelled:
+                self._finish(request, "cancelled")
+                continue
+            if not self._advance(request, int(batch.next_ids[row]), float(batch.logprobs[row])):
+                keep.append(row)
+        if len(keep) < batch.size:
+            batch.select(keep, self._torch)
+
+    def _advance(self, request: _Request, token: int, logprob: float) -> bool:
+        """Record one token for ``request`` and emit its event; True when the request is done."""
+        params = request.params
+        special = token in self._eos_ids or token in self._special_ids
+        token_text = self.tokenizer.decode([token], skip_special_tokens=False)
+        self.stats.tokens += 1
+        if token in self._eos_ids:
+            self._finish(request, "stop", token=token, token_text=token_text, logprob=logprob, special=True)
+            return True
+        request.generated.append(token)
+        text = self.tokenizer.decode(request.generated, skip_special_tokens=True)
+        finish = None
+        visible = len(text)
+        if params.stop:
+            hit = _find_stop(text, params.stop, max(0, request.sent_chars - max(map(len, params.stop))))
+            if hit is not None:
+                visible, finish = hit, "stop"
+            else:
+                visible = len(text) - _partial_stop(text, params.stop)
+        if finish is None and len(request.generated) >= params.max_tokens:
+            finish = "length"
+        if finish is None and text.endswith("\ufffd"):
+            visible = min(visible, len(text) - 1)  # half of a multi-byte character: wait for the rest
+        if finish == "length":
+            visible = len(text)  # no stop string was hit: release any text held back
+        delta = text[request.sent_chars:visible] if visible > request.sent_chars else ""
+        request.sent_chars = max(request.sent_chars, visible)
+        if finish is not None:
+            self._finish(request, finish, token=token, token_text=token_text, logprob=logprob, special=special,
+                         delta=delta, final_text=text[:visible])
+            return True
+        request.emit(TokenEvent(token_id=token, token_text=token_text, logprob=logprob, special=special,
+                                text=delta, prompt_tokens=len(request.prompt_ids),
+                                completion_tokens=len(request.generated)))
+        return False
+
+    def _finish(self, request: _Request, reason: str, *, token=None, token_text="", logprob=None,
+                special=False, delta="", final_text=None, error=None) -> None:
+        if request.done:
+            return
+        if final_text is None:
+            final_text = self.tokenizer.decode(request.generated, skip_special_tokens=True)
+            if request.params.stop:
+                hit = _find_stop(final_text, request.params.stop, 0)
+                final_text = final_text[:hit] if hit is not None else final_text
+            delta = final_text[request.sent_chars:]
+        with self._cond:
+            self._refcount[request.internal_adapter] -= 1
+        self.stats.finished += 1
+        self.stats.latencies.append(time.monotonic() - request.submitted_at)
+        request.emit(TokenEvent(token_id=token, token_text=token_text, logprob=logprob, special=special,
+                                text=delta, finish_reason=reason, generated_text=final_text,
+                                prompt_tokens=len(request.prompt_ids), completion_tokens=len(request.generated),
+                                error=error))
+
+
+@dataclass
+class _Batch:
+    requests: list[_Request]
+    mask: Any
+    cache: Any
+    next_ids: Any
+    logprobs: Any = None
+
+    @property
+    def size(self) -> int:
+        return len(self.requests)
+
+    def select(self, rows: list[int], torch) -> None:
+        """Keep ``rows``; drop columns that are padding for every remaining row."""
+        index = torch.tensor(rows, dtype=torch.long)
+        self.requests = [self.requests[i] for i in rows]
+        if not rows:
+            return
+        self.mask = self.mask[index]
+        self.next_ids = self.next_ids[index]
+        self.logprobs = self.logprobs[index]
+        used = self.mask.any(dim=0).nonzero()
+        start = int(used[0]) if used.numel() else 0
+        self.mask = self.mask[:, start:]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[index, :, start:]
+            layer.values = layer.values[index, :, start:]
+
+
+class _AdapterRouting:
+    """Hands each LoRA layer the batch's per-row ``adapter_names`` (peft's mixed-batch forward).
+
+    ``PeftModel.forward(adapter_names=...)`` registers and removes a pre-forward hook on
+    every LoRA layer at every call (about 20 ms per decode step on a 30-layer model);
+    the same hook (peft's own ``_adapter_names_pre_forward_hook`` contract) is kept
+    registered here instead and reads the names of the current forward pass. Only
+    the scheduler thread runs forward passes, so one slot is enough.
+    """
+
+    def __init__(self, peft_model):
+        self._names: list[str] | None = None
+        self._handles: list = []
+        self.rebuild(peft_model)
+
+    def rebuild(self, peft_model) -> None:
+        from peft.tuners.lora import LoraLayer
+        from peft.utils.other import AuxiliaryTrainingWrapper
+
+        for handle in self._handles:
+            handle.remove()
+        self._handles = [module.register_forward_pre_hook(self._inject, with_kwargs=True)
+                         for module in peft_model.modules()
+                         if isinstance(module, (LoraLayer, AuxiliaryTrainingWrapper))]
+
+    def _inject(self, module, args, kwargs):
+        if self._names is not None:
+            kwargs["adapter_names"] = self._names
+        return args, kwargs
+
+    @contextmanager
+    def rows(self, names: list[str]):
+        self._names = list(names)
+        try:
+            yield
+        finally:
+            self._names = None
+
+
+@dataclass
+class EngineStats:
+    """Counters the server exports as metrics and tests read to see batching happen."""
+
+    requests: int = 0
+    finished: int = 0
+    rejected: int = 0
+    tokens: int = 0
+    steps: int = 0
+    loads: int = 0
+    max_rows: int = 0
+    prefills: deque = field(default_factory=lambda: deque(maxlen=1024))
+    step_rows: deque = field(default_factory=lambda: deque(maxlen=4096))
+    latencies: deque = field(default_factory=lambda: deque(maxlen=1024))
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _sample(logits, temperature: float, top_p: float, generator):
+    import torch
+
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p is not None and 0 < top_p < 1:
+        sorted_probs, order = torch.sort(probs, descending=True)
+        cumulative = torch.cumsum(sorted_probs, dim=-1)
+        cut = cumulative - sorted_probs > top_p
+        sorted_probs[cut] = 0
+        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator)[0]
+
+
+def _find_stop(text: str, stops: list[str], start: int) -> int | None:
+    hits = [i for i in (text.find(s, start) for s in stops if s) if i >= 0]
+    return min(hits) if hits else None
+
+
+def _partial_stop(text: str, stops: list[str]) -> int:
+    """Length of the longest tail of ``text`` that could start a stop string."""
+    best = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:n]):
+                best = max(best, n)
+                break
+    return best
+
+
+def _names_match(trained_on: str, base_name: str, base_path: str) -> bool:
+    """Loose comparison of an adapter's recorded base with the served one."""
+
+    def norm(value: str) -> str:
+        return re.sub(r"[^a-z0-9]", "", Path(str(value).rstrip("/")).name.lower())
+
+    trained = norm(trained_on)
+    if not trained:
+        return True
+    for candidate in {norm(base_name), norm(base_path)} - {""}:
+        if trained in candidate or candidate in trained:
+            return True
+    if base_path and Path(trained_on).expanduser().exists():
+        try:
+            return Path(trained_on).resolve() == Path(base_path).resolve()
+        except OSError:
+            return False
+    return False
+
+
+def _plain_dynamic_cache(config) -> bool:
+    """True when every cache layer is a full-attention DynamicLayer (rows can be merged)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    try:
+        layers = DynamicCache(config=config).layers
+    except Exception:
+        return False
+    return all(type(layer) is DynamicLayer for layer in layers)
+
+
+def _first_linear_name(model) -> str:
+    import torch
+
+    output = model.get_output_embeddings()
+    for name, module in model.named_modules():
+        if module is output:
+            continue
+        if isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D":
+            return name
+    raise AdapterMismatch("The base has no linear layer LoRA could attach to.")
+
+
+def _linear_shapes(model) -> dict[str, tuple[int, int]]:
+    """(in, out) features of every linear/embedding module, by name, for adapter shape checks."""
+    import torch
+
+    shapes = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear):
+            shapes[name] = (module.in_features, module.out_features)
+        elif type(module).__name__ == "Conv1D":
+            shapes[name] = tuple(module.weight.shape)  # Conv1D stores (in, out)
+        elif isinstance(module, torch.nn.Embedding):
+            shapes[name] = (module.num_embeddings, module.embedding_dim)
+    return shapes
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids = set()
+    for source in (getattr(model, "generation_config", None), model.config):
+        value = getattr(source, "eos_token_id", None) if source is not None else None
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(v for v in value if isinstance(v, int))
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def _accepts(model, argument: str) -> bool:
+    import inspect
+
+    try:
+        return argument in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _short(exc: BaseException, limit: int = 400) -> str:
+    text = f"{type(exc).__name__}: {exc}".replace("\n", " ")
+    return text if len(text) <= limit else text[:limit] + " ..."

@@ -1,0 +1,247 @@
+"""The serving engine on the tiny Llama: parity with plain peft, mixed batches, hot swap, refusals."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from backend.errors import AdapterMismatch, AdapterNotFound, Overloaded, PromptTooLong
+
+
+def make_lora(base: Path, out: Path, seed: int, *, r: int = 4, alpha: int = 8,
+              targets="all-linear", scale: float = 0.5) -> Path:
+    """A LoRA adapter for ``base`` with random (non-zero) B, so it changes the outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=targets,
+                                                  init_lora_weights=False))
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0.0, scale)
+    peft_model.save_pretrained(out)
+    return Path(out)
+
+
+def reference_tokens(base: Path, adapter: Path | None, prompt_ids: list[int], n: int) -> list[int]:
+    """Greedy tokens from plain ``PeftModel.from_pretrained`` + ``generate``."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    ids = torch.tensor([prompt_ids])
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False)
+    return out[0, len(prompt_ids):].tolist()
+
+
+def make_engine(base: Path, **kwargs):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from backend.engine import Engine
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(base)
+    return Engine(model, tokenizer, base_name="tiny-llama", base_path=str(base), **kwargs).start()
+
+
+@pytest.fixture(scope="module")
+def loras(tiny_llama, tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("loras")
+    return [make_lora(tiny_llama, root / f"lora{i}", seed=i) for i in range(3)]
+
+
+@pytest.fixture()
+def engine(tiny_llama):
+    engine = make_engine(tiny_llama)
+    yield engine
+    engine.stop()
+
+
+def _prompt(engine, text="Tell me about the autumn leaves"):
+    return engine.encode_chat([{"role": "user", "content": text}])
+
+
+def _greedy(n):
+    from backend.engine import SamplingParams
+
+    return SamplingParams(max_tokens=n, temperature=0)
+
+
+def test_mixed_batch_matches_plain_peft_greedy(engine, loras, tiny_llama):
+    for i, path in enumerate(loras):
+        engine.load_adapter(f"l{i}", path)
+    prompts = [_prompt(engine), _prompt(engine, "Billing question: I was charged twice")]
+    models = [None, "l0", "l1", "l2"]
+    handles = [(p, m, engine.submit(p, m, _greedy(12))) for p in prompts for m in models]
+    results = [(p, m, h.result()) for p, m, h in handles]
+    outputs = {}
+    for prompt, model, completion in results:
+        adapter = None if model is None else loras[int(model[1])]
+        expected = reference_tokens(tiny_llama, adapter, prompt, 12)
+        assert completion.token_ids == expected[: len(completion.token_ids)], (model, completion.text)
+        assert completion.batch_rows_max == 8  # all eight rows ran in one batch
+        outputs[(tuple(prompt), model)] = completion.token_ids
+    # the adapters really change the answer
+    assert len({tuple(v) for k, v in outputs.items() if k[0] == tuple(prompts[0])}) > 1
+
+
+def test_late_request_joins_running_batch_with_exact_tokens(engine, loras, tiny_llama):
+    """A request that arrives mid-generation is merged into the running batch (left padding)."""
+    engine.load_adapter("l0", loras[0])
+    long_prompt = _prompt(engine, "Extract the product specs as JSON: weight 2 kg, colour blue, price 30")
+    short_prompt = _prompt(engine, "hi")
+    first = engine.submit(long_prompt, "l0", _greedy(40))
+    events = iter(first)
+    for _ in range(5):  # the first request is decoding
+        next(events)
+    second = engine.submit(short_prompt, None, _greedy(20))
+    tail = list(events)
+    late = second.result()
+    assert late.batch_rows_max == 2, "the late request should have joined the running batch"
+    assert late.token_ids == reference_tokens(tiny_llama, None, short_prompt, 20)[: len(late.token_ids)]
+    ids = [e.token_id for e in tail if e.token_id is not None and not e.special]
+    assert len(ids) + 5 <= 40
+    assert tail[-1].finish_reason in {"stop", "length"}
+
+
+def test_streaming_events_concatenate_to_the_answer(engine, loras):
+    engine.load_adapter("l1", loras[1])
+    handle = engine.submit(_prompt(engine), "l1", _greedy(15))
+    events = list(handle)
+    assert len(events) >= 2
+    assert events[-1].finish_reason in {"stop", "length"}
+    assert "".join(e.text for e in events) == events[-1].generated_text
+
+
+def test_stop_strings_and_max_tokens(engine):
+    from backend.engine import SamplingParams
+
+    prompt = _prompt(engine)
+    free = engine.submit(prompt, None, _greedy(30)).result()
+    assert free.completion_tokens <= 30
+    if len(free.text) >= 4:
+        stop = free.text[2:4]
+        cut = engine.submit(prompt, None, SamplingParams(max_tokens=30, temperature=0, stop=[stop])).result()
+        assert cut.finish_reason == "stop"
+        assert cut.text == free.text[: free.text.find(stop)]
+    short = engine.submit(prompt, None, _greedy(3)).result()
+    assert short.completion_tokens <= 3
+
+
+def test_seeded_sampling_is_reproducible(engine):
+    from backend.engine import SamplingParams
+
+    prompt = _prompt(engine)
+    a = engine.submit(prompt, None, SamplingParams(max_tokens=12, temperature=1.0, seed=7)).result()
+    b = engine.submit(prompt, None, SamplingParams(max_tokens=12, temperature=1.0, seed=7)).result()
+    assert a.token_ids == b.token_ids
+
+
+def test_inplace_swap_keeps_in_flight_request_on_old_weights(engine, loras, tiny_llama):
+    engine.load_adapter("swap", loras[0])
+    prompt = _prompt(engine)
+    handle = engine.submit(prompt, "swap", _greedy(30))
+    events = iter(handle)
+    next(events)
+    engine.load_adapter("swap", loras[1], inplace=True)
+    old_internal_count = len(engine.model.peft_config)
+    rest = list(events)
+    assert rest[-1].finish_reason in {"stop", "length"}
+    # the request that started before the swap got exactly the old adapter's tokens
+    done = [t for t in [handle._request.generated][0]]
+    assert done == reference_tokens(tiny_llama, loras[0], prompt, 30)[: len(done)]
+    # new requests get the new weights, and the old ones are freed once unused
+    fresh = engine.submit(prompt, "swap", _greedy(30)).result()
+    assert fresh.token_ids == reference_tokens(tiny_llama, loras[1], prompt, 30)[: len(fresh.token_ids)]
+    assert len(engine.model.peft_config) == old_internal_count - 1
+    assert engine.adapters()["swap"].path == str(loras[1].resolve())
+
+
+def test_unload_while_in_flight_and_unknown_names(engine, loras):
+    engine.load_adapter("gone", loras[2])
+    handle = engine.submit(_prompt(engine), "gone", _greedy(20))
+    engine.unload_adapter("gone")
+    assert handle.result().finish_reason in {"stop", "length"}
+    with pytest.raises(AdapterNotFound) as info:
+        engine.submit(_prompt(engine), "gone", _greedy(5))
+    assert "tiny-llama" in str(info.value)
+    with pytest.raises(AdapterNotFound):
+        engine.unload_adapter("gone")
+    assert engine.model.peft_config.keys() == {"tunelab_idle"}
+
+
+def test_refuses_adapters_that_do_not_fit(engine, tiny_llama, tiny_llama_other, tmp_path):
+    other = make_lora(tiny_llama_other, tmp_path / "other", seed=3)
+    with pytest.raises(AdapterMismatch) as info:
+        engine.load_adapter("other", other)
+    assert "inputs" in str(info.value) or "outputs" in str(info.value)
+    not_lora = tmp_path / "notlora"
+    not_lora.mkdir()
+    (not_lora / "readme.txt").write_text("hello")
+    with pytest.raises(AdapterMismatch, match="not a PEFT adapter"):
+        engine.load_adapter("notlora", not_lora)
+    renamed = make_lora(tiny_llama, tmp_path / "renamed", seed=4)
+    config = (renamed / "adapter_config.json")
+    config.write_text(config.read_text().replace(str(tiny_llama), "meta-llama/Llama-3.1-70B"))
+    with pytest.raises(AdapterMismatch, match="Llama-3.1-70B"):
+        engine.load_adapter("renamed", renamed)
+    # still serving, and nothing half-loaded stayed behind
+    assert engine.generate(_prompt(engine), None, max_tokens=3, temperature=0).completion_tokens >= 1
+    assert engine.model.peft_config.keys() == {"tunelab_idle"}
+
+
+def test_prompt_too_long_and_overloaded(tiny_llama):
+    engine = make_engine(tiny_llama, max_queue=2)
+    try:
+        with pytest.raises(PromptTooLong, match="context"):
+            engine.submit(list(range(5, 5 + engine.context_limit)), None, _greedy(2))
+        with engine._model_lock:  # stall the scheduler so requests pile up
+            handles = []
+            with pytest.raises(Overloaded) as info:
+                for _ in range(10):
+                    handles.append(engine.submit(_prompt(engine), None, _greedy(2)))
+                    time.sleep(0.05)
+            assert info.value.retry_after > 0
+        assert all(h.result().completion_tokens >= 1 for h in handles)
+    finally:
+        engine.stop()
+
+
+def test_loads_while_generating_never_fail_requests(engine, loras):
+    """Loads, in-place swaps and unloads racing with a stream of requests: none fails."""
+    engine.load_adapter("a", loras[0])
+    failures, done = [], threading.Event()
+
+    def traffic():
+        while not done.is_set():
+            for model in (None, "a"):
+                try:
+                    result = engine.submit(_prompt(engine), model, _greedy(6)).result()
+                    if result.finish_reason not in {"stop", "length"}:
+                        failures.append(result.finish_reason)
+                except Exception as exc:  # noqa: BLE001 - any failure is what this test looks for
+                    failures.append(repr(exc))
+
+    workers = [threading.Thread(target=traffic) for _ in range(2)]
+    for w in workers:
+        w.start()
+    for i in range(6):
+        engine.load_adapter("a", loras[i % 3], inplace=True)
+        engine.load_adapter("b", loras[(i + 1) % 3])
+        engine.unload_adapter("b")
+    done.set()
+    for w in workers:
+        w.join()
+    assert failures == []
+    assert engine.stats.finished > 0
