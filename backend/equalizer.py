@@ -25,7 +25,6 @@ How a grid compiles (peft 0.21 semantics, verified in its source):
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from pathlib import Path
