@@ -1,0 +1,323 @@
+"""The real HTTP server on a free loopback port, driven by the openai SDK and InferenceClient."""
+
+from __future__ import annotations
+
+import json
+import stat
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.test_engine import make_engine, make_lora, reference_tokens
+
+TOKEN = "test-token-123"
+
+
+@pytest.fixture(scope="module")
+def loras(tiny_llama, tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("server-loras")
+    return [make_lora(tiny_llama, root / f"lora{i}", seed=10 + i) for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_llama, tmp_path_factory):
+    """One server for the module: (url, engine, settings)."""
+    from backend.server import create_app, start_in_thread
+    from backend.settings import Settings
+
+    home = tmp_path_factory.mktemp("server-home")
+    settings = Settings(home=home, api_token=TOKEN)
+    engine = make_engine(tiny_llama)
+    url, stop = start_in_thread(create_app(engine, settings=settings))
+    yield url, engine, settings
+    stop()
+    engine.stop()
+
+
+@pytest.fixture()
+def client(server):
+    from backend.client import ServingClient
+
+    url, _, _ = server
+    with ServingClient(url, TOKEN) as c:
+        yield c
+
+
+def _openai(url):
+    import openai
+
+    return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
+
+
+MESSAGES = [{"role": "user", "content": "Tell me about the autumn leaves"}]
+
+
+def test_chat_with_base_and_adapter_matches_plain_peft(server, client, loras, tiny_llama):
+    url, engine, _ = server
+    client.load_adapter("chat-a", str(loras[0]))
+    oa = _openai(url)
+    prompt = engine.encode_chat(MESSAGES)
+    answers = {}
+    for model, adapter in (("tiny-llama", None), ("chat-a", loras[0])):
+        out = oa.chat.completions.create(model=model, messages=MESSAGES, max_tokens=12, temperature=0)
+        answers[model] = out.choices[0].message.content
+        expected = engine.tokenizer.decode(reference_tokens(tiny_llama, adapter, prompt, 12),
+                                           skip_special_tokens=True)
+        assert expected.startswith(answers[model])
+        assert out.usage.prompt_tokens == len(prompt)
+    assert answers["tiny-llama"] != answers["chat-a"]
+    models = {m.id: m for m in oa.models.list().data}
+    assert models["chat-a"].model_extra["parent"] == "tiny-llama"
+    assert models["chat-a"].model_extra["root"] == str(loras[0].resolve())
+    client.unload_adapter("chat-a")
+
+
+def test_streaming_sse_ends_with_done_and_matches_non_streaming(server, client, loras):
+    url, _, _ = server
+    client.load_adapter("stream-a", str(loras[1]))
+    body = {"model": "stream-a", "messages": MESSAGES, "max_tokens": 15, "temperature": 0, "stream": True}
+    lines = []
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]"
+    chunks = [json.loads(line[6:]) for line in lines[:-1]]
+    streamed = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] in {"stop", "length"}
+    whole = client.chat("stream-a", MESSAGES, max_tokens=15, temperature=0)
+    assert streamed == whole
+    assert "".join(client.stream_chat("stream-a", MESSAGES, max_tokens=15, temperature=0)) == whole
+    # plain completions stream too
+    oa = _openai(url)
+    pieces = list(oa.completions.create(model="stream-a", prompt="The leaves", max_tokens=8, temperature=0,
+                                        stream=True))
+    assert "".join(p.choices[0].text for p in pieces) == client.complete("stream-a", "The leaves",
+                                                                         max_tokens=8, temperature=0)
+    client.unload_adapter("stream-a")
+
+
+def test_inference_client_tgi_routes_with_adapter_id(server, client, loras, monkeypatch):
+    from huggingface_hub import InferenceClient, constants
+
+    # the stock client refuses even loopback traffic in offline mode (ServingClient does not)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+    url, engine, _ = server
+    client.load_adapter("tgi-a", str(loras[2]))
+    hf = InferenceClient(base_url=url, api_key="unused")
+    base_text = hf.text_generation("The leaves turn", max_new_tokens=10)
+    adapter_text = hf.text_generation("The leaves turn", max_new_tokens=10, adapter_id="tgi-a")
+    assert base_text != adapter_text
+    tokens = list(hf.text_generation("The leaves turn", max_new_tokens=10, adapter_id="tgi-a",
+                                     stream=True, details=True))
+    assert tokens[-1].generated_text == adapter_text
+    assert all(t.token.id is not None for t in tokens)
+    detailed = hf.text_generation("The leaves turn", max_new_tokens=10, adapter_id="tgi-a", details=True)
+    assert detailed.details.generated_tokens >= 1
+    assert detailed.details.finish_reason in {"length", "eos_token", "stop_sequence"}
+    chat = hf.chat_completion(MESSAGES, model="tgi-a", max_tokens=8, temperature=0)
+    assert chat.choices[0].message.content
+    info = httpx.get(url + "/info").json()
+    assert info["model_id"] == "tiny-llama" and "tgi-a" in info["adapters"]
+    assert httpx.get(url + "/health").status_code == 200
+    # /generate_stream speaks TGI's SSE shape
+    with httpx.stream("POST", url + "/generate_stream", timeout=60,
+                      json={"inputs": "The leaves", "parameters": {"max_new_tokens": 5}}) as response:
+        events = [json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")]
+    assert events[-1]["generated_text"] is not None and events[-1]["details"]["generated_tokens"] >= 1
+    assert set(events[0]["token"]) == {"id", "text", "logprob", "special"}
+    client.unload_adapter("tgi-a")
+
+
+def test_unknown_adapter_is_404_naming_known_ones(server, client, loras):
+    import openai
+
+    url, _, _ = server
+    client.load_adapter("known-a", str(loras[0]))
+    with pytest.raises(openai.NotFoundError) as info:
+        _openai(url).chat.completions.create(model="nope", messages=MESSAGES, max_tokens=3)
+    assert "known-a" in str(info.value) and "tiny-llama" in str(info.value)
+    body = info.value.body
+    assert body["code"] == "model_not_found" and body["type"]
+    tgi = httpx.post(url + "/generate", json={"inputs": "hi", "parameters": {"adapter_id": "nope"}})
+    assert tgi.status_code == 404
+    assert tgi.json()["error_type"] == "not_found" and "known-a" in tgi.json()["error"]
+    from backend.errors import AdapterNotFound
+
+    with pytest.raises(AdapterNotFound):
+        client.chat("nope", MESSAGES, max_tokens=3)
+    client.unload_adapter("known-a")
+
+
+def test_refuses_wrong_base_and_not_lora_and_keeps_serving(server, client, tiny_llama_other, tmp_path):
+    from backend.errors import AdapterMismatch
+
+    url, _, _ = server
+    other = make_lora(tiny_llama_other, tmp_path / "other", seed=5)
+    response = httpx.post(url + "/v1/load_lora_adapter", headers={"Authorization": f"Bearer {TOKEN}"},
+                          json={"lora_name": "other", "lora_path": str(other)})
+    assert response.status_code == 400
+    assert "does not fit" in response.json()["error"]["message"]
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "weights.bin").write_bytes(b"\0" * 10)
+    with pytest.raises(AdapterMismatch, match="not a PEFT adapter"):
+        client.load_adapter("junk", str(junk))
+    assert "other" not in client.adapters() and "junk" not in client.adapters()
+    assert client.chat("tiny-llama", MESSAGES, max_tokens=3, temperature=0) is not None
+
+
+def test_oversize_prompt_is_refused(server):
+    import openai
+
+    url, engine, _ = server
+    huge = "leaves " * (engine.context_limit * 2)
+    with pytest.raises(openai.BadRequestError) as info:
+        _openai(url).chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": huge}],
+                                             max_tokens=3)
+    assert info.value.body["code"] == "context_length_exceeded"
+    assert str(engine.context_limit) in info.value.body["message"]
+
+
+def test_management_needs_the_bearer_token(server, loras):
+    url, _, _ = server
+    body = {"lora_name": "x", "lora_path": str(loras[0])}
+    assert httpx.post(url + "/v1/load_lora_adapter", json=body).status_code == 401
+    wrong = httpx.post(url + "/v1/load_lora_adapter", json=body, headers={"Authorization": "Bearer wrong"})
+    assert wrong.status_code == 401
+    assert wrong.json()["error"]["type"] == "authentication_error"
+    assert httpx.post(url + "/v1/unload_lora_adapter", json={"lora_name": "x"}).status_code == 401
+
+
+def test_generated_token_is_stored_with_mode_600(settings):
+    from backend.server import api_token
+
+    token = api_token(settings)
+    path = settings.paths.api_token_file
+    assert path.read_text().strip() == token and len(token) >= 32
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert api_token(settings) == token  # generated once
+
+
+def test_load_unload_and_inplace_while_a_stream_runs(server, client, loras, tiny_llama):
+    url, engine, _ = server
+    client.load_adapter("live", str(loras[0]))
+    prompt = engine.encode_chat(MESSAGES)
+    expected = engine.tokenizer.decode(reference_tokens(tiny_llama, loras[0], prompt, 60), skip_special_tokens=True)
+    streamed, errors = [], []
+
+    def consume():
+        try:
+            body = {"model": "live", "messages": MESSAGES, "max_tokens": 60, "temperature": 0, "stream": True}
+            with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as response:
+                for line in response.iter_lines():
+                    streamed.append(line)
+        except Exception as exc:  # noqa: BLE001 - the test asserts there is none
+            errors.append(exc)
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    while not any(line.startswith("data: {") for line in streamed[1:]) and reader.is_alive():
+        threading.Event().wait(0.01)
+    client.load_adapter("live", str(loras[1]), inplace=True)
+    client.load_adapter("extra", str(loras[2]))
+    client.unload_adapter("extra")
+    reader.join(60)
+    assert errors == []
+    data = [line for line in streamed if line.startswith("data: ")]
+    assert data[-1] == "data: [DONE]"
+    text = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content", "") for line in data[:-1])
+    assert expected.startswith(text) and text  # the old weights, uncorrupted, to the end
+    after = client.chat("live", MESSAGES, max_tokens=12, temperature=0)
+    new_expected = engine.tokenizer.decode(reference_tokens(tiny_llama, loras[1], prompt, 12),
+                                           skip_special_tokens=True)
+    assert new_expected.startswith(after)
+    client.unload_adapter("live")
+
+
+def test_comparison_runs_as_one_batch(server, client, loras):
+    url, engine, _ = server
+    for i in range(4):
+        client.load_adapter(f"cmp{i}", str(loras[i]))
+    before = len(engine.stats.step_rows)
+    answers = client.compare(MESSAGES, ["tiny-llama"] + [f"cmp{i}" for i in range(4)], max_tokens=10,
+                             temperature=0)
+    assert len(answers) == 5 and len(set(answers.values())) > 1
+    rows = list(engine.stats.step_rows)[before:]
+    assert max(rows) == 5, f"rows per forward pass were {rows}"
+    for i in range(4):
+        client.unload_adapter(f"cmp{i}")
+
+
+def test_metrics_count_requests_and_tokens(server, client):
+    url, _, _ = server
+    client.chat("tiny-llama", MESSAGES, max_tokens=4, temperature=0)
+    text = httpx.get(url + "/metrics").text
+    assert 'tunelab_requests_total{route="chat",status="200"}' in text
+    generated = [line for line in text.splitlines() if line.startswith("tunelab_generated_tokens_total")]
+    assert generated and float(generated[0].split()[-1]) >= 1
+    assert "tunelab_queue_depth" in text and "tunelab_request_latency_seconds_bucket" in text
+
+
+def test_overloaded_is_429_with_retry_after(tiny_llama, tmp_path):
+    from backend.server import create_app, start_in_thread
+    from backend.settings import Settings
+
+    engine = make_engine(tiny_llama, max_queue=1)
+    url, stop = start_in_thread(create_app(engine, settings=Settings(home=tmp_path, api_token=TOKEN)))
+    results, threads = [], []
+
+    def post():
+        results.append(httpx.post(url + "/v1/completions", json={"model": "tiny-llama", "prompt": "hi",
+                                                                 "max_tokens": 2}, timeout=60))
+
+    try:
+        with engine._model_lock:  # stall the scheduler: one request taken, one waiting, the rest refused
+            for sent in range(1, 5):
+                threads.append(threading.Thread(target=post))
+                threads[-1].start()
+                while engine.stats.requests + engine.stats.rejected < sent:
+                    threading.Event().wait(0.01)
+            while sum(r.status_code == 429 for r in results) < 2:
+                threading.Event().wait(0.01)
+        for thread in threads:
+            thread.join(60)
+        refused = [r for r in results if r.status_code == 429]
+        assert len(results) == 4 and len(refused) >= 2
+        assert all(r.status_code == 200 for r in results if r not in refused)
+        assert int(refused[0].headers["retry-after"]) >= 1
+        assert refused[0].json()["error"]["code"] == "overloaded"
+    finally:
+        stop()
+        engine.stop()
+
+
+def test_restart_restores_adapters(tiny_llama, loras, tmp_path, caplog):
+    from backend.client import ServingClient
+    from backend.server import create_app, start_in_thread, state_file
+    from backend.settings import Settings
+
+    settings = Settings(home=tmp_path, api_token=TOKEN)
+    doomed = make_lora(tiny_llama, tmp_path / "doomed", seed=99)
+    url, stop = start_in_thread(create_app(settings=settings, base=str(tiny_llama)))
+    try:
+        with ServingClient(url, TOKEN) as c:
+            c.load_adapter("kept", str(loras[0]))
+            c.load_adapter("doomed", str(doomed))
+            before = c.chat("kept", MESSAGES, max_tokens=8, temperature=0)
+    finally:
+        stop()
+    saved = json.loads(state_file(settings).read_text())
+    assert set(saved["adapters"]) == {"kept", "doomed"}
+    (doomed / "adapter_model.safetensors").unlink()  # this one can no longer load
+    url, stop = start_in_thread(create_app(settings=settings, base=str(tiny_llama)))
+    try:
+        with ServingClient(url, TOKEN) as c:
+            assert set(c.adapters()) == {"kept"}
+            assert c.chat("kept", MESSAGES, max_tokens=8, temperature=0) == before
+    finally:
+        stop()
+    assert "doomed" in caplog.text
