@@ -374,19 +374,15 @@ def up(base: Optional[str] = typer.Option(None, help="default, hub id, folder or
 
 @app.command("inspect")
 def inspect_cmd(base: str = typer.Argument("default", help="default, hub id, folder or .gguf"),
-                rank: int = typer.Option(8, "--rank", help=_help(LoraSpec, "r")),
+                rank: Optional[int] = typer.Option(None, "--rank", help=_help(LoraSpec, "r")),
                 alpha: Optional[int] = typer.Option(None, help=_help(LoraSpec, "alpha")),
                 target: Optional[list[str]] = typer.Option(None, "--target", help=_help(LoraSpec, "target_modules")),
                 as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """The base's weight points: layers x module kinds, what LoRA trains and costs."""
-    from .inspect_base import render_text
-
-    lora = LoraSpec(r=rank, alpha=alpha or 2 * rank, target_modules=target or "all-linear")
     try:
-        report = _service().inspect(base, lora=lora)
+        print(_service().inspect_text(base, rank=rank, alpha=alpha, target=target, as_json=as_json))
     except TuneLabError as exc:
         _fail(exc)
-    print(json.dumps(report, indent=2) if as_json else render_text(report))
 
 
 @app.command("evaluate")

@@ -147,6 +147,31 @@ class Service:
 
         return inspect_base(self.resolve_base(spec), lora=lora, **kwargs)
 
+    def inspect_text(self, spec: str | None, *, rank: int | None = None, alpha: int | None = None,
+                     target: list[str] | None = None, as_json: bool = False) -> str:
+        from .inspect_base import inspect_command_output
+
+        ref = self.resolve_base(spec)
+        return inspect_command_output(ref.path, rank=rank, alpha=alpha, target=target, as_json=as_json,
+                                      settings=self.settings)
+
+    # proof ----------------------------------------------------------------------------------
+    def evaluate(self, name: str, *, n_samples: int = 5, task: str | None = None) -> dict:
+        """Prove what an adapter learned on its own held-out split; stored in tunelab.json."""
+        from .evaluate import evaluate_adapter
+        from .plan import detect_kind
+
+        folder = self._complete_adapter(name)
+        row = self.store.get_adapter(name)
+        job = self.store.get_job(row.job_id) if row and row.job_id else None
+        if job is None or not job.request.get("eval_file"):
+            raise TuneLabError(f"Adapter {name!r} has no held-out split on record to evaluate on.",
+                               fix="Train it from data imported by TuneLab with eval_fraction > 0.")
+        kind = task or detect_kind(row.goal or "")
+        return evaluate_adapter(folder, self.resolve_base(row.base), eval_rows=job.request["eval_file"],
+                                train_rows=job.request.get("train_file"), task=kind, n_samples=n_samples,
+                                settings=self.settings)
+
     # training -------------------------------------------------------------------------------
     def train(self, spec: RunSpec, data_dir: str | Path, *, data_hash: str = "") -> int:
         data_dir = Path(data_dir)

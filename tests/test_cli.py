@@ -74,3 +74,18 @@ def test_pull_default_prints_folder_last_and_is_idempotent(home):
     folder = first.output.strip().splitlines()[-1]
     second = _run("bases", "pull-default")
     assert second.output.strip() == folder
+
+
+def test_inspect_prints_weight_points_and_lora_cost(home, tiny_llama):
+    result = _run("inspect", tiny_llama, "--rank", "4")
+    assert result.exit_code == 0, result.output
+    assert "self_attn.q_proj" in result.output and "mlp.down_proj" in result.output
+    # all-linear r4 on 2 layers: q(64+64)+k(64+32)+v(64+32)+o(64+64)+gate(64+128)+up(64+128)+down(128+64)
+    assert f"{4 * 2 * (128 + 96 + 96 + 128 + 192 + 192 + 192):,}" in result.output
+
+
+def test_inspect_json(home, tiny_gpt2):
+    result = _run("inspect", tiny_gpt2, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["num_layers"] == 2 and any("c_attn" in str(m) for m in report["module_kinds"])
