@@ -30,7 +30,9 @@ from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, Callable, Iterator
 
 from .adapters import read_peft_config
 from .errors import AdapterMismatch, AdapterNotFound, Overloaded, PromptTooLong, TuneLabError
@@ -53,6 +55,7 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    ignore_eos: bool = False  # keep going past end-of-sequence (benchmarks; vLLM has the same knob)
 
 
 @dataclass
@@ -238,6 +241,7 @@ class Engine:
         self._model_lock = threading.RLock()  # forward passes and adapter (un)loads
         self._cond = threading.Condition()  # guards the pending queue and the adapter table
         self._pending: deque[_Request] = deque()
+        self._changes: deque = deque()  # adapter (un)loads for the scheduler to apply between steps
         self._adapters: dict[str, AdapterInfo] = {}
         self._refcount: dict[str, int] = {}
         self._retired: set[str] = set()
@@ -302,7 +306,8 @@ class Engine:
         self._check_fits(path, config)
         internal = f"a{next(self._internal_ids)}_{re.sub(r'[^a-zA-Z0-9_]', '_', name)}"
         started = time.perf_counter()
-        with self._model_lock:
+
+        def inject() -> None:
             try:
                 self.model.load_adapter(str(path), adapter_name=internal, low_cpu_mem_usage=True)
                 self.model.eval()
@@ -312,6 +317,8 @@ class Engine:
                 raise AdapterMismatch(
                     f"Adapter {str(path)!r} does not fit base {self.base_name!r}: {_short(exc)}",
                     fix="Load an adapter trained for this base.") from exc
+
+        self._between_steps(inject)
         info = AdapterInfo(name=name, path=str(path), internal=internal, config=config, loaded_at=time.time())
         with self._cond:
             old = self._adapters.get(name)
@@ -382,8 +389,43 @@ class Engine:
             ready = [n for n in self._retired if self._refcount.get(n, 0) == 0]
             self._retired.difference_update(ready)
         for internal in ready:
+            self._between_steps(lambda internal=internal: self._drop_internal(internal))
+
+    def _between_steps(self, change: Callable[[], Any]) -> Any:
+        """Run a change to the model's modules in the scheduler thread, between two steps.
+
+        Handing the change to the scheduler (instead of racing it for a lock) makes a
+        swap wait for at most one decode step, however busy the server is.
+        """
+        if not self.alive() or threading.current_thread() is self._thread:
             with self._model_lock:
-                self._drop_internal(internal)
+                return change()
+        future: Future = Future()
+        with self._cond:
+            self._changes.append((change, future))
+            self._cond.notify_all()
+        while True:
+            try:
+                return future.result(timeout=0.5)
+            except FutureTimeout:
+                if not self.alive() and not future.done():
+                    with self._cond:
+                        if (change, future) in self._changes:
+                            self._changes.remove((change, future))
+                    with self._model_lock:
+                        return change()
+
+    def _apply_changes(self) -> None:
+        while True:
+            with self._cond:
+                if not self._changes:
+                    return
+                change, future = self._changes.popleft()
+            try:
+                with self._model_lock:
+                    future.set_result(change())
+            except BaseException as exc:  # handed to the caller waiting on the future
+                future.set_exception(exc)
 
     def _drop_internal(self, internal: str) -> None:
         if internal in self.model.peft_config:
@@ -485,9 +527,11 @@ class Engine:
         batch: _Batch | None = None
         with torch.inference_mode():
             while not self._stopping:
+                self._apply_changes()
                 with self._cond:
                     if not self._pending and batch is None:
-                        self._cond.wait(timeout=0.5)
+                        if not self._changes:
+                            self._cond.wait(timeout=0.5)
                         continue
                 if batch is None and self.batch_window_s > 0:
                     time.sleep(self.batch_window_s)  # let requests that arrive together ride together
@@ -515,7 +559,8 @@ class Engine:
                     batch = None
                 self._active = batch.requests if batch else []
                 self._collect_retired()
-            # shutting down: fail what is left so no caller waits for ever
+            # shutting down: apply pending changes, fail what is left so no caller waits for ever
+            self._apply_changes()
             for request in (batch.requests if batch else []) + list(self._pending):
                 self._finish(request, "cancelled", error="the server is shutting down")
 
@@ -631,7 +676,7 @@ class Engine:
         special = token in self._eos_ids or token in self._special_ids
         token_text = self.tokenizer.decode([token], skip_special_tokens=False)
         self.stats.tokens += 1
-        if token in self._eos_ids:
+        if token in self._eos_ids and not params.ignore_eos:
             self._finish(request, "stop", token=token, token_text=token_text, logprob=logprob, special=True)
             return True
         request.generated.append(token)

@@ -210,6 +210,7 @@ def _openai_params(body: dict, default_max: int):
         top_p=_number(body, "top_p", 1.0, float, 0.0, 1.0),
         seed=body.get("seed"),
         stop=_stops(body.get("stop")),
+        ignore_eos=bool(body.get("ignore_eos", False)),
     )
 
 

@@ -164,6 +164,9 @@ def test_inplace_swap_keeps_in_flight_request_on_old_weights(engine, loras, tiny
     # new requests get the new weights, and the old ones are freed once unused
     fresh = engine.submit(prompt, "swap", _greedy(30)).result()
     assert fresh.token_ids == reference_tokens(tiny_llama, loras[1], prompt, 30)[: len(fresh.token_ids)]
+    deadline = time.monotonic() + 5
+    while len(engine.model.peft_config) != old_internal_count - 1 and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert len(engine.model.peft_config) == old_internal_count - 1
     assert engine.adapters()["swap"].path == str(loras[1].resolve())
 
@@ -178,6 +181,9 @@ def test_unload_while_in_flight_and_unknown_names(engine, loras):
     assert "tiny-llama" in str(info.value)
     with pytest.raises(AdapterNotFound):
         engine.unload_adapter("gone")
+    deadline = time.monotonic() + 5  # the weights go right after the last request using them
+    while engine.model.peft_config.keys() != {"tunelab_idle"} and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert engine.model.peft_config.keys() == {"tunelab_idle"}
 
 

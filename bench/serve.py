@@ -1,0 +1,227 @@
+"""Serving benchmark: hot-swap latency, the comparison batch, concurrent clients.
+
+Runs the real serving endpoint (in a thread, on a free loopback port) with the default
+base and four random LoRA adapters (all-linear, r 8) made with peft in a temp folder,
+and drives it over HTTP with TuneLab's client.
+
+1. Hot swap: adapter folder on disk -> first token served with it (load_inplace, then
+   a streamed request), p50/p95 over 20 swaps, while two clients keep generating with
+   the other adapters; every failed request during the swaps is counted (must be 0).
+2. Comparison: base + 4 adapters on one prompt x 64 new tokens as one mixed batch,
+   against 5 sequential ``generate`` calls that switch adapters with ``set_adapter``.
+3. Concurrency: 8 clients over 4 adapters at once, against the same 8 requests one
+   at a time through the same server.
+
+Prints the results as JSON and writes bench/results/serve.json.
+Usage: python bench/serve.py [--base SPEC] [--swaps 20] [--new-tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+PROMPT = [{"role": "user", "content": "Write a short poem about autumn leaves falling in the park."}]
+TOKEN = "bench-token"
+
+
+def make_adapters(base_path: str, folder: Path, count: int = 4) -> list[Path]:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    paths = []
+    for i in range(count):
+        torch.manual_seed(100 + i)
+        model = AutoModelForCausalLM.from_pretrained(base_path)
+        peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                                      init_lora_weights=False))
+        peft_model.save_pretrained(folder / f"adapter{i}")
+        paths.append(folder / f"adapter{i}")
+    return paths
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, int(round(q * (len(ordered) - 1)))))
+    return ordered[index]
+
+
+def bench_swaps(client, adapters: list[Path], swaps: int, failures: list) -> dict:
+    """Folder on disk -> first token served with it, under background traffic."""
+    stop = threading.Event()
+    served = [0]
+
+    def traffic(model: str) -> None:
+        while not stop.is_set():
+            try:
+                client.chat(model, PROMPT, max_tokens=16, temperature=0)
+                served[0] += 1
+            except Exception as exc:  # noqa: BLE001 - counted, that is the point
+                failures.append(f"{model}: {exc!r}")
+
+    workers = [threading.Thread(target=traffic, args=(m,), daemon=True) for m in ("bg0", "bg1")]
+    for w in workers:
+        w.start()
+    time.sleep(1.0)
+    latencies, loads = [], []
+    for i in range(swaps):
+        path = adapters[i % len(adapters)]
+        started = time.perf_counter()
+        client.load_adapter("hot", str(path), inplace=True)
+        loaded = time.perf_counter()
+        try:
+            first = next(iter(client.stream_chat("hot", PROMPT, max_tokens=2, temperature=0)))
+            assert first is not None
+        except Exception as exc:  # noqa: BLE001
+            failures.append(f"hot: {exc!r}")
+            continue
+        latencies.append(time.perf_counter() - started)
+        loads.append(loaded - started)
+    stop.set()
+    for w in workers:
+        w.join(120)
+    return {"swap_p50_s": round(statistics.median(latencies), 3),
+            "swap_p95_s": round(percentile(latencies, 0.95), 3),
+            "swap_load_call_p50_s": round(statistics.median(loads), 3),
+            "swaps": len(latencies), "background_requests_served": served[0]}
+
+
+def bench_compare(client, base_path: str, adapters: list[Path], new_tokens: int, base_name: str) -> dict:
+    """One mixed batch over HTTP against 5 sequential generate() calls with set_adapter."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    models = [base_name] + [f"cmp{i}" for i in range(len(adapters))]
+    for i, path in enumerate(adapters):
+        client.load_adapter(f"cmp{i}", str(path))
+    params = dict(max_tokens=new_tokens, temperature=0, extra_body={"ignore_eos": True})
+    client.compare(PROMPT, models, max_tokens=4, temperature=0)  # warm-up
+    started = time.perf_counter()
+    answers = client.compare(PROMPT, models, **params)
+    batched = time.perf_counter() - started
+    assert len(answers) == len(models)
+
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), str(adapters[0]),
+                                      adapter_name="cmp0")
+    for i, path in enumerate(adapters[1:], start=1):
+        model.load_adapter(str(path), adapter_name=f"cmp{i}")
+    model.eval()
+    ids = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    with torch.inference_mode():
+        model.generate(**ids, max_new_tokens=4, do_sample=False)  # warm-up
+        started = time.perf_counter()
+        with model.disable_adapter():
+            model.generate(**ids, **kwargs)
+        for i in range(len(adapters)):
+            model.set_adapter(f"cmp{i}")
+            model.generate(**ids, **kwargs)
+        sequential = time.perf_counter() - started
+    del model
+    for i in range(len(adapters)):
+        client.unload_adapter(f"cmp{i}")
+    return {"compare_batched_s": round(batched, 2), "compare_sequential_s": round(sequential, 2),
+            "compare_speedup": round(sequential / batched, 2)}
+
+
+def bench_concurrency(client, adapters: list[Path], new_tokens: int, clients: int = 8) -> dict:
+    for i, path in enumerate(adapters):
+        client.load_adapter(f"cc{i}", str(path))
+    jobs = [f"cc{i % len(adapters)}" for i in range(clients)]
+    params = dict(max_tokens=new_tokens, temperature=0, extra_body={"ignore_eos": True})
+    started = time.perf_counter()
+    for model in jobs:
+        client.chat(model, PROMPT, **params)
+    one_at_a_time = time.perf_counter() - started
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        list(pool.map(lambda m: client.chat(m, PROMPT, **params), jobs))
+    concurrent = time.perf_counter() - started
+    for i in range(len(adapters)):
+        client.unload_adapter(f"cc{i}")
+    tokens = clients * new_tokens
+    return {"concurrency_one_at_a_time_s": round(one_at_a_time, 2), "concurrency_concurrent_s": round(concurrent, 2),
+            "concurrency_speedup": round(one_at_a_time / concurrent, 2),
+            "concurrency_tokens_per_s": round(tokens / concurrent, 1),
+            "one_at_a_time_tokens_per_s": round(tokens / one_at_a_time, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", default="default", help="base spec (default: the offline default base)")
+    parser.add_argument("--swaps", type=int, default=20)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--concurrency-tokens", type=int, default=32)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve.json"))
+    args = parser.parse_args()
+
+    import torch
+
+    from backend.bases import resolve_base
+    from backend.client import ServingClient
+    from backend.engine import Engine
+    from backend.server import create_app, start_in_thread
+    from backend.settings import Settings
+
+    settings = Settings()
+    ref = resolve_base(args.base, settings)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="tunelab-bench-serve-") as tmp:
+        tmp = Path(tmp)
+        adapters = make_adapters(ref.path, tmp / "adapters")
+        engine = Engine.from_base(args.base, settings)
+        app = create_app(engine, settings=Settings(home=tmp / "home", api_token=TOKEN), restore=False)
+        url, stop = start_in_thread(app)
+        failures: list[str] = []
+        try:
+            with ServingClient(url, TOKEN) as client:
+                client.load_adapter("bg0", str(adapters[0]))
+                client.load_adapter("bg1", str(adapters[1]))
+                swaps = bench_swaps(client, adapters, args.swaps, failures)
+                client.unload_adapter("bg0")
+                client.unload_adapter("bg1")
+                client.unload_adapter("hot")
+                compare = bench_compare(client, ref.path, adapters, args.new_tokens, ref.name)
+                concurrency = bench_concurrency(client, adapters, args.concurrency_tokens)
+        finally:
+            stop()
+            engine.stop()
+
+    results = {
+        **swaps, "failed_during_swaps": len(failures), "failures": failures[:5],
+        **compare, **concurrency,
+        "targets": {"swap_p50_s": "<= 0.3", "compare_speedup": ">= 3", "concurrency_speedup": ">= 2.5",
+                    "failed_during_swaps": "0"},
+        "settings": {"base": ref.name, "base_path": ref.path, "adapters": "4 random LoRA, all-linear, r 8",
+                     "swaps": args.swaps, "compare_new_tokens": args.new_tokens,
+                     "concurrency_clients": 8, "concurrency_new_tokens": args.concurrency_tokens,
+                     "dtype": "float32", "max_batch": engine.max_batch, "batch_window_s": engine.batch_window_s},
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                    "load_average_1m": round(os.getloadavg()[0], 2)},
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
