@@ -493,6 +493,7 @@ def train_adapter(
             "eval_loss": eval_loss,
             "tokens_per_s": answer_tokens / train_time,
             "runtime_s": runtime,
+            "train_seconds": train_time,
             "answer_tokens": answer_tokens,
             "steps": trainer.state.global_step,
             "resumed_from_step": callback.first_step,

@@ -1,0 +1,298 @@
+"""Training benchmark: TuneLab's training path against plain TRL ``SFTTrainer``.
+
+Same base (the default, SmolLM2-135M-Instruct, provisioned through
+``backend.bases.resolve_base``), same LoRA config (all-linear, r 8, alpha 16), same
+deterministic synthetic instruction data with varied prompt and answer lengths, same
+epochs, batch size and learning rate. The baseline keeps every other TRL default
+(gradient checkpointing on, bf16 autocast, random batches padded to their longest row,
+the fused LM head over every position) except ``use_cpu=True``, which a machine without
+CUDA needs. The learning rate is set to ours for both, so that the eval-loss comparison
+measures the training path and not TRL's 2e-5 default.
+
+Reports answer tokens per second for both (training time, evaluation excluded), the
+ratio ``speedup``, both final eval losses (computed the same way for both: fp32, answer
+tokens only) and ``eval_loss_ratio`` (ours / baseline), and the model FLOP/s of our run
+(4 x parameters x processed tokens / s: a LoRA step needs no weight gradients for the
+frozen base) as ``peak_fraction`` of this machine's matmul peak, measured in the same
+run with a timed large matmul in fp32 and bf16. Writes bench/results/train.json.
+
+    python bench/train.py [--base default] [--rows 192] [--epochs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+RESULTS = ROOT / "bench" / "results" / "train.json"
+
+# --- a deterministic, realistic instruction dataset ---------------------------------------------
+
+SUBJECTS = ["the river", "our team", "the old library", "a small bakery", "the city council", "the night train",
+            "my neighbour", "the mountain village", "the new phone", "the museum", "the harbour", "the garden"]
+VERBS = ["opened", "changed", "surprised", "welcomed", "closed", "improved", "delayed", "repaired", "visited",
+         "announced", "celebrated", "lost"]
+OBJECTS = ["its doors early", "the schedule", "every visitor", "a quiet corner", "the main road", "the budget",
+           "an old friend", "the harvest festival", "a broken window", "the winter plan", "a new menu",
+           "the last ferry"]
+DETAILS = ["after a long week of rain", "to everyone's relief", "without any warning", "just before noon",
+           "for the first time in years", "despite the cold wind", "as the sun went down", "with a lot of noise"]
+PRODUCTS = ["kettle", "backpack", "desk lamp", "bicycle", "headphones", "rain jacket", "coffee grinder", "tent"]
+COLOURS = ["red", "blue", "green", "black", "white", "yellow", "grey", "orange"]
+POSITIVE = ["I loved it", "works perfectly", "great value", "arrived quickly", "the quality is excellent",
+            "would buy again", "my kids adore it", "exceeded my expectations"]
+NEGATIVE = ["it broke after a day", "waste of money", "arrived late", "the quality is poor",
+            "would not recommend", "customer service ignored me", "smaller than described", "it stopped working"]
+TASKS = ["make bread", "plant tomatoes", "repair a flat tyre", "write a cover letter", "clean a camera lens",
+         "prepare for an interview", "set up a tent", "brew green tea"]
+STEPS = ["gather everything you need", "read the instructions twice", "prepare a clean work area",
+         "start with the simplest part", "check your progress", "take a short break", "fix any small mistakes",
+         "ask someone to review it", "finish the last details", "clean up afterwards", "write down what you learned",
+         "plan the next attempt"]
+
+
+def _sentence(rng: random.Random) -> str:
+    return f"{rng.choice(SUBJECTS).capitalize()} {rng.choice(VERBS)} {rng.choice(OBJECTS)} {rng.choice(DETAILS)}."
+
+
+def make_rows(n: int, seed: int = 0) -> list[dict]:
+    """``n`` normalized rows from five task kinds; prompts of ~15-250 tokens, answers of
+    ~1-200 tokens, answers a function of the prompt (so a model can learn them)."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        kind = i % 5
+        if kind == 0:  # summarize: long prompt, one-sentence answer
+            sentences = [_sentence(rng) for _ in range(rng.randint(2, 14))]
+            prompt = "Summarize the following note in one sentence.\n\n" + " ".join(sentences)
+            answer = f"In short: {sentences[0][0].lower()}{sentences[0][1:-1]}, among {len(sentences)} events."
+        elif kind == 1:  # sentiment: medium prompt, one-word answer
+            good = rng.random() < 0.5
+            bank = POSITIVE if good else NEGATIVE
+            review = ". ".join(rng.choice(bank).capitalize() for _ in range(rng.randint(1, 6))) + "."
+            prompt = f"Classify the sentiment of this {rng.choice(PRODUCTS)} review as positive or negative.\n\n{review}"
+            answer = "positive" if good else "negative"
+        elif kind == 2:  # extraction: medium prompt, JSON answer
+            product, colour = rng.choice(PRODUCTS), rng.choice(COLOURS)
+            weight, price = rng.randint(1, 20), rng.randint(5, 400)
+            filler = " ".join(_sentence(rng) for _ in range(rng.randint(0, 4)))
+            prompt = (f"Extract the product specs as JSON with keys product, colour, weight_kg, price_usd.\n\n"
+                      f"{filler} The {colour} {product} weighs {weight} kg and costs {price} dollars.").strip()
+            answer = json.dumps({"product": product, "colour": colour, "weight_kg": weight, "price_usd": price})
+        elif kind == 3:  # steps: short prompt, long list answer
+            task, count = rng.choice(TASKS), rng.randint(3, 12)
+            prompt = f"List {count} steps to {task}."
+            answer = "\n".join(f"{k + 1}. {s.capitalize()}." for k, s in enumerate(rng.sample(STEPS, count)))
+        else:  # story: short prompt, long prose answer
+            count = rng.randint(2, 10)
+            subject = rng.choice(SUBJECTS)
+            prompt = f"Write a short story about {subject} in {count} sentences."
+            answer = " ".join(f"{subject.capitalize()} {rng.choice(VERBS)} {rng.choice(OBJECTS)} "
+                              f"{rng.choice(DETAILS)}." for _ in range(count))
+        rows.append({"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]})
+    return rows
+
+
+def write_jsonl(rows: list[dict], path: Path) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+# --- measurements --------------------------------------------------------------------------------
+
+
+def matmul_peak(dtype_name: str, n: int = 2048, seconds: float = 3.0) -> float:
+    """FLOP/s of a large square matmul in ``dtype_name``, best of repeated timings."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        a @ b
+        best = max(best, 2 * n**3 / (time.perf_counter() - start))
+    return best
+
+
+def tokenize_rows(tokenizer, rows: list[dict]) -> list[tuple[list[int], int]]:
+    """(ids, prompt length) per row, the way TRL tokenizes conversational prompt/completion."""
+    out = []
+    for row in rows:
+        messages = row["messages"]
+        prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=True,
+                                               return_dict=True)["input_ids"]
+        full = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+        common = 0
+        while common < min(len(prompt), len(full)) and prompt[common] == full[common]:
+            common += 1
+        out.append((list(full), common))
+    return out
+
+
+def answer_eval_loss(model, tokenized: list[tuple[list[int], int]]) -> float:
+    """Token-mean loss over answer tokens, fp32, one row at a time (no padding effects)."""
+    import torch
+
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):
+        for ids, prompt_len in tokenized:
+            x = torch.tensor([ids])
+            labels = x.clone()
+            labels[:, :prompt_len] = -100
+            n = int((labels[:, 1:] != -100).sum())
+            if n == 0:
+                continue
+            total += float(model(input_ids=x, labels=labels).loss) * n
+            count += n
+    return total / count
+
+
+def run_baseline(ref, tokenizer, train_rows, lora_kwargs, *, epochs, batch_size, learning_rate, seed, work):
+    """Plain TRL SFTTrainer, its defaults except use_cpu (needed here) and the rate."""
+    from datasets import Dataset
+    from peft import LoraConfig
+    from trl import SFTConfig, SFTTrainer
+
+    from backend.bases import load_model
+    from backend.train import to_prompt_completion
+
+    dataset = Dataset.from_list([to_prompt_completion(r["messages"]) for r in train_rows])
+    args = SFTConfig(output_dir=str(work / "baseline"), num_train_epochs=epochs, use_cpu=True,
+                     per_device_train_batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                     report_to="none", disable_tqdm=True, save_strategy="no")
+    trainer = SFTTrainer(model=load_model(ref), args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=LoraConfig(**lora_kwargs))
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    settings = {"gradient_checkpointing": args.gradient_checkpointing, "bf16": args.bf16,
+                "logging_steps": args.logging_steps, "max_length": args.max_length,
+                "train_sampling_strategy": args.train_sampling_strategy, "padding_free": args.padding_free}
+    return trainer.model, seconds, settings
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", default="default", help="base to train (default: the provisioned default)")
+    parser.add_argument("--rows", type=int, default=192, help="synthetic rows (1/6 held out for eval)")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+
+    import peft
+    import torch
+    import transformers
+    import trl
+    from peft import PeftModel
+
+    from backend.bases import load_model, load_tokenizer, resolve_base
+    from backend.hparams import LoraSpec, RunSpec, TrainSpec
+    from backend.settings import Settings
+    from backend.train import resolve_precision, set_cpu_threads, train_adapter
+
+    load_start = os.getloadavg()
+    settings = Settings()
+    ref = resolve_base(args.base, settings)
+    tokenizer = load_tokenizer(ref)
+    rows = make_rows(args.rows)
+    n_eval = max(8, args.rows // 6)
+    train_rows, eval_rows = rows[n_eval:], rows[:n_eval]
+    train_tok, eval_tok = tokenize_rows(tokenizer, train_rows), tokenize_rows(tokenizer, eval_rows)
+    answer_tokens = sum(len(ids) - p for ids, p in train_tok) * args.epochs
+    all_tokens = sum(len(ids) for ids, _ in train_tok) * args.epochs
+    lora = LoraSpec(r=8, alpha=16, target_modules="all-linear")
+    spec = RunSpec(name="bench-ours", base=args.base, lora=lora,
+                   train=TrainSpec(epochs=args.epochs, batch_size=args.batch_size,
+                                   learning_rate=args.learning_rate, eval_fraction=0.0))
+    precision = resolve_precision(spec.train.precision, "cpu")
+    set_cpu_threads("cpu")
+
+    peaks = {"fp32": matmul_peak("fp32"), "bf16": matmul_peak("bf16")}
+    work = Path(tempfile.mkdtemp(prefix="tunelab-bench-train-"))
+    try:
+        train_file = write_jsonl(train_rows, work / "train.jsonl")
+        eval_file = write_jsonl(eval_rows, work / "eval.jsonl")
+        out_dir = work / "adapters" / spec.name
+        print(f"ours: {len(train_rows)} rows, {precision} ...", flush=True)
+        meta = train_adapter(spec, base_ref=ref, train_file=train_file, eval_file=eval_file, out_dir=out_dir,
+                             work_dir=work / "run")
+        m = meta["metrics"]
+        ours_seconds = m["train_seconds"]  # evaluation excluded, like the baseline (which never evaluates)
+        ours_model = PeftModel.from_pretrained(load_model(ref), out_dir)
+        ours_eval = answer_eval_loss(ours_model, eval_tok)
+        del ours_model
+
+        print("baseline: plain TRL SFTTrainer ...", flush=True)
+        base_model, base_seconds, base_settings = run_baseline(
+            ref, tokenizer, train_rows, lora.to_peft_kwargs(), epochs=args.epochs, batch_size=args.batch_size,
+            learning_rate=args.learning_rate, seed=spec.train.seed, work=work)
+        base_eval = answer_eval_loss(base_model, eval_tok)
+        params = sum(p.numel() for p in base_model.parameters())
+        del base_model
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    ours_tps, base_tps = answer_tokens / ours_seconds, answer_tokens / base_seconds
+    ours_flops = 4 * params * all_tokens / ours_seconds
+    lengths = [len(ids) for ids, _ in train_tok]
+    answers = [len(ids) - p for ids, p in train_tok]
+    result = {
+        "speedup": ours_tps / base_tps,
+        "eval_loss_ratio": ours_eval / base_eval,
+        "peak_fraction": ours_flops / peaks[precision if precision in peaks else "fp32"],
+        "ours": {"answer_tokens_per_s": ours_tps, "tokens_per_s": all_tokens / ours_seconds,
+                 "train_seconds": ours_seconds, "wall_seconds_incl_eval": m["runtime_s"], "eval_loss": ours_eval,
+                 "trainer_eval_loss": m["eval_loss"], "precision": precision, "model_flops": ours_flops},
+        "baseline": {"answer_tokens_per_s": base_tps, "tokens_per_s": all_tokens / base_seconds,
+                     "train_seconds": base_seconds, "eval_loss": base_eval, "settings": base_settings},
+        "peak_flops": peaks,
+        "settings": {"base": ref.name, "parameters": params, "lora": "all-linear r8 alpha16 dropout0.05",
+                     "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+                     "train_rows": len(train_rows), "eval_rows": len(eval_rows),
+                     "train_tokens": all_tokens, "answer_tokens": answer_tokens,
+                     "row_tokens_min_mean_max": [min(lengths), sum(lengths) / len(lengths), max(lengths)],
+                     "answer_tokens_min_mean_max": [min(answers), sum(answers) / len(answers), max(answers)],
+                     "flops_formula": "4 x parameters x processed (prompt+answer) tokens / s"},
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "bf16_units": precision == "bf16", "platform": platform.platform(),
+                    "load_average_start": load_start, "load_average_end": os.getloadavg(),
+                    "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                                 "trl": trl.__version__, "peft": peft.__version__}},
+        "targets": {"speedup": ">= 1.8", "eval_loss_ratio": "<= 1.02", "peak_fraction": ">= 0.5"},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return result
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+if __name__ == "__main__":
+    main()
