@@ -42,8 +42,9 @@ class SessionState:
     n_examples: int = 0
     data_files: list[str] = field(default_factory=list)
     data_report: str = ""  # the data doctor's last report, as text
+    data_error: str = ""  # the last refused upload's report ("" once an upload succeeds)
     data_preview: list[str] = field(default_factory=list)
-    base: str = "default"
+    base: str = ""  # "" = the settings' default base (the one `tunelab up --base` serves)
     chat_model: str = BASE_CHOICE
     job_ids: list[int] = field(default_factory=list)
     adapter_names: list[str] = field(default_factory=list)
@@ -188,14 +189,15 @@ class AssistantTools:
             return (ToolResult(False, f"These files do not exist: {', '.join(missing)}."))
         plan = self.state.plan
         try:
-            imported = self.service.import_data(files, base=self.state.base, goal=self.state.goal or None,
+            imported = self.service.import_data(files, base=self.state.base or None, goal=self.state.goal or None,
                                                 system_prompt=plan.system_prompt if plan else None)
         except DataError as exc:
             report = getattr(exc, "report", None)
             text = report.render_text() if report is not None else ""
             kept = (f" The previous data ({self.state.n_examples} examples) is still in place."
                     if self.state.data_dir else "")
-            result = ToolResult(False, f"{exc.message}{kept}\n{text}".strip(),
+            self.state.data_error = f"{exc.message}{kept}\n{text}".strip()
+            result = ToolResult(False, self.state.data_error,
                                 {"report": report.to_dict() if report is not None and hasattr(report, "to_dict") else None})
             return (result)
         except TuneLabError as exc:
@@ -207,7 +209,7 @@ class AssistantTools:
         self.state.data_hash = getattr(report, "content_hash", "") or Path(imported.folder).name
         self.state.n_examples = n_train + n_eval
         self.state.data_files = [Path(f).name for f in files]
-        self.state.data_report = report.render_text()
+        self.state.data_report, self.state.data_error = report.render_text(), ""
         self.state.data_preview = self._preview(report)
         text = f"Imported {n_train} training and {n_eval} eval examples from {', '.join(self.state.data_files)}."
         warnings = list(getattr(report, "warnings", []) or [])
@@ -221,7 +223,7 @@ class AssistantTools:
     def _preview(self, report) -> list[str]:
         conversations = [e.messages for e in report.preview]
         try:
-            return self.service.render_chat(conversations, base=self.state.base)
+            return self.service.render_chat(conversations, base=self.state.base or None)
         except Exception as exc:  # a base without a usable template: show the normalized turns
             logger.warning("chat-template preview failed: %s", exc)
             return ["\n".join(f"{m['role']}: {m['content']}" for m in c) for c in conversations]
@@ -242,12 +244,16 @@ class AssistantTools:
     def inspect_base(self) -> ToolResult:
         """Inspect the chosen base: layers x module kinds, parameters, what LoRA trains and costs."""
         try:
-            report = self.service.inspect(self.state.base, self.state.plan.lora if self.state.plan else None)
+            report = self.service.inspect(self.state.base or None, self.state.plan.lora if self.state.plan else None)
         except TuneLabError as exc:
             return (_fail(exc))
         return (ToolResult(True, summarize_inspection(report), {"report": report}))
 
     # training ----------------------------------------------------------------------------------
+    def train_base(self) -> str:
+        """The base new runs train on: the session's pick, else the settings' default."""
+        return self.state.base or self.service.settings.default_base or "default"
+
     def _free_name(self, plan: PlanCard) -> str:
         existing = set(self.service.adapter_names())
         name, i = plan.name, 2
@@ -265,7 +271,7 @@ class AssistantTools:
             return (ToolResult(False, "Training needs " + " and ".join(missing) + "."))
         plan = self.state.plan.model_copy(update={"name": self._free_name(self.state.plan)})
         try:
-            job_ids = self.service.train_plan(plan, self.state.data_dir, base=self.state.base,
+            job_ids = self.service.train_plan(plan, self.state.data_dir, base=self.train_base(),
                                               data_hash=self.state.data_hash)
         except TuneLabError as exc:
             return (_fail(exc))
@@ -357,6 +363,10 @@ class AssistantTools:
             return next((a for a in c.answers if a.model == self.state.served_base), None)
         return None
 
+    def display_name(self, model: str) -> str:
+        """'Base' for the endpoint's base model, else the adapter's name."""
+        return "Base" if model == self.state.served_base else model
+
     @_tool
     def rate(self, answer: str, score: int = 0, best: bool = False) -> ToolResult:
         """Rate one answer of the last comparison: score +1 (👍) / -1 (👎), or best=True."""
@@ -376,10 +386,14 @@ class AssistantTools:
             return (_fail(exc))
         self.state.rated[target.model] = {"score": int(score), "best": bool(best)}
         what = "picked as best" if best else {1: "rated 👍", -1: "rated 👎"}.get(int(score), "rated neutral")
-        shown = target.label if not self.state.revealed else f"{target.label} ({target.model})"
+        name = self.display_name
+        if not c.blind:
+            shown = name(target.model)
+        else:
+            shown = f"{target.label} ({name(target.model)})" if self.state.revealed else target.label
         text = f"{shown} {what}; the rating is stored with the prompt and the answer."
         if c.blind and self.state.revealed:
-            text += " Revealed: " + ", ".join(f"{a.label} = {a.model}" for a in c.answers) + "."
+            text += " Revealed: " + ", ".join(f"{a.label} = {name(a.model)}" for a in c.answers) + "."
         return (ToolResult(True, text, {"model": target.model}))
 
     @_tool

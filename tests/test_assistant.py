@@ -239,3 +239,143 @@ def test_an_unreachable_assistant_model_falls_back_to_the_built_in_one(service, 
     reply = respond(service, state, "autumn mood")
     assert "did not answer" in reply.text and "built-in assistant handled this" in reply.text
     assert state.plan is not None and state.plan.kind == "style"
+
+
+class ScriptedChatModel:
+    """An OpenAI-compatible /v1/chat/completions that plays back scripted turns.
+
+    A capable tool-calling model cannot run on this machine; this stands in for one so
+    the real langchain agent, the real tools and the real service run end to end. It
+    records every request so the test can check what the agent sent.
+    """
+
+    def __init__(self, turns: list[dict]):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.turns, self.requests = list(turns), []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append(body)
+                turn = outer.turns.pop(0)
+                message = {"role": "assistant", "content": turn.get("content")}
+                if turn.get("tool"):
+                    name, args = turn["tool"]
+                    message["tool_calls"] = [{"id": f"call_{len(outer.requests)}", "type": "function",
+                                              "function": {"name": name, "arguments": json.dumps(args)}}]
+                payload = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                      "choices": [{"index": 0, "message": message,
+                                                   "finish_reason": "tool_calls" if turn.get("tool") else "stop"}],
+                                      "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload.encode())
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_a_configured_chat_model_drives_the_tools_as_an_agent(service, state):
+    llm = ScriptedChatModel([
+        {"tool": ("set_goal", {"goal": "autumn mood"})},
+        {"tool": ("start_training", {})},
+        {"content": "I made a plan and started training."},  # a claim the tools contradict
+    ])
+    service.settings.assistant_url, service.settings.assistant_model = llm.url, "scripted"
+    try:
+        reply = respond(service, state, "make it sound like autumn and train it")
+    finally:
+        llm.close()
+    assert state.plan is not None and state.plan.kind == "style" and state.goal == "autumn mood"
+    assert tool_names(reply) == ["set_goal", "start_training"]
+    assert reply.results[0][1].ok and not reply.results[1][1].ok
+    # The footer, built from what really ran, contradicts the model's claim.
+    assert reply.text.endswith("Tools that ran: set_goal ✓; start_training ✗ failed")
+    first = llm.requests[0]
+    assert {t["function"]["name"] for t in first["tools"]} >= {"set_goal", "compare", "use_base", "export"}
+    tool_message = llm.requests[2]["messages"][-1]
+    assert tool_message["role"] == "tool" and tool_message["content"].startswith("FAILED: Training needs examples")
+    assert state.history[-1]["role"] == "assistant"
+
+
+@pytest.fixture()
+def served(settings, tiny_llama):
+    """The real serving endpoint on a free port with the tiny Llama as base, and a
+    service that talks to it (its job runner hot-loads finished adapters into it)."""
+    from backend.server import api_token, create_app, start_in_thread
+
+    app = create_app(settings=settings, base=str(tiny_llama), token=api_token(settings))
+    url, stop = start_in_thread(app, port=0)
+    svc = Service(settings.model_copy(update={"server_url": url, "default_base": str(tiny_llama)}))
+    yield svc
+    svc.close()
+    stop()
+
+
+def test_every_tool_from_goal_to_export_with_the_real_endpoint_and_runner(served, tmp_path):
+    state = SessionState()  # base "": the settings' default, the base the endpoint serves
+    tools = AssistantTools(served, state)
+    assistant = RuleAssistant(tools)
+    assert assistant.respond("classify wine as red or white with 1 run").ok
+    assert assistant.respond("", files=[str(write_wines(tmp_path / "in"))]).ok
+
+    reply = assistant.respond("go")
+    assert reply.ok and state.job_ids == [1] and state.adapter_names == ["wine"]
+    assert "Queued 1 run(s): wine (job 1)" in reply.text
+    assert served.runner.run_pending() == [1]  # the background runner's work, run here
+    status = assistant.respond("status")
+    assert "job 1 wine: done" in status.text and "loss" in status.text
+    assert served.models() == ["model", "wine"]  # hot-loaded the moment it finished
+
+    # A second "go" trains under a free name instead of clashing with "wine".
+    assert assistant.respond("go").ok and state.adapter_names == ["wine", "wine-2"]
+    assert tools.cancel_training().ok  # queued -> cancelled before it starts
+    assert served.progress(state.job_ids[-1])["status"] == "cancelled"
+    assert not tools.cancel_training().ok  # nothing left to cancel, and it says so
+
+    reply = assistant.respond('compare "Pale straw, crisp, green apple and citrus."')
+    assert reply.ok, reply.text
+    compared = state.comparison
+    assert [a.model for a in compared.answers] == ["model", "wine"] and not compared.blind
+    assert "**Base**:" in reply.text and "**wine**:" in reply.text
+    assert assistant.respond("wine 👍").ok
+    assert assistant.respond("base 👎").ok
+    tally = served.tallies()["wine"]
+    assert (tally["up"], tally["comparisons_with_base"], tally["win_rate_vs_base"]) == (1, 1, 1.0)
+    rows = served.store.ratings()
+    assert {(r.model, r.score, r.prompt) for r in rows} == {
+        ("wine", 1, compared.prompt), ("base", -1, compared.prompt)}
+    assert all(r.output == a.text for r in rows for a in compared.answers if (a.model == "wine") == (r.model == "wine"))
+
+    blind = tools.compare(None, ["wine"], blind=True)  # default prompt: the plan's first probe
+    assert blind.ok and state.comparison.prompt == state.plan.probe_prompts[0]
+    assert {a.label for a in state.comparison.answers} == {"Answer A", "Answer B"} and not state.revealed
+    assert "- **Answer A**:" in blind.text and "- **Answer B**:" in blind.text
+    assert "- **Base**:" not in blind.text and "- **wine**:" not in blind.text  # names hidden until rated
+    assert tools.rate("A", score=1, best=True).ok and state.revealed
+
+    reply = assistant.respond("mark wine success")
+    assert reply.ok and "Marked wine as success" in reply.text and "win rate vs base" in reply.text
+    assert served.adapter("wine")["verdict"] == "success"
+
+    assert assistant.respond("use wine").ok and state.chat_model == "wine"
+    assert not tools.use_adapter("wine-2").ok  # cancelled: not ready to chat with
+    assert assistant.respond("use base").ok and state.chat_model == BASE_CHOICE
+    assert served.chat("wine", [{"role": "user", "content": "hi"}], max_tokens=4) is not None
+
+    dest = tmp_path / "export"
+    reply = assistant.respond(f"export wine to {dest}")
+    assert reply.ok and (dest / "adapter_config.json").is_file() and (dest / "tunelab.json").is_file()
+    assert not tools.export("wine", str(dest)).ok  # not empty any more: refused, not overwritten
+    assert "wine: done" in tools.list_adapters().text

@@ -10,7 +10,7 @@ import gradio as gr
 
 from backend.assistant_tools import AssistantTools
 
-from .common import Ctx, edge, esc, loss_frame, pct
+from .common import Ctx, edge, esc, loss_svg, pct
 
 
 def details_markdown(row: dict) -> str:
@@ -55,8 +55,7 @@ def build(ctx: Ctx) -> None:
         refresh = gr.Button("Refresh", elem_id="adapters-refresh", scale=1)
         use = gr.Button("Chat with it", elem_id="adapters-use", scale=1)
     details = gr.Markdown("*No adapters yet.*", elem_id="adapters-detail")
-    plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="series", elem_id="adapters-loss", height=220,
-                       title="Loss", color_map={"train": "#ea580c", "eval": "#2563eb"})
+    plot = gr.HTML(loss_svg([], "Loss"), elem_id="adapters-loss")
     with gr.Accordion("tunelab.json", open=False):
         raw = gr.Code(language="json", elem_id="adapters-json")
     with gr.Row():
@@ -67,10 +66,11 @@ def build(ctx: Ctx) -> None:
 
     def show(name):
         if not name:
-            return "*No adapters yet.*", loss_frame([]), ""
+            return "*No adapters yet.*", loss_svg([], "Loss"), ""
         row = ctx.service().adapter(name)
         meta = row.get("meta") or {}
-        return details_markdown(row), loss_frame(meta.get("loss_history") or []), json.dumps(meta, indent=2)
+        frame = loss_svg(meta.get("loss_history") or [], f"{name}: loss (train and eval)")
+        return details_markdown(row), frame, json.dumps(meta, indent=2)
 
     def render(state) -> list:
         names = [r.name for r in ctx.service().store.list_adapters()]

@@ -69,6 +69,7 @@ def create_ui(service_factory: Callable) -> gr.Blocks:
                         playground.build(ctx)
                     with gr.Tab("Adapters", id="adapters", elem_id="tab-adapters"):
                         adapters_panel.build(ctx)
+        ctx.wire()
         # A reload shows what the backend knows (runs, adapters, ratings) at once.
         demo.load(edge(ctx.refresh_all), [state], ctx.refresh_outputs())
     return demo

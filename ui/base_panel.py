@@ -51,15 +51,16 @@ def build(ctx: Ctx) -> None:
 
     def render(state) -> list:
         service = ctx.service()
+        current = state.base or service.settings.default_base or "default"
         specs = ["default", *[b["spec"] for b in service.list_bases() if b["spec"] not in ("default", "")]]
-        if state.base not in specs:
-            specs.append(state.base)
+        if current not in specs:
+            specs.append(current)
         try:
             served = service.models()[0]
         except Exception:
             served = "(the serving endpoint is not reachable)"
-        note = f"Training on **{esc(state.base)}**. The serving endpoint answers with **{esc(served)}**."
-        return [gr.Dropdown(choices=specs, value=state.base), note]
+        note = f"New runs train on **{esc(current)}**. The serving endpoint answers with **{esc(served)}**."
+        return [gr.Dropdown(choices=specs, value=current), note]
 
     ctx.on_refresh(render, [picker, chosen])
 

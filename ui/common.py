@@ -35,6 +35,7 @@ class Ctx:
     service: Callable[[], Any]
     state: gr.State
     refreshers: list[tuple[Callable, list]] = field(default_factory=list)
+    _triggers: list = field(default_factory=list)
 
     def on_refresh(self, fn: Callable, outputs: list) -> None:
         self.refreshers.append((fn, outputs))
@@ -54,8 +55,16 @@ class Ctx:
         return values
 
     def refresh_after(self, event):
-        """Chain one refresh of every panel after ``event``."""
-        return event.then(edge(self.refresh_all), [self.state], self.refresh_outputs())
+        """Refresh every panel after ``event`` (wired by :meth:`wire`, once all panels exist)."""
+        self._triggers.append(event)
+        return event
+
+    def wire(self) -> None:
+        """Chain the refresh after every recorded event; call once, after the last panel."""
+        outputs = self.refresh_outputs()
+        for event in self._triggers:
+            event.then(edge(self.refresh_all), [self.state], outputs, show_progress="hidden")
+        self._triggers.clear()
 
 
 def _message(exc: Exception) -> str:
@@ -121,14 +130,69 @@ def done_adapters(service) -> list[str]:
     return [row.name for row in service.store.list_adapters(status="done")]
 
 
-def loss_frame(history: list[dict]):
-    """A long-format frame (step, loss, series) for gr.LinePlot: train and eval curves."""
-    import pandas as pd
+SERIES_COLORS = {"train": "#ea580c", "eval": "#2563eb"}
 
-    rows = []
+
+def loss_points(history: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """Train and eval loss as (step, loss) points, from a progress/tunelab.json history."""
+    points: dict[str, list[tuple[int, float]]] = {"train": [], "eval": []}
     for point in history or []:
         if point.get("loss") is not None:
-            rows.append({"step": point["step"], "loss": point["loss"], "series": "train"})
+            points["train"].append((int(point["step"]), float(point["loss"])))
         if point.get("eval_loss") is not None:
-            rows.append({"step": point["step"], "loss": point["eval_loss"], "series": "eval"})
-    return pd.DataFrame(rows, columns=["step", "loss", "series"])
+            points["eval"].append((int(point["step"]), float(point["eval_loss"])))
+    return points
+
+
+def loss_svg(history: list[dict], title: str = "Loss", width: int = 640, height: int = 220) -> str:
+    """A small inline-SVG line chart of train and eval loss (no plotting library).
+
+    Drawn on the server, so it looks the same after every update: a live curve that
+    is re-sent every few seconds cannot get stuck in a stale client-side chart state.
+    """
+    points = loss_points(history)
+    every = [p for series in points.values() for p in series]
+    if not every:
+        return (f"<div class='tl-loss tl-empty' id='loss-empty'>{esc(title)}: no loss reported yet.</div>")
+    left, right, top, bottom = 52, 12, 26, 30
+    steps = [s for s, _ in every]
+    losses = [v for _, v in every]
+    x0, x1 = min(steps), max(steps)
+    y0, y1 = min(losses), max(losses)
+    if x1 == x0:
+        x1 = x0 + 1
+    if y1 - y0 < 1e-9:
+        y0, y1 = y0 - 0.5, y1 + 0.5
+    pad = (y1 - y0) * 0.08
+    y0, y1 = y0 - pad, y1 + pad
+
+    def sx(step):
+        return left + (step - x0) / (x1 - x0) * (width - left - right)
+
+    def sy(value):
+        return top + (y1 - value) / (y1 - y0) * (height - top - bottom)
+
+    parts = [f"<svg class='tl-loss-svg' viewBox='0 0 {width} {height}' width='100%' role='img' "
+             f"aria-label='{esc(title)}' xmlns='http://www.w3.org/2000/svg' style='font: 11px sans-serif'>",
+             f"<text x='{left}' y='14' fill='currentColor' font-weight='bold'>{esc(title)}</text>"]
+    for i in range(5):  # horizontal grid with loss labels
+        value = y0 + (y1 - y0) * i / 4
+        y = sy(value)
+        parts.append(f"<line x1='{left}' x2='{width - right}' y1='{y:.1f}' y2='{y:.1f}' stroke='#8884' />")
+        parts.append(f"<text x='{left - 6}' y='{y + 4:.1f}' text-anchor='end' fill='currentColor'>{value:.3f}</text>")
+    for step in sorted({x0, x1, (x0 + x1) // 2}):
+        parts.append(f"<text x='{sx(step):.1f}' y='{height - 12}' text-anchor='middle' fill='currentColor'>{step}</text>")
+    parts.append(f"<text x='{width - right}' y='{height - 1}' text-anchor='end' fill='currentColor' opacity='.7'>step</text>")
+    legend_x = width - right - 230
+    for name, series in points.items():
+        if not series:
+            continue
+        color = SERIES_COLORS[name]
+        coords = " ".join(f"{sx(s):.1f},{sy(v):.1f}" for s, v in series)
+        parts.append(f"<polyline class='tl-series-{name}' data-points='{len(series)}' points='{coords}' "
+                     f"fill='none' stroke='{color}' stroke-width='2' />")
+        parts += [f"<circle cx='{sx(s):.1f}' cy='{sy(v):.1f}' r='2.5' fill='{color}' />" for s, v in series[-1:]]
+        parts.append(f"<text x='{legend_x}' y='{top - 4}' fill='{color}'>■ {name} {series[-1][1]:.3f}</text>")
+        legend_x += 110
+    parts.append("</svg>")
+    return f"<div class='tl-loss'>{''.join(parts)}</div>"

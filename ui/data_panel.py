@@ -49,6 +49,8 @@ def build(ctx: Ctx) -> None:
     preview = gr.Markdown(elem_id="data-preview")
 
     def render(state) -> list:
+        if state.data_error:  # the last upload was refused: its errors, the old data kept
+            return [_status(state, state.data_error), state.data_error, _preview(state)]
         return [_status(state), state.data_report, _preview(state)]
 
     ctx.on_refresh(render, [status, report, preview])
@@ -57,9 +59,10 @@ def build(ctx: Ctx) -> None:
         if not files:
             return state, gr.skip(), gr.skip(), gr.skip()
         result = AssistantTools(ctx.service(), state).add_examples(list(files))
+        if not result.ok and result.text != state.data_error:  # not the data doctor's refusal
+            raise gr.Error(f"The examples were not imported: {result.text}")
         if not result.ok:
             gr.Warning("The upload has problems; nothing was imported and the previous data is kept.")
-            return state, _status(state, result.text), result.text, _preview(state)
         return state, *render(state)
 
     def add_sample(name, state):

@@ -38,7 +38,7 @@ def build(ctx: Ctx) -> None:
     with gr.Accordion("Settings", open=False):
         system = gr.Textbox(label="System prompt (empty: the plan's, if any)", elem_id="playground-system")
         max_tokens = gr.Slider(8, 512, value=96, step=8, label="Max new tokens", elem_id="playground-max-tokens")
-        temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.1, label="Temperature (0 = greedy)",
+        temperature = gr.Slider(0.0, 1.5, value=0.7, step=0.1, label="Temperature (0 = greedy)",
                                 elem_id="playground-temperature")
 
     def render(state) -> list:
@@ -77,7 +77,8 @@ def build(ctx: Ctx) -> None:
             text += delta
             history[-1] = {"role": "assistant", "content": text}
             yield history
-        history[-1] = {"role": "assistant", "content": f"{text or '*(empty answer)*'}{SIGNATURE.format(label)}"}
+        history[-1] = {"role": "assistant",
+                       "content": f"{text if text.strip() else '*(empty answer)*'}{SIGNATURE.format(label)}"}
         yield history
 
     model.input(edge(switch), [model, ctx.state], [ctx.state])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .common import Ctx, edge, esc, loss_frame
+from .common import Ctx, edge, esc, loss_svg
 
 POLL_S = 2.0
 ACTIVE = ("queued", "running")
@@ -53,8 +53,7 @@ def build(ctx: Ctx) -> None:
     with gr.Row():
         job = gr.Dropdown([], label="Loss curve of", elem_id="train-job", scale=3)
         cancel = gr.Button("Cancel this run", variant="stop", elem_id="train-cancel", scale=1)
-    plot = gr.LinePlot(loss_frame([]), x="step", y="loss", color="series", elem_id="loss-plot", height=260,
-                       title="Loss (train and eval)", color_map={"train": "#ea580c", "eval": "#2563eb"})
+    plot = gr.HTML(loss_svg([], "Loss (train and eval)"), elem_id="loss-plot")
     note = gr.Markdown(elem_id="train-note")
     timer = gr.Timer(POLL_S)
     signature = gr.State("")  # "job:status;..." — changes when a run starts or ends
@@ -68,7 +67,8 @@ def build(ctx: Ctx) -> None:
             running = [p["job_id"] for p in rows if p["status"] == "running"]
             selected = running[-1] if running else (ids[-1] if ids else None)
         current = next((p for p in rows if p["job_id"] == selected), None)
-        frame = loss_frame(current["loss_history"] if current else [])
+        frame = loss_svg(current["loss_history"] if current else [],
+                         f"{current['adapter']}: loss (train and eval)" if current else "Loss (train and eval)")
         sig = ";".join(f"{p['job_id']}:{p['status']}" for p in rows)
         return runs_html(rows), gr.Dropdown(choices=choices, value=selected), frame, sig
 

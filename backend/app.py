@@ -1,0 +1,141 @@
+"""``tunelab up``: the serving endpoint, the job runner and the page, in one process.
+
+Start order: the serving endpoint (loads the base, restores the adapters it served
+before), then the job runner's background thread (``start()`` runs ``recover()``
+first, so runs interrupted by the last shutdown resume from their checkpoints), then
+the Gradio page. Ctrl-C stops them in the reverse order: the page, the runner (a
+running job is paused at a checkpoint and resumes next time), the endpoint.
+
+Everything binds 127.0.0.1 unless ``--host`` says otherwise; set ``TUNELAB_AUTH`` to
+``user:password`` before binding the page beyond loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .settings import Settings
+
+log = logging.getLogger("tunelab.up")
+
+
+@dataclass
+class Running:
+    """Handles on a started TuneLab: the URLs, the shared service, and how to stop."""
+
+    server_url: str
+    page_url: str
+    service: object
+    _stops: list[Callable[[], None]] = field(default_factory=list)
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self) -> None:
+        """Stop the page, then the job runner, then the serving endpoint (idempotent)."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        for stop in reversed(self._stops):
+            try:
+                stop()
+            except Exception:  # keep stopping the rest
+                log.exception("while stopping")
+
+    def wait(self) -> None:
+        """Block until Ctrl-C (or :meth:`stop` from another thread), then stop cleanly."""
+        try:
+            while not self._stopped.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            print("\nStopping TuneLab (a running job pauses at a checkpoint and resumes next time) ...", flush=True)
+        finally:
+            self.stop()
+
+
+def start(settings: Settings | None = None, *, host: str | None = None, port: int | None = None,
+          ui_port: int | None = None, base: str | None = None, run_jobs: bool = True) -> Running:
+    """Start the endpoint, the job runner and the page; return at once (see :meth:`Running.wait`).
+
+    ``port`` / ``ui_port`` 0 pick free ports (tests). ``base`` defaults to the
+    settings' default base.
+    """
+    from ui.app import create_ui, launch_kwargs
+
+    from .server import api_token, create_app, start_in_thread
+    from .service import Service
+
+    settings = settings or Settings()
+    host = host or settings.host
+    port = settings.port if port is None else port
+    ui_port = settings.ui_port if ui_port is None else ui_port
+    kwargs = launch_kwargs(settings, host, ui_port or None)  # checks TUNELAB_AUTH before loading anything
+    stops: list[Callable[[], None]] = []
+    try:
+        if settings.server_url:  # an external endpoint (e.g. vLLM): nothing to start here
+            server_url = settings.server_url
+        else:
+            app = create_app(settings=settings, base=base or settings.default_base, token=api_token(settings))
+            server_url, stop_server = start_in_thread(app, host=host, port=port, timeout=600)
+            stops.append(stop_server)
+            if host in ("0.0.0.0", "::"):
+                server_url = server_url.replace(f"//{host}:", "//127.0.0.1:")
+        # New runs train on the base the endpoint serves, so their adapters load into it.
+        update = {"server_url": server_url, **({"default_base": base} if base else {})}
+        settings = settings.model_copy(update=update)
+        service = Service(settings)
+        stops.append(service.close)
+        if run_jobs:
+            service.runner.start()  # recover() first, then the background thread
+            stops.append(lambda: service.runner.stop())
+        demo = create_ui(lambda: service)
+        demo.queue(default_concurrency_limit=4)
+        kwargs["server_port"] = ui_port or _free_port(host)
+        demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
+        stops.append(demo.close)
+    except BaseException:
+        for stop in reversed(stops):
+            try:
+                stop()
+            except Exception:
+                log.exception("while stopping after a failed start")
+        raise
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    page_url = f"http://{shown_host}:{kwargs['server_port']}"
+    return Running(server_url=server_url, page_url=page_url, service=service, _stops=stops)
+
+
+def up(settings: Settings | None = None, *, host: str | None = None, port: int | None = None,
+       ui_port: int | None = None, base: str | None = None) -> None:
+    """Start everything and block until Ctrl-C (``tunelab up`` / ``make run``)."""
+    running = start(settings, host=host, port=port, ui_port=ui_port, base=base)
+    print(f"TuneLab page:      {running.page_url}", flush=True)
+    print(f"Serving endpoint:  {running.server_url}/v1 (OpenAI) · {running.server_url}/generate (TGI)", flush=True)
+    print("Press Ctrl-C to stop.", flush=True)
+    running.wait()
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host if host not in ("0.0.0.0", "::") else "127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m backend.app [--host H] [--port P] [--ui-port U] [--base B]``."""
+    parser = argparse.ArgumentParser(prog="tunelab up", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", help="Address to bind (default 127.0.0.1; set TUNELAB_AUTH beyond loopback).")
+    parser.add_argument("--port", type=int, help="Port of the serving endpoint (default 8000; 0 = any free).")
+    parser.add_argument("--ui-port", type=int, help="Port of the page (default 7860; 0 = any free).")
+    parser.add_argument("--base", help="Base to serve: default, a hub id, a local folder or a .gguf file.")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    up(host=args.host, port=args.port, ui_port=args.ui_port, base=args.base)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""The page end to end in a real browser: Debian's Chromium driven by Playwright.
+
+`python -m backend.app` (what `tunelab up` runs) starts the serving endpoint, the job
+runner and the page with the tiny Llama as base in a temporary home. The test types a
+goal, uploads a bad and then a good JSONL file, starts training, waits for the
+adapter, compares base vs adapter, rates, marks success, and switches the playground
+chat from the adapter to Base and back — asserting what the page shows at each step
+and saving a screenshot per step under tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_assistant import WINES, write_bad, write_wines
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                       reason=f"{CHROMIUM} is missing: `make browser` (apt-get install chromium) installs it"),
+]
+
+
+@pytest.fixture()
+def tunelab_up(home, tiny_llama, tmp_path):
+    """`python -m backend.app` on free ports; yields the page URL; Ctrl-C (SIGINT) stops it."""
+    env = {**os.environ, "TUNELAB_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    log_path = tmp_path / "up.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "backend.app", "--port", "0", "--ui-port", "0",
+                                 "--base", str(tiny_llama)], cwd=REPO, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        url = None
+        while url is None:
+            assert proc.poll() is None, f"tunelab up exited early:\n{log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"tunelab up did not start:\n{log_path.read_text()[-3000:]}"
+            match = re.search(r"TuneLab page:\s+(\S+)", log_path.read_text())
+            url = match.group(1) if match else None
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, f"tunelab up did not stop cleanly on Ctrl-C:\n{log_path.read_text()[-3000:]}"
+
+
+@pytest.fixture()
+def page(tunelab_up):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        tab = browser.new_page(viewport={"width": 1500, "height": 1100})
+        tab.set_default_timeout(30_000)
+        tab.goto(tunelab_up, wait_until="load")
+        tab.wait_for_selector("#assistant-input textarea")
+        yield tab
+        browser.close()
+
+
+def shot(page, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def say(page, text: str) -> None:
+    box = page.locator("#assistant-input textarea")
+    box.fill(text)
+    box.press("Enter")
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+
+
+def test_goal_upload_train_compare_rate_mark_and_switch(page, tmp_path):
+    from playwright.sync_api import expect
+
+    chat = page.locator("#assistant-chat")
+    expect(chat).to_contain_text("Tell me what the adapter should do")
+    shot(page, "01-start")
+
+    # 1. The goal, in plain words, becomes a plan card in the chat and in the Plan tab.
+    say(page, "classify wine as red or white with 1 run")
+    expect(chat).to_contain_text("Plan for classify wine as red or white")
+    expect(chat).to_contain_text("classification (red / white)")
+    expect(page.locator("#plan-card")).to_contain_text("Sweep (1 run")
+    shot(page, "02-goal-plan")
+
+    # 2. A bad upload shows its errors by line and imports nothing; a good one imports.
+    open_tab(page, "Data")
+    page.locator("#data-upload input[type=file]").set_input_files(str(write_bad(tmp_path / "bad")))
+    expect(page.locator("#data-status")).to_contain_text("Not imported")
+    expect(page.locator("#data-report textarea")).to_have_value(re.compile(r"bad\.jsonl[\s\S]*line 2"))
+    page.locator("#data-upload button[aria-label='Clear']").first.click()
+    page.locator("#data-upload input[type=file]").set_input_files(str(write_wines(tmp_path / "good")))
+    expect(page.locator("#data-status")).to_contain_text(f"{len(WINES)} examples")
+    expect(page.locator("#data-preview")).to_contain_text("<|im_start|>user")
+    expect(page.locator("#data-preview")).to_contain_text("Deep ruby colour")
+    shot(page, "03-data")
+
+    # 3. "go" in the chat queues the plan's run; the Train tab follows it to the end.
+    say(page, "go")
+    expect(chat).to_contain_text("Queued 1 run(s): wine (job 1)")
+    open_tab(page, "Train")
+    expect(page.locator("#train-runs")).to_contain_text("wine")
+    done = page.locator("#train-runs .tl-run[data-status='done']")
+    expect(done).to_have_count(1, timeout=180_000)
+    expect(done).to_contain_text(re.compile(r"step (\d+)/\1 · loss \d"))
+    page.wait_for_timeout(2500)  # one more timer tick draws the full loss curve
+    shot(page, "04-trained")
+
+    # Status comes from the store: it survives a page reload.
+    page.reload(wait_until="load")
+    open_tab(page, "Train")
+    expect(page.locator("#train-runs .tl-run[data-status='done']")).to_contain_text("wine")
+
+    # 4. Compare base vs the adapter on a probe prompt.
+    open_tab(page, "Compare")
+    expect(page.locator("#compare-models")).to_contain_text("wine")
+    page.locator("#compare-prompt textarea").fill("Pale straw, crisp, green apple and citrus.")
+    if not page.locator("#compare-models input[type=checkbox]").first.is_checked():
+        page.locator("#compare-models label", has_text="wine").click()
+    page.locator("#compare-run").click()
+    expect(page.locator("#compare-label-0")).to_contain_text("Base")
+    expect(page.locator("#compare-label-1")).to_contain_text("wine")
+    expect(page.locator("#compare-status")).to_contain_text("Compared on")
+    for i in (0, 1):
+        expect(page.locator(f"#compare-answer-{i}")).not_to_be_empty()
+    shot(page, "05-compare")
+
+    # 5. Rate: the adapter 👍, the base 👎; the tallies show a 100% win rate over 1 comparison.
+    page.locator("#compare-up-1").click()
+    expect(page.locator("#compare-status")).to_contain_text("wine rated 👍")
+    page.locator("#compare-down-0").click()
+    expect(page.locator("#compare-status")).to_contain_text("Base rated 👎")
+    tallies = page.locator("#compare-tallies")
+    expect(tallies).to_contain_text("wine")
+    expect(tallies).to_contain_text("100%")
+    expect(page.locator("#mark-tally")).to_contain_text("win rate vs base 100% over 1 comparison")
+
+    # 6. Mark success, with the tallies beside the button.
+    page.locator("#mark-success").click()
+    expect(page.locator("#mark-status")).to_contain_text("Marked wine as success")
+    shot(page, "06-rated-marked")
+
+    # 7. Playground: the adapter answers, then Base (one click), then the adapter again;
+    #    the conversation stays across the switches.
+    open_tab(page, "Chat")
+    model = page.locator("#chat-model")
+    expect(model.locator("label").first).to_have_text("Base")
+    model.locator("label", has_text="wine").click()
+    playground = page.locator("#playground-chat")
+    page.locator("#playground-input textarea").fill("Deep ruby colour with notes of cherry and oak.")
+    page.locator("#playground-input textarea").press("Enter")
+    expect(playground).to_contain_text("— wine", timeout=60_000)
+    model.locator("label", has_text="Base").click()
+    page.locator("#playground-input textarea").fill("And this one?")
+    page.locator("#playground-input textarea").press("Enter")
+    expect(playground).to_contain_text("— Base", timeout=60_000)
+    expect(playground).to_contain_text("Deep ruby colour with notes of cherry and oak.")
+    expect(playground).to_contain_text("— wine")
+    model.locator("label", has_text="wine").click()
+    expect(model.locator("input[type=radio]:checked")).to_have_value("wine")
+    shot(page, "07-playground")
+
+    # The assistant can switch too, in Korean, and the switcher follows.
+    say(page, "베이스 모델로 바꿔줘")
+    expect(chat).to_contain_text("now answers with the base model")
+    expect(model.locator("input[type=radio]:checked")).to_have_value("Base")
+
+    # 8. The adapter's card: goal, data, hyperparameters, ratings, verdict.
+    open_tab(page, "Adapters")
+    detail = page.locator("#adapters-detail")
+    expect(detail).to_contain_text("success")
+    expect(detail).to_contain_text("classify wine as red or white")
+    expect(detail).to_contain_text("LoRA r8 alpha 16")
+    expect(detail).to_contain_text("1 👍")
+    shot(page, "08-adapters")
