@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import logging
 import queue
 import re
@@ -212,7 +213,7 @@ class Engine:
 
     def __init__(self, model, tokenizer, *, base_name: str, base_path: str = "",
                  max_batch: int = 16, max_queue: int = 64, batch_window_s: float = 0.01,
-                 context_limit: int | None = None):
+                 context_limit: int | None = None, threads: int | None = None):
         import torch
         from peft import LoraConfig, get_peft_model
 
@@ -225,6 +226,10 @@ class Engine:
         self.max_queue = max_queue
         self.batch_window_s = batch_window_s
         self.context_limit = context_limit or context_length(model.config)
+        # torch's CPU thread pool spins at every op; when it has more threads than free
+        # cores (training jobs, the UI, other processes) mixed-batch steps of thousands of
+        # small LoRA ops slow down 5-10x. Serving takes half the cores by default.
+        self.threads = threads if threads is not None else max(1, (os.cpu_count() or 2) // 2)
         self._torch = torch
         model.eval()
         self._module_shapes = _linear_shapes(model)  # before peft wraps any module
@@ -524,6 +529,8 @@ class Engine:
 
     def _run(self) -> None:
         torch = self._torch
+        if self.threads and torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)  # process-wide: this process serves
         batch: _Batch | None = None
         with torch.inference_mode():
             while not self._stopping:
