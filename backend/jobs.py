@@ -371,7 +371,7 @@ class JobRunner:
         if job.status == "running":  # the worker died without saying how it ended
             if job.cancel_requested:
                 return self._finish(job_id, "cancelled", "cancelled (the worker was stopped)")
-            how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
             tail = log_tail(self.paths.run_dir(job_id) / "stderr.log")
             return self._finish(job_id, "failed", f"The training process {how}." + (f"\n{tail}" if tail else ""))
         if job.status == "done":

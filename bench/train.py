@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=float, default=1.0)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--learning-rate", type=float, default=2e-4)
+    parser.add_argument("--compare-fp32", action="store_true",
+                        help="also train ours in fp32, to check that bf16 does not hurt eval loss")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
 
@@ -239,6 +241,18 @@ def main(argv: list[str] | None = None) -> dict:
         ours_model = PeftModel.from_pretrained(load_model(ref), out_dir)
         ours_eval = answer_eval_loss(ours_model, eval_tok)
         del ours_model
+        fp32 = None
+        if args.compare_fp32 and precision != "fp32":
+            print("ours in fp32 ...", flush=True)
+            spec32 = spec.model_copy(update={"name": "bench-fp32",
+                                             "train": spec.train.model_copy(update={"precision": "fp32"})})
+            meta32 = train_adapter(spec32, base_ref=ref, train_file=train_file, eval_file=eval_file,
+                                   out_dir=work / "adapters" / spec32.name, work_dir=work / "run32")
+            fp32_model = PeftModel.from_pretrained(load_model(ref), work / "adapters" / spec32.name)
+            fp32 = {"answer_tokens_per_s": answer_tokens / meta32["metrics"]["train_seconds"],
+                    "eval_loss": answer_eval_loss(fp32_model, eval_tok)}
+            fp32["eval_loss_ratio_bf16_over_fp32"] = ours_eval / fp32["eval_loss"]
+            del fp32_model
 
         print("baseline: plain TRL SFTTrainer ...", flush=True)
         base_model, base_seconds, base_settings = run_baseline(
@@ -263,6 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
                  "trainer_eval_loss": m["eval_loss"], "precision": precision, "model_flops": ours_flops},
         "baseline": {"answer_tokens_per_s": base_tps, "tokens_per_s": all_tokens / base_seconds,
                      "train_seconds": base_seconds, "eval_loss": base_eval, "settings": base_settings},
+        "ours_fp32": fp32,
         "peak_flops": peaks,
         "settings": {"base": ref.name, "parameters": params, "lora": "all-linear r8 alpha16 dropout0.05",
                      "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,

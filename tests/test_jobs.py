@@ -170,7 +170,7 @@ def test_worker_killed_by_a_signal_is_a_failure_with_its_log(runner, settings, t
     os.kill(pid, signal.SIGKILL)
     assert runner.wait(job_id, timeout=60) == "failed"
     job = runner.store.get_job(job_id)
-    assert "killed by signal 9" in job.error and "attempt 1" in job.error  # the log tail follows
+    assert job.error.startswith("The training process was killed by signal 9.")
     assert runner.store.get_adapter("killed").status == "failed"
 
 
