@@ -2,7 +2,7 @@
 
 `python -m backend.app` (what `tunelab up` runs) starts the serving endpoint, the job
 runner and the page with the tiny Llama as base in a temporary home. The test types a
-goal, uploads a bad and then a good JSONL file, starts training, waits for the
+goal, uploads a bad JSONL file in the Data tab and a good one through the chat box, starts training, waits for the
 adapter, compares base vs adapter, rates, marks success, and switches the playground
 chat from the adapter to Base and back — asserting what the page shows at each step
 and saving a screenshot per step under tests/artifacts/.
@@ -112,12 +112,16 @@ def test_goal_upload_train_compare_rate_mark_and_switch(page, tmp_path):
     page.locator("#data-upload input[type=file]").set_input_files(str(write_bad(tmp_path / "bad")))
     expect(page.locator("#data-status")).to_contain_text("Not imported")
     expect(page.locator("#data-report textarea")).to_have_value(re.compile(r"bad\.jsonl[\s\S]*line 2"))
-    page.locator("#data-upload button[aria-label='Clear']").first.click()
-    page.locator("#data-upload input[type=file]").set_input_files(str(write_wines(tmp_path / "good")))
+    shot(page, "03-bad-upload")
+    # The good file is dropped into the chat box instead; the Data tab follows.
+    page.locator("#assistant-input input[type=file]").set_input_files(str(write_wines(tmp_path / "good")))
+    expect(page.locator("#assistant-input [aria-label='File thumbnail']")).to_have_count(1)
+    page.locator("#assistant-input textarea").press("Enter")
+    expect(chat).to_contain_text(re.compile(r"Imported \d+ training and \d+ eval examples from wine\.jsonl"))
     expect(page.locator("#data-status")).to_contain_text(f"{len(WINES)} examples")
     expect(page.locator("#data-preview")).to_contain_text("<|im_start|>user")
     expect(page.locator("#data-preview")).to_contain_text("Deep ruby colour")
-    shot(page, "03-data")
+    shot(page, "04-data")
 
     # 3. "go" in the chat queues the plan's run; the Train tab follows it to the end.
     say(page, "go")
@@ -128,7 +132,7 @@ def test_goal_upload_train_compare_rate_mark_and_switch(page, tmp_path):
     expect(done).to_have_count(1, timeout=180_000)
     expect(done).to_contain_text(re.compile(r"step (\d+)/\1 · loss \d"))
     page.wait_for_timeout(2500)  # one more timer tick draws the full loss curve
-    shot(page, "04-trained")
+    shot(page, "05-trained")
 
     # Status comes from the store: it survives a page reload.
     page.reload(wait_until="load")
@@ -147,7 +151,7 @@ def test_goal_upload_train_compare_rate_mark_and_switch(page, tmp_path):
     expect(page.locator("#compare-status")).to_contain_text("Compared on")
     for i in (0, 1):
         expect(page.locator(f"#compare-answer-{i}")).not_to_be_empty()
-    shot(page, "05-compare")
+    shot(page, "06-compare")
 
     # 5. Rate: the adapter 👍, the base 👎; the tallies show a 100% win rate over 1 comparison.
     page.locator("#compare-up-1").click()
@@ -162,7 +166,7 @@ def test_goal_upload_train_compare_rate_mark_and_switch(page, tmp_path):
     # 6. Mark success, with the tallies beside the button.
     page.locator("#mark-success").click()
     expect(page.locator("#mark-status")).to_contain_text("Marked wine as success")
-    shot(page, "06-rated-marked")
+    shot(page, "07-rated-marked")
 
     # 7. Playground: the adapter answers, then Base (one click), then the adapter again;
     #    the conversation stays across the switches.
@@ -182,7 +186,7 @@ def test_goal_upload_train_compare_rate_mark_and_switch(page, tmp_path):
     expect(playground).to_contain_text("— wine")
     model.locator("label", has_text="wine").click()
     expect(model.locator("input[type=radio]:checked")).to_have_value("wine")
-    shot(page, "07-playground")
+    shot(page, "08-playground")
 
     # The assistant can switch too, in Korean, and the switcher follows.
     say(page, "베이스 모델로 바꿔줘")
@@ -196,4 +200,4 @@ def test_goal_upload_train_compare_rate_mark_and_switch(page, tmp_path):
     expect(detail).to_contain_text("classify wine as red or white")
     expect(detail).to_contain_text("LoRA r8 alpha 16")
     expect(detail).to_contain_text("1 👍")
-    shot(page, "08-adapters")
+    shot(page, "09-adapters")

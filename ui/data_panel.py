@@ -49,15 +49,16 @@ def build(ctx: Ctx) -> None:
     preview = gr.Markdown(elem_id="data-preview")
 
     def render(state) -> list:
-        if state.data_error:  # the last upload was refused: its errors, the old data kept
-            return [_status(state, state.data_error), state.data_error, _preview(state)]
-        return [_status(state), state.data_report, _preview(state)]
+        if state.data_error:  # the last upload was refused: its file, its errors, the old data kept
+            return [gr.skip(), _status(state, state.data_error), state.data_error, _preview(state)]
+        # Imported (or nothing yet): the status line names the files; the drop zone is free again.
+        return [None, _status(state), state.data_report, _preview(state)]
 
-    ctx.on_refresh(render, [status, report, preview])
+    ctx.on_refresh(render, [upload, status, report, preview])
 
     def add(files, state):
         if not files:
-            return state, gr.skip(), gr.skip(), gr.skip()
+            return state, gr.skip(), gr.skip(), gr.skip(), gr.skip()
         result = AssistantTools(ctx.service(), state).add_examples(list(files))
         if not result.ok and result.text != state.data_error:  # not the data doctor's refusal
             raise gr.Error(f"The examples were not imported: {result.text}")
@@ -70,5 +71,5 @@ def build(ctx: Ctx) -> None:
             raise gr.Error("Pick a sample dataset first.")
         return add([str(SAMPLES / name)], state)
 
-    ctx.refresh_after(upload.upload(edge(add), [upload, ctx.state], [ctx.state, status, report, preview]))
-    ctx.refresh_after(use_sample.click(edge(add_sample), [sample, ctx.state], [ctx.state, status, report, preview]))
+    ctx.refresh_after(upload.upload(edge(add), [upload, ctx.state], [ctx.state, upload, status, report, preview]))
+    ctx.refresh_after(use_sample.click(edge(add_sample), [sample, ctx.state], [ctx.state, upload, status, report, preview]))
