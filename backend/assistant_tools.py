@@ -188,6 +188,7 @@ class AssistantTools:
         if missing:
             return (ToolResult(False, f"These files do not exist: {', '.join(missing)}."))
         plan = self.state.plan
+        self.state.data_error = ""
         try:
             imported = self.service.import_data(files, base=self.state.base or None, goal=self.state.goal or None,
                                                 system_prompt=plan.system_prompt if plan else None)
@@ -196,8 +197,8 @@ class AssistantTools:
             text = report.render_text() if report is not None else ""
             kept = (f" The previous data ({self.state.n_examples} examples) is still in place."
                     if self.state.data_dir else "")
-            self.state.data_error = f"{exc.message}{kept}\n{text}".strip()
-            result = ToolResult(False, self.state.data_error,
+            self.state.data_error = text or exc.message
+            result = ToolResult(False, f"{exc.message}{kept}\n{text}".strip(),
                                 {"report": report.to_dict() if report is not None and hasattr(report, "to_dict") else None})
             return (result)
         except TuneLabError as exc:

@@ -60,7 +60,7 @@ def build(ctx: Ctx) -> None:
         if not files:
             return state, gr.skip(), gr.skip(), gr.skip(), gr.skip()
         result = AssistantTools(ctx.service(), state).add_examples(list(files))
-        if not result.ok and result.text != state.data_error:  # not the data doctor's refusal
+        if not result.ok and not state.data_error:  # not the data doctor's refusal
             raise gr.Error(f"The examples were not imported: {result.text}")
         if not result.ok:
             gr.Warning("The upload has problems; nothing was imported and the previous data is kept.")
