@@ -56,11 +56,12 @@ class Running:
 
 
 def start(settings: Settings | None = None, *, host: str | None = None, port: int | None = None,
-          ui_port: int | None = None, base: str | None = None, run_jobs: bool = True) -> Running:
+          server_port: int | None = None, base: str | None = None, run_jobs: bool = True) -> Running:
     """Start the endpoint, the job runner and the page; return at once (see :meth:`Running.wait`).
 
-    ``port`` / ``ui_port`` 0 pick free ports (tests). ``base`` defaults to the
-    settings' default base.
+    ``port`` is the page's (default ``settings.ui_port``, 7860), ``server_port`` the
+    endpoint's (default ``settings.port``, 8000); 0 picks a free one (tests). ``base``
+    defaults to the settings' default base.
     """
     from ui.app import create_ui, launch_kwargs
 
@@ -69,8 +70,8 @@ def start(settings: Settings | None = None, *, host: str | None = None, port: in
 
     settings = settings or Settings()
     host = host or settings.host
-    port = settings.port if port is None else port
-    ui_port = settings.ui_port if ui_port is None else ui_port
+    server_port = settings.port if server_port is None else server_port
+    ui_port = settings.ui_port if port is None else port
     kwargs = launch_kwargs(settings, host, ui_port or None)  # checks TUNELAB_AUTH before loading anything
     stops: list[Callable[[], None]] = []
     try:
@@ -78,7 +79,7 @@ def start(settings: Settings | None = None, *, host: str | None = None, port: in
             server_url = settings.server_url
         else:
             app = create_app(settings=settings, base=base or settings.default_base, token=api_token(settings))
-            server_url, stop_server = start_in_thread(app, host=host, port=port, timeout=600)
+            server_url, stop_server = start_in_thread(app, host=host, port=server_port, timeout=600)
             stops.append(stop_server)
             if host in ("0.0.0.0", "::"):
                 server_url = server_url.replace(f"//{host}:", "//127.0.0.1:")
@@ -108,9 +109,12 @@ def start(settings: Settings | None = None, *, host: str | None = None, port: in
 
 
 def up(settings: Settings | None = None, *, host: str | None = None, port: int | None = None,
-       ui_port: int | None = None, base: str | None = None) -> None:
-    """Start everything and block until Ctrl-C (``tunelab up`` / ``make run``)."""
-    running = start(settings, host=host, port=port, ui_port=ui_port, base=base)
+       server_port: int | None = None, base: str | None = None) -> None:
+    """Start everything and block until Ctrl-C (``tunelab up`` / ``make run``).
+
+    ``port``: the page (default 7860); ``server_port``: the serving endpoint (default 8000).
+    """
+    running = start(settings, host=host, port=port, server_port=server_port, base=base)
     print(f"TuneLab page:      {running.page_url}", flush=True)
     print(f"Serving endpoint:  {running.server_url}/v1 (OpenAI) · {running.server_url}/generate (TGI)", flush=True)
     print("Press Ctrl-C to stop.", flush=True)
@@ -126,15 +130,15 @@ def _free_port(host: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m backend.app [--host H] [--port P] [--ui-port U] [--base B]``."""
+    """``python -m backend.app [--host H] [--port P] [--server-port S] [--base B]``."""
     parser = argparse.ArgumentParser(prog="tunelab up", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", help="Address to bind (default 127.0.0.1; set TUNELAB_AUTH beyond loopback).")
-    parser.add_argument("--port", type=int, help="Port of the serving endpoint (default 8000; 0 = any free).")
-    parser.add_argument("--ui-port", type=int, help="Port of the page (default 7860; 0 = any free).")
+    parser.add_argument("--port", type=int, help="Port of the page (default 7860; 0 = any free).")
+    parser.add_argument("--server-port", type=int, help="Port of the serving endpoint (default 8000; 0 = any free).")
     parser.add_argument("--base", help="Base to serve: default, a hub id, a local folder or a .gguf file.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    up(host=args.host, port=args.port, ui_port=args.ui_port, base=args.base)
+    up(host=args.host, port=args.port, server_port=args.server_port, base=args.base)
 
 
 if __name__ == "__main__":

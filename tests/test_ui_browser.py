@@ -41,7 +41,7 @@ def tunelab_up(home, tiny_llama, tmp_path):
     env = {**os.environ, "TUNELAB_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
     log_path = tmp_path / "up.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "backend.app", "--port", "0", "--ui-port", "0",
+        proc = subprocess.Popen([sys.executable, "-m", "backend.app", "--port", "0", "--server-port", "0",
                                  "--base", str(tiny_llama)], cwd=REPO, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
     try:

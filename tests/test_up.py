@@ -33,7 +33,7 @@ def test_up_serves_the_page_behind_a_login_recovers_runs_and_stops(settings, tin
     store.upsert_adapter("orphan", base=str(tiny_llama), status="running", job_id=job.id)
     store.close()
 
-    running = start(Settings(home=settings.home, auth="ann:s3cret"), port=0, ui_port=0, base=str(tiny_llama))
+    running = start(Settings(home=settings.home, auth="ann:s3cret"), port=0, server_port=0, base=str(tiny_llama))
     try:
         assert running.page_url.startswith("http://127.0.0.1:") and running.server_url.startswith("http://127.0.0.1:")
         assert httpx.get(f"{running.page_url}/config").status_code == 401  # the page wants a login
