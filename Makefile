@@ -18,11 +18,12 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # Debian's Chromium for the browser test (Playwright drives /usr/bin/chromium;
-# no browser download). Skipped quietly where apt is not available.
+# no browser download), with fonts so Korean and emoji render in screenshots.
+# Skipped, with a message, where apt is not available.
 browser:
 	@if [ ! -x /usr/bin/chromium ]; then \
 	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji fonts-noto-cjk >/dev/null) \
 	      || echo "make browser: could not install chromium; the browser test will be skipped"; \
 	  else echo "make browser: no apt-get or not root; the browser test will be skipped"; fi; \
 	fi

@@ -80,7 +80,7 @@ def extract_labels(goal: str) -> list[str]:
     "청구, 버그, 기타로 분류"."""
     korean = re.search(r"(?:을|를)?\s*([^을를]+?)\s*(?:으)?로\s*(?:분류|구분|나눠)", goal)
     if korean:
-        parts = [p.strip() for p in re.split(r"\s*(?:/|,|또는|혹은)\s*", korean.group(1).split()[-1] if "," not in korean.group(1) and "/" not in korean.group(1) else korean.group(1))]
+        parts = [p.strip() for p in re.split(r"\s*(?:/|,|\s또는\s|\s혹은\s)\s*", korean.group(1))]
         parts = [p.split()[-1] for p in parts if p]
         if 2 <= len(parts) <= 12:
             return parts

@@ -26,6 +26,7 @@ def test_detect_kind(goal, kind):
     ("sort these support emails into billing / bugs / other", ["billing", "bugs", "other"]),
     ("classify wine as red or white", ["red", "white"]),
     ("이메일을 청구, 버그, 기타로 분류해줘", ["청구", "버그", "기타"]),
+    ("와인을 레드 또는 화이트로 분류해줘", ["레드", "화이트"]),
     ("make it write with an autumn mood", []),
 ])
 def test_extract_labels(goal, labels):
