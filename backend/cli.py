@@ -354,7 +354,8 @@ def serve(base: Optional[str] = typer.Option(None, help="default, hub id, folder
 @app.command("up")
 def up(base: Optional[str] = typer.Option(None, help="default, hub id, folder or .gguf"),
        host: Optional[str] = typer.Option(None, help="Bind address of page and endpoint (default 127.0.0.1)."),
-       port: Optional[int] = typer.Option(None, help="Port of the page (default 7860).")) -> None:
+       port: Optional[int] = typer.Option(None, help="Port of the page (default 7860)."),
+       server_port: Optional[int] = typer.Option(None, help="Port of the serving endpoint (default 8000).")) -> None:
     """Start the serving endpoint and the page together; Ctrl-C stops both."""
     from .settings import Settings
 
@@ -367,7 +368,7 @@ def up(base: Optional[str] = typer.Option(None, help="default, hub id, folder or
         run_server(Settings(), base=base, host=host)
         return
     try:
-        run_up(Settings(), base=base, host=host, port=port)
+        run_up(Settings(), base=base, host=host, port=port, server_port=server_port)
     except TuneLabError as exc:
         _fail(exc)
 
