@@ -136,7 +136,7 @@ def train(
 ) -> None:
     """Check the data, train one LoRA adapter (or a sweep) with a progress bar."""
     from .hparams import RunSpec
-    from .plan import sweep_for
+    from .jobs import suggest_sweep
 
     service = _service()
     lora_kw = {k: v for k, v in {"r": rank, "alpha": alpha, "dropout": dropout,
@@ -151,17 +151,12 @@ def train(
         for problem in report.warnings:
             err.print(f"[yellow]warning[/] {problem}", highlight=False)
         spec = RunSpec(name=name, base=base, goal=goal, lora=LoraSpec(**lora_kw), train=TrainSpec(**train_kw))
-        specs = [spec]
         if sweep:
-            _, configs = sweep_for(len(report.train), max_runs=3)
-            for config in configs[1:]:
-                update_lora = {"r": config.r, "alpha": config.r * 2} if config.r else {}
-                update_train = {k: v for k, v in {"epochs": config.epochs, "learning_rate": config.learning_rate}.items() if v}
-                specs.append(spec.model_copy(update={
-                    "name": f"{name}{config.suffix}",
-                    "lora": spec.lora.model_copy(update=update_lora),
-                    "train": spec.train.model_copy(update=update_train)}))
-        job_ids = [service.train(s, imported.folder, data_hash=report.content_hash) for s in specs]
+            variations = suggest_sweep(len(report.train), max_runs=3)
+            job_ids = service.train_sweep(spec, variations, imported.folder, data_hash=report.content_hash)
+        else:
+            job_ids = [service.train(spec, imported.folder, data_hash=report.content_hash)]
+        names = [service.progress(j)["adapter"] for j in job_ids]
     except DataError as exc:
         if exc.report is not None:
             print(exc.report.render_text())
@@ -171,7 +166,7 @@ def train(
     except ValueError as exc:  # pydantic validation of the knobs
         err.print(f"[bold red]Error:[/] {exc}")
         raise typer.Exit(2)
-    console.print(f"Queued job(s) {', '.join(map(str, job_ids))} for adapter(s) {', '.join(s.name for s in specs)}.")
+    console.print(f"Queued job(s) {', '.join(map(str, job_ids))} for adapter(s) {', '.join(names)}.")
     if detach:
         return
     _run_and_follow(service, job_ids)

@@ -40,6 +40,7 @@ from .adapters import is_complete
 from .errors import ConfigError, InvalidName, JobError
 from .hparams import RunSpec
 from .names import NAME_RULE, validate_name
+from .plan import sweep_for, variation_suffix
 from .settings import PROJECT_ROOT, Settings
 from .store import Store, utcnow
 
@@ -59,17 +60,6 @@ AdapterRemoved = Callable[[str], None]
 KNOBS = ("epochs", "learning_rate", "r")
 
 
-def _short(value: float) -> str:
-    """1e-4 -> '1e-4', 2.5e-4 -> '2.5e-4', 2.0 -> '2', 1.5 -> '1.5'."""
-    if value == int(value) and abs(value) >= 1:
-        return str(int(value))
-    mantissa, _, exponent = f"{value:.3g}".partition("e")
-    if not exponent:
-        mantissa, _, exponent = f"{value:.2e}".partition("e")
-        mantissa = mantissa.rstrip("0").rstrip(".")
-    return f"{mantissa}e{int(exponent)}"
-
-
 def apply_variation(base: RunSpec, variation: dict[str, float]) -> RunSpec:
     """``base`` with one knob changed and a name that says which (``<name>-e2``,
     ``<name>-lr1e-4``, ``<name>-r16``). Changing the rank scales alpha with it, so the
@@ -84,16 +74,13 @@ def apply_variation(base: RunSpec, variation: dict[str, float]) -> RunSpec:
     data = base.model_dump()
     if knob == "epochs":
         data["train"]["epochs"] = float(value)
-        suffix = f"e{_short(float(value))}"
     elif knob == "learning_rate":
         data["train"]["learning_rate"] = float(value)
-        suffix = f"lr{_short(float(value))}"
     else:
         rank = int(value)
         data["lora"]["alpha"] = max(1, round(base.lora.alpha * rank / base.lora.r))
         data["lora"]["r"] = rank
-        suffix = f"r{rank}"
-    data["name"] = f"{base.name}-{suffix}"
+    data["name"] = f"{base.name}-{variation_suffix(knob, value)}"
     try:
         return RunSpec.model_validate(data)
     except ValueError as exc:
@@ -133,19 +120,11 @@ def sweep_specs(base: RunSpec, variations: list[dict[str, float]]) -> list[RunSp
     return specs
 
 
-def suggest_sweep(n_examples: int) -> list[dict[str, float]]:
-    """Variations (besides the default config) sized to the data.
-
-    Little data needs more passes to fit (and a higher rate is the cheaper way to get
-    there); a lot of data fits in fewer passes, where more rank can pay off.
-    """
-    if n_examples < 50:
-        return [{"epochs": 6}, {"learning_rate": 5e-4}]
-    if n_examples < 500:
-        return [{"epochs": 5}, {"learning_rate": 1e-4}, {"r": 16}]
-    if n_examples < 5000:
-        return [{"epochs": 2}, {"learning_rate": 1e-4}, {"r": 16}]
-    return [{"epochs": 1}, {"r": 16}, {"r": 32}]
+def suggest_sweep(n_examples: int, max_runs: int = MAX_SWEEP) -> list[dict[str, float]]:
+    """Variations (besides the default config) sized to the data: the plan's sweep
+    (:func:`backend.plan.sweep_for`), as knob dicts for :func:`sweep_specs`."""
+    _, configs = sweep_for(n_examples, max_runs=max_runs)
+    return [c.variation() for c in configs if c.variation()]
 
 
 # --- processes -------------------------------------------------------------------------------

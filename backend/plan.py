@@ -30,13 +30,41 @@ _LABEL_SPLIT = re.compile(r"\s*(?:/|,|\bor\b|\band\b|또는|혹은|이나|나)\s
 
 
 class SweepConfig(BaseModel):
-    """One configuration of a sweep: a name suffix and the knobs it changes."""
+    """One configuration of a sweep: the default (no knob set) or one knob changed."""
 
-    suffix: str = ""
     epochs: float | None = None
     learning_rate: float | None = None
     r: int | None = None
     note: str = ""
+
+    def variation(self) -> dict[str, float] | None:
+        """The knob this configuration changes, as ``{"epochs": 6}``; None for the default."""
+        knobs = {k: v for k, v in (("epochs", self.epochs), ("learning_rate", self.learning_rate), ("r", self.r))
+                 if v is not None}
+        return knobs or None
+
+    @property
+    def suffix(self) -> str:
+        """Name suffix: "" for the default, "-e6", "-lr1e-4", "-r16" for a variation."""
+        knobs = self.variation()
+        return "" if not knobs else "-" + "-".join(variation_suffix(k, v) for k, v in knobs.items())
+
+
+def short_number(value: float) -> str:
+    """1e-4 -> '1e-4', 2.5e-4 -> '2.5e-4', 6.0 -> '6', 1.5 -> '1.5'."""
+    if value == int(value) and abs(value) >= 1:
+        return str(int(value))
+    mantissa, _, exponent = f"{value:.3g}".partition("e")
+    if not exponent:
+        mantissa, _, exponent = f"{value:.2e}".partition("e")
+        mantissa = mantissa.rstrip("0").rstrip(".")
+    return f"{mantissa}e{int(exponent)}"
+
+
+def variation_suffix(knob: str, value: float) -> str:
+    """The one naming rule for sweep variations: e6, lr1e-4, r16."""
+    prefix = {"epochs": "e", "learning_rate": "lr", "r": "r"}[knob]
+    return f"{prefix}{int(value) if knob == 'r' else short_number(float(value))}"
 
 
 class PlanCard(BaseModel):
@@ -156,25 +184,34 @@ def data_shape_for(kind: TaskKind, labels: list[str]) -> str:
 
 
 def sweep_for(n_examples: int, max_runs: int = 3) -> tuple[TrainSpec, list[SweepConfig]]:
-    """A default config plus one-knob-at-a-time variations, sized to the data.
+    """The default config plus one-knob-at-a-time variations, sized to the data.
 
-    Fewer examples need more epochs to be seen enough; many examples need fewer.
+    This is the one place that sizes sweeps (the plan card, the CLI's ``--sweep`` and
+    :func:`backend.jobs.suggest_sweep` all use it). Little data needs more passes to be
+    seen enough, and a higher rate is the cheap way to get there; a lot of data fits in
+    fewer passes, where more rank can pay off.
     """
     if n_examples < 50:
         epochs = 5.0
+        variations = [SweepConfig(epochs=10.0, note="10 epochs: fits tighter"),
+                      SweepConfig(learning_rate=5e-4, note="lr 5e-4: faster fit"),
+                      SweepConfig(r=16, note="rank 16: more capacity"),
+                      SweepConfig(r=4, note="rank 4: smaller, less overfitting")]
     elif n_examples < 500:
         epochs = 3.0
+        variations = [SweepConfig(r=16, note="rank 16: more capacity"),
+                      SweepConfig(epochs=6.0, note="6 epochs: fits tighter"),
+                      SweepConfig(learning_rate=1e-4, note="lr 1e-4: gentler"),
+                      SweepConfig(r=4, note="rank 4: smaller, less overfitting")]
     else:
         epochs = 1.0
+        variations = [SweepConfig(r=16, note="rank 16: more capacity"),
+                      SweepConfig(epochs=2.0, note="2 epochs: fits tighter"),
+                      SweepConfig(learning_rate=1e-4, note="lr 1e-4: gentler"),
+                      SweepConfig(r=32, note="rank 32: most capacity")]
     train = TrainSpec(epochs=epochs)
-    configs = [SweepConfig(suffix="", note=f"default: r8, lr 2e-4, {epochs:g} epochs")]
-    variations = [
-        SweepConfig(suffix="-r16", r=16, note="rank 16: more capacity"),
-        SweepConfig(suffix=f"-e{int(epochs * 2)}", epochs=epochs * 2, note=f"{epochs * 2:g} epochs: fits tighter"),
-        SweepConfig(suffix="-lr1e-4", learning_rate=1e-4, note="lr 1e-4: gentler"),
-        SweepConfig(suffix="-r4", r=4, note="rank 4: smaller, less overfitting"),
-    ]
-    return train, (configs + variations)[: max(1, min(5, max_runs))]
+    default = SweepConfig(note=f"default: r8, lr {train.learning_rate:g}, {epochs:g} epochs")
+    return train, ([default] + variations)[: max(1, min(5, max_runs))]
 
 
 _STOPWORDS = {"make", "it", "write", "with", "an", "a", "the", "these", "those", "this", "into", "as", "to",

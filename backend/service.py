@@ -183,16 +183,18 @@ class Service:
     def train_plan(self, plan: PlanCard, data_dir: str | Path, *, base: str = "default",
                    data_hash: str = "") -> list[int]:
         """Queue every configuration of a plan's sweep; one adapter each."""
-        ids = []
-        for config in plan.sweep:
-            lora = plan.lora.model_copy(update={"r": config.r} if config.r else {})
-            if config.r:
-                lora = lora.model_copy(update={"alpha": config.r * 2})
-            updates = {k: v for k, v in {"epochs": config.epochs, "learning_rate": config.learning_rate}.items() if v}
-            train = plan.train.model_copy(update=updates)
-            spec = RunSpec(name=f"{plan.name}{config.suffix}", base=base, goal=plan.goal, lora=lora, train=train)
-            ids.append(self.train(spec, data_dir, data_hash=data_hash))
-        return ids
+        spec = RunSpec(name=plan.name, base=base, goal=plan.goal, lora=plan.lora, train=plan.train)
+        variations = [c.variation() for c in plan.sweep if c.variation()]
+        return self.train_sweep(spec, variations, data_dir, data_hash=data_hash)
+
+    def train_sweep(self, spec: RunSpec, variations: list[dict], data_dir: str | Path, *,
+                    data_hash: str = "") -> list[int]:
+        """Queue ``spec`` plus one run per one-knob variation; all names are checked first."""
+        data_dir = Path(data_dir)
+        eval_file = data_dir / "eval.jsonl"
+        return self.runner.submit_sweep(spec, variations, data_dir / "train.jsonl",
+                                        eval_file if eval_file.is_file() else None,
+                                        data_hash=data_hash or data_dir.name)
 
     def cancel(self, job_id: int) -> None:
         self.runner.cancel(job_id)

@@ -89,3 +89,46 @@ def test_inspect_json(home, tiny_gpt2):
     assert result.exit_code == 0, result.output
     report = json.loads(result.output)
     assert report["num_layers"] == 2 and any("c_attn" in str(m) for m in report["module_kinds"])
+
+
+def _wine_file(tmp_path, n=12):
+    data = tmp_path / "wine.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"{'ruby cherry' if i % 2 else 'straw citrus'} {i}"},
+                          {"role": "assistant", "content": "red" if i % 2 else "white"}]} for i in range(n)]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    return data
+
+
+def test_train_end_to_end_writes_the_adapter_and_lists_it(home, tiny_llama, tmp_path):
+    result = _run("train", "--data", _wine_file(tmp_path), "--base", tiny_llama, "--name", "wine",
+                  "--epochs", "1", "--batch-size", "4", "--max-length", "64", "--goal", "wine colour")
+    assert result.exit_code == 0, result.output
+    assert "done" in result.output and "wine" in result.output
+    folder = home / "adapters" / "wine"
+    assert sorted(p.name for p in folder.iterdir()) == ["adapter_config.json", "adapter_model.safetensors",
+                                                        "tunelab.json"]
+    meta = json.loads((folder / "tunelab.json").read_text())
+    assert meta["goal"] == "wine colour" and meta["hyperparameters"]["train"]["epochs"] == 1.0
+    listing = _run("adapters", "list")
+    assert "wine" in listing.output and "done" in listing.output
+    marked = _run("adapters", "mark", "wine", "success")
+    assert marked.exit_code == 0
+    assert json.loads(_run("adapters", "show", "wine").output)["verdict"] == "success"
+    again = _run("train", "--data", _wine_file(tmp_path), "--base", tiny_llama, "--name", "wine")
+    assert again.exit_code == 2 and "already exists" in again.output
+
+
+def test_train_with_bad_data_imports_nothing(home, tiny_llama, tmp_path):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    result = _run("train", "--data", data, "--base", tiny_llama, "--name", "bad")
+    assert result.exit_code == 2
+    assert "line 1" in result.output
+    uploads = home / "datasets" / "uploads"
+    assert not uploads.exists() or not any(uploads.iterdir())
+    assert not (home / "adapters" / "bad").exists()
+
+
+def test_train_with_invalid_knob_names_the_setting(home, tiny_llama, tmp_path):
+    result = _run("train", "--data", _wine_file(tmp_path), "--base", tiny_llama, "--name", "x", "--lr", "5")
+    assert result.exit_code == 2 and "learning_rate" in result.output
