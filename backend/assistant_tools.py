@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import DataError, TuneLabError
-from .plan import PlanCard, make_plan, sweep_for
+from .plan import PlanCard, sweep_for
 
 logger = logging.getLogger(__name__)
 

@@ -232,8 +232,6 @@ def short_name(goal: str, kind: TaskKind) -> str:
 
 
 def make_plan(goal: str, *, n_examples: int = 0, name: str | None = None, max_runs: int = 3) -> PlanCard:
-    from .names import slugify
-
     goal = goal.strip()
     kind = detect_kind(goal)
     labels = extract_labels(goal) if kind == "classification" else []

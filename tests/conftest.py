@@ -49,3 +49,18 @@ def settings(home):
     from backend.settings import Settings
 
     return Settings(home=home)
+
+
+@pytest.fixture()
+def served(settings, tiny_llama):
+    """The real serving endpoint on a free loopback port with the tiny Llama as base, and
+    a Service that talks to it (its job runner hot-loads finished adapters into it)."""
+    from backend.server import api_token, create_app, start_in_thread
+    from backend.service import Service
+
+    app = create_app(settings=settings, base=str(tiny_llama), token=api_token(settings))
+    url, stop = start_in_thread(app, port=0)
+    svc = Service(settings.model_copy(update={"server_url": url, "default_base": str(tiny_llama)}))
+    yield svc
+    svc.close()
+    stop()

@@ -8,7 +8,6 @@ import json
 import re
 import socket
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -307,20 +306,6 @@ def test_a_configured_chat_model_drives_the_tools_as_an_agent(service, state):
     tool_message = llm.requests[2]["messages"][-1]
     assert tool_message["role"] == "tool" and tool_message["content"].startswith("FAILED: Training needs examples")
     assert state.history[-1]["role"] == "assistant"
-
-
-@pytest.fixture()
-def served(settings, tiny_llama):
-    """The real serving endpoint on a free port with the tiny Llama as base, and a
-    service that talks to it (its job runner hot-loads finished adapters into it)."""
-    from backend.server import api_token, create_app, start_in_thread
-
-    app = create_app(settings=settings, base=str(tiny_llama), token=api_token(settings))
-    url, stop = start_in_thread(app, port=0)
-    svc = Service(settings.model_copy(update={"server_url": url, "default_base": str(tiny_llama)}))
-    yield svc
-    svc.close()
-    stop()
 
 
 def test_every_tool_from_goal_to_export_with_the_real_endpoint_and_runner(served, tmp_path):

@@ -72,6 +72,20 @@ def _prompt(engine, text="Tell me about the autumn leaves"):
     return engine.encode_chat([{"role": "user", "content": text}])
 
 
+def _held(engine) -> set[str]:
+    """peft adapters that still hold weights some name or request may use (not idle, not a free slot)."""
+    with engine._cond:
+        free = {slot.name for slots in engine._slots.free.values() for slot in slots}
+    return set(engine.model.peft_config) - {"tunelab_idle"} - free
+
+
+def _wait_until(condition, timeout=5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
 def _greedy(n):
     from backend.engine import SamplingParams
 
@@ -154,8 +168,10 @@ def test_inplace_swap_keeps_in_flight_request_on_old_weights(engine, loras, tiny
     handle = engine.submit(prompt, "swap", _greedy(30))
     events = iter(handle)
     next(events)
+    old_internal = engine.adapters()["swap"].internal
     engine.load_adapter("swap", loras[1], inplace=True)
-    old_internal_count = len(engine.model.peft_config)
+    assert engine.adapters()["swap"].internal != old_internal
+    assert old_internal in _held(engine)  # the running request still uses it
     rest = list(events)
     assert rest[-1].finish_reason in {"stop", "length"}
     # the request that started before the swap got exactly the old adapter's tokens
@@ -164,10 +180,7 @@ def test_inplace_swap_keeps_in_flight_request_on_old_weights(engine, loras, tiny
     # new requests get the new weights, and the old ones are freed once unused
     fresh = engine.submit(prompt, "swap", _greedy(30)).result()
     assert fresh.token_ids == reference_tokens(tiny_llama, loras[1], prompt, 30)[: len(fresh.token_ids)]
-    deadline = time.monotonic() + 5
-    while len(engine.model.peft_config) != old_internal_count - 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert len(engine.model.peft_config) == old_internal_count - 1
+    assert _wait_until(lambda: old_internal not in _held(engine))  # released once unused
     assert engine.adapters()["swap"].path == str(loras[1].resolve())
 
 
@@ -181,10 +194,8 @@ def test_unload_while_in_flight_and_unknown_names(engine, loras):
     assert "tiny-llama" in str(info.value)
     with pytest.raises(AdapterNotFound):
         engine.unload_adapter("gone")
-    deadline = time.monotonic() + 5  # the weights go right after the last request using them
-    while engine.model.peft_config.keys() != {"tunelab_idle"} and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert engine.model.peft_config.keys() == {"tunelab_idle"}
+    # the weights are released (deleted, or back to the slot pool) right after the last request
+    assert _wait_until(lambda: _held(engine) == set())
 
 
 def test_refuses_adapters_that_do_not_fit(engine, tiny_llama, tiny_llama_other, tmp_path):
@@ -204,7 +215,8 @@ def test_refuses_adapters_that_do_not_fit(engine, tiny_llama, tiny_llama_other, 
         engine.load_adapter("renamed", renamed)
     # still serving, and nothing half-loaded stayed behind
     assert engine.generate(_prompt(engine), None, max_tokens=3, temperature=0).completion_tokens >= 1
-    assert engine.model.peft_config.keys() == {"tunelab_idle"}
+    engine.wait_for_spares()
+    assert _held(engine) == set()
 
 
 def test_prompt_too_long_and_overloaded(tiny_llama):
@@ -251,3 +263,54 @@ def test_loads_while_generating_never_fail_requests(engine, loras):
         w.join()
     assert failures == []
     assert engine.stats.finished > 0
+
+
+def test_slot_loaded_adapter_matches_plain_peft_and_keeps_nothing_of_the_last(engine, loras, tiny_llama, tmp_path):
+    """A swap into a reused slot gives exactly plain peft's tokens: no weight of the slot's
+    previous adapter survives, and a different alpha (scaling) is honoured."""
+    import torch
+
+    prompt = _prompt(engine)
+    engine.load_adapter("first", loras[0])  # peft's path: the shape is new
+    assert not engine.adapters()["first"].slot
+    engine.wait_for_spares()
+    second = engine.load_adapter("second", loras[1])
+    assert second.slot  # a spare slot prepared in the background
+    assert engine.generate(prompt, "second", max_tokens=12, temperature=0).token_ids == \
+        reference_tokens(tiny_llama, loras[1], prompt, 12)[:12]
+    slot_name = second.internal
+    engine.unload_adapter("second")
+    assert _wait_until(lambda: slot_name not in _held(engine))
+    # same shape, other weights and another alpha: it must land in a free slot, maybe the one just freed
+    louder = make_lora(tiny_llama, tmp_path / "louder", seed=11, alpha=16)
+    loads_before = engine.stats.slot_loads
+    for name in ("third", "fourth"):  # two loads take both free slots, so the freed one is reused
+        engine.load_adapter(name, louder)
+    assert engine.stats.slot_loads == loads_before + 2
+    reused = [n for n in ("third", "fourth") if engine.adapters()[n].internal == slot_name]
+    assert reused, "the freed slot should have been reused"
+    expected = reference_tokens(tiny_llama, louder, prompt, 12)
+    for name in ("third", "fourth"):
+        assert engine.generate(prompt, name, max_tokens=12, temperature=0).token_ids == expected[:12]
+    # and the slot's tensors are exactly the new file's
+    from safetensors.torch import load_file
+
+    saved = load_file(str(louder / "adapter_model.safetensors"))
+    slot = engine._slots.slots[slot_name]
+    assert all(torch.equal(slot.tensors[key], saved[key]) for key in saved)
+    assert engine.generate(prompt, "first", max_tokens=12, temperature=0).token_ids == \
+        reference_tokens(tiny_llama, loras[0], prompt, 12)[:12]
+
+
+def test_other_shapes_take_peft_path_and_get_their_own_slots(engine, loras, tiny_llama, tmp_path):
+    """An adapter of another rank does not fit the r-4 slots: peft loads it, exactly."""
+    engine.load_adapter("r4", loras[0])
+    engine.wait_for_spares()
+    wide = make_lora(tiny_llama, tmp_path / "wide", seed=5, r=8, alpha=8)
+    info = engine.load_adapter("r8", wide)
+    assert not info.slot
+    prompt = _prompt(engine)
+    assert engine.generate(prompt, "r8", max_tokens=10, temperature=0).token_ids == \
+        reference_tokens(tiny_llama, wide, prompt, 10)[:10]
+    engine.wait_for_spares()
+    assert engine.load_adapter("r8b", wide).slot  # its own spares were prepared

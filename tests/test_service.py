@@ -11,19 +11,6 @@ import pytest
 
 from backend.errors import AdapterNotFound, TuneLabError
 from backend.hparams import LoraSpec, RunSpec, TrainSpec
-from backend.service import Service
-
-
-@pytest.fixture()
-def served(settings, tiny_llama):
-    from backend.server import api_token, create_app, start_in_thread
-
-    app = create_app(settings=settings, base=str(tiny_llama), token=api_token(settings))
-    url, stop = start_in_thread(app, port=0)
-    svc = Service(settings.model_copy(update={"server_url": url, "default_base": str(tiny_llama)}))
-    yield svc
-    svc.close()
-    stop()
 
 
 @pytest.fixture()
