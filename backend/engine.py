@@ -10,16 +10,22 @@ requests that arrive together are prefilled together (left padding), newcomers a
 prefilled and merged into the running batch between decode steps, finished rows
 leave the batch. Every step yields one token per row, so every row streams.
 
-Hot swap without failed requests: each adapter is loaded under a fresh internal peft
+Hot swap without failed requests: each adapter is loaded under its own internal peft
 name; a request binds to that internal name when it is submitted. ``load_inplace``
-loads the new weights under a new internal name, then switches the public name to it;
-the old weights are deleted only once no in-flight request uses them. Structural
+loads the new weights under another internal name, then switches the public name to
+it; the old weights are released only once no in-flight request uses them. Structural
 changes to the model happen under the same lock as the forward passes, between steps.
+
+Fast swaps: an adapter whose shape was seen before is copied into a free preallocated
+slot (:mod:`backend.lora_slots`) instead of being injected by peft; released slots go
+back to the pool, and spare slots of a shape are prepared in the background after its
+first load. Anything else takes peft's ``load_adapter`` path.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import itertools
 import os
 import logging
@@ -37,6 +43,7 @@ from typing import Any, Callable, Iterator
 
 from .adapters import read_peft_config
 from .errors import AdapterMismatch, AdapterNotFound, Overloaded, PromptTooLong, TuneLabError
+from .lora_slots import Slot, SlotPool, file_signature, fill, read_weights, slot_from_adapter
 
 log = logging.getLogger("tunelab.engine")
 
@@ -203,6 +210,7 @@ class AdapterInfo:
     internal: str
     config: dict
     loaded_at: float
+    slot: bool = False  # copied into a preallocated slot (fast path) rather than injected by peft
 
 
 # --- the engine -------------------------------------------------------------------------------
@@ -213,7 +221,8 @@ class Engine:
 
     def __init__(self, model, tokenizer, *, base_name: str, base_path: str = "",
                  max_batch: int = 16, max_queue: int = 64, batch_window_s: float = 0.01,
-                 context_limit: int | None = None, threads: int | None = None):
+                 context_limit: int | None = None, threads: int | None = None,
+                 spare_slots: int = 2, max_free_slots: int = 4):
         import torch
         from peft import LoraConfig, get_peft_model
 
@@ -250,6 +259,8 @@ class Engine:
         self._adapters: dict[str, AdapterInfo] = {}
         self._refcount: dict[str, int] = {}
         self._retired: set[str] = set()
+        self._slots = SlotPool(spare=spare_slots, max_free=max(max_free_slots, spare_slots))
+        self._spare_threads: list[threading.Thread] = []
         self._ids = itertools.count(1)
         self._internal_ids = itertools.count(1)
         self._active: list[_Request] = []
@@ -309,8 +320,50 @@ class Engine:
                 raise AdapterMismatch(f"{name!r} is the base model's name; pick another adapter name.")
         config = read_peft_config(path)
         self._check_fits(path, config)
-        internal = f"a{next(self._internal_ids)}_{re.sub(r'[^a-zA-Z0-9_]', '_', name)}"
         started = time.perf_counter()
+        signature = file_signature(path, config)
+        internal = self._load_into_slot(path, config, signature) if signature is not None else None
+        in_slot = internal is not None
+        if internal is None:
+            internal = self._load_with_peft(path, name, signature)
+        info = AdapterInfo(name=name, path=str(path), internal=internal, config=config, loaded_at=time.time(),
+                           slot=in_slot)
+        with self._cond:
+            old = self._adapters.get(name)
+            self._adapters[name] = info
+            if old is not None:
+                self._retired.add(old.internal)
+        self.stats.loads += 1
+        log.info("loaded adapter %s from %s in %.3fs (%s)", name, path, time.perf_counter() - started,
+                 "slot" if in_slot else "peft")
+        self._collect_retired()
+        if signature is not None:
+            self._prepare_spares(signature)
+        return info
+
+    def _load_into_slot(self, path: Path, config: dict, signature: tuple) -> str | None:
+        """Copy the adapter into a free slot of its signature; None when there is none.
+
+        Runs in the caller's thread, not the scheduler's: the free slot is named by no
+        request, so no forward pass reads the tensors being overwritten.
+        """
+        with self._cond:
+            slot = self._slots.take(signature)
+        if slot is None:
+            return None
+        try:
+            fill(slot, read_weights(path), config)
+        except Exception as exc:  # unreadable file or a config that contradicts its tensors
+            self._release_slot(slot)
+            raise AdapterMismatch(
+                f"Adapter {str(path)!r} does not fit base {self.base_name!r}: {_short(exc)}",
+                fix="Load an adapter trained for this base.") from exc
+        self.stats.slot_loads += 1
+        return slot.name
+
+    def _load_with_peft(self, path: Path, name: str, signature: tuple | None) -> str:
+        """peft's own load_adapter (module injection, between steps); keeps the result as a slot."""
+        internal = f"a{next(self._internal_ids)}_{re.sub(r'[^a-zA-Z0-9_]', '_', name)}"
 
         def inject() -> None:
             try:
@@ -322,18 +375,76 @@ class Engine:
                 raise AdapterMismatch(
                     f"Adapter {str(path)!r} does not fit base {self.base_name!r}: {_short(exc)}",
                     fix="Load an adapter trained for this base.") from exc
+            slot = slot_from_adapter(self.model, internal, signature) if signature is not None else None
+            if slot is not None:
+                with self._cond:
+                    self._slots.add(slot, free=False)
 
         self._between_steps(inject)
-        info = AdapterInfo(name=name, path=str(path), internal=internal, config=config, loaded_at=time.time())
+        return internal
+
+    def _prepare_spares(self, signature: tuple) -> None:
+        """Top up the free slots of ``signature`` in a background thread, off the request path."""
         with self._cond:
-            old = self._adapters.get(name)
-            self._adapters[name] = info
-            if old is not None:
-                self._retired.add(old.internal)
-        self.stats.loads += 1
-        log.info("loaded adapter %s from %s in %.3fs", name, path, time.perf_counter() - started)
-        self._collect_retired()
-        return info
+            missing = self._slots.missing_spares(signature)
+            if missing == 0 or signature in self._slots.filling:
+                return
+            template = next((s.name for s in self._slots.slots.values() if s.signature == signature), None)
+            if template is None:
+                return
+            self._slots.filling.add(signature)
+            self._spare_threads = [t for t in self._spare_threads if t.is_alive()]
+            thread = threading.Thread(target=self._make_spares, args=(signature, template, missing),
+                                      name="tunelab-spare-slots", daemon=True)
+            self._spare_threads.append(thread)
+        thread.start()
+
+    def _make_spares(self, signature: tuple, template: str, count: int) -> None:
+        try:
+            for _ in range(count):
+                if self._stopping:
+                    return
+                name = f"slot{next(self._internal_ids)}"
+
+                def create(name=name) -> Slot | None:
+                    config = copy.deepcopy(self.model.peft_config[template])
+                    config.inference_mode = True
+                    self.model.add_adapter(name, config)
+                    self.model.eval()
+                    self._routing.rebuild(self.model)
+                    self.model.base_model._active_adapter = [_IDLE_ADAPTER]
+                    slot = slot_from_adapter(self.model, name, signature)
+                    if slot is None:
+                        self._drop_internal(name)
+                    return slot
+
+                slot = self._between_steps(create)
+                if slot is None:
+                    log.warning("spare slots for adapter %s's shape are not possible", template)
+                    return
+                with self._cond:
+                    self._slots.add(slot, free=True)
+        except Exception:  # the template went away, or peft refused: swaps take peft's path
+            log.exception("could not prepare a spare slot like %s", template)
+        finally:
+            with self._cond:
+                self._slots.filling.discard(signature)
+
+    def wait_for_spares(self, timeout: float = 60.0) -> None:
+        """Block until background slot preparation is done (benchmarks and tests)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._cond:
+                threads = [t for t in self._spare_threads if t.is_alive()]
+            if not threads or time.monotonic() > deadline:
+                return
+            threads[0].join(max(0.0, deadline - time.monotonic()))
+
+    def _release_slot(self, slot: Slot) -> None:
+        with self._cond:
+            kept = self._slots.give_back(slot)
+        if not kept:
+            self._between_steps(lambda: self._drop_internal(slot.name))
 
     def unload_adapter(self, name: str) -> AdapterInfo:
         """Forget ``name``; its weights go once the requests using them have finished."""
@@ -394,7 +505,12 @@ class Engine:
             ready = [n for n in self._retired if self._refcount.get(n, 0) == 0]
             self._retired.difference_update(ready)
         for internal in ready:
-            self._between_steps(lambda internal=internal: self._drop_internal(internal))
+            with self._cond:
+                slot = self._slots.slots.get(internal)
+            if slot is not None:
+                self._release_slot(slot)  # back to the pool: no module changes, no waiting
+            else:
+                self._between_steps(lambda internal=internal: self._drop_internal(internal))
 
     def _between_steps(self, change: Callable[[], Any]) -> Any:
         """Run a change to the model's modules in the scheduler thread, between two steps.
@@ -433,6 +549,8 @@ class Engine:
                 future.set_exception(exc)
 
     def _drop_internal(self, internal: str) -> None:
+        with self._cond:
+            self._slots.slots.pop(internal, None)
         if internal in self.model.peft_config:
             try:
                 self.model.delete_adapter(internal)
@@ -811,6 +929,7 @@ class EngineStats:
     tokens: int = 0
     steps: int = 0
     loads: int = 0
+    slot_loads: int = 0  # loads that copied into a preallocated slot (the fast path)
     max_rows: int = 0
     prefills: deque = field(default_factory=lambda: deque(maxlen=1024))
     step_rows: deque = field(default_factory=lambda: deque(maxlen=4096))

@@ -1,0 +1,150 @@
+"""Preallocated LoRA slots: hot swaps that copy tensors instead of rebuilding modules.
+
+Loading an adapter with peft (``PeftModel.load_adapter``) walks every module of the
+base, wraps the targets and builds new ``lora_A``/``lora_B`` layers: 0.3-0.7 s on the
+135M default base, and it must hold the model between two decode steps. Most adapters
+a server sees share one shape (same target modules, same rank), so the engine keeps
+adapters of a shape it has seen already *injected* as peft adapters ("slots") and
+reuses them (the design of S-LoRA, vLLM and LoRAX): a swap reads the safetensors,
+``copy_``s each tensor into the free slot's parameters, sets each module's scaling
+and flips the public name to the slot. No module is created or removed, so nothing
+waits for the scheduler: a free slot is named by no request, so no forward pass reads
+it while it is filled.
+
+A slot's *signature* is every LoRA tensor's saved key and shape plus the config
+fields that change how the layers compute. An adapter fits a free slot only when the
+signatures are equal, so every tensor of the slot is overwritten: nothing of the
+previous adapter survives. Adapters that change the forward beyond weights and
+scaling (DoRA, LoRA bias, modules_to_save, trainable tokens, ...) never use slots.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Config fields that add modules or change the layer's computation: such adapters take peft's path.
+_UNSLOTTABLE_FIELDS = ("use_dora", "lora_bias", "modules_to_save", "layer_replication",
+                       "trainable_token_indices", "target_parameters", "use_qalora",
+                       "alora_invocation_tokens", "arrow_config")
+_PEFT_PREFIX = "base_model.model."
+
+
+@dataclass
+class Slot:
+    """One injected peft adapter whose tensors can be overwritten by a matching adapter."""
+
+    name: str  # the peft adapter name
+    signature: tuple
+    tensors: dict[str, Any]  # saved key (as in adapter_model.safetensors) -> tensor sharing the parameter
+    layers: list[tuple[str, Any]]  # (module key as peft's patterns see it, LoRA layer)
+
+
+@dataclass
+class SlotPool:
+    """Free and used slots by signature. The engine guards it with its own lock."""
+
+    spare: int = 2  # free slots to keep ready per signature seen
+    max_free: int = 4  # free slots beyond this are deleted
+    slots: dict[str, Slot] = field(default_factory=dict)
+    free: dict[tuple, list[Slot]] = field(default_factory=dict)
+    filling: set = field(default_factory=set)  # signatures whose spares are being prepared
+
+    def take(self, signature: tuple) -> Slot | None:
+        free = self.free.get(signature)
+        return free.pop() if free else None
+
+    def give_back(self, slot: Slot) -> bool:
+        """Return ``slot`` to the pool; False when the pool is full and it should be deleted."""
+        free = self.free.setdefault(slot.signature, [])
+        if len(free) >= self.max_free:
+            self.slots.pop(slot.name, None)
+            return False
+        free.append(slot)
+        return True
+
+    def add(self, slot: Slot, *, free: bool) -> None:
+        self.slots[slot.name] = slot
+        if free:
+            self.free.setdefault(slot.signature, []).append(slot)
+
+    def missing_spares(self, signature: tuple) -> int:
+        return max(0, self.spare - len(self.free.get(signature, [])))
+
+
+def file_signature(path: Path, config: dict) -> tuple | None:
+    """The slot signature of the adapter folder ``path``, or None if it cannot use a slot."""
+    if str(config.get("peft_type", "LORA")).upper() != "LORA":
+        return None
+    if any(config.get(name) for name in _UNSLOTTABLE_FIELDS):
+        return None
+    weights = path / "adapter_model.safetensors"
+    if not weights.is_file():
+        return None
+    from safetensors import safe_open
+
+    with safe_open(str(weights), framework="pt") as fh:
+        shapes = tuple(sorted((key, tuple(fh.get_slice(key).get_shape())) for key in fh.keys()))
+    return (shapes, bool(config.get("fan_in_fan_out", False)))
+
+
+def slot_from_adapter(peft_model, name: str, signature: tuple) -> Slot | None:
+    """Describe the injected peft adapter ``name`` as a slot; None if it does not match ``signature``."""
+    from peft.utils import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(peft_model, adapter_name=name, save_embedding_layers=False)
+    shapes = tuple(sorted((key, tuple(t.shape)) for key, t in state.items()))
+    if shapes != signature[0]:
+        return None
+    layers = []
+    for module_name, module in peft_model.named_modules():
+        scaling = getattr(module, "scaling", None)
+        if isinstance(scaling, dict) and name in scaling:
+            if name in getattr(module, "lora_variant", {}):
+                return None  # DoRA and friends compute more than weights x scaling
+            key = module_name[len(_PEFT_PREFIX):] if module_name.startswith(_PEFT_PREFIX) else module_name
+            layers.append((key, module))
+    # state dict tensors are detached views: writing them must write the parameters themselves
+    pointers = {p.data_ptr() for p in peft_model.parameters()}
+    if not all(t.data_ptr() in pointers for t in state.values()):
+        return None
+    return Slot(name=name, signature=signature, tensors=state, layers=layers)
+
+
+def read_weights(path: Path) -> dict:
+    """The adapter's tensors, read from disk (no lock held: the caller's thread does this)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(path / "adapter_model.safetensors"))
+
+
+def fill(slot: Slot, weights: dict, config: dict) -> None:
+    """Overwrite every tensor of ``slot`` with ``weights`` and set each layer's scaling.
+
+    Scaling follows peft's own rule (rank/alpha patterns matched by module key, rsLoRA
+    divides by the square root of the rank), so a filled slot computes exactly what
+    ``PeftModel.load_adapter`` of the same folder computes.
+    """
+    import torch
+    from peft.utils.other import get_pattern_key
+
+    if set(weights) != set(slot.tensors):
+        raise ValueError("the adapter's tensors do not match the slot's")
+    # inference mode: slots made by the scheduler thread (which runs under it) hold inference tensors
+    with torch.inference_mode():
+        for key, target in slot.tensors.items():
+            target.copy_(weights[key])
+    rank_pattern = config.get("rank_pattern") or {}
+    alpha_pattern = config.get("alpha_pattern") or {}
+    rslora = bool(config.get("use_rslora", False))
+    for key, module in slot.layers:
+        r = rank_pattern.get(get_pattern_key(rank_pattern.keys(), key), config.get("r", 8))
+        alpha = alpha_pattern.get(get_pattern_key(alpha_pattern.keys(), key), config.get("lora_alpha", 8))
+        if module.r.get(slot.name) != r:
+            raise ValueError(f"module {key} has rank {module.r.get(slot.name)} in the slot, the config says {r}")
+        module.lora_alpha[slot.name] = alpha
+        if hasattr(module, "use_rslora"):
+            module.use_rslora[slot.name] = rslora
+        module.scaling[slot.name] = alpha / math.sqrt(r) if rslora else alpha / r
