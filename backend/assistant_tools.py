@@ -108,7 +108,12 @@ def edit_plan(plan: PlanCard, *, name: str | None = None, system_prompt: str | N
         train_update["system_prompt"] = update["system_prompt"]
     if train_update:
         update["train"] = plan.train.model_validate({**plan.train.model_dump(), **train_update})
-    if rank:
+    if rank and plan.equalizer and int(rank) == plan.lora.r:
+        rank = None  # the form echoes the grid's default rank: keep the equalizer's per-cell ranks
+    if rank and plan.equalizer:  # a new uniform rank replaces the equalizer grid
+        update["lora"] = plan.lora.model_validate({"r": int(rank), "alpha": int(rank) * 2, "dropout": plan.lora.dropout})
+        update["equalizer"] = None
+    elif rank:
         update["lora"] = plan.lora.model_validate({**plan.lora.model_dump(), "r": int(rank), "alpha": int(rank) * 2})
     plan = plan.model_copy(update=update)
     if epochs or learning_rate or rank:  # the default run's note follows the edited knobs

@@ -78,6 +78,8 @@ class PlanCard(BaseModel):
     train: TrainSpec = Field(default_factory=TrainSpec)
     sweep: list[SweepConfig] = Field(default_factory=list)
     name: str = "adapter"
+    equalizer: dict | None = Field(None, description="The equalizer grid ``lora`` was compiled from "
+                                   "(backend.equalizer.Grid.model_dump()), saved with each run.")
 
     def render_markdown(self) -> str:
         lines = [

@@ -183,8 +183,11 @@ class Service:
     def train_plan(self, plan: PlanCard, data_dir: str | Path, *, base: str = "default",
                    data_hash: str = "") -> list[int]:
         """Queue every configuration of a plan's sweep; one adapter each."""
-        spec = RunSpec(name=plan.name, base=base, goal=plan.goal, lora=plan.lora, train=plan.train)
+        spec = RunSpec(name=plan.name, base=base, goal=plan.goal, lora=plan.lora, train=plan.train,
+                       equalizer=plan.equalizer)
         variations = [c.variation() for c in plan.sweep if c.variation()]
+        if plan.equalizer:  # a rank variation would leave the grid's per-cell ranks behind
+            variations = [v for v in variations if "r" not in v]
         return self.train_sweep(spec, variations, data_dir, data_hash=data_hash)
 
     def train_sweep(self, spec: RunSpec, variations: list[dict], data_dir: str | Path, *,

@@ -1,5 +1,6 @@
 """Adapters tab: each adapter's goal, data, hyperparameters, loss curve, ratings and
-verdict (from the store and its tunelab.json), use it in the chat, and export it.
+verdict (from the store and its tunelab.json), use it in the chat, and export it; below,
+its strength / blend pad and its proof (ui/shape_panel.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import gradio as gr
 
 from backend.assistant_tools import AssistantTools
 
+from . import shape_panel
 from .common import Ctx, edge, esc, loss_svg, pct
 
 
@@ -63,6 +65,7 @@ def build(ctx: Ctx) -> None:
         merged = gr.Checkbox(False, label="Merged model", elem_id="adapters-export-merged", scale=1)
         export = gr.Button("Export", elem_id="adapters-export", scale=1)
     note = gr.Markdown(elem_id="adapters-note")
+    shape_panel.build(ctx, pick)
 
     def show(name):
         if not name:

@@ -15,7 +15,8 @@ import gradio as gr
 
 from backend.assistant_tools import SessionState
 
-from . import adapters_panel, base_panel, chat_panel, compare_panel, data_panel, plan_panel, playground, train_panel
+from . import (adapters_panel, base_panel, chat_panel, compare_panel, data_panel, equalizer_panel, plan_panel, playground,
+               train_panel)
 from .common import Ctx, edge
 
 CSS = """
@@ -61,6 +62,8 @@ def create_ui(service_factory: Callable) -> gr.Blocks:
                         data_panel.build(ctx)
                     with gr.Tab("Base", id="base", elem_id="tab-base"):
                         base_panel.build(ctx)
+                    with gr.Tab("Equalizer", id="equalizer", elem_id="tab-equalizer") as equalizer_tab:
+                        equalizer_panel.build(ctx, equalizer_tab)
                     with gr.Tab("Train", id="train", elem_id="tab-train"):
                         train_panel.build(ctx)
                     with gr.Tab("Compare", id="compare", elem_id="tab-compare"):

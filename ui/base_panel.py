@@ -8,34 +8,7 @@ import gradio as gr
 
 from backend.assistant_tools import AssistantTools
 
-from .common import Ctx, edge, esc
-
-
-def heatmap_html(data: dict, title: str = "parameters per layer × module") -> str:
-    """A small HTML table heatmap (no plotting library needed): darker = more."""
-    values = [v for row in data["values"] for v in row if v is not None]
-    top = max(values) if values else 1
-    head = "".join(f"<th title='{esc(m)}'>{esc(m.split('.')[-1])}</th>" for m in data["modules"])
-    rows = []
-    for layer, row in zip(data["layers"], data["values"]):
-        cells = []
-        for module, value in zip(data["modules"], row):
-            if value is None:
-                cells.append("<td class='tl-none'>·</td>")
-                continue
-            alpha = 0.12 + 0.88 * (value / top if top else 0)
-            cells.append(f"<td style='background: rgba(234,88,12,{alpha:.2f})' "
-                         f"title='layer {esc(layer)} · {esc(module)}: {value:,}'>{_short(value)}</td>")
-        rows.append(f"<tr><th>{esc(layer)}</th>{''.join(cells)}</tr>")
-    return (f"<div class='tl-heatmap' id='base-heatmap-table'><div class='tl-caption'>{esc(title)}</div>"
-            f"<table><thead><tr><th>layer</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
-
-
-def _short(value: float) -> str:
-    for unit, size in (("M", 1e6), ("k", 1e3)):
-        if value >= size:
-            return f"{value / size:.1f}{unit}"
-    return f"{value:g}"
+from .common import Ctx, edge, esc, heatmap_html
 
 
 def build(ctx: Ctx) -> None:

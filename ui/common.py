@@ -130,6 +130,39 @@ def done_adapters(service) -> list[str]:
     return [row.name for row in service.store.list_adapters(status="done")]
 
 
+def short_number(value: float) -> str:
+    """12345 -> '12.3k', 0.00123 -> '0.00123': short enough for a heatmap cell."""
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.1f}{unit}"
+    return f"{value:.3g}" if isinstance(value, float) else f"{value:g}"
+
+
+def heatmap_html(data: dict, title: str = "parameters per layer × module", *, elem_id: str = "base-heatmap-table",
+                 fmt: Callable[[Any], str] = short_number) -> str:
+    """A small HTML table heatmap (no plotting library needed): darker = more.
+
+    ``data`` is ``{"layers", "modules", "values"}`` (the inspector's, the equalizer
+    grid's or the proof's ΔW heatmap); ``None`` cells are shown as '·'.
+    """
+    values = [v for row in data["values"] for v in row if v is not None]
+    top = max(values) if values else 1
+    head = "".join(f"<th title='{esc(m)}'>{esc(m.split('.')[-1])}</th>" for m in data["modules"])
+    rows = []
+    for layer, row in zip(data["layers"], data["values"]):
+        cells = []
+        for module, value in zip(data["modules"], row):
+            if value is None:
+                cells.append("<td class='tl-none'>·</td>")
+                continue
+            alpha = 0.12 + 0.88 * (value / top if top else 0)
+            cells.append(f"<td style='background: rgba(234,88,12,{alpha:.2f})' "
+                         f"title='layer {esc(layer)} · {esc(module)}: {value:,}'>{esc(fmt(value))}</td>")
+        rows.append(f"<tr><th>{esc(layer)}</th>{''.join(cells)}</tr>")
+    return (f"<div class='tl-heatmap' id='{esc(elem_id)}'><div class='tl-caption'>{esc(title)}</div>"
+            f"<table><thead><tr><th>layer</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+
+
 SERIES_COLORS = {"train": "#ea580c", "eval": "#2563eb"}
 
 

@@ -1,0 +1,149 @@
+"""Shaping and proving a trained adapter, inside the Adapters tab.
+
+* Strength: the picked adapter at 0–2× its update, as a new adapter.
+* Blend pad (the "2-D equalizer"): wa · A + wb · B of two adapters, as a new adapter.
+* Proof: what the picked adapter learned — eval loss / perplexity base vs adapter,
+  exact match (base few-shot vs adapter zero-shot), self-consistency, and the ‖ΔW‖/‖W‖
+  heatmap; the stored proof shows as soon as an adapter is picked, "Evaluate" makes a
+  new one.
+
+New adapters are registered by the service like trained ones, so after the page-wide
+refresh they are in every adapter list (Adapters, Compare, Chat).
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from .common import Ctx, done_adapters, edge, esc, heatmap_html
+
+NO_PROOF = "*No proof stored for this adapter yet: press **Evaluate**.*"
+
+
+# --- pure functions (tested without a browser) --------------------------------------------------------
+
+
+def _num(value, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _share(part: dict) -> str:
+    return f"{part['correct']}/{part['total']} ({part['score']:.0%})"
+
+
+def proof_markdown(proof: dict | None) -> str:
+    """The proof as a small table: each measure for the base and for the adapter."""
+    if not proof:
+        return NO_PROOF
+    ev = proof.get("eval") or {}
+    base, adapter = ev.get("base") or {}, ev.get("adapter") or {}
+    lines = [f"**Proof** for `{esc(proof.get('adapter', '?'))}` — task {esc(proof.get('task', '?'))}, "
+             f"{adapter.get('rows', '?')} held-out rows, {adapter.get('tokens', '?')} answer tokens "
+             f"({esc(proof.get('created_at', ''))}, {proof.get('elapsed_s', '?')} s)",
+             "",
+             "| measure | base | adapter |",
+             "|---|---|---|",
+             f"| eval loss | {_num(base.get('loss'))} | {_num(adapter.get('loss'))} |",
+             f"| perplexity | {_num(base.get('perplexity'), 2)} | {_num(adapter.get('perplexity'), 2)} |"]
+    em = proof.get("exact_match")
+    if em:
+        lines.append(f"| exact match | {_share(em['base_few_shot'])} with {em['k']}-shot prompts "
+                     f"| {_share(em['adapter_zero_shot'])} zero-shot |")
+    sc = proof.get("self_consistency")
+    if sc:
+        lines.append(f"| self-consistency | — | {sc['mean']:.0%} of {sc['n_samples']} samples agree "
+                     f"(temperature {sc['temperature']}) |")
+    change = ev.get("loss_change")
+    if change is not None:
+        verdict = "lower" if change < 0 else "higher"
+        lines += ["", f"The adapter's eval loss is **{abs(change):.4f} {verdict}** than the base's."]
+    dw = proof.get("delta_w") or {}
+    if dw:
+        lines.append(f"Weight change ‖ΔW‖/‖W‖: max {_num(dw.get('max'))}, mean {_num(dw.get('mean'))} "
+                     f"over {dw.get('modules_adapted', '?')} modules.")
+    return "\n".join(lines)
+
+
+def proof_heatmap(proof: dict | None) -> str:
+    dw = (proof or {}).get("delta_w")
+    if not dw:
+        return ""
+    return heatmap_html(dw, "‖ΔW‖ / ‖W‖ per layer × module (· = not adapted)", elem_id="proof-heatmap-table",
+                        fmt=lambda v: f"{v:.2g}")
+
+
+def derived_name(name: str | None) -> str | None:
+    name = (name or "").strip()
+    return name or None
+
+
+# --- the section --------------------------------------------------------------------------------------
+
+
+def build(ctx: Ctx, pick: gr.Dropdown) -> None:
+    """Strength, blend pad and proof for the Adapters tab's ``pick``."""
+    with gr.Accordion("Strength and blend (new adapters)", open=False, elem_id="shape-box"):
+        with gr.Row():
+            strength = gr.Slider(0, 2, value=1, step=0.05, label="Strength (× the picked adapter's update)",
+                                 elem_id="shape-strength", scale=3)
+            strength_name = gr.Textbox(label="New name (optional)", placeholder="NAME-x1p5",
+                                       elem_id="shape-strength-name", scale=2)
+            make_strength = gr.Button("Make adapter at this strength", elem_id="shape-make-strength", scale=1)
+        gr.Markdown("**Blend pad**: wa · A + wb · B — two sliders are the two axes of the pad "
+                    "(1, 0 = A alone; 0.5, 0.5 = halfway; 1, 1 = both at full strength).")
+        with gr.Row():
+            blend_a = gr.Dropdown([], label="Adapter A", elem_id="shape-blend-a")
+            blend_b = gr.Dropdown([], label="Adapter B", elem_id="shape-blend-b")
+        with gr.Row():
+            wa = gr.Slider(0, 2, value=0.5, step=0.05, label="wa (A's weight)", elem_id="shape-wa")
+            wb = gr.Slider(0, 2, value=0.5, step=0.05, label="wb (B's weight)", elem_id="shape-wb")
+        with gr.Row():
+            blend_name = gr.Textbox(label="New name (optional)", placeholder="A-B-blend", elem_id="shape-blend-name",
+                                    scale=3)
+            make_blend = gr.Button("Make blend", elem_id="shape-make-blend", scale=1)
+        shape_note = gr.Markdown(elem_id="shape-note")
+    with gr.Accordion("What it learned (proof)", open=True, elem_id="proof-box"):
+        with gr.Row():
+            samples = gr.Slider(0, 10, value=5, step=1, label="self-consistency samples (classification)",
+                                elem_id="proof-samples", scale=3)
+            evaluate = gr.Button("Evaluate", elem_id="proof-evaluate", scale=1)
+        proof_md = gr.Markdown(NO_PROOF, elem_id="proof-summary")
+        proof_heat = gr.HTML(elem_id="proof-heatmap")
+
+    def stored(name):
+        if not name:
+            return NO_PROOF, ""
+        proof = (ctx.service().adapter(name).get("meta") or {}).get("proof")
+        return proof_markdown(proof), proof_heatmap(proof)
+
+    def run_eval(name, n):
+        if not name:
+            raise gr.Error("Pick an adapter to evaluate.")
+        proof = ctx.service().evaluate(name, n_samples=int(n))
+        return proof_markdown(proof), proof_heatmap(proof)
+
+    def do_strength(name, s, new_name, state):
+        if not name:
+            raise gr.Error("Pick an adapter first (the list at the top of this tab).")
+        made = ctx.service().strength(name, float(s), new_name=derived_name(new_name))
+        state.adapter_names.append(made)
+        return state, f"✅ Made **{esc(made)}**: {esc(name)} at strength {float(s):g}. It is in every adapter list."
+
+    def do_blend(a, b, wa_v, wb_v, new_name, state):
+        if not a or not b:
+            raise gr.Error("Pick two adapters to blend (A and B).")
+        made = ctx.service().blend(a, b, float(wa_v), float(wb_v), new_name=derived_name(new_name))
+        state.adapter_names.append(made)
+        return state, f"✅ Made **{esc(made)}** = {float(wa_v):g} · {esc(a)} + {float(wb_v):g} · {esc(b)}."
+
+    def render(state) -> list:
+        names = done_adapters(ctx.service())
+        return [gr.Dropdown(choices=names), gr.Dropdown(choices=names)]
+
+    ctx.on_refresh(render, [blend_a, blend_b])
+    pick.change(edge(stored), [pick], [proof_md, proof_heat])
+    evaluate.click(edge(run_eval), [pick, samples], [proof_md, proof_heat])
+    ctx.refresh_after(make_strength.click(edge(do_strength), [pick, strength, strength_name, ctx.state],
+                                          [ctx.state, shape_note]))
+    ctx.refresh_after(make_blend.click(edge(do_blend), [blend_a, blend_b, wa, wb, blend_name, ctx.state],
+                                       [ctx.state, shape_note]))
