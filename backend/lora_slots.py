@@ -74,11 +74,36 @@ class SlotPool:
         return max(0, self.spare - len(self.free.get(signature, [])))
 
 
+def plain_config(config: dict) -> bool:
+    """True for LoRA whose layers compute only ``B(A(x)) * scaling``."""
+    return (str(config.get("peft_type", "LORA")).upper() == "LORA"
+            and not any(config.get(name) for name in _UNSLOTTABLE_FIELDS))
+
+
+def batchable(peft_model, name: str, config: dict) -> bool:
+    """True when adapter ``name`` lives only in plain LoRA Linear layers (the engine's batched path)."""
+    from peft.tuners.lora import LoraLayer
+    from peft.tuners.lora.layer import Linear as LoraLinear
+
+    if not plain_config(config):
+        return False
+    for module in peft_model.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        holds = any(name in getattr(module, attr, {}) for attr in
+                    ("lora_A", "lora_embedding_A", "lora_magnitude_vector", "lora_variant"))
+        if not holds:
+            continue
+        if type(module) is not LoraLinear or name not in module.lora_A or name in module.lora_variant:
+            return False
+        if getattr(module, "lora_bias", {}).get(name, False):
+            return False
+    return True
+
+
 def file_signature(path: Path, config: dict) -> tuple | None:
     """The slot signature of the adapter folder ``path``, or None if it cannot use a slot."""
-    if str(config.get("peft_type", "LORA")).upper() != "LORA":
-        return None
-    if any(config.get(name) for name in _UNSLOTTABLE_FIELDS):
+    if not plain_config(config):
         return None
     weights = path / "adapter_model.safetensors"
     if not weights.is_file():
@@ -91,8 +116,14 @@ def file_signature(path: Path, config: dict) -> tuple | None:
 
 
 def slot_from_adapter(peft_model, name: str, signature: tuple) -> Slot | None:
-    """Describe the injected peft adapter ``name`` as a slot; None if it does not match ``signature``."""
+    """Describe the injected peft adapter ``name`` as a slot; None if it does not match ``signature``.
+
+    Only adapters the engine can batch (plain LoRA Linear layers) become slots.
+    """
     from peft.utils import get_peft_model_state_dict
+
+    if not batchable(peft_model, name, {}):
+        return None
 
     state = get_peft_model_state_dict(peft_model, adapter_name=name, save_embedding_layers=False)
     shapes = tuple(sorted((key, tuple(t.shape)) for key, t in state.items()))
