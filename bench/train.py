@@ -183,7 +183,9 @@ def run_baseline(ref, tokenizer, train_rows, lora_kwargs, *, epochs, batch_size,
     seconds = time.perf_counter() - started
     settings = {"gradient_checkpointing": args.gradient_checkpointing, "bf16": args.bf16,
                 "logging_steps": args.logging_steps, "max_length": args.max_length,
-                "train_sampling_strategy": args.train_sampling_strategy, "padding_free": args.padding_free}
+                "train_sampling_strategy": args.train_sampling_strategy, "padding_free": args.padding_free,
+                "note": "plain TRL SFTTrainer with its defaults, except use_cpu=True (no CUDA here) and "
+                        "learning_rate set to ours so that the eval losses compare fairly"}
     return trainer.model, seconds, settings
 
 
@@ -274,7 +276,12 @@ def main(argv: list[str] | None = None) -> dict:
         "peak_fraction": ours_flops / peaks[precision if precision in peaks else "fp32"],
         "ours": {"answer_tokens_per_s": ours_tps, "tokens_per_s": all_tokens / ours_seconds,
                  "train_seconds": ours_seconds, "wall_seconds_incl_eval": m["runtime_s"], "eval_loss": ours_eval,
-                 "trainer_eval_loss": m["eval_loss"], "precision": precision, "model_flops": ours_flops},
+                 "trainer_eval_loss": m["eval_loss"], "precision": precision, "model_flops": ours_flops,
+                 "path": "bf16 frozen base weights + fp32 LoRA under bf16 autocast, LM head on answer positions "
+                         "only (decoder called directly), fast LoRA dropout, no fp32 round trip of LoRA inputs, "
+                         "eager attention, length-grouped batches"
+                         if precision == "bf16" else "fp32, LM head on answer positions only, fast LoRA dropout, "
+                                                     "length-grouped batches"},
         "baseline": {"answer_tokens_per_s": base_tps, "tokens_per_s": all_tokens / base_seconds,
                      "train_seconds": base_seconds, "eval_loss": base_eval, "settings": base_settings},
         "ours_fp32": fp32,

@@ -198,3 +198,95 @@ def test_real_default_base_trains_a_few_steps(settings, tmp_path):
     assert read_meta(out)["status"] == "done"
     assert PeftModel.from_pretrained(load_model(ref), out) is not None
     assert [s["step"] for s in steps if s.get("loss") is not None] == [1, 2]
+
+
+# --- the CPU speed-ups keep the loss what it was -------------------------------------------------
+
+
+def test_fast_dropout_drops_at_rate_p_and_keeps_the_mean():
+    import torch
+
+    from backend.train import fast_dropout_class
+
+    drop = fast_dropout_class()(0.05)
+    x = torch.ones(64, 4096, requires_grad=True)
+    y = drop(x)
+    dropped = float((y.detach() == 0).float().mean())
+    assert 0.045 < dropped < 0.055
+    assert abs(float(y.detach().mean()) - 1.0) < 0.01
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach())  # gradient is the same mask and scale
+    assert torch.equal(drop.eval()(x), x)
+
+
+def _tiny_peft(tiny_llama, dtype):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from backend.bases import load_model
+
+    torch.manual_seed(0)
+    model = get_peft_model(load_model(folder_ref(tiny_llama), dtype=dtype),
+                           LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules="all-linear",
+                                      init_lora_weights=False))
+    return model
+
+
+def _answer_only_loss(model, ids, attention, labels):
+    import torch
+
+    from backend.train import _decoder_of
+
+    hidden = _decoder_of(model)(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state[:, :-1]
+    targets = labels[:, 1:]
+    mask = targets != -100
+    logits = model.get_output_embeddings()(hidden[mask]).float()
+    return torch.nn.functional.cross_entropy(logits, targets[mask])
+
+
+def test_answer_only_head_on_the_decoder_equals_the_full_model_loss(tiny_llama):
+    import torch
+
+    from backend.train import tune_for_device
+
+    model = _tiny_peft(tiny_llama, torch.float32)
+    tune_for_device(model, device="cpu", precision="fp32")
+    assert sum(type(m).__name__ == "FastDropout" for m in model.modules()) > 0
+    model.eval()
+    ids = torch.randint(3, 300, (2, 12), generator=torch.Generator().manual_seed(1))
+    attention = torch.ones_like(ids)
+    attention[1, 9:] = 0
+    labels = ids.clone()
+    labels[:, :6] = -100
+    labels[1, 9:] = -100
+    ours = _answer_only_loss(model, ids, attention, labels)
+    full = model(input_ids=ids, attention_mask=attention, labels=labels).loss
+    assert torch.allclose(ours, full, atol=1e-5), (float(ours), float(full))
+
+
+def test_bf16_base_trains_fp32_lora_only_and_matches_fp32_loss(tiny_llama):
+    import torch
+
+    from backend.train import tune_for_device
+
+    ids = torch.randint(3, 300, (2, 12), generator=torch.Generator().manual_seed(2))
+    attention = torch.ones_like(ids)
+    labels = ids.clone()
+    labels[:, :6] = -100
+    reference = _tiny_peft(tiny_llama, torch.float32).eval()
+    want = float(reference(input_ids=ids, attention_mask=attention, labels=labels).loss)
+
+    model = _tiny_peft(tiny_llama, torch.bfloat16)
+    tune_for_device(model, device="cpu", precision="bf16")
+    trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in n and p.dtype == torch.float32 for n, p in trained.items())
+    assert all(p.dtype == torch.bfloat16 for n, p in model.named_parameters() if not p.requires_grad)
+    model.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = _answer_only_loss(model, ids, attention, labels)
+    assert abs(float(got) - want) / want < 0.03, (float(got), want)
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _answer_only_loss(model, ids, attention, labels).backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trained.values())
+    assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
