@@ -7,8 +7,13 @@ and drives it over HTTP with TuneLab's client.
 1. Hot swap: adapter folder on disk -> first token served with it (load_inplace, then
    a streamed request), p50/p95 over 20 swaps, while two clients keep generating with
    the other adapters; every failed request during the swaps is counted (must be 0).
+   The adapters share one shape, so after the first load the engine swaps by copying
+   into preallocated slots; the bench waits for the background spare slots first
+   (a warm server), and reports how many loads took the slot path.
 2. Comparison: base + 4 adapters on one prompt x 64 new tokens as one mixed batch,
-   against 5 sequential ``generate`` calls that switch adapters with ``set_adapter``.
+   against 5 sequential ``generate`` calls that switch adapters with ``set_adapter``,
+   in the same process with the engine's torch thread count, after a warm-up
+   generation with the base and each adapter, while the server is idle.
 3. Concurrency: 8 clients over 4 adapters at once, against the same 8 requests one
    at a time through the same server.
 
@@ -77,7 +82,7 @@ def bench_swaps(client, adapters: list[Path], swaps: int, failures: list) -> dic
     for w in workers:
         w.start()
     time.sleep(1.0)
-    latencies, loads = [], []
+    latencies, loads, firsts = [], [], []
     for i in range(swaps):
         path = adapters[i % len(adapters)]
         started = time.perf_counter()
@@ -91,16 +96,20 @@ def bench_swaps(client, adapters: list[Path], swaps: int, failures: list) -> dic
             continue
         latencies.append(time.perf_counter() - started)
         loads.append(loaded - started)
+        firsts.append(latencies[-1] - loads[-1])
     stop.set()
     for w in workers:
         w.join(120)
     return {"swap_p50_s": round(statistics.median(latencies), 3),
             "swap_p95_s": round(percentile(latencies, 0.95), 3),
             "swap_load_call_p50_s": round(statistics.median(loads), 3),
+            "swap_load_call_p95_s": round(percentile(loads, 0.95), 3),
+            "swap_first_token_p50_s": round(statistics.median(firsts), 3),
             "swaps": len(latencies), "background_requests_served": served[0]}
 
 
-def bench_compare(client, base_path: str, adapters: list[Path], new_tokens: int, base_name: str) -> dict:
+def bench_compare(client, base_path: str, adapters: list[Path], new_tokens: int, base_name: str,
+                  threads: int) -> dict:
     """One mixed batch over HTTP against 5 sequential generate() calls with set_adapter."""
     import torch
     from peft import PeftModel
@@ -124,8 +133,13 @@ def bench_compare(client, base_path: str, adapters: list[Path], new_tokens: int,
     model.eval()
     ids = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
+    torch.set_num_threads(threads)  # the engine's count (it is process-wide; stated here to be sure)
     with torch.inference_mode():
-        model.generate(**ids, max_new_tokens=4, do_sample=False)  # warm-up
+        with model.disable_adapter():  # warm-up: every path once, untimed
+            model.generate(**ids, max_new_tokens=4, do_sample=False)
+        for i in range(len(adapters)):
+            model.set_adapter(f"cmp{i}")
+            model.generate(**ids, max_new_tokens=4, do_sample=False)
         started = time.perf_counter()
         with model.disable_adapter():
             model.generate(**ids, **kwargs)
@@ -137,6 +151,7 @@ def bench_compare(client, base_path: str, adapters: list[Path], new_tokens: int,
     for i in range(len(adapters)):
         client.unload_adapter(f"cmp{i}")
     return {"compare_batched_s": round(batched, 2), "compare_sequential_s": round(sequential, 2),
+            "compare_sequential_torch_threads": torch.get_num_threads(),
             "compare_speedup": round(sequential / batched, 2)}
 
 
@@ -168,6 +183,8 @@ def main() -> None:
     parser.add_argument("--swaps", type=int, default=20)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--concurrency-tokens", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="engine torch threads (default: the engine's, half the cores)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve.json"))
     args = parser.parse_args()
 
@@ -182,10 +199,11 @@ def main() -> None:
     settings = Settings()
     ref = resolve_base(args.base, settings)
     started = time.perf_counter()
+    load_start = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-serve-") as tmp:
         tmp = Path(tmp)
         adapters = make_adapters(ref.path, tmp / "adapters")
-        engine = Engine.from_base(args.base, settings)
+        engine = Engine.from_base(args.base, settings, threads=args.threads)
         app = create_app(engine, settings=Settings(home=tmp / "home", api_token=TOKEN), restore=False)
         url, stop = start_in_thread(app)
         failures: list[str] = []
@@ -193,11 +211,14 @@ def main() -> None:
             with ServingClient(url, TOKEN) as client:
                 client.load_adapter("bg0", str(adapters[0]))
                 client.load_adapter("bg1", str(adapters[1]))
+                engine.wait_for_spares()  # slots prepared after the first load of this shape
+                slot_loads_before = engine.stats.slot_loads
                 swaps = bench_swaps(client, adapters, args.swaps, failures)
+                swaps["swap_loads_into_slots"] = engine.stats.slot_loads - slot_loads_before
                 client.unload_adapter("bg0")
                 client.unload_adapter("bg1")
                 client.unload_adapter("hot")
-                compare = bench_compare(client, ref.path, adapters, args.new_tokens, ref.name)
+                compare = bench_compare(client, ref.path, adapters, args.new_tokens, ref.name, engine.threads)
                 concurrency = bench_concurrency(client, adapters, args.concurrency_tokens)
         finally:
             stop()
@@ -212,10 +233,16 @@ def main() -> None:
                      "swaps": args.swaps, "compare_new_tokens": args.new_tokens,
                      "concurrency_clients": 8, "concurrency_new_tokens": args.concurrency_tokens,
                      "dtype": "float32", "max_batch": engine.max_batch, "batch_window_s": engine.batch_window_s,
-                     "engine_threads": engine.threads},
+                     "engine_threads": engine.threads,
+                     "compare_baseline": "plain PeftModel + generate(min_new_tokens=max_new_tokens), set_adapter "
+                     "between the 4 adapters and disable_adapter for the base, same process and torch threads "
+                     "as the engine, warmed up on every adapter first, server idle meanwhile",
+                     "spare_slots": engine._slots.spare,
+                     "benchmark_lock": "run under flock /tmp/tunelab-bench.lock (no other benchmark overlaps)"},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                    "load_average_1m": round(os.getloadavg()[0], 2)},
+                    "load_average_start": load_start,
+                    "load_average_end": [round(x, 2) for x in os.getloadavg()]},
         "wall_s": round(time.perf_counter() - started, 1),
     }
     out = Path(args.out)

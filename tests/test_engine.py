@@ -12,7 +12,7 @@ from backend.errors import AdapterMismatch, AdapterNotFound, Overloaded, PromptT
 
 
 def make_lora(base: Path, out: Path, seed: int, *, r: int = 4, alpha: int = 8,
-              targets="all-linear", scale: float = 0.5) -> Path:
+              targets="all-linear", scale: float = 0.5, **config) -> Path:
     """A LoRA adapter for ``base`` with random (non-zero) B, so it changes the outputs."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -21,7 +21,7 @@ def make_lora(base: Path, out: Path, seed: int, *, r: int = 4, alpha: int = 8,
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(base)
     peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=targets,
-                                                  init_lora_weights=False))
+                                                  init_lora_weights=False, **config))
     for name, param in peft_model.named_parameters():
         if "lora_B" in name:
             param.data.normal_(0.0, scale)
@@ -314,3 +314,22 @@ def test_other_shapes_take_peft_path_and_get_their_own_slots(engine, loras, tiny
         reference_tokens(tiny_llama, wide, prompt, 10)[:10]
     engine.wait_for_spares()
     assert engine.load_adapter("r8b", wide).slot  # its own spares were prepared
+
+
+def test_rslora_in_a_slot_and_lora_bias_on_pefts_path_share_a_batch(engine, loras, tiny_llama, tmp_path):
+    """rsLoRA scaling survives the slot copy; a LoRA with bias (not plain LoRA) is served by
+    peft's mixed-batch path; both in one batch with a plain adapter and the base, all exact."""
+    engine.load_adapter("plain", loras[0])
+    engine.wait_for_spares()
+    rs = make_lora(tiny_llama, tmp_path / "rs", seed=21, use_rslora=True)
+    biased = make_lora(tiny_llama, tmp_path / "biased", seed=22, lora_bias=True)
+    assert engine.load_adapter("rs", rs).slot
+    biased_info = engine.load_adapter("biased", biased)
+    assert not biased_info.slot and biased_info.internal in engine._peft_routed
+    prompt = _prompt(engine)
+    models = {None: None, "plain": loras[0], "rs": rs, "biased": biased}
+    handles = {m: engine.submit(prompt, m, _greedy(10)) for m in models}
+    for model, handle in handles.items():
+        done = handle.result()
+        assert done.token_ids == reference_tokens(tiny_llama, models[model], prompt, 10)[: len(done.token_ids)], model
+    assert max(h.batch_rows_max for h in handles.values()) >= 2
