@@ -267,6 +267,8 @@ class Service:
         """One prompt answered by each model (one batch in the engine), optionally blind."""
         if not prompt.strip():
             raise TuneLabError("The comparison prompt is empty.", fix="Type a prompt or pick a probe prompt.")
+        if system_prompt is None:
+            system_prompt = self.shared_system_prompt(models)
         messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
             {"role": "user", "content": prompt}]
         texts = self.client.compare(messages, models, max_tokens=max_tokens)
@@ -278,6 +280,21 @@ class Service:
             label = f"Answer {chr(65 + i)}" if blind else model
             comparison.answers.append(Answer(model=model, label=label, text=texts[model]))
         return comparison
+
+    def shared_system_prompt(self, models: list[str]) -> str | None:
+        """The system prompt the compared adapters were trained with, when they agree.
+
+        An adapter trained behind a system prompt is asked the way it was trained; the
+        base gets the same messages, so the comparison stays like for like.
+        """
+        known = set(self.adapter_names())
+        prompts = set()
+        for model in models:
+            if model in known:
+                meta = adapter_files.read_meta(adapter_path(self.paths.adapters, model))
+                prompts.add(((meta.get("hyperparameters") or {}).get("train") or {}).get("system_prompt") or "")
+        prompts.discard("")
+        return prompts.pop() if len(prompts) == 1 else None
 
     def rate(self, comparison: Comparison, model: str, *, score: int = 0, best: bool = False) -> None:
         answer = next((a for a in comparison.answers if a.model == model), None)

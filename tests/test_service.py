@@ -87,3 +87,20 @@ def test_evaluate_uses_the_held_out_split_and_stores_the_proof(trained):
     assert result["eval"]["adapter"]["loss"] > 0 and result["eval"]["base"]["loss"] > 0
     meta = trained.adapter("wine")["meta"]
     assert "proof" in meta
+
+
+def test_comparison_uses_the_system_prompt_the_adapters_were_trained_with(trained):
+    from backend import adapters as adapter_files
+
+    base = trained.models()[0]
+    assert trained.shared_system_prompt([base, "wine"]) is None  # trained without one
+    folder = trained.paths.adapters / "wine"
+    meta = adapter_files.read_meta(folder)
+    meta["hyperparameters"]["train"]["system_prompt"] = "Answer red or white."
+    adapter_files.write_meta(folder, meta)
+    assert trained.shared_system_prompt([base, "wine"]) == "Answer red or white."
+    trained.strength("wine", 1.0, new_name="wine-copy")
+    other = adapter_files.read_meta(trained.paths.adapters / "wine-copy")
+    other.setdefault("hyperparameters", {}).setdefault("train", {})["system_prompt"] = "Something else."
+    adapter_files.write_meta(trained.paths.adapters / "wine-copy", other)
+    assert trained.shared_system_prompt(["wine", "wine-copy"]) is None  # they disagree: none is imposed

@@ -35,14 +35,28 @@ pytestmark = [
 ]
 
 
+DEFAULT_MODELS = REPO / ".tunelab" / "models"  # where `make test-slow` provisions the default base
+
+
+@pytest.fixture(params=[pytest.param("tiny", id="tiny-base"),
+                        pytest.param("default", id="default-base", marks=pytest.mark.slow)])
+def base_env(request, tiny_llama) -> tuple[str, dict]:
+    """The base `tunelab up` serves: the tiny Llama, or (slow) the real default base taken
+    from the project's model cache (`make test-slow` runs `tunelab bases pull-default`)."""
+    if request.param == "tiny":
+        return str(tiny_llama), {}
+    return "default", {"TUNELAB_MODELS_DIR": str(DEFAULT_MODELS)}
+
+
 @pytest.fixture()
-def tunelab_up(home, tiny_llama, tmp_path):
+def tunelab_up(home, base_env, tmp_path):
     """`python -m backend.app` on free ports; yields the page URL; Ctrl-C (SIGINT) stops it."""
-    env = {**os.environ, "TUNELAB_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    base, extra_env = base_env
+    env = {**os.environ, "TUNELAB_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra_env}
     log_path = tmp_path / "up.log"
     with log_path.open("w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "backend.app", "--port", "0", "--server-port", "0",
-                                 "--base", str(tiny_llama)], cwd=REPO, env=env, stdout=log,
+                                 "--base", base], cwd=REPO, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 120
@@ -80,7 +94,8 @@ def page(tunelab_up):
 
 
 def shot(page, name: str) -> None:
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    prefix = "" if "tiny" in os.environ.get("PYTEST_CURRENT_TEST", "tiny") else "default-base-"
+    page.screenshot(path=str(ARTIFACTS / f"{prefix}{name}.png"), full_page=True)
 
 
 def say(page, text: str) -> None:
@@ -146,7 +161,8 @@ def test_goal_upload_train_compare_rate_mark_and_switch(page, tmp_path):
     if not page.locator("#compare-models input[type=checkbox]").first.is_checked():
         page.locator("#compare-models label", has_text="wine").click()
     page.locator("#compare-run").click()
-    expect(page.locator("#compare-label-0")).to_contain_text("Base")
+    # Generation on the real default base takes seconds on CPU; the tiny one is instant.
+    expect(page.locator("#compare-label-0")).to_contain_text("Base", timeout=180_000)
     expect(page.locator("#compare-label-1")).to_contain_text("wine")
     expect(page.locator("#compare-status")).to_contain_text("Compared on")
     for i in (0, 1):
@@ -177,11 +193,11 @@ def test_goal_upload_train_compare_rate_mark_and_switch(page, tmp_path):
     playground = page.locator("#playground-chat")
     page.locator("#playground-input textarea").fill("Deep ruby colour with notes of cherry and oak.")
     page.locator("#playground-input textarea").press("Enter")
-    expect(playground).to_contain_text("— wine", timeout=60_000)
+    expect(playground).to_contain_text("— wine", timeout=180_000)
     model.locator("label", has_text="Base").click()
     page.locator("#playground-input textarea").fill("And this one?")
     page.locator("#playground-input textarea").press("Enter")
-    expect(playground).to_contain_text("— Base", timeout=60_000)
+    expect(playground).to_contain_text("— Base", timeout=180_000)
     expect(playground).to_contain_text("Deep ruby colour with notes of cherry and oak.")
     expect(playground).to_contain_text("— wine")
     model.locator("label", has_text="wine").click()
