@@ -968,9 +968,11 @@ class _AdapterRouting:
                           torch.cat([module.lora_B[a].weight for a in present], dim=1))
             self._stacks[key] = stacks
         a_stack, b_stack = stacks
-        masks = per_pass.get(present)
+        # layers share masks when their adapters' ranks and scalings agree (rank/alpha patterns may differ)
+        layout = tuple((module.lora_A[a].weight.shape[0], module.scaling[a]) for a in present)
+        masks = per_pass.get((present, layout))
         if masks is None:
-            masks = per_pass[present] = self._row_masks(module, names, present, a_stack)
+            masks = per_pass[(present, layout)] = self._row_masks(module, names, present, a_stack)
         one_hot, scale = masks
         x = x.to(a_stack.dtype)
         delta = (x @ a_stack.t()) * one_hot

@@ -317,19 +317,22 @@ def test_other_shapes_take_peft_path_and_get_their_own_slots(engine, loras, tiny
 
 
 def test_rslora_in_a_slot_and_lora_bias_on_pefts_path_share_a_batch(engine, loras, tiny_llama, tmp_path):
-    """rsLoRA scaling survives the slot copy; a LoRA with bias (not plain LoRA) is served by
+    """rsLoRA and per-module alpha survive the slot copy and the mixed batch; a LoRA with bias (not plain LoRA) is served by
     peft's mixed-batch path; both in one batch with a plain adapter and the base, all exact."""
     engine.load_adapter("plain", loras[0])
     engine.wait_for_spares()
-    rs = make_lora(tiny_llama, tmp_path / "rs", seed=21, use_rslora=True)
+    rs = make_lora(tiny_llama, tmp_path / "rs", seed=21, use_rslora=True, alpha_pattern={"q_proj": 32})
     biased = make_lora(tiny_llama, tmp_path / "biased", seed=22, lora_bias=True)
     assert engine.load_adapter("rs", rs).slot
     biased_info = engine.load_adapter("biased", biased)
     assert not biased_info.slot and biased_info.internal in engine._peft_routed
     prompt = _prompt(engine)
-    models = {None: None, "plain": loras[0], "rs": rs, "biased": biased}
-    handles = {m: engine.submit(prompt, m, _greedy(10)) for m in models}
-    for model, handle in handles.items():
-        done = handle.result()
-        assert done.token_ids == reference_tokens(tiny_llama, models[model], prompt, 10)[: len(done.token_ids)], model
-    assert max(h.batch_rows_max for h in handles.values()) >= 2
+    paths = {None: None, "plain": loras[0], "rs": rs, "biased": biased}
+    expected = {m: reference_tokens(tiny_llama, p, prompt, 10) for m, p in paths.items()}
+    # plain adapters only: the stacked path; with the biased one: peft's path for the whole batch
+    for models in ([None, "plain", "rs"], [None, "plain", "rs", "biased"]):
+        handles = {m: engine.submit(prompt, m, _greedy(10)) for m in models}
+        for model, handle in handles.items():
+            done = handle.result()
+            assert done.token_ids == expected[model][: len(done.token_ids)], (models, model)
+        assert max(h.batch_rows_max for h in handles.values()) >= 2
