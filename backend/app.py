@@ -88,6 +88,12 @@ def start(settings: Settings | None = None, *, host: str | None = None, port: in
         settings = settings.model_copy(update=update)
         service = Service(settings)
         stops.append(service.close)
+        try:
+            loaded = service.sync_endpoint()  # adapters trained while no endpoint was up
+            if loaded:
+                log.info("Loaded %d adapter(s) into the endpoint: %s", len(loaded), ", ".join(loaded))
+        except Exception as exc:  # an external endpoint may be down; the page still starts and says so
+            log.warning("Could not sync adapters into %s: %s", server_url, exc)
         if run_jobs:
             service.runner.start()  # recover() first, then the background thread
             stops.append(lambda: service.runner.stop())

@@ -8,6 +8,7 @@ JSON-able data (or pydantic models) and raise the typed errors of backend/errors
 
 from __future__ import annotations
 
+import logging
 import random
 import shutil
 import uuid
@@ -23,6 +24,8 @@ from .plan import PlanCard, make_plan
 from .ratings import BASE, tallies
 from .settings import Settings
 from .store import VERDICTS, Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -89,6 +92,22 @@ class Service:
             self.client.load_adapter(name, str(path), inplace=True)
         except Exception as exc:  # the endpoint may be down; the adapter is safe on disk
             self.store.upsert_adapter(name, error=f"Trained, but not loaded into the endpoint: {exc}")
+
+    def sync_endpoint(self) -> list[str]:
+        """Load every finished adapter the endpoint does not serve yet (e.g. trained by the
+        CLI while no endpoint was up); returns the names loaded. Called by ``tunelab up``."""
+        served = set(self.client.adapters())
+        loaded = []
+        for row in self.store.list_adapters(status="done"):
+            folder = adapter_path(self.paths.adapters, row.name)
+            if row.name in served or not adapter_files.is_complete(folder):
+                continue
+            try:
+                self.client.load_adapter(row.name, str(folder))
+                loaded.append(row.name)
+            except TuneLabError as exc:  # e.g. trained for another base: say so, keep going
+                self.store.upsert_adapter(row.name, error=f"Not loaded into the endpoint: {exc}")
+        return loaded
 
     # goal and plan ----------------------------------------------------------------------
     def plan(self, goal: str, *, n_examples: int = 0, name: str | None = None, max_runs: int = 3) -> PlanCard:
@@ -235,8 +254,10 @@ class Service:
         folder = adapter_path(self.paths.adapters, name)
         try:
             self.client.unload_adapter(name)
-        except Exception:  # not loaded, or endpoint down: the files go either way
-            pass
+        except AdapterNotFound:
+            pass  # it was not loaded: nothing to unload
+        except Exception as exc:  # endpoint down: the files go either way; it will not restore them
+            log.warning("Could not unload %s from %s: %s", name, self.server_url(), exc)
         if folder.is_dir():
             shutil.rmtree(folder)
         self.store.delete_adapter(name)

@@ -104,3 +104,11 @@ def test_comparison_uses_the_system_prompt_the_adapters_were_trained_with(traine
     other.setdefault("hyperparameters", {}).setdefault("train", {})["system_prompt"] = "Something else."
     adapter_files.write_meta(trained.paths.adapters / "wine-copy", other)
     assert trained.shared_system_prompt(["wine", "wine-copy"]) is None  # they disagree: none is imposed
+
+
+def test_sync_endpoint_loads_finished_adapters_it_does_not_serve(trained):
+    trained.client.unload_adapter("wine")  # as if trained by the CLI with no endpoint up
+    assert "wine" not in trained.models()
+    assert trained.sync_endpoint() == ["wine"]
+    assert "wine" in trained.models()
+    assert trained.sync_endpoint() == []  # nothing left to load
