@@ -335,13 +335,14 @@ def adapters_blend(a: str, b: str, wa: float = typer.Option(0.5), wb: float = ty
 @app.command("serve")
 def serve(base: Optional[str] = typer.Option(None, help="default, hub id, folder or .gguf"),
           host: Optional[str] = typer.Option(None, help="Bind address (default 127.0.0.1)."),
-          port: Optional[int] = typer.Option(None, help="Port (default 8000).")) -> None:
+          port: Optional[int] = typer.Option(None, help="Port (default 8000)."),
+          threads: Optional[int] = typer.Option(None, help="CPU threads for serving (default: every core).")) -> None:
     """Start the serving endpoint (OpenAI + TGI protocols, runtime LoRA loading)."""
     from .server import serve as run_server
     from .settings import Settings
 
     try:
-        run_server(Settings(), base=base, host=host, port=port)
+        run_server(Settings(), base=base, host=host, port=port, threads=threads)
     except TuneLabError as exc:
         _fail(exc)
 

@@ -628,12 +628,20 @@ def create_app(engine=None, *, settings: Settings | None = None, base: str | Non
 
 
 def serve(settings: Settings | None = None, base: str | None = None, host: str | None = None,
-          port: int | None = None, **app_options) -> None:
-    """Run the serving endpoint in the foreground (``tunelab serve``); binds 127.0.0.1 by default."""
+          port: int | None = None, threads: int | None = None, **app_options) -> None:
+    """Run the serving endpoint in the foreground (``tunelab serve``); binds 127.0.0.1 by default.
+
+    Alone, the endpoint has the machine to itself, so it serves with every core unless
+    ``threads`` says otherwise (``tunelab up`` keeps the engine's default of half the
+    cores, leaving the rest to training runs beside it).
+    """
+    import os
+
     import uvicorn
 
     settings = settings or Settings()
-    app = create_app(settings=settings, base=base, **app_options)
+    engine_options = {"threads": threads or os.cpu_count() or 1, **(app_options.pop("engine_options", None) or {})}
+    app = create_app(settings=settings, base=base, engine_options=engine_options, **app_options)
     uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level="info",
                 timeout_graceful_shutdown=5)
 

@@ -183,8 +183,8 @@ def main() -> None:
     parser.add_argument("--swaps", type=int, default=20)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--concurrency-tokens", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="engine torch threads (default: the engine's, half the cores)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="engine torch threads (default: every core, as `tunelab serve` uses)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve.json"))
     args = parser.parse_args()
 
