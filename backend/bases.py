@@ -22,13 +22,13 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from .atomic import staged_folder
 from .errors import BaseModelError
 from .settings import Paths, Settings
 
@@ -249,18 +249,10 @@ def _convert_gguf(gguf: Path, folder: Path, name: str | None) -> Path:
         plain = AutoModelForCausalLM.from_config(config)
     plain.load_state_dict(quantized.state_dict(), assign=True)
     plain.tie_weights()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=folder.parent))
-    try:
+    with staged_folder(folder) as tmp:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / _MARKER).write_text(json.dumps({"source": str(gguf), "name": name or gguf.stem}, indent=2))
-        if folder.exists():
-            shutil.rmtree(folder)
-        tmp.rename(folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 

@@ -21,12 +21,11 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 from .adapters import CONFIG_FILE, WEIGHTS_FILE, read_meta, read_peft_config, write_meta
+from .atomic import staged_folder
 from .errors import AdapterMismatch, ConfigError
 
 MAX_STRENGTH = 2.0
@@ -201,16 +200,8 @@ def _write(dst: Path, config: dict, tensors: dict, meta: dict, overwrite: bool) 
 
     if dst.exists() and not overwrite:
         raise ConfigError(f"{dst} already exists.", fix="Pick another name, or allow overwriting.")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
-    try:
+    with staged_folder(dst) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
         write_meta(tmp, meta)
-        if dst.exists():
-            shutil.rmtree(dst)
-        tmp.rename(dst)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return dst

@@ -26,13 +26,12 @@ import hashlib
 import json
 import math
 import random
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .atomic import staged_folder
 from .data_formats import (
     DUPLICATE,
     NO_EXAMPLES,
@@ -448,21 +447,10 @@ def import_files(paths: list[Path], uploads_dir: Path, **check_kwargs) -> Import
     final = uploads_dir / report.content_hash[:12]
     if _same_import(final, report):
         return ImportResult(final, report)
-    tmp = Path(tempfile.mkdtemp(prefix=".import-", dir=uploads_dir))
-    try:
+    with staged_folder(final) as tmp:
         _write_jsonl(tmp / TRAIN_FILE, report.train)
         _write_jsonl(tmp / EVAL_FILE, report.eval)
         (tmp / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=".replaced-", dir=uploads_dir))
-            final.rename(old / final.name)
-            tmp.rename(final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return ImportResult(final, report)
 
 

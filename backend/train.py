@@ -52,13 +52,13 @@ import json
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .adapters import ADAPTER_FILES, CONFIG_FILE, WEIGHTS_FILE, is_complete, write_meta
+from .atomic import staged_folder
 from .bases import BaseRef, load_model, load_tokenizer
 from .errors import ConfigError, DataError, JobError
 from .hparams import RunSpec
@@ -672,8 +672,7 @@ def write_adapter_folder(peft_model, out_dir: Path, meta: dict, *, overwrite: bo
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     check_target(out_dir, overwrite)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
+    with staged_folder(out_dir) as tmp:
         peft_model.save_pretrained(str(tmp), safe_serialization=True)
         for extra in tmp.iterdir():  # peft adds a README.md model card; the contract is three files
             if extra.name not in (CONFIG_FILE, WEIGHTS_FILE):
@@ -682,14 +681,4 @@ def write_adapter_folder(peft_model, out_dir: Path, meta: dict, *, overwrite: bo
         written = sorted(p.name for p in tmp.iterdir())
         if written != sorted(ADAPTER_FILES):
             raise JobError(f"peft wrote {written} instead of the adapter files {sorted(ADAPTER_FILES)}.")
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            out_dir.rename(old)
-            tmp.rename(out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir

@@ -1,0 +1,37 @@
+"""Published folders are swapped in whole: a failure leaves the old one, and no leftovers."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.atomic import staged_folder
+
+
+def test_success_replaces_the_old_folder_whole(tmp_path):
+    final = tmp_path / "wine"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    with staged_folder(final) as tmp:
+        (tmp / "new.txt").write_text("new")
+        assert not (final / "new.txt").exists()  # nothing visible until the block ends
+    assert sorted(p.name for p in final.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wine"]
+
+
+def test_failure_leaves_the_old_folder_and_no_temporary_files(tmp_path):
+    final = tmp_path / "wine"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with staged_folder(final) as tmp:
+            (tmp / "half.txt").write_text("half")
+            raise RuntimeError("crash while writing")
+    assert sorted(p.name for p in final.iterdir()) == ["old.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["wine"]
+
+
+def test_first_write_creates_the_folder(tmp_path):
+    final = tmp_path / "sub" / "new"
+    with staged_folder(final) as tmp:
+        (tmp / "a").write_text("a")
+    assert (final / "a").read_text() == "a"
