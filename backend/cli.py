@@ -195,7 +195,7 @@ def _run_and_follow(service, job_ids: list[int]) -> None:
                     if p.get("eval_loss") is not None:
                         info += f" eval {p['eval_loss']:.3f}"
                     if p.get("tokens_per_s"):
-                        info += f" {p['tokens_per_s']:.0f} tok/s"
+                        info += f" {p['tokens_per_s']:.0f} answer tok/s"
                     bar.update(task, description=f"{p['adapter']}", completed=p.get("step") or 0,
                                total=p.get("total_steps") or None, info=info)
                     if p["status"] in ("queued", "running"):
