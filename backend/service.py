@@ -232,15 +232,19 @@ class Service:
         return [row.name for row in self.store.list_adapters()]
 
     def adapters(self) -> list[dict]:
-        return [self.adapter(row.name) for row in self.store.list_adapters()]
+        counted = tallies(self.store.ratings())  # once for the whole list, not once per adapter
+        return [self._describe(row, counted) for row in self.store.list_adapters()]
 
     def adapter(self, name: str) -> dict:
         row = self.store.get_adapter(name)
         if row is None:
             raise AdapterNotFound(name, self.adapter_names())
-        folder = adapter_path(self.paths.adapters, name)
+        return self._describe(row, tallies(self.store.ratings()))  # win rates need the base rows too
+
+    def _describe(self, row, counted: dict) -> dict:
+        folder = adapter_path(self.paths.adapters, row.name)
         meta = adapter_files.read_meta(folder)
-        rating = tallies(self.store.ratings()).get(name)
+        rating = counted.get(row.name)
         return {
             "name": row.name, "base": row.base, "status": row.status, "goal": row.goal,
             "verdict": row.verdict, "error": row.error, "job_id": row.job_id,
