@@ -78,6 +78,11 @@ def edge(fn: Callable) -> Callable:
 
     The page never shows a traceback; unexpected errors are logged with theirs.
     """
+    def page_error(exc: Exception) -> gr.Error:
+        if not isinstance(exc, TuneLabError):
+            log.exception("handler %s failed", fn.__name__)
+        return gr.Error(_message(exc))
+
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def stream(*args, **kwargs):
@@ -86,9 +91,7 @@ def edge(fn: Callable) -> Callable:
             except gr.Error:
                 raise
             except Exception as exc:
-                if not isinstance(exc, TuneLabError):
-                    log.exception("handler %s failed", fn.__name__)
-                raise gr.Error(_message(exc)) from None
+                raise page_error(exc) from None
 
         return stream
 
@@ -99,9 +102,7 @@ def edge(fn: Callable) -> Callable:
         except gr.Error:
             raise
         except Exception as exc:
-            if not isinstance(exc, TuneLabError):
-                log.exception("handler %s failed", fn.__name__)
-            raise gr.Error(_message(exc)) from None
+            raise page_error(exc) from None
 
     return call
 
