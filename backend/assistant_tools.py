@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import DataError, TuneLabError
+from .jobs import loss_parts
 from .plan import PlanCard, sweep_for
 
 logger = logging.getLogger(__name__)
@@ -492,10 +493,7 @@ def describe_job(p: dict) -> str:
     parts = [f"- job {p.get('job_id', p.get('id', '?'))} {p.get('adapter', '')}: {p.get('status')}"]
     if p.get("total_steps"):
         parts.append(f"step {p.get('step') or 0}/{p['total_steps']}")
-    if p.get("loss") is not None:
-        parts.append(f"loss {p['loss']:.3f}")
-    if p.get("eval_loss") is not None:
-        parts.append(f"eval {p['eval_loss']:.3f}")
+    parts += loss_parts(p)
     if p.get("error"):
         parts.append(f"error: {p['error']}")
     return ", ".join(parts)

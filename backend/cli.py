@@ -177,6 +177,8 @@ def _run_and_follow(service, job_ids: list[int]) -> None:
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from .jobs import loss_parts
+
     runner = service.runner
     worker = threading.Thread(target=runner.run_pending, daemon=True)
     worker.start()
@@ -189,11 +191,7 @@ def _run_and_follow(service, job_ids: list[int]) -> None:
                 done = True
                 for jid, task in tasks.items():
                     p = service.progress(jid)
-                    info = p["status"]
-                    if p.get("loss") is not None:
-                        info += f" loss {p['loss']:.3f}"
-                    if p.get("eval_loss") is not None:
-                        info += f" eval {p['eval_loss']:.3f}"
+                    info = " ".join([p["status"], *loss_parts(p)])
                     if p.get("tokens_per_s"):
                         info += f" {p['tokens_per_s']:.0f} answer tok/s"
                     bar.update(task, description=f"{p['adapter']}", completed=p.get("step") or 0,

@@ -156,6 +156,17 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(text[-lines:])
 
 
+def loss_parts(progress: dict) -> list[str]:
+    """``["loss 1.234", "eval 1.301"]`` from a progress snapshot: the one wording of the
+    losses for the CLI, the page and the assistant."""
+    parts = []
+    if progress.get("loss") is not None:
+        parts.append(f"loss {progress['loss']:.3f}")
+    if progress.get("eval_loss") is not None:
+        parts.append(f"eval {progress['eval_loss']:.3f}")
+    return parts
+
+
 def event_dict(row) -> dict[str, Any]:
     return {"id": row.id, "at": row.at.isoformat() if row.at else None, "kind": row.kind, "step": row.step,
             "total_steps": row.total_steps, "loss": row.loss, "eval_loss": row.eval_loss,

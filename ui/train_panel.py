@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import gradio as gr
 
+from backend.jobs import loss_parts
+
 from .common import Ctx, edge, esc, loss_svg
 
 POLL_S = 2.0
@@ -30,10 +32,7 @@ def runs_html(rows: list[dict]) -> str:
         total, step = p.get("total_steps") or 0, p.get("step") or 0
         fraction = 1.0 if p["status"] == "done" else (step / total if total else 0.0)
         details = [f"step {step}/{total}" if total else ""]
-        if p.get("loss") is not None:
-            details.append(f"loss {p['loss']:.3f}")
-        if p.get("eval_loss") is not None:
-            details.append(f"eval {p['eval_loss']:.3f}")
+        details += loss_parts(p)
         if p.get("tokens_per_s"):
             details.append(f"{p['tokens_per_s']:.0f} tok/s")
         if p["status"] == "running":
