@@ -279,7 +279,8 @@ class Engine:
         ref = resolve_base(spec, settings)
         tokenizer = load_tokenizer(ref, plain_template=True, trust_remote_code=settings.trust_remote_code)
         tokenizer.padding_side = "left"
-        model = load_model(ref, trust_remote_code=settings.trust_remote_code)
+        dtype = serving_dtype(getattr(settings, "serve_dtype", "auto"))
+        model = load_model(ref, dtype=dtype, trust_remote_code=settings.trust_remote_code)
         return cls(model, tokenizer, base_name=ref.name, base_path=ref.path, **kwargs)
 
     def start(self) -> "Engine":
@@ -955,7 +956,8 @@ class _AdapterRouting:
             name = present[0]
             lora_a, lora_b = module.lora_A[name], module.lora_B[name]
             x = x.to(lora_a.weight.dtype)
-            return output + (lora_b(lora_a(x)) * module.scaling[name]).to(output.dtype)
+            # summed in the adapter's dtype and rounded once, as peft does (bf16 base, fp32 LoRA)
+            return (output + lora_b(lora_a(x)) * module.scaling[name]).to(output.dtype)
         key = (id(module), present)
         stacks = self._stacks.get(key)
         if stacks is None:
@@ -976,7 +978,7 @@ class _AdapterRouting:
         one_hot, scale = masks
         x = x.to(a_stack.dtype)
         delta = (x @ a_stack.t()) * one_hot
-        return output + ((delta @ b_stack.t()) * scale).to(output.dtype)
+        return (output + (delta @ b_stack.t()) * scale).to(output.dtype)
 
     @staticmethod
     def _row_masks(module, names, present, a_stack):
@@ -1060,6 +1062,29 @@ def _partial_stop(text: str, stops: list[str]) -> int:
                 best = max(best, n)
                 break
     return best
+
+
+def serving_dtype(name: str):
+    """The torch dtype the endpoint holds its base in. 'auto' is bf16 where the hardware
+    has bf16 arithmetic: a decode step reads every weight once, so half the bytes is
+    close to half the time (SmolLM2-135M on 2 EPYC cores with AVX512-BF16: a 42-token
+    prefill 170 -> 80-106 ms, a 3-row decode step 140 -> 50-61 ms), and the first token
+    after a hot swap waits for one such step plus its own prefill."""
+    import torch
+
+    from .errors import ConfigError
+
+    choices = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    if name in choices:
+        return choices[name]
+    if name != "auto":
+        raise ConfigError(f"Unknown serving dtype {name!r}.", fix="Set TUNELAB_SERVE_DTYPE to auto, bf16 or fp32.")
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+    try:
+        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
+    except (AttributeError, RuntimeError):
+        return torch.float32
 
 
 def _names_match(trained_on: str, base_name: str, base_path: str) -> bool:

@@ -67,6 +67,12 @@ class Settings(BaseSettings):
         description="Model cache (converted default base, GGUF conversions). Default: <home>/.tunelab/models. "
         "Set it to share one cache between homes, e.g. in the Docker image.",
     )
+    serve_dtype: str = Field(
+        default="auto",
+        description="Weights dtype of the serving endpoint's base: 'auto' (bf16 where the CPU has bf16 "
+        "units or the GPU supports it, else fp32), 'bf16' or 'fp32'. Greedy output equals plain peft "
+        "loaded in the same dtype.",
+    )
     trust_remote_code: bool = Field(
         default=False,
         description="Allow bases whose architecture needs trust_remote_code (runs their code).",

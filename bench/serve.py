@@ -109,7 +109,7 @@ def bench_swaps(client, adapters: list[Path], swaps: int, failures: list) -> dic
 
 
 def bench_compare(client, base_path: str, adapters: list[Path], new_tokens: int, base_name: str,
-                  threads: int) -> dict:
+                  threads: int, dtype) -> dict:
     """One mixed batch over HTTP against 5 sequential generate() calls with set_adapter."""
     import torch
     from peft import PeftModel
@@ -126,7 +126,7 @@ def bench_compare(client, base_path: str, adapters: list[Path], new_tokens: int,
     assert len(answers) == len(models)
 
     tokenizer = AutoTokenizer.from_pretrained(base_path)
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path), str(adapters[0]),
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype), str(adapters[0]),
                                       adapter_name="cmp0")
     for i, path in enumerate(adapters[1:], start=1):
         model.load_adapter(str(path), adapter_name=f"cmp{i}")
@@ -218,7 +218,8 @@ def main() -> None:
                 client.unload_adapter("bg0")
                 client.unload_adapter("bg1")
                 client.unload_adapter("hot")
-                compare = bench_compare(client, ref.path, adapters, args.new_tokens, ref.name, engine.threads)
+                compare = bench_compare(client, ref.path, adapters, args.new_tokens, ref.name, engine.threads,
+                                        engine.model.get_base_model().dtype)
                 concurrency = bench_concurrency(client, adapters, args.concurrency_tokens)
         finally:
             stop()
@@ -232,7 +233,8 @@ def main() -> None:
         "settings": {"base": ref.name, "base_path": ref.path, "adapters": "4 random LoRA, all-linear, r 8",
                      "swaps": args.swaps, "compare_new_tokens": args.new_tokens,
                      "concurrency_clients": 8, "concurrency_new_tokens": args.concurrency_tokens,
-                     "dtype": "float32", "max_batch": engine.max_batch, "batch_window_s": engine.batch_window_s,
+                     "dtype": str(engine.model.get_base_model().dtype).replace("torch.", ""),
+                     "max_batch": engine.max_batch, "batch_window_s": engine.batch_window_s,
                      "engine_threads": engine.threads,
                      "compare_baseline": "plain PeftModel + generate(min_new_tokens=max_new_tokens), set_adapter "
                      "between the 4 adapters and disable_adapter for the base, same process and torch threads "

@@ -29,13 +29,13 @@ def make_lora(base: Path, out: Path, seed: int, *, r: int = 4, alpha: int = 8,
     return Path(out)
 
 
-def reference_tokens(base: Path, adapter: Path | None, prompt_ids: list[int], n: int) -> list[int]:
+def reference_tokens(base: Path, adapter: Path | None, prompt_ids: list[int], n: int, dtype=None) -> list[int]:
     """Greedy tokens from plain ``PeftModel.from_pretrained`` + ``generate``."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype or torch.float32)
     if adapter is not None:
         model = PeftModel.from_pretrained(model, adapter)
     model.eval()
@@ -44,14 +44,15 @@ def reference_tokens(base: Path, adapter: Path | None, prompt_ids: list[int], n:
     return out[0, len(prompt_ids):].tolist()
 
 
-def make_engine(base: Path, **kwargs):
+def make_engine(base: Path, dtype=None, **kwargs):
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from backend.engine import Engine
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(base)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype or torch.float32)
     return Engine(model, tokenizer, base_name="tiny-llama", base_path=str(base), **kwargs).start()
 
 
@@ -108,6 +109,43 @@ def test_mixed_batch_matches_plain_peft_greedy(engine, loras, tiny_llama):
         outputs[(tuple(prompt), model)] = completion.token_ids
     # the adapters really change the answer
     assert len({tuple(v) for k, v in outputs.items() if k[0] == tuple(prompts[0])}) > 1
+
+
+def test_bf16_base_matches_plain_peft_in_bf16(loras, tiny_llama):
+    """The endpoint's default dtype on bf16 hardware: the same greedy tokens as plain
+    peft loaded in bf16, for the base and each adapter, alone and in one mixed batch."""
+    import torch
+
+    engine = make_engine(tiny_llama, dtype=torch.bfloat16)
+    try:
+        for i, path in enumerate(loras):
+            engine.load_adapter(f"l{i}", path)
+        prompt = _prompt(engine)
+        models = [None, "l0", "l1", "l2"]
+        expected = {m: reference_tokens(tiny_llama, None if m is None else loras[int(m[1])], prompt, 10,
+                                        dtype=torch.bfloat16) for m in models}
+        alone = {m: engine.submit(prompt, m, _greedy(10)).result().token_ids for m in models}
+        handles = {m: engine.submit(prompt, m, _greedy(10)) for m in models}
+        together = {m: h.result() for m, h in handles.items()}
+    finally:
+        engine.stop()
+    for m in models:
+        assert alone[m] == expected[m][: len(alone[m])], m
+        assert together[m].token_ids == expected[m][: len(together[m].token_ids)], m
+    assert max(c.batch_rows_max for c in together.values()) == len(models)
+    assert len({tuple(v) for v in alone.values()}) > 1
+
+
+def test_serving_dtype_choices():
+    import torch
+
+    from backend.engine import serving_dtype
+    from backend.errors import ConfigError
+
+    assert serving_dtype("fp32") is torch.float32 and serving_dtype("bf16") is torch.bfloat16
+    assert serving_dtype("auto") in (torch.float32, torch.bfloat16)
+    with pytest.raises(ConfigError, match="fp16"):
+        serving_dtype("fp16")
 
 
 def test_late_request_joins_running_batch_with_exact_tokens(engine, loras, tiny_llama):
