@@ -251,6 +251,7 @@ class Engine:
         self._special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
         self._can_join = _plain_dynamic_cache(model.config)  # newcomers may join a running batch
         self._accepts_logits_to_keep = _accepts(self.model.get_base_model(), "logits_to_keep")
+        self._decoder = _plain_decoder(self.model.get_base_model())
 
         self._model_lock = threading.RLock()  # forward passes and adapter (un)loads
         self._cond = threading.Condition()  # guards the pending queue and the adapter table
@@ -730,6 +731,7 @@ class Engine:
         self._choose(batch, logits)
 
     def _forward(self, input_ids, mask, cache, adapter_names, *, prefill: bool):
+        torch = self._torch
         position_ids = mask.long().cumsum(-1) - 1
         position_ids.masked_fill_(mask == 0, 1)
         position_ids = position_ids[:, -input_ids.shape[1]:]
@@ -743,6 +745,13 @@ class Engine:
         self.stats.step_rows.append(rows)
         names = kwargs.pop("adapter_names")
         with self._routing.rows(names, batched=not self._peft_routed.intersection(names)):
+            head = self.model.get_base_model().get_output_embeddings()
+            if self._decoder is not None and type(head) is torch.nn.Linear:  # not wrapped by an adapter
+                # the head on a 2-D (rows x hidden) input: on a (rows x 1 x hidden) one,
+                # bf16 matmul on CPU copies the whole vocabulary x hidden head every call
+                kwargs.pop("logits_to_keep", None)
+                hidden = self._decoder(**kwargs).last_hidden_state[:, -1, :]
+                return head(hidden).float()
             out = self.model.get_base_model()(**kwargs)
         return out.logits[:, -1, :].float()
 
@@ -1157,6 +1166,21 @@ def _eos_ids(model, tokenizer) -> set[int]:
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids
+
+
+def _plain_decoder(model):
+    """The decoder of a causal LM whose logits are just ``head(last hidden)``, or None
+    when the model scales or caps its logits (the full model then runs)."""
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    if any(getattr(config, key, None) for key in ("final_logit_softcapping", "logit_scale", "logits_scaling",
+                                                   "output_multiplier")):
+        return None
+    get = getattr(model, "get_decoder", None)
+    try:
+        decoder = get() if get is not None else None
+    except (AttributeError, NotImplementedError, ValueError):
+        return None
+    return None if decoder is None or decoder is model else decoder
 
 
 def _accepts(model, argument: str) -> bool:

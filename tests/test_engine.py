@@ -374,3 +374,16 @@ def test_rslora_in_a_slot_and_lora_bias_on_pefts_path_share_a_batch(engine, lora
             done = handle.result()
             assert done.token_ids == expected[model][: len(done.token_ids)], (models, model)
         assert max(h.batch_rows_max for h in handles.values()) >= 2
+
+
+def test_adapter_on_the_lm_head_is_applied(engine, tiny_llama, tmp_path):
+    """The engine projects the last hidden state itself only while the head is a plain
+    Linear; an adapter that wraps the head goes through the full model (peft's path)."""
+    path = make_lora(tiny_llama, tmp_path / "head", seed=5, targets=["q_proj", "lm_head"], scale=2.0)
+    engine.load_adapter("head", path)
+    prompt = _prompt(engine)
+    got = engine.submit(prompt, "head", _greedy(8)).result().token_ids
+    assert got == reference_tokens(tiny_llama, path, prompt, 8)[: len(got)]
+    base = engine.submit(prompt, None, _greedy(8)).result().token_ids
+    assert base == reference_tokens(tiny_llama, None, prompt, 8)[: len(base)]
+    assert got != base
