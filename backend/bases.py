@@ -350,6 +350,28 @@ def load_model(ref: BaseRef, *, dtype=None, device: str | None = None, trust_rem
     return model
 
 
+def scales_logits(config) -> bool:
+    """The model does more to its logits than ``lm_head(last hidden)`` (soft-capping,
+    scaling): code that projects hidden states itself must run the whole model instead."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return any(getattr(config, key, None)
+               for key in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier"))
+
+
+def decoder_of(model):
+    """The transformer body (embeddings .. final norm) under a causal-LM head (a peft model
+    is unwrapped first), or None when it cannot be told apart from the head model."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    get = getattr(inner, "get_decoder", None)
+    try:
+        decoder = get() if get is not None else None
+    except (AttributeError, NotImplementedError, ValueError):
+        return None
+    if decoder is None or decoder is inner or decoder is model:
+        return None
+    return decoder
+
+
 def context_length(config) -> int:
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         value = getattr(config, key, None)

@@ -226,7 +226,7 @@ class Engine:
         import torch
         from peft import LoraConfig, get_peft_model
 
-        from .bases import context_length
+        from .bases import context_length, decoder_of, scales_logits
 
         self.base_name = base_name
         self.base_path = base_path
@@ -251,7 +251,8 @@ class Engine:
         self._special_ids = set(getattr(tokenizer, "all_special_ids", []) or [])
         self._can_join = _plain_dynamic_cache(model.config)  # newcomers may join a running batch
         self._accepts_logits_to_keep = _accepts(self.model.get_base_model(), "logits_to_keep")
-        self._decoder = _plain_decoder(self.model.get_base_model())
+        # None: the model scales or caps its logits, so the whole model runs
+        self._decoder = None if scales_logits(model.config) else decoder_of(self.model)
 
         self._model_lock = threading.RLock()  # forward passes and adapter (un)loads
         self._cond = threading.Condition()  # guards the pending queue and the adapter table
@@ -1074,26 +1075,23 @@ def _partial_stop(text: str, stops: list[str]) -> int:
 
 
 def serving_dtype(name: str):
-    """The torch dtype the endpoint holds its base in. 'auto' is bf16 where the hardware
-    has bf16 arithmetic: a decode step reads every weight once, so half the bytes is
-    close to half the time (SmolLM2-135M on 2 EPYC cores with AVX512-BF16: a 42-token
-    prefill 170 -> 80-106 ms, a 3-row decode step 140 -> 50-61 ms), and the first token
-    after a hot swap waits for one such step plus its own prefill."""
+    """The torch dtype the endpoint holds its base in. 'auto' is bf16 where training
+    would pick bf16 (:func:`backend.train.resolve_precision`: bf16 hardware), else fp32:
+    a decode step reads every weight once, so half the bytes is close to half the time
+    (SmolLM2-135M on 2 EPYC cores with AVX512-BF16: a 42-token prefill 170 -> 80-106 ms,
+    a 3-row decode step 140 -> 50-61 ms), and the first token after a hot swap waits for
+    one such step plus its own prefill."""
     import torch
 
     from .errors import ConfigError
+    from .train import device_kind, resolve_precision
 
     choices = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
     if name in choices:
         return choices[name]
     if name != "auto":
         raise ConfigError(f"Unknown serving dtype {name!r}.", fix="Set TUNELAB_SERVE_DTYPE to auto, bf16 or fp32.")
-    if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
-    try:
-        return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else torch.float32
-    except (AttributeError, RuntimeError):
-        return torch.float32
+    return torch.bfloat16 if resolve_precision("auto", device_kind()) == "bf16" else torch.float32
 
 
 def _names_match(trained_on: str, base_name: str, base_path: str) -> bool:
@@ -1166,21 +1164,6 @@ def _eos_ids(model, tokenizer) -> set[int]:
     if tokenizer.eos_token_id is not None:
         ids.add(tokenizer.eos_token_id)
     return ids
-
-
-def _plain_decoder(model):
-    """The decoder of a causal LM whose logits are just ``head(last hidden)``, or None
-    when the model scales or caps its logits (the full model then runs)."""
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    if any(getattr(config, key, None) for key in ("final_logit_softcapping", "logit_scale", "logits_scaling",
-                                                   "output_multiplier")):
-        return None
-    get = getattr(model, "get_decoder", None)
-    try:
-        decoder = get() if get is not None else None
-    except (AttributeError, NotImplementedError, ValueError):
-        return None
-    return None if decoder is None or decoder is model else decoder
 
 
 def _accepts(model, argument: str) -> bool:

@@ -59,7 +59,7 @@ from typing import Any
 
 from .adapters import ADAPTER_FILES, CONFIG_FILE, WEIGHTS_FILE, is_complete, write_meta
 from .atomic import staged_folder
-from .bases import BaseRef, load_model, load_tokenizer
+from .bases import BaseRef, decoder_of, load_model, load_tokenizer, scales_logits
 from .errors import ConfigError, DataError, JobError
 from .hparams import RunSpec
 from .store import utcnow
@@ -399,16 +399,14 @@ def _make_trainer_class():
                 self.eval_seconds += time.perf_counter() - started
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            config = self.accelerator.unwrap_model(model).config.get_text_config()
-            special_head = any(getattr(config, key, None) for key in
-                               ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier"))
+            special_head = scales_logits(self.accelerator.unwrap_model(model).config)
             if return_outputs or special_head or "labels" not in inputs or self.args.loss_type != "nll" \
                     or self.label_smoother is not None or getattr(self, "aux_loss_enabled", False):
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
             labels = inputs["labels"]
             forward_inputs = {k: v for k, v in inputs.items() if k != "labels"}
             unwrapped = self.accelerator.unwrap_model(model)
-            decoder = _decoder_of(unwrapped)
+            decoder = decoder_of(unwrapped)
             if decoder is not None:
                 # the decoder alone: no LM head call at all (even logits_to_keep=1 projects
                 # one position per row, and bf16 on CPU turns that into a copy of the head)
@@ -433,20 +431,6 @@ def _make_trainer_class():
             return loss
 
     return AnswerOnlySFTTrainer
-
-
-def _decoder_of(model):
-    """The transformer body (embeddings .. final norm) under a causal-LM head, or None
-    when it cannot be told apart from the head model (the caller then runs the whole model)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    get = getattr(inner, "get_decoder", None)
-    try:
-        decoder = get() if get is not None else None
-    except (AttributeError, NotImplementedError, ValueError):
-        return None
-    if decoder is None or decoder is inner or decoder is model:
-        return None
-    return decoder
 
 
 def _make_progress_callback(trainer_ref: dict, on_progress: ProgressFn | None, should_stop: StopFn | None,

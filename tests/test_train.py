@@ -235,9 +235,9 @@ def _tiny_peft(tiny_llama, dtype):
 def _answer_only_loss(model, ids, attention, labels):
     import torch
 
-    from backend.train import _decoder_of
+    from backend.bases import decoder_of
 
-    hidden = _decoder_of(model)(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state[:, :-1]
+    hidden = decoder_of(model)(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state[:, :-1]
     targets = labels[:, 1:]
     mask = targets != -100
     logits = model.get_output_embeddings()(hidden[mask]).float()
