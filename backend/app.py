@@ -120,6 +120,9 @@ def up(settings: Settings | None = None, *, host: str | None = None, port: int |
 
     ``port``: the page (default 7860); ``server_port``: the serving endpoint (default 8000).
     """
+    from .torch_threads import single_threaded_by_default
+
+    single_threaded_by_default()  # the engine's scheduler thread alone takes its threads (see torch_threads)
     running = start(settings, host=host, port=port, server_port=server_port, base=base)
     print(f"TuneLab page:      {running.page_url}", flush=True)
     print(f"Serving endpoint:  {running.server_url}/v1 (OpenAI) · {running.server_url}/generate (TGI)", flush=True)

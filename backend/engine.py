@@ -44,10 +44,13 @@ from typing import Any, Callable, Iterator
 from .adapters import read_peft_config
 from .errors import AdapterMismatch, AdapterNotFound, Overloaded, PromptTooLong, TuneLabError
 from .lora_slots import Slot, SlotPool, batchable, file_signature, fill, read_weights, slot_from_adapter
+from .prepack import prepack_linears
+from .torch_threads import own_intraop_threads
 
 log = logging.getLogger("tunelab.engine")
 
 BASE_ROW = "__base__"  # peft's name for "no adapter" in adapter_names
+_NO_LORA = ("none",)  # a layer entry: no adapter of the batch targets this layer
 _IDLE_ADAPTER = "tunelab_idle"  # a zero, one-module adapter so the PeftModel exists with none loaded
 
 
@@ -222,7 +225,7 @@ class Engine:
     def __init__(self, model, tokenizer, *, base_name: str, base_path: str = "",
                  max_batch: int = 16, max_queue: int = 64, batch_window_s: float = 0.01,
                  context_limit: int | None = None, threads: int | None = None,
-                 spare_slots: int = 2, max_free_slots: int = 4):
+                 spare_slots: int = 2, max_free_slots: int = 4, prepack: bool = True):
         import torch
         from peft import LoraConfig, get_peft_model
 
@@ -242,6 +245,8 @@ class Engine:
         self._torch = torch
         model.eval()
         self._module_shapes = _linear_shapes(model)  # before peft wraps any module
+        # bf16 Linears packed once for oneDNN (same numbers, no reorder per call); before peft wraps them
+        self.prepacked = prepack_linears(model) if prepack else 0
         idle = LoraConfig(r=1, lora_alpha=1, target_modules=[_first_linear_name(model)],
                           init_lora_weights=True, inference_mode=True)
         self.model = get_peft_model(model, idle, adapter_name=_IDLE_ADAPTER)
@@ -283,6 +288,7 @@ class Engine:
         tokenizer.padding_side = "left"
         dtype = serving_dtype(getattr(settings, "serve_dtype", "auto"))
         model = load_model(ref, dtype=dtype, trust_remote_code=settings.trust_remote_code)
+        kwargs.setdefault("prepack", getattr(settings, "serve_prepack", True))
         return cls(model, tokenizer, base_name=ref.name, base_path=ref.path, **kwargs)
 
     def start(self) -> "Engine":
@@ -436,6 +442,17 @@ class Engine:
         finally:
             with self._cond:
                 self._slots.filling.discard(signature)
+
+    def preparing_spares(self) -> bool:
+        """True while a background thread prepares spare slots."""
+        with self._cond:
+            return any(t.is_alive() for t in self._spare_threads)
+
+    def describe(self) -> dict:
+        """How this engine serves (``/info`` reports it; benchmarks record it)."""
+        return {"dtype": str(self.model.get_base_model().dtype).replace("torch.", ""), "threads": self.threads,
+                "max_batch": self.max_batch, "batch_window_s": self.batch_window_s,
+                "prepacked_linears": self.prepacked, "spare_slots": self._slots.spare}
 
     def wait_for_spares(self, timeout: float = 60.0) -> None:
         """Block until background slot preparation is done (benchmarks and tests)."""
@@ -656,8 +673,8 @@ class Engine:
 
     def _run(self) -> None:
         torch = self._torch
-        if self.threads and torch.get_num_threads() != self.threads:
-            torch.set_num_threads(self.threads)  # process-wide: this process serves
+        if self.threads:
+            own_intraop_threads(self.threads)  # this thread only; others default to 1 (see torch_threads)
         batch: _Batch | None = None
         with torch.inference_mode():
             while not self._stopping:
@@ -922,8 +939,8 @@ class _AdapterRouting:
     def __init__(self, peft_model):
         self._names: list[str] | None = None  # peft path: the rows' adapter names
         self._plan: tuple | None = None  # batched path: (rows' names, adapters in order, per-pass cache)
-        self._stacks: dict = {}  # (layer id, adapters) -> stacked lora_A, lora_B
-        self._stacks_for: tuple | None = None
+        self._layers: dict = {}  # layer id -> what it adds for the current set of adapters (_layer_entry)
+        self._layers_for: tuple | None = None
         self._handles: list = []
         self.rebuild(peft_model)
 
@@ -944,8 +961,8 @@ class _AdapterRouting:
 
     def invalidate(self) -> None:
         """Forget stacked weights: some adapter's tensors changed (a slot was filled)."""
-        self._stacks = {}
-        self._stacks_for = None
+        self._layers = {}
+        self._layers_for = None
 
     def _inject(self, module, args, kwargs):
         if self._names is not None:
@@ -957,38 +974,50 @@ class _AdapterRouting:
         if plan is None:
             return None
         names, adapters, per_pass = plan
-        present = tuple(a for a in adapters if a in module.lora_A)
-        if not present:
+        entry = self._layers.get(id(module))
+        if entry is None:  # first pass with this set of adapters: what this layer computes
+            entry = self._layers[id(module)] = self._layer_entry(module, names, adapters)
+        if entry is _NO_LORA:
             return None
         x = args[0]
-        if len(present) == 1 and all(n == present[0] for n in names):
-            # one adapter for every row: exactly peft's own single-adapter computation
-            name = present[0]
-            lora_a, lora_b = module.lora_A[name], module.lora_B[name]
-            x = x.to(lora_a.weight.dtype)
-            # summed in the adapter's dtype and rounded once, as peft does (bf16 base, fp32 LoRA)
-            return (output + lora_b(lora_a(x)) * module.scaling[name]).to(output.dtype)
-        key = (id(module), present)
-        stacks = self._stacks.get(key)
-        if stacks is None:
-            import torch
+        cast = per_pass.get("x")  # q/k/v (and gate/up) share their input: cast it once
+        if cast is None or cast[0] is not x or cast[1].dtype != entry[1].dtype:
+            cast = per_pass["x"] = (x, x.to(entry[1].dtype))
+        x = cast[1]
+        import torch.nn.functional as F
 
-            if len(present) == 1:
-                stacks = (module.lora_A[present[0]].weight, module.lora_B[present[0]].weight)
-            else:
-                stacks = (torch.cat([module.lora_A[a].weight for a in present], dim=0),
-                          torch.cat([module.lora_B[a].weight for a in present], dim=1))
-            self._stacks[key] = stacks
-        a_stack, b_stack = stacks
-        # layers share masks when their adapters' ranks and scalings agree (rank/alpha patterns may differ)
-        layout = tuple((module.lora_A[a].weight.shape[0], module.scaling[a]) for a in present)
-        masks = per_pass.get((present, layout))
+        if entry[0] == "one":
+            # one adapter for every row: peft's own single-adapter computation, summed in
+            # the adapter's dtype and rounded once into the base's output (in place: same numbers)
+            _, lora_a, lora_b, scaling = entry
+            return output.add_(F.linear(F.linear(x, lora_a), lora_b) * scaling)
+        _, a_stack, b_stack, layout = entry
+        masks = per_pass.get(layout)
         if masks is None:
-            masks = per_pass[(present, layout)] = self._row_masks(module, names, present, a_stack)
+            masks = per_pass[layout] = self._row_masks(module, names, layout[0], a_stack)
         one_hot, scale = masks
-        x = x.to(a_stack.dtype)
-        delta = (x @ a_stack.t()) * one_hot
-        return (output + (delta @ b_stack.t()) * scale).to(output.dtype)
+        delta = F.linear(x, a_stack) * one_hot
+        return output.add_(F.linear(delta, b_stack) * scale)
+
+    @staticmethod
+    def _layer_entry(module, names, adapters):
+        """What layer ``module`` adds for a batch of ``adapters``, its weights stacked once per set."""
+        import torch
+
+        present = tuple(a for a in adapters if a in module.lora_A)
+        if not present:
+            return _NO_LORA
+        if len(present) == 1 and all(n == present[0] for n in names):
+            name = present[0]
+            return ("one", module.lora_A[name].weight, module.lora_B[name].weight, module.scaling[name])
+        if len(present) == 1:
+            stacks = (module.lora_A[present[0]].weight, module.lora_B[present[0]].weight)
+        else:
+            stacks = (torch.cat([module.lora_A[a].weight for a in present], dim=0),
+                      torch.cat([module.lora_B[a].weight for a in present], dim=1))
+        # layers share masks when their adapters' ranks and scalings agree (rank/alpha patterns may differ)
+        layout = (present, tuple((module.lora_A[a].weight.shape[0], module.scaling[a]) for a in present))
+        return ("mixed", *stacks, layout)
 
     @staticmethod
     def _row_masks(module, names, present, a_stack):
@@ -1013,8 +1042,9 @@ class _AdapterRouting:
     def rows(self, names: list[str], *, batched: bool):
         if batched:
             adapters = tuple(dict.fromkeys(n for n in names if n != BASE_ROW))
-            if adapters != self._stacks_for:  # another set of adapters: drop the old stacks
-                self._stacks, self._stacks_for = {}, adapters
+            key = (adapters, len(set(names)) == 1)  # "one adapter for every row" is a layer entry of its own
+            if key != self._layers_for:  # another set of adapters: drop the old entries
+                self._layers, self._layers_for = {}, key
             self._plan = (list(names), adapters, {}) if adapters else None
         else:
             self._names = list(names)

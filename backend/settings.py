@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         "units or the GPU supports it, else fp32), 'bf16' or 'fp32'. Greedy output equals plain peft "
         "loaded in the same dtype.",
     )
+    serve_prepack: bool = Field(
+        default=True,
+        description="Pack the serving base's bf16 Linear weights once for oneDNN on CPU (same numbers; "
+        "decode steps ~1.5x faster on the default base) at the cost of a second copy of those weights "
+        "in memory. Set false to save the memory.",
+    )
     trust_remote_code: bool = Field(
         default=False,
         description="Allow bases whose architecture needs trust_remote_code (runs their code).",

@@ -136,6 +136,59 @@ def test_bf16_base_matches_plain_peft_in_bf16(loras, tiny_llama):
     assert len({tuple(v) for v in alone.values()}) > 1
 
 
+def test_prepacked_linears_give_the_same_numbers(tiny_llama):
+    """oneDNN-prepacked bf16 Linears: bit-for-bit the plain model's logits, every Linear packed,
+    a call with autograd recording takes the plain weight (so gradients still flow)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from backend.prepack import available, is_packed, prepack_linears
+
+    if not available():
+        pytest.skip("this torch build has no oneDNN packed linear")
+    plain = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.bfloat16).eval()
+    packed = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.bfloat16).eval()
+    linears = [m for m in packed.modules() if type(m) is torch.nn.Linear]
+    assert prepack_linears(packed) == len(linears) > 0
+    assert all(is_packed(m) for m in linears)
+    ids = torch.randint(0, plain.config.vocab_size, (3, 11))
+    with torch.inference_mode():
+        assert torch.equal(plain(ids).logits, packed(ids).logits)
+    head = packed.get_output_embeddings()
+    x = torch.randn(2, head.in_features, dtype=torch.bfloat16, requires_grad=True)
+    head(x).float().sum().backward()
+    assert x.grad is not None and head.weight.grad is not None
+    assert prepack_linears(AutoModelForCausalLM.from_pretrained(tiny_llama)) == 0  # fp32: nothing packed
+
+
+def test_engine_packs_bf16_bases_and_owns_the_intraop_threads(loras, tiny_llama):
+    """A bf16 engine serves from packed Linears (adapters still change the answer), and its
+    scheduler thread alone keeps its torch thread count: threads that start torch work after
+    it get one (see backend.torch_threads)."""
+    import torch
+
+    engine = make_engine(tiny_llama, dtype=torch.bfloat16, threads=2)
+    try:
+        assert engine.describe()["prepacked_linears"] > 0
+        engine.load_adapter("l0", loras[0])
+        prompt = _prompt(engine)
+        assert engine.submit(prompt, "l0", _greedy(6)).result().token_ids != \
+            engine.submit(prompt, None, _greedy(6)).result().token_ids
+        assert engine._between_steps(torch.get_num_threads) == 2  # runs in the scheduler thread
+        seen = []
+        other = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        other.start()
+        other.join()
+        assert seen == [1]
+    finally:
+        engine.stop()
+    fp32 = make_engine(tiny_llama, prepack=True)
+    try:
+        assert fp32.describe()["prepacked_linears"] == 0
+    finally:
+        fp32.stop()
+
+
 def test_serving_dtype_choices():
     import torch
 

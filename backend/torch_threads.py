@@ -1,0 +1,44 @@
+"""One thread of a serving process owns torch's intra-op threads; every other thread gets one.
+
+torch's CPU intra-op pool is OpenMP's (libgomp), and OpenMP keeps one pool per thread
+that runs parallel ops. libgomp lets idle pool threads spin, waiting for the next op,
+only while all pools together hold no more threads than there are cores; past that it
+puts them to sleep after ~1000 spins, and every parallel op then pays futex wake-ups.
+On this 2-core machine a 42 x 1536 fp32 add took 6 us when one thread owned the pool
+and 48 us once a second thread (the one that had loaded the model) had a pool of its
+own; the engine's 1-3-row decode steps were 1.5-2x slower for it.
+
+So a process that serves: every thread starts with one intra-op thread (no pool at
+all), and the engine's scheduler thread, which runs every forward pass, alone takes
+its ``threads``. ``torch.set_num_threads`` sets both the calling thread's count and
+the default that other threads take at their first parallel op, and OpenMP counts are
+per thread, so the default is put back to 1 from a short-lived thread.
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+def single_threaded_by_default() -> None:
+    """Threads that run their first torch op from now on use one intra-op thread (this one too).
+
+    Call it at the start of a serving process, before the model loads, so that the
+    loading thread never builds a pool of its own.
+    """
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def own_intraop_threads(threads: int) -> None:
+    """Give the calling thread ``threads`` intra-op threads and leave every other thread's default at 1."""
+    import torch
+
+    torch.set_num_threads(threads)
+    # a thread takes its count from the default at its first torch use (get_num_threads is one):
+    # make that happen now, while the default is `threads`, or the reset below would apply here too
+    torch.get_num_threads()
+    helper = threading.Thread(target=torch.set_num_threads, args=(1,), name="tunelab-torch-default")
+    helper.start()
+    helper.join()
