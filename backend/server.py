@@ -121,6 +121,12 @@ class Metrics:
         adapters.set_function(lambda: len(engine_getter().adapters()) if engine_getter() else 0)
         rows = Gauge("tunelab_batch_rows_max", "Most rows ever run in one forward pass.", registry=self.registry)
         rows.set_function(lambda: engine_getter().stats.max_rows if engine_getter() else 0)
+        slot_loads = Gauge("tunelab_adapter_slot_loads", "Adapter loads that copied into a prepared slot "
+                           "(no module rebuilt).", registry=self.registry)
+        slot_loads.set_function(lambda: engine_getter().stats.slot_loads if engine_getter() else 0)
+        preparing = Gauge("tunelab_spare_slots_preparing", "1 while spare adapter slots are being prepared "
+                          "in the background, else 0.", registry=self.registry)
+        preparing.set_function(lambda: int(engine_getter().preparing_spares()) if engine_getter() else 0)
 
     def render(self) -> bytes:
         from prometheus_client import generate_latest
@@ -605,7 +611,7 @@ def create_app(engine=None, *, settings: Settings | None = None, base: str | Non
                 "max_best_of": 1, "max_stop_sequences": 8, "max_input_tokens": engine_.context_limit - 1,
                 "max_total_tokens": engine_.context_limit, "max_batch_size": engine_.max_batch,
                 "validation_workers": 1, "router": "tunelab", "version": "0.1.0",
-                "adapters": sorted(engine_.adapters())}
+                "adapters": sorted(engine_.adapters()), "engine": engine_.describe()}
 
     @app.get("/health")
     async def health(engine_=Depends(get_engine)):
@@ -639,6 +645,9 @@ def serve(settings: Settings | None = None, base: str | None = None, host: str |
 
     import uvicorn
 
+    from .torch_threads import single_threaded_by_default
+
+    single_threaded_by_default()  # the engine's scheduler thread alone takes `threads` (see torch_threads)
     settings = settings or Settings()
     engine_options = {"threads": threads or os.cpu_count() or 1, **(app_options.pop("engine_options", None) or {})}
     app = create_app(settings=settings, base=base, engine_options=engine_options, **app_options)

@@ -1,18 +1,20 @@
 """Serving benchmark: hot-swap latency, the comparison batch, concurrent clients.
 
-Runs the real serving endpoint (in a thread, on a free loopback port) with the default
-base and four random LoRA adapters (all-linear, r 8) made with peft in a temp folder,
-and drives it over HTTP with TuneLab's client.
+Runs the real serving endpoint as its own process (``tunelab serve`` on a free loopback
+port, with a temporary home), as it runs in production, with the default base and four
+random LoRA adapters (all-linear, r 8) made with peft in a temp folder, and drives it
+over HTTP with TuneLab's client from this process.
 
 1. Hot swap: adapter folder on disk -> first token served with it (load_inplace, then
    a streamed request), p50/p95 over 20 swaps, while two clients keep generating with
    the other adapters; every failed request during the swaps is counted (must be 0).
    The adapters share one shape, so after the first load the engine swaps by copying
    into preallocated slots; the bench waits for the background spare slots first
-   (a warm server), and reports how many loads took the slot path.
+   (a warm server, /metrics ``tunelab_spare_slots_preparing`` 0), and reports how many
+   loads took the slot path (``tunelab_adapter_slot_loads``).
 2. Comparison: base + 4 adapters on one prompt x 64 new tokens as one mixed batch,
    against 5 sequential ``generate`` calls that switch adapters with ``set_adapter``,
-   in the same process with the engine's torch thread count, after a warm-up
+   in this process with the engine's torch thread count and dtype, after a warm-up
    generation with the base and each adapter, while the server is idle.
 3. Concurrency: 8 clients over 4 adapters at once, against the same 8 requests one
    at a time through the same server.
@@ -177,6 +179,58 @@ def bench_concurrency(client, adapters: list[Path], new_tokens: int, clients: in
             "one_at_a_time_tokens_per_s": round(tokens / one_at_a_time, 1)}
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(base: str, threads: int, home: Path, models_dir: Path, timeout: float = 300.0):
+    """``tunelab serve`` in its own process on a free loopback port; returns (url, process)."""
+    import subprocess
+
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "TUNELAB_HOME": str(home), "TUNELAB_MODELS_DIR": str(models_dir),
+           "TUNELAB_API_TOKEN": TOKEN}
+    log = open(home / "serve.log", "wb")
+    process = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--base", base, "--port", str(port),
+                                "--threads", str(threads)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"tunelab serve exited ({process.returncode}):\n"
+                               + (home / "serve.log").read_text()[-3000:])
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return url, process
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise TimeoutError(f"tunelab serve did not answer /health within {timeout} s")
+
+
+def metric(url: str, name: str) -> float:
+    import httpx
+
+    for line in httpx.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(f"{name} is not in {url}/metrics")
+
+
+def wait_for_spares(url: str, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    time.sleep(0.2)  # the load call starts the preparation thread before it answers
+    while metric(url, "tunelab_spare_slots_preparing") and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--base", default="default", help="base spec (default: the offline default base)")
@@ -188,42 +242,44 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve.json"))
     args = parser.parse_args()
 
+    import httpx
     import torch
 
     from backend.bases import resolve_base
     from backend.client import ServingClient
-    from backend.engine import Engine
-    from backend.server import create_app, start_in_thread
     from backend.settings import Settings
 
     settings = Settings()
-    ref = resolve_base(args.base, settings)
+    ref = resolve_base(args.base, settings)  # provisions the default base once, here
     started = time.perf_counter()
     load_start = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-serve-") as tmp:
         tmp = Path(tmp)
         adapters = make_adapters(ref.path, tmp / "adapters")
-        engine = Engine.from_base(args.base, settings, threads=args.threads)
-        app = create_app(engine, settings=Settings(home=tmp / "home", api_token=TOKEN), restore=False)
-        url, stop = start_in_thread(app)
+        (tmp / "home").mkdir()
+        url, server = start_server(args.base, args.threads, tmp / "home", settings.paths.models)
         failures: list[str] = []
         try:
+            engine = httpx.get(url + "/info", timeout=10).json()["engine"]
             with ServingClient(url, TOKEN) as client:
                 client.load_adapter("bg0", str(adapters[0]))
                 client.load_adapter("bg1", str(adapters[1]))
-                engine.wait_for_spares()  # slots prepared after the first load of this shape
-                slot_loads_before = engine.stats.slot_loads
+                wait_for_spares(url)  # slots prepared after the first load of this shape
+                slot_loads_before = metric(url, "tunelab_adapter_slot_loads")
                 swaps = bench_swaps(client, adapters, args.swaps, failures)
-                swaps["swap_loads_into_slots"] = engine.stats.slot_loads - slot_loads_before
+                swaps["swap_loads_into_slots"] = int(metric(url, "tunelab_adapter_slot_loads") - slot_loads_before)
                 client.unload_adapter("bg0")
                 client.unload_adapter("bg1")
                 client.unload_adapter("hot")
-                compare = bench_compare(client, ref.path, adapters, args.new_tokens, ref.name, engine.threads,
-                                        engine.model.get_base_model().dtype)
+                compare = bench_compare(client, ref.path, adapters, args.new_tokens, ref.name, engine["threads"],
+                                        getattr(torch, engine["dtype"]))
                 concurrency = bench_concurrency(client, adapters, args.concurrency_tokens)
         finally:
-            stop()
-            engine.stop()
+            server.terminate()
+            try:
+                server.wait(30)
+            except Exception:  # noqa: BLE001 - it did not stop: make sure it does
+                server.kill()
 
     results = {
         **swaps, "failed_during_swaps": len(failures), "failures": failures[:5],
@@ -233,13 +289,11 @@ def main() -> None:
         "settings": {"base": ref.name, "base_path": ref.path, "adapters": "4 random LoRA, all-linear, r 8",
                      "swaps": args.swaps, "compare_new_tokens": args.new_tokens,
                      "concurrency_clients": 8, "concurrency_new_tokens": args.concurrency_tokens,
-                     "dtype": str(engine.model.get_base_model().dtype).replace("torch.", ""),
-                     "max_batch": engine.max_batch, "batch_window_s": engine.batch_window_s,
-                     "engine_threads": engine.threads,
+                     "server": "tunelab serve in its own process; clients in the benchmark process",
+                     **{f"engine_{k}": v for k, v in engine.items()},
                      "compare_baseline": "plain PeftModel + generate(min_new_tokens=max_new_tokens), set_adapter "
-                     "between the 4 adapters and disable_adapter for the base, same process and torch threads "
-                     "as the engine, warmed up on every adapter first, server idle meanwhile",
-                     "spare_slots": engine._slots.spare,
+                     "between the 4 adapters and disable_adapter for the base, in the benchmark process with the "
+                     "engine's torch threads and dtype, warmed up on every adapter first, server idle meanwhile",
                      "benchmark_lock": "run under flock /tmp/tunelab-bench.lock (no other benchmark overlaps)"},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import stat
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -260,6 +261,30 @@ def test_metrics_count_requests_and_tokens(server, client):
     generated = [line for line in text.splitlines() if line.startswith("tunelab_generated_tokens_total")]
     assert generated and float(generated[0].split()[-1]) >= 1
     assert "tunelab_queue_depth" in text and "tunelab_request_latency_seconds_bucket" in text
+
+
+def _metric(url: str, name: str) -> float:
+    lines = [line for line in httpx.get(url + "/metrics").text.splitlines() if line.startswith(name + " ")]
+    assert lines, f"{name} is not exported"
+    return float(lines[0].split()[1])
+
+
+def test_metrics_and_info_show_slot_loads_and_how_the_engine_serves(server, client, loras):
+    url, engine, _ = server
+    client.load_adapter("slot-a", str(loras[0]))
+    deadline = time.monotonic() + 30
+    while _metric(url, "tunelab_spare_slots_preparing") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _metric(url, "tunelab_spare_slots_preparing") == 0  # spare slots of this shape are ready
+    before = _metric(url, "tunelab_adapter_slot_loads")
+    client.load_adapter("slot-b", str(loras[1]))  # same shape: copied into a spare slot
+    assert _metric(url, "tunelab_adapter_slot_loads") == before + 1 == engine.stats.slot_loads
+    described = httpx.get(url + "/info").json()["engine"]
+    assert described == engine.describe()
+    assert described["dtype"] == "float32" and described["prepacked_linears"] == 0  # only bf16 is packed
+    assert described["threads"] == engine.threads and described["max_batch"] == engine.max_batch
+    client.unload_adapter("slot-a")
+    client.unload_adapter("slot-b")
 
 
 def test_overloaded_is_429_with_retry_after(tiny_llama, tmp_path):
