@@ -76,8 +76,8 @@ class Settings(BaseSettings):
     serve_prepack: bool = Field(
         default=True,
         description="Pack the serving base's bf16 Linear weights once for oneDNN on CPU (same numbers; "
-        "decode steps ~1.5x faster on the default base) at the cost of a second copy of those weights "
-        "in memory. Set false to save the memory.",
+        "the Linears of a decode step ~1.5x faster on the default base) at the cost of a second copy of "
+        "those weights in memory. Set false to save the memory.",
     )
     trust_remote_code: bool = Field(
         default=False,

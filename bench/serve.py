@@ -135,7 +135,7 @@ def bench_compare(client, base_path: str, adapters: list[Path], new_tokens: int,
     model.eval()
     ids = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
-    torch.set_num_threads(threads)  # the engine's count (it is process-wide; stated here to be sure)
+    torch.set_num_threads(threads)  # the engine's count, in this thread that runs the baseline
     with torch.inference_mode():
         with model.disable_adapter():  # warm-up: every path once, untimed
             model.generate(**ids, max_new_tokens=4, do_sample=False)
@@ -196,9 +196,10 @@ def start_server(base: str, threads: int, home: Path, models_dir: Path, timeout:
     port = free_port()
     env = {**os.environ, "TUNELAB_HOME": str(home), "TUNELAB_MODELS_DIR": str(models_dir),
            "TUNELAB_API_TOKEN": TOKEN}
-    log = open(home / "serve.log", "wb")
-    process = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--base", base, "--port", str(port),
-                                "--threads", str(threads)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(home / "serve.log", "wb") as log:  # the child keeps its own handle
+        process = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--base", base, "--port",
+                                    str(port), "--threads", str(threads)],
+                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -260,7 +261,7 @@ def main() -> None:
         url, server = start_server(args.base, args.threads, tmp / "home", settings.paths.models)
         failures: list[str] = []
         try:
-            engine = httpx.get(url + "/info", timeout=10).json()["engine"]
+            engine_info = httpx.get(url + "/info", timeout=10).json()["engine"]
             with ServingClient(url, TOKEN) as client:
                 client.load_adapter("bg0", str(adapters[0]))
                 client.load_adapter("bg1", str(adapters[1]))
@@ -271,8 +272,8 @@ def main() -> None:
                 client.unload_adapter("bg0")
                 client.unload_adapter("bg1")
                 client.unload_adapter("hot")
-                compare = bench_compare(client, ref.path, adapters, args.new_tokens, ref.name, engine["threads"],
-                                        getattr(torch, engine["dtype"]))
+                compare = bench_compare(client, ref.path, adapters, args.new_tokens, ref.name,
+                                        engine_info["threads"], getattr(torch, engine_info["dtype"]))
                 concurrency = bench_concurrency(client, adapters, args.concurrency_tokens)
         finally:
             server.terminate()
@@ -290,7 +291,7 @@ def main() -> None:
                      "swaps": args.swaps, "compare_new_tokens": args.new_tokens,
                      "concurrency_clients": 8, "concurrency_new_tokens": args.concurrency_tokens,
                      "server": "tunelab serve in its own process; clients in the benchmark process",
-                     **{f"engine_{k}": v for k, v in engine.items()},
+                     **{f"engine_{k}": v for k, v in engine_info.items()},
                      "compare_baseline": "plain PeftModel + generate(min_new_tokens=max_new_tokens), set_adapter "
                      "between the 4 adapters and disable_adapter for the base, in the benchmark process with the "
                      "engine's torch threads and dtype, warmed up on every adapter first, server idle meanwhile",
