@@ -99,7 +99,7 @@ def start(settings: Settings | None = None, *, host: str | None = None, port: in
             stops.append(lambda: service.runner.stop())
         demo = create_ui(lambda: service)
         demo.queue(default_concurrency_limit=4)
-        kwargs["server_port"] = ui_port or _free_port(host)
+        kwargs["server_port"] = ui_port or free_port(host)
         demo.launch(prevent_thread_lock=True, quiet=True, **kwargs)
         stops.append(demo.close)
     except BaseException:
@@ -130,7 +130,8 @@ def up(settings: Settings | None = None, *, host: str | None = None, port: int |
     running.wait()
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now at ``host`` (the loopback for a wildcard address)."""
     import socket
 
     with socket.socket() as sock:

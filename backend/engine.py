@@ -942,6 +942,9 @@ class _AdapterRouting:
         self._layers: dict = {}  # layer id -> what it adds for the current set of adapters (_layer_entry)
         self._layers_for: tuple | None = None
         self._handles: list = []
+        import torch.nn.functional
+
+        self._functional = torch.nn.functional  # bound once: _add_lora runs for every layer of every pass
         self.rebuild(peft_model)
 
     def rebuild(self, peft_model) -> None:
@@ -984,8 +987,7 @@ class _AdapterRouting:
         if cast is None or cast[0] is not x or cast[1].dtype != entry[1].dtype:
             cast = per_pass["x"] = (x, x.to(entry[1].dtype))
         x = cast[1]
-        import torch.nn.functional as F
-
+        F = self._functional
         if entry[0] == "one":
             # one adapter for every row: peft's own single-adapter computation, summed in
             # the adapter's dtype and rounded once into the base's output (in place: same numbers)

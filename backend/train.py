@@ -654,7 +654,6 @@ def _final_eval_loss(trainer, callback) -> float | None:
 def write_adapter_folder(peft_model, out_dir: Path, meta: dict, *, overwrite: bool = False) -> Path:
     """Write exactly the three contract files, via a dot-prefixed temp folder + rename."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
     check_target(out_dir, overwrite)
     with staged_folder(out_dir) as tmp:
         peft_model.save_pretrained(str(tmp), safe_serialization=True)

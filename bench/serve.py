@@ -179,19 +179,13 @@ def bench_concurrency(client, adapters: list[Path], new_tokens: int, clients: in
             "one_at_a_time_tokens_per_s": round(tokens / one_at_a_time, 1)}
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(base: str, threads: int, home: Path, models_dir: Path, timeout: float = 300.0):
     """``tunelab serve`` in its own process on a free loopback port; returns (url, process)."""
     import subprocess
 
     import httpx
+
+    from backend.app import free_port
 
     port = free_port()
     env = {**os.environ, "TUNELAB_HOME": str(home), "TUNELAB_MODELS_DIR": str(models_dir),

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 from pathlib import Path
 
 import pytest
 
+from backend.app import free_port
 from backend.assistant import RuleAssistant, looks_like_goal, respond
 from backend.assistant_tools import BASE_CHOICE, AssistantTools, SessionState, edit_plan, langchain_tools
 from backend.service import Service
@@ -224,12 +224,6 @@ def test_langchain_tools_wrap_the_same_functions(service, state):
     assert "**Plan** for *autumn mood*" in text and state.plan.kind == "style"
     assert wrapped["start_training"].invoke({}).startswith("FAILED: Training needs examples")
     assert [name for name, _ in tools.log] == ["set_goal", "start_training"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_an_unreachable_assistant_model_falls_back_to_the_built_in_one(service, state):
