@@ -37,6 +37,7 @@ from typing import Any
 
 from .adapters import folder as adapter_folder
 from .adapters import is_complete
+from .cpu_kernels import hugepage_malloc_env
 from .errors import ConfigError, InvalidName, JobError
 from .hparams import RunSpec
 from .names import NAME_RULE, validate_name
@@ -323,6 +324,7 @@ class JobRunner:
                "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
         if self.settings.trust_remote_code:
             env["TUNELAB_TRUST_REMOTE_CODE"] = "1"
+        env = hugepage_malloc_env(env)
         banner = f"\n===== attempt {job.attempts} at {utcnow().isoformat(timespec='seconds')}Z =====\n"
         with open(run_dir / "stdout.log", "a") as out, open(run_dir / "stderr.log", "a") as err:
             out.write(banner)

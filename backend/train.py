@@ -32,7 +32,14 @@ elementwise ops (10%) and bf16 flash attention (12%). What is done about it:
 * LoRA dropout draws 15-bit random words four to a 64-bit draw (:func:`fast_dropout_class`);
 * under autocast, peft's fp32 round trip of each LoRA input is skipped (autocast casts
   it straight back to bf16 for the matmul, so nothing changes numerically);
-* eager attention instead of bf16 SDPA on CPU (the flash kernel is ~2x slower here).
+* eager attention instead of bf16 SDPA on CPU (the flash kernel is ~2x slower here);
+* then the kernels of :mod:`backend.cpu_kernels`: each LoRA projection (frozen base +
+  adapter + dropout that draws only the ~5% of positions it drops) as one autograd
+  function, RMSNorm with a hand-written backward, grouped causal attention, the LM head
+  and cross-entropy a block of rows at a time, and an allocator that keeps and reuses
+  freed memory in huge pages (the worker process starts with
+  ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``). Measured on the same 20 batches, in one
+  process: about 1.4x the tokens/s of the path above.
 
 Together: ~270 tokens/s in bf16 vs ~183 in fp32 with the same fixes, so 'auto' picks
 bf16 wherever the CPU has bf16 units (:func:`resolve_precision`). The frozen weights get
@@ -48,6 +55,7 @@ an existing adapter is never half-overwritten.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -286,6 +294,7 @@ class LengthBatchSampler:
         return iter([i for b in shuffled for i in batches[b]])
 
 
+@functools.cache
 def fast_dropout_class():
     """A drop-in for ``nn.Dropout`` on CPU that draws its mask from 15-bit random words.
 
@@ -355,12 +364,16 @@ def tune_for_device(model, *, device: str, precision: str) -> None:
     """CPU-only speed-ups that change no result beyond rounding:
 
     * every trained parameter is fp32 (peft's ``autocast_adapter_dtype`` does this; made sure);
-    * LoRA dropout draws its mask with :func:`fast_dropout_class`;
+    * LoRA dropout draws its mask with :func:`fast_dropout_class` (where peft's own
+      forward still runs);
     * under bf16 autocast, peft's cast of each LoRA input to the fp32 adapter dtype is
       turned off: autocast casts it straight back to bf16 for the matmul, so the
-      round trip (two copies of every activation, per adapted projection) changes nothing.
+      round trip (two copies of every activation, per adapted projection) changes nothing;
+    * the kernels of :func:`backend.cpu_kernels.speed_up_cpu_training`.
     """
     import torch
+
+    from .cpu_kernels import speed_up_cpu_training
 
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
@@ -372,12 +385,15 @@ def tune_for_device(model, *, device: str, precision: str) -> None:
         for module in model.modules():
             if hasattr(module, "cast_input_dtype_enabled"):
                 module.cast_input_dtype_enabled = False
+    speed_up_cpu_training(model)
 
 
 def _make_trainer_class():
     """Built lazily so that importing this module never imports torch or TRL."""
     import torch
     from trl import SFTTrainer
+
+    from .cpu_kernels import head_loss_sum
 
     class AnswerOnlySFTTrainer(SFTTrainer):
         """SFTTrainer that projects only answer positions onto the vocabulary and counts
@@ -418,8 +434,11 @@ def _make_trainer_class():
             targets = labels[:, 1:]
             mask = targets != -100
             head = unwrapped.get_output_embeddings()
-            logits = head(hidden[mask]).float()
-            loss_sum = torch.nn.functional.cross_entropy(logits, targets[mask], reduction="sum")
+            if hidden.device.type == "cpu" and getattr(head, "bias", None) is None:
+                loss_sum = head_loss_sum(hidden[mask], head.weight, targets[mask])
+            else:
+                logits = head(hidden[mask]).float()
+                loss_sum = torch.nn.functional.cross_entropy(logits, targets[mask], reduction="sum")
             if num_items_in_batch is None:
                 loss = loss_sum / mask.sum().clamp(min=1)
             else:

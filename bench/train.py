@@ -200,6 +200,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="also train ours in fp32, to check that bf16 does not hurt eval loss")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    _rerun_with_training_env(argv)
 
     import peft
     import torch
@@ -304,6 +305,17 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return result
+
+
+def _rerun_with_training_env(argv: list[str] | None) -> None:
+    """Run in the allocator environment the job runner gives its training worker
+    (``backend.cpu_kernels.hugepage_malloc_env``: read by glibc at process start), so
+    both trainers measured here run as a real training job would."""
+    from backend.cpu_kernels import hugepage_malloc_env
+
+    env = hugepage_malloc_env(dict(os.environ))
+    if env != dict(os.environ) and argv is None:
+        os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 def _cpu_name() -> str:

@@ -1,0 +1,284 @@
+"""The CPU training kernels (backend/cpu_kernels.py) against the stock modules they
+replace: same values and gradients (tight in fp32, bf16 rounding in bf16), and the
+stock path wherever a kernel does not apply."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from backend.bases import BaseRef
+
+torch = pytest.importorskip("torch")
+
+
+def folder_ref(path) -> BaseRef:
+    return BaseRef(spec=str(path), name=path.name, kind="folder", path=path)
+
+
+# --- dropout ---------------------------------------------------------------------------------------
+
+
+def test_drop_positions_are_bernoulli_p_sorted_and_seeded():
+    from backend.cpu_kernels import drop_positions
+
+    n, p, runs = 20_000, 0.05, 50
+    counts, per_tenth = [], torch.zeros(10)
+    for _ in range(runs):
+        pos = drop_positions(n, p)
+        assert pos.dtype == torch.int64 and bool((pos[1:] > pos[:-1]).all()) and 0 <= int(pos.min())
+        assert int(pos.max()) < n
+        counts.append(len(pos))
+        per_tenth += torch.bincount(pos // (n // 10), minlength=10)
+    mean = sum(counts) / runs
+    sd = math.sqrt(n * p * (1 - p))
+    assert abs(mean - n * p) < 4 * sd / math.sqrt(runs)  # rate p
+    spread = math.sqrt(sum((c - mean) ** 2 for c in counts) / (runs - 1))
+    assert 0.6 * sd < spread < 1.5 * sd  # binomial spread, not a fixed count
+    assert float(per_tenth.max() / per_tenth.min()) < 1.15  # uniform over positions
+    torch.manual_seed(7)
+    first = drop_positions(n, p)
+    torch.manual_seed(7)
+    assert torch.equal(first, drop_positions(n, p))
+    assert len(drop_positions(n, 0.0)) == 0 and len(drop_positions(10, 1.0)) == 10
+    many = drop_positions(400, 0.9)  # more than one draw of gaps
+    assert len(many) > 300 and int(many.max()) < 400
+
+
+# --- LoRA linear -----------------------------------------------------------------------------------
+
+
+def _lora_pair(tiny_llama, dtype, dropout=0.0):
+    """Two identical peft models on the tiny Llama: one stock, one with the kernels."""
+    from peft import LoraConfig, get_peft_model
+
+    from backend.bases import load_model
+    from backend.cpu_kernels import use_fast_lora_linear
+
+    models = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        models.append(get_peft_model(load_model(folder_ref(tiny_llama), dtype=dtype),
+                                     LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout,
+                                                target_modules="all-linear", init_lora_weights=False)))
+    assert use_fast_lora_linear(models[1]) > 0
+    return models
+
+
+def _loss_and_grads(model, ids, autocast=False):
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    return float(loss), {n: p.grad.float() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm().clamp(min=1e-12))
+
+
+def test_fast_lora_linear_matches_peft_in_fp32(tiny_llama):
+    stock, fast = _lora_pair(tiny_llama, torch.float32)
+    ids = torch.randint(3, 300, (2, 10), generator=torch.Generator().manual_seed(0))
+    want_loss, want = _loss_and_grads(stock.train(), ids)
+    got_loss, got = _loss_and_grads(fast.train(), ids)
+    assert abs(got_loss - want_loss) < 1e-5
+    assert all(_rel(got[n], want[n]) < 1e-4 for n in want)
+
+
+def test_fast_lora_linear_matches_peft_under_bf16_autocast(tiny_llama):
+    stock, fast = _lora_pair(tiny_llama, torch.bfloat16)
+    for model in (stock, fast):
+        for p in model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+    ids = torch.randint(3, 300, (2, 10), generator=torch.Generator().manual_seed(0))
+    want_loss, want = _loss_and_grads(stock.train(), ids, autocast=True)
+    got_loss, got = _loss_and_grads(fast.train(), ids, autocast=True)
+    assert abs(got_loss - want_loss) / want_loss < 0.01
+    assert all(_rel(got[n], want[n]) < 0.05 for n in want)
+    assert all(g.dtype == torch.float32 for g in got.values())
+
+
+def test_fast_lora_linear_leaves_mixed_batches_and_disabled_adapters_to_peft(tiny_llama):
+    stock, fast = _lora_pair(tiny_llama, torch.float32)
+    ids = torch.randint(3, 300, (2, 8), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        mixed = [m(input_ids=ids, adapter_names=["default", "__base__"]).logits for m in (stock.eval(), fast.eval())]
+        assert torch.allclose(mixed[0], mixed[1], atol=1e-5)
+        with fast.disable_adapter():
+            off = fast(input_ids=ids).logits
+        with stock.disable_adapter():
+            assert torch.allclose(off, stock(input_ids=ids).logits, atol=1e-6)
+
+
+def test_lora_linear_function_with_dropout_is_lora_on_the_dropped_input():
+    """Values and all three gradients against autograd through the reference formula,
+    in float64, with the drop positions drawn from the same generator state."""
+    from backend.cpu_kernels import _lora_linear_function, drop_positions
+
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 11, 24, dtype=torch.float64, generator=gen).requires_grad_(True)
+    weight = torch.randn(40, 24, dtype=torch.float64, generator=gen)
+    bias = torch.randn(40, dtype=torch.float64, generator=gen)
+    lora_a = torch.randn(4, 24, dtype=torch.float64, generator=gen).requires_grad_(True)
+    lora_b = torch.randn(40, 4, dtype=torch.float64, generator=gen).requires_grad_(True)
+    grad = torch.randn(3, 11, 40, dtype=torch.float64, generator=gen)
+    for p in (0.0, 0.3):
+        torch.manual_seed(5)
+        out = _lora_linear_function().apply(x, weight, bias, lora_a, lora_b, 2.0, p)
+        got = torch.autograd.grad(out, (x, lora_a, lora_b), grad)
+        torch.manual_seed(5)
+        keep = torch.ones(x.numel(), dtype=torch.float64)
+        if p:
+            keep[drop_positions(x.numel(), p)] = 0
+            assert 0.2 < 1 - float(keep.mean()) < 0.4
+        dropped = x * keep.view_as(x) / (1 - p)
+        want_out = x @ weight.t() + bias + (dropped @ lora_a.t() @ lora_b.t()) * 2.0
+        want = torch.autograd.grad(want_out, (x, lora_a, lora_b), grad)
+        assert torch.allclose(out, want_out, atol=1e-12)
+        for g, w in zip(got, want):
+            assert g.shape == w.shape and torch.allclose(g, w, atol=1e-10)
+
+
+def test_fast_lora_linear_trains_with_dropout_and_draws_new_positions_each_call(tiny_llama):
+    _, fast = _lora_pair(tiny_llama, torch.float32, dropout=0.5)
+    layer = fast.base_model.model.model.layers[0].self_attn.q_proj
+    x = torch.randn(3, 5, layer.in_features)
+    plain = layer.base_layer(x) + layer.lora_B["default"](layer.lora_A["default"](x)) * layer.scaling["default"]
+    layer.train()
+    first, second = layer(x), layer(x)
+    assert not torch.allclose(first, second)  # fresh positions per call
+    assert not torch.allclose(first, plain)
+    assert torch.allclose(layer.eval()(x), plain, atol=1e-5)  # no dropout in eval mode
+    loss = layer.train()(x).square().sum()
+    loss.backward()
+    assert layer.lora_A["default"].weight.grad is not None and layer.base_layer.weight.grad is None
+
+
+# --- RMSNorm ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
+def test_rms_norm_function_matches_llama_rms_norm(dtype, tol):
+    from transformers.models.llama.modeling_llama import LlamaRMSNorm
+
+    from backend.cpu_kernels import use_fast_rms_norm
+
+    stock = LlamaRMSNorm(48, eps=1e-5).to(dtype)
+    stock.weight.data = torch.rand(48, dtype=dtype) + 0.5
+    stock.weight.requires_grad_(False)
+    fast = LlamaRMSNorm(48, eps=1e-5).to(dtype)
+    fast.load_state_dict(stock.state_dict())
+    fast.weight.requires_grad_(False)
+    assert use_fast_rms_norm(fast) == 1
+    x = (torch.randn(4, 7, 48) * 3).to(dtype)
+    grad = torch.randn(4, 7, 48).to(dtype)
+    outs, grads = [], []
+    for norm in (stock, fast):
+        xi = x.clone().requires_grad_(True)
+        out = norm(xi)
+        out.backward(grad)
+        outs.append(out.float())
+        grads.append(xi.grad.float())
+    assert outs[1].dtype == torch.float32 and _rel(outs[1], outs[0]) < tol
+    assert _rel(grads[1], grads[0]) < tol
+    fast.weight.requires_grad_(True)  # a trained norm weight: the stock forward runs
+    assert fast(x.clone().requires_grad_(True)).grad_fn.name() != "RMSNormFunctionBackward"
+
+
+# --- attention -------------------------------------------------------------------------------------
+
+
+def _llama(tiny_llama, attention):
+    from backend.bases import load_model
+    from backend.cpu_kernels import use_causal_attention
+
+    model = load_model(folder_ref(tiny_llama), dtype=torch.float32).train()
+    if attention == "ours":
+        assert use_causal_attention(model)
+    else:
+        model.set_attn_implementation(attention)
+    return model
+
+
+@pytest.mark.parametrize("side", ["right", "left", "none"])
+def test_causal_attention_matches_eager_on_real_tokens(tiny_llama, side):
+    ids = torch.randint(3, 300, (3, 12), generator=torch.Generator().manual_seed(5))
+    attention = torch.ones_like(ids)
+    if side == "right":
+        attention[1, 8:] = 0
+        attention[2, 5:] = 0
+    elif side == "left":
+        attention[1, :4] = 0
+    results = []
+    for kind in ("eager", "ours"):
+        model = _llama(tiny_llama, kind)
+        out = model(input_ids=ids, attention_mask=attention).logits
+        (out * attention[..., None]).square().sum().backward()
+        results.append((out.detach(), next(model.model.layers[0].self_attn.q_proj.parameters()).grad))
+    real = attention.bool()
+    assert torch.allclose(results[1][0][real], results[0][0][real], atol=1e-4)
+    assert _rel(results[1][1], results[0][1]) < 1e-4
+
+
+def test_causal_attention_generates_like_eager(tiny_llama):
+    ids = torch.randint(3, 300, (1, 6), generator=torch.Generator().manual_seed(9))
+    outs = []
+    for kind in ("eager", "ours"):
+        model = _llama(tiny_llama, kind).eval()
+        outs.append(model.generate(input_ids=ids, max_new_tokens=6, do_sample=False))
+    assert torch.equal(outs[0], outs[1])
+
+
+# --- LM head + cross-entropy -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
+def test_head_loss_sum_matches_cross_entropy(dtype, tol):
+    from backend.cpu_kernels import head_loss_sum
+
+    weight = (torch.randn(500, 32) * 0.3).to(dtype)
+    hidden = torch.randn(70, 32).to(dtype)
+    targets = torch.randint(0, 500, (70,))
+    results = []
+    for fn in ("stock", "ours"):
+        h = hidden.clone().requires_grad_(True)
+        if fn == "stock":
+            loss = torch.nn.functional.cross_entropy((h @ weight.t()).float(), targets, reduction="sum")
+        else:
+            loss = head_loss_sum(h, weight, targets, block_rows=16)  # several blocks, one partial
+        (loss / 70).backward()
+        results.append((float(loss), h.grad.float()))
+    assert abs(results[1][0] - results[0][0]) / results[0][0] < tol
+    assert _rel(results[1][1], results[0][1]) < tol
+    with torch.no_grad():
+        assert abs(float(head_loss_sum(hidden, weight, targets)) - results[0][0]) / results[0][0] < tol
+
+
+def test_head_loss_sum_trains_a_head_that_is_not_frozen():
+    from backend.cpu_kernels import head_loss_sum
+
+    weight = torch.randn(50, 8, requires_grad=True)
+    head_loss_sum(torch.randn(5, 8), weight, torch.randint(0, 50, (5,))).backward()
+    assert weight.grad is not None and float(weight.grad.abs().sum()) > 0
+
+
+def test_keep_freed_memory_on_glibc():
+    import platform
+
+    from backend.cpu_kernels import keep_freed_memory
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is expected
+
+
+def test_hugepage_malloc_env_adds_the_tunable_once_and_keeps_others():
+    from backend.cpu_kernels import HUGEPAGE_TUNABLE, hugepage_malloc_env
+
+    assert hugepage_malloc_env({"A": "1"}) == {"A": "1", "GLIBC_TUNABLES": HUGEPAGE_TUNABLE}
+    both = hugepage_malloc_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
+    assert both["GLIBC_TUNABLES"] == f"glibc.malloc.arena_max=2:{HUGEPAGE_TUNABLE}"
+    assert hugepage_malloc_env(both) == both
+    assert hugepage_malloc_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"})["GLIBC_TUNABLES"] == \
+        "glibc.malloc.hugetlb=0"  # a person's own choice stays
