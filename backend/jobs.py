@@ -312,11 +312,9 @@ class JobRunner:
             self._run(job)
         return ran
 
-    def _run(self, job) -> str:
-        if job.cancel_requested:
-            return self._finish(job.id, "cancelled", "cancelled before it started")
-        run_dir = self.paths.run_dir(job.id)
-        run_dir.mkdir(parents=True, exist_ok=True)
+    def worker_env(self) -> dict:
+        """The environment of a training worker: this process's, plus the home, the
+        store, and glibc's huge-page malloc (:func:`backend.cpu_kernels.hugepage_malloc_env`)."""
         env = {**os.environ, "TUNELAB_HOME": str(self.settings.home),
                "TUNELAB_DATABASE_URL": self.settings.db_url,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
@@ -324,7 +322,14 @@ class JobRunner:
                "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
         if self.settings.trust_remote_code:
             env["TUNELAB_TRUST_REMOTE_CODE"] = "1"
-        env = hugepage_malloc_env(env)
+        return hugepage_malloc_env(env)
+
+    def _run(self, job) -> str:
+        if job.cancel_requested:
+            return self._finish(job.id, "cancelled", "cancelled before it started")
+        run_dir = self.paths.run_dir(job.id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        env = self.worker_env()
         banner = f"\n===== attempt {job.attempts} at {utcnow().isoformat(timespec='seconds')}Z =====\n"
         with open(run_dir / "stdout.log", "a") as out, open(run_dir / "stderr.log", "a") as err:
             out.write(banner)

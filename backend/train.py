@@ -41,7 +41,7 @@ elementwise ops (10%) and bf16 flash attention (12%). What is done about it:
   ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``). Measured on the same 20 batches, in one
   process: about 1.4x the tokens/s of the path above.
 
-Together: ~270 tokens/s in bf16 vs ~183 in fp32 with the same fixes, so 'auto' picks
+Before the kernels: ~270 tokens/s in bf16 vs ~183 in fp32 with the same fixes, so 'auto' picks
 bf16 wherever the CPU has bf16 units (:func:`resolve_precision`). The frozen weights get
 no gradients (peft sets ``requires_grad=False``; asserted in the tests). Batches of more
 rows were measured and do not help (16 rows: +7%, 32 rows: slower, from padding), so the

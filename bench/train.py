@@ -279,8 +279,9 @@ def main(argv: list[str] | None = None) -> dict:
                  "train_seconds": ours_seconds, "wall_seconds_incl_eval": m["runtime_s"], "eval_loss": ours_eval,
                  "trainer_eval_loss": m["eval_loss"], "precision": precision, "model_flops": ours_flops,
                  "path": "bf16 frozen base weights + fp32 LoRA under bf16 autocast, LM head on answer positions "
-                         "only (decoder called directly), fast LoRA dropout, no fp32 round trip of LoRA inputs, "
-                         "eager attention, length-grouped batches"
+                         "only (decoder called directly), length-grouped batches, backend.cpu_kernels: LoRA "
+                         "projection as one autograd function with sparse-position dropout, blocked LM-head "
+                         "loss, RMSNorm and grouped causal attention kernels, huge-page malloc keeping freed memory"
                          if precision == "bf16" else "fp32, LM head on answer positions only, fast LoRA dropout, "
                                                      "length-grouped batches"},
         "baseline": {"answer_tokens_per_s": base_tps, "tokens_per_s": all_tokens / base_seconds,

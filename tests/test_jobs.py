@@ -238,3 +238,10 @@ def test_sweep_trains_one_adapter_per_config(runner, settings, tiny_llama, tmp_p
         assert (config["r"], config["lora_alpha"]) == (spec.lora.r, spec.lora.alpha)
     assert read_meta(settings.paths.adapters / "sw-r4")["hyperparameters"]["lora"]["r"] == 4
     assert read_meta(settings.paths.adapters / "sw")["hyperparameters"]["lora"]["r"] == 8
+
+
+def test_worker_env_names_the_home_and_asks_malloc_for_huge_pages(settings, monkeypatch):
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")
+    env = JobRunner(settings).worker_env()
+    assert env["TUNELAB_HOME"] == str(settings.home)
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=4:glibc.malloc.hugetlb=1"
