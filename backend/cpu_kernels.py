@@ -182,7 +182,7 @@ def lora_linear_forward(self, x, *args, **kwargs):
         weight = base.weight if base.weight.dtype == dtype else base.weight.to(dtype)
         bias = None if base.bias is None else base.bias.to(dtype)
         return _lora_linear_function().apply(x.to(dtype), weight, bias, self.lora_A[name].weight,
-                                       self.lora_B[name].weight, self.scaling[name], p)
+                                           self.lora_B[name].weight, self.scaling[name], p)
 
 
 def use_fast_lora_linear(model) -> int:

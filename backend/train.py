@@ -434,7 +434,8 @@ def _make_trainer_class():
             targets = labels[:, 1:]
             mask = targets != -100
             head = unwrapped.get_output_embeddings()
-            if hidden.device.type == "cpu" and getattr(head, "bias", None) is None:
+            if hidden.device.type == "cpu" and type(head) is torch.nn.Linear and head.bias is None \
+                    and head.weight.dtype == hidden.dtype:
                 loss_sum = head_loss_sum(hidden[mask], head.weight, targets[mask])
             else:
                 logits = head(hidden[mask]).float()

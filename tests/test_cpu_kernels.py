@@ -282,3 +282,23 @@ def test_hugepage_malloc_env_adds_the_tunable_once_and_keeps_others():
     assert hugepage_malloc_env(both) == both
     assert hugepage_malloc_env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"})["GLIBC_TUNABLES"] == \
         "glibc.malloc.hugetlb=0"  # a person's own choice stays
+
+
+def test_tune_for_device_installs_the_kernels_on_cpu_only(tiny_llama):
+    from peft import LoraConfig, get_peft_model
+
+    from backend.bases import load_model
+    from backend.cpu_kernels import lora_linear_forward
+    from backend.train import tune_for_device
+
+    def peft_model():
+        return get_peft_model(load_model(folder_ref(tiny_llama)), LoraConfig(r=4, target_modules="all-linear"))
+
+    gpu, cpu = peft_model(), peft_model()
+    tune_for_device(gpu, device="cuda", precision="bf16")  # a GPU run keeps peft's and transformers' forwards
+    tune_for_device(cpu, device="cpu", precision="fp32")
+    for model, fast in ((gpu, False), (cpu, True)):
+        layer = model.base_model.model.model.layers[0]
+        forward = vars(layer.self_attn.q_proj).get("forward")
+        assert (forward is not None and forward.__func__ is lora_linear_forward) is fast
+        assert ("forward" in vars(layer.input_layernorm)) is fast
