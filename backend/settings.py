@@ -124,6 +124,11 @@ class Paths:
         return self.home / ".tunelab" / "runs"
 
     @property
+    def native(self) -> Path:
+        """Compiled CPU training kernels (backend/native.py), one folder per source + CPU."""
+        return self.home / ".tunelab" / "native"
+
+    @property
     def database(self) -> Path:
         return self.home / ".tunelab" / "tunelab.db"
 

@@ -4,6 +4,7 @@ stock path wherever a kernel does not apply."""
 
 from __future__ import annotations
 
+import ctypes
 import math
 
 import pytest
@@ -141,6 +142,48 @@ def test_lora_linear_function_with_dropout_is_lora_on_the_dropped_input():
             assert g.shape == w.shape and torch.allclose(g, w, atol=1e-10)
 
 
+@pytest.mark.parametrize("native_on", [True, False], ids=["native", "torch"])
+def test_lora_linear_function_bf16_dropout_on_both_paths(monkeypatch, native_on):
+    """bf16 with dropout: the native hashed mask (recomputed from the seed in the backward
+    pass) and the torch fallback (drop positions) both give LoRA on the dropped input,
+    against an fp32 reference through autograd with the same mask."""
+    import backend.cpu_kernels as kernels
+    from backend import native
+
+    if native_on and native.kernels() is None:
+        pytest.skip(f"native kernels not loaded: {native.status()['why']}")
+    if not native_on:
+        monkeypatch.setattr(kernels, "native_kernels", lambda: None)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 50, 64, generator=gen).bfloat16().requires_grad_(True)
+    weight = (torch.randn(96, 64, generator=gen) * 0.1).bfloat16()
+    lora_a = (torch.randn(8, 64, generator=gen) * 0.1).requires_grad_(True)
+    lora_b = (torch.randn(96, 8, generator=gen) * 0.1).requires_grad_(True)
+    grad = torch.randn(4, 50, 96, generator=gen).bfloat16()
+    p = 0.2
+    torch.manual_seed(7)
+    out = kernels._lora_linear_function().apply(x, weight, None, lora_a, lora_b, 2.0, p)
+    got = torch.autograd.grad(out, (x, lora_a, lora_b), grad)
+    torch.manual_seed(7)
+    if native_on:
+        mask = torch.empty(x.numel(), dtype=torch.uint8)
+        native.kernels().tl_dropout_mask(x.numel(), native.draw_seed(), native.dropout_threshold(p),
+                                         ctypes.c_void_p(mask.data_ptr()))
+        keep = mask.float()
+    else:
+        keep = torch.ones(x.numel())
+        keep[kernels.drop_positions(x.numel(), p)] = 0
+    assert 0.15 < 1 - float(keep.mean()) < 0.25
+    xf = x.detach().float().requires_grad_(True)
+    af, bf = lora_a.detach().clone().requires_grad_(True), lora_b.detach().clone().requires_grad_(True)
+    want_out = xf @ weight.float().t() + (xf * keep.view_as(xf) / (1 - p)) @ af.t() @ bf.t() * 2.0
+    want = torch.autograd.grad(want_out, (xf, af, bf), grad.float())
+    assert out.dtype is torch.bfloat16 and _rel(out.float(), want_out) < 0.01
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and _rel(g.float(), w) < 0.02
+    assert got[1].dtype is torch.float32 and got[2].dtype is torch.float32  # fp32 LoRA weights' gradients
+
+
 def test_fast_lora_linear_trains_with_dropout_and_draws_new_positions_each_call(tiny_llama):
     _, fast = _lora_pair(tiny_llama, torch.float32, dropout=0.5)
     layer = fast.base_model.model.model.layers[0].self_attn.q_proj
@@ -156,14 +199,58 @@ def test_fast_lora_linear_trains_with_dropout_and_draws_new_positions_each_call(
     assert layer.lora_A["default"].weight.grad is not None and layer.base_layer.weight.grad is None
 
 
+# --- gated MLP activation ---------------------------------------------------------------------------
+
+
+def test_silu_mul_matches_the_stock_ops_in_bf16():
+    from backend import native
+    from backend.cpu_kernels import silu_mul
+
+    if native.kernels() is None:
+        pytest.skip(f"native kernels not loaded: {native.status()['why']}")
+    gen = torch.Generator().manual_seed(4)
+    gate = (torch.randn(6, 33, 80, generator=gen) * 4).bfloat16()
+    gate.view(-1)[:4] = torch.tensor([0.0, -100.0, 100.0, -3.0])  # zero, saturated both ways
+    up = torch.randn(6, 33, 80, generator=gen).bfloat16()
+    grad = torch.randn(6, 33, 80, generator=gen).bfloat16()
+    results = []
+    for fn in (silu_mul, lambda g, u: torch.nn.functional.silu(g.float()) * u.float()):
+        g, u = gate.clone().requires_grad_(True), up.clone().requires_grad_(True)
+        out = fn(g, u)
+        results.append((out.float(), *(t.float() for t in torch.autograd.grad(out, (g, u), grad.to(out.dtype)))))
+    native_out = silu_mul(gate.requires_grad_(True), up)
+    assert native_out.dtype is torch.bfloat16 and type(native_out.grad_fn).__name__ == "SiluMulFunctionBackward"
+    for got, want in zip(results[0], results[1]):
+        assert torch.isfinite(got).all() and _rel(got, want) < 1e-2
+    assert torch.equal(silu_mul(gate.float(), up.float()), torch.nn.functional.silu(gate.float()) * up.float())
+
+
+def test_fast_silu_mul_is_installed_on_llama_mlps_and_trains_like_peft(tiny_llama):
+    from backend.cpu_kernels import use_fast_silu_mul
+
+    stock, fast = _lora_pair(tiny_llama, torch.bfloat16)
+    assert use_fast_silu_mul(fast) == fast.config.num_hidden_layers
+    ids = torch.randint(0, fast.config.vocab_size, (2, 12))
+    want_loss, want = _loss_and_grads(stock, ids)
+    got_loss, got = _loss_and_grads(fast, ids)
+    assert abs(got_loss - want_loss) < 0.02 and all(_rel(got[n], want[n]) < 0.05 for n in want)
+
+
 # --- RMSNorm ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)])
-def test_rms_norm_function_matches_llama_rms_norm(dtype, tol):
+@pytest.mark.parametrize("dtype,tol,native_on", [(torch.float32, 1e-5, True), (torch.bfloat16, 2e-2, True),
+                                                  (torch.bfloat16, 2e-2, False)], ids=["fp32", "bf16-native", "bf16-torch"])
+def test_rms_norm_function_matches_llama_rms_norm(monkeypatch, dtype, tol, native_on):
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
+    import backend.cpu_kernels as kernels
+    from backend import native
     from backend.cpu_kernels import use_fast_rms_norm
+
+    loaded = []  # native libraries handed out: only to bf16 inputs, and only when on
+    monkeypatch.setattr(kernels, "native_kernels", lambda: loaded.append(native.kernels()) or loaded[-1]
+                        if native_on else None)
 
     stock = LlamaRMSNorm(48, eps=1e-5).to(dtype)
     stock.weight.data = torch.rand(48, dtype=dtype) + 0.5
@@ -183,6 +270,7 @@ def test_rms_norm_function_matches_llama_rms_norm(dtype, tol):
         grads.append(xi.grad.float())
     assert outs[1].dtype == torch.float32 and _rel(outs[1], outs[0]) < tol
     assert _rel(grads[1], grads[0]) < tol
+    assert bool(loaded) == (native_on and dtype is torch.bfloat16)
     fast.weight.requires_grad_(True)  # a trained norm weight: the stock forward runs
     assert fast(x.clone().requires_grad_(True)).grad_fn.name() != "RMSNormFunctionBackward"
 
@@ -254,6 +342,44 @@ def test_head_loss_sum_matches_cross_entropy(dtype, tol):
     assert _rel(results[1][1], results[0][1]) < tol
     with torch.no_grad():
         assert abs(float(head_loss_sum(hidden, weight, targets)) - results[0][0]) / results[0][0] < tol
+
+
+def test_head_loss_sum_bf16_same_on_native_and_torch_paths(monkeypatch):
+    import backend.cpu_kernels as kernels
+
+    weight = (torch.randn(3000, 48) * 0.3).bfloat16()
+    hidden = torch.randn(150, 48).bfloat16()
+    targets = torch.randint(0, 3000, (150,))
+    results = []
+    for native_on in (True, False):
+        if not native_on:
+            monkeypatch.setattr(kernels, "native_kernels", lambda: None)
+        h = hidden.clone().requires_grad_(True)
+        loss = kernels.head_loss_sum(h, weight, targets, block_rows=64)
+        loss.backward()
+        results.append((float(loss), h.grad.float()))
+    assert abs(results[0][0] - results[1][0]) / results[1][0] < 1e-4
+    assert _rel(results[0][1], results[1][1]) < 1e-2
+
+
+def test_packed_head_equals_the_plain_products_and_follows_in_place_changes():
+    from backend.cpu_kernels import _packed_head, _packed_linear
+    from backend.prepack import available
+
+    if not available():
+        pytest.skip("this torch build has no oneDNN packed linear")
+    weight = (torch.randn(700, 64) * 0.3).bfloat16()
+    hidden = torch.randn(20, 64).bfloat16()
+    packed = _packed_head(weight, 32)
+    assert _packed_head(weight, 32) is packed  # made once
+    assert torch.equal(_packed_linear(hidden, packed[0]), hidden @ weight.t())
+    probs = torch.randn(20, 700).bfloat16()
+    assert _rel(_packed_linear(probs, packed[1]).float(), (probs @ weight).float()) < 1e-2
+    with torch.no_grad():
+        weight.mul_(2)  # a changed head is packed again
+    repacked = _packed_head(weight, 32)
+    assert repacked is not packed and torch.equal(_packed_linear(hidden, repacked[0]), hidden @ weight.t())
+    assert _packed_head(weight.float(), 32) is None and _packed_head(weight.clone().requires_grad_(True), 32) is None
 
 
 def test_head_loss_sum_trains_a_head_that_is_not_frozen():

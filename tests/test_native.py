@@ -1,0 +1,120 @@
+"""The native CPU kernels (backend/native.py + backend/native/cpu_kernels.c): built with the
+machine's C compiler, cached, turned off cleanly, and equal to the torch formulas they
+replace."""
+
+from __future__ import annotations
+
+import ctypes
+import shutil
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from backend import native  # noqa: E402
+
+needs_compiler = pytest.mark.skipif(native._compiler() is None, reason="no C compiler on this machine")
+
+
+def ptr(tensor) -> ctypes.c_void_p:
+    return ctypes.c_void_p(tensor.data_ptr())
+
+
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    path = native.build(tmp_path_factory.mktemp("native"))
+    loaded = ctypes.CDLL(str(path))
+    native._declare(loaded)
+    return loaded
+
+
+@needs_compiler
+def test_build_compiles_once_per_source_and_caches(tmp_path):
+    first = native.build(tmp_path)
+    stamp = first.stat().st_mtime_ns
+    assert first.is_file() and first.parent.parent == tmp_path
+    assert native.build(tmp_path) == first and first.stat().st_mtime_ns == stamp  # not rebuilt
+
+
+def test_build_without_a_working_compiler_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", shutil.which("false") or "/bin/false")
+    with pytest.raises(RuntimeError, match="failed"):
+        native.build(tmp_path)
+    assert not list(tmp_path.rglob("*.so"))  # no half-written library left behind
+
+
+def test_kernels_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv("TUNELAB_NATIVE_KERNELS", "false")
+    native.kernels.cache_clear()
+    try:
+        assert native.kernels() is None
+        assert native.status() == {"loaded": False, "why": "turned off by TUNELAB_NATIVE_KERNELS"}
+    finally:
+        native.kernels.cache_clear()
+
+
+def test_dropout_threshold_and_seed():
+    assert native.dropout_threshold(0.0) == 0 and native.dropout_threshold(1.0) == 2**32 - 1
+    assert native.dropout_threshold(0.25) == 2**30
+    torch.manual_seed(3)
+    first = native.draw_seed()
+    torch.manual_seed(3)
+    assert native.draw_seed() == first  # torch's generator state reproduces the masks
+    assert 0 <= first < 2**64
+
+
+@needs_compiler
+def test_dropout_mask_is_bernoulli_p_and_seeded(lib):
+    n = 1 << 20
+    masks = {}
+    for seed in (1, 2, 1 << 40):
+        for p in (0.05, 0.5):
+            mask = torch.empty(n, dtype=torch.uint8)
+            lib.tl_dropout_mask(n, seed, native.dropout_threshold(p), ptr(mask))
+            rate = 1 - mask.double().mean().item()
+            assert abs(rate - p) < 5 * (p * (1 - p) / n) ** 0.5, (seed, p, rate)
+            masks[seed, p] = mask
+    m = masks[1, 0.5].double()
+    assert abs(torch.corrcoef(torch.stack([m[:-1], m[1:]]))[0, 1].item()) < 0.01  # neighbours independent
+    assert not torch.equal(masks[1, 0.5], masks[2, 0.5]) and not torch.equal(masks[1, 0.5], masks[1 << 40, 0.5])
+    again = torch.empty(n, dtype=torch.uint8)
+    lib.tl_dropout_mask(n, 2, native.dropout_threshold(0.5), ptr(again))
+    assert torch.equal(again, masks[2, 0.5])
+    lib.tl_dropout_mask(n, 2, 0, ptr(again))
+    assert bool(again.all())  # p = 0 drops nothing
+
+
+@needs_compiler
+def test_dropout_copy_and_add_kept_follow_the_mask(lib):
+    x, lora, acc = (torch.randn(37, 53).bfloat16() for _ in range(3))
+    seed, threshold = 99, native.dropout_threshold(0.3)
+    mask = torch.empty(x.numel(), dtype=torch.uint8)
+    lib.tl_dropout_mask(x.numel(), seed, threshold, ptr(mask))
+    keep = mask.view_as(x).bool()
+    out = torch.empty_like(x)
+    lib.tl_dropout_copy(ptr(x), x.numel(), seed, threshold, ptr(out))
+    assert torch.equal(out, torch.where(keep, x, torch.zeros_like(x)))
+    want = (acc.float() + torch.where(keep, lora.float(), 0.0)).bfloat16()
+    lib.tl_add_kept(ptr(acc), ptr(lora), x.numel(), seed, threshold)
+    assert torch.equal(acc, want)
+
+
+@needs_compiler
+def test_softmax_xent_is_cross_entropy_and_its_gradient(lib):
+    rows, vocab = 9, 1000
+    logits = (torch.randn(rows, vocab) * 4).bfloat16()
+    logits[2, 7] = -float("inf")  # a masked-out logit stays probability 0
+    targets = torch.randint(0, vocab, (rows,))
+    targets[4] = -100  # outside the vocabulary: loss 0, gradient 0
+    log_probs = torch.log_softmax(logits.float(), -1)
+    valid = targets >= 0
+    want_loss = torch.where(valid, -log_probs.gather(1, targets.clamp(min=0)[:, None])[:, 0], 0.0)
+    want_grad = log_probs.exp()
+    want_grad[valid, targets[valid]] -= 1
+    want_grad[~valid] = 0
+    grad, losses = logits.clone(), torch.empty(rows)
+    lib.tl_softmax_xent(ptr(grad), ptr(targets), rows, vocab, ptr(losses))
+    assert torch.allclose(losses, want_loss, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(grad.float(), want_grad.bfloat16().float(), rtol=0, atol=1e-6 + 2 ** -8 * want_grad.abs().max())
+    assert grad[2, 7] == 0 and bool((grad[4] == 0).all())
+    assert torch.allclose(grad.float().sum(-1)[valid], torch.zeros(int(valid.sum())), atol=0.02)
