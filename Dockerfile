@@ -10,7 +10,8 @@ ENV PIP_NO_CACHE_DIR=1 \
     TUNELAB_MODELS_DIR=/opt/tunelab/models
 
 WORKDIR /app
-RUN apt-get update && apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*
+# gcc: the native CPU training kernels (backend/native.py) compile on first use
+RUN apt-get update && apt-get install -y --no-install-recommends git gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 
 COPY pyproject.toml README.md ./
 COPY backend ./backend
