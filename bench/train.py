@@ -208,6 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
     import trl
     from peft import PeftModel
 
+    from backend import native
     from backend.bases import load_model, load_tokenizer, resolve_base
     from backend.hparams import LoraSpec, RunSpec, TrainSpec
     from backend.settings import Settings
@@ -241,6 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
                              work_dir=work / "run")
         m = meta["metrics"]
         ours_seconds = m["train_seconds"]  # evaluation excluded, like the baseline (which never evaluates)
+        native_status = native.status()  # loaded (and from where) or why not: the C kernels or the torch fallback
         ours_model = PeftModel.from_pretrained(load_model(ref), out_dir)
         ours_eval = answer_eval_loss(ours_model, eval_tok)
         del ours_model
@@ -280,10 +282,13 @@ def main(argv: list[str] | None = None) -> dict:
                  "trainer_eval_loss": m["eval_loss"], "precision": precision, "model_flops": ours_flops,
                  "path": "bf16 frozen base weights + fp32 LoRA under bf16 autocast, LM head on answer positions "
                          "only (decoder called directly), length-grouped batches, backend.cpu_kernels: LoRA "
-                         "projection as one autograd function with sparse-position dropout, blocked LM-head "
-                         "loss, RMSNorm and grouped causal attention kernels, huge-page malloc keeping freed memory"
+                         "projection as one autograd function (hashed dropout recomputed from a seed with the "
+                         "native kernels, else sparse drop positions), blocked LM-head loss with a oneDNN-packed "
+                         "head and one-pass softmax gradient, fused SiLU-mul, RMSNorm and grouped causal "
+                         "attention kernels, huge-page malloc keeping freed memory"
                          if precision == "bf16" else "fp32, LM head on answer positions only, fast LoRA dropout, "
-                                                     "length-grouped batches"},
+                                                     "length-grouped batches",
+                 "native_kernels": native_status},
         "baseline": {"answer_tokens_per_s": base_tps, "tokens_per_s": all_tokens / base_seconds,
                      "train_seconds": base_seconds, "eval_loss": base_eval, "settings": base_settings},
         "ours_fp32": fp32,
