@@ -7,18 +7,23 @@ SmolLM2-135M step. Every function here computes what the stock module computes (
 bf16 rounding, which tests bound), with fewer passes:
 
 * :class:`LoraLinearFunction` is a whole peft ``lora.Linear`` (frozen base + one plain
-  LoRA adapter + its dropout) as one autograd function: dropout draws only the
-  positions it drops (:func:`drop_positions`) and zeroes them in one copy of the input,
-  ``scaling / (1 - p)`` is applied at the r-wide end, LoRA's product is added into the
-  base output in place, and the backward pass adds LoRA's input gradient into the
-  base's in place too, keeping the base gradient at the dropped positions;
+  LoRA adapter + its dropout) as one autograd function that keeps its input (shared by
+  q/k/v and by gate/up) rather than a masked copy: dropout is a hashed mask recomputed
+  from a seed by the native kernels (:mod:`backend.native`), or draws only the
+  positions it drops (:func:`drop_positions`), ``scaling / (1 - p)`` is applied at the
+  r-wide end, LoRA's product is added into the base output in place, and the backward
+  pass adds LoRA's input gradient into the base's, keeping the base gradient at the
+  dropped positions;
+* :func:`silu_mul` is the gated MLP's ``silu(gate) * up`` in one native pass each way;
 * :class:`RMSNormFunction` is RMSNorm with a hand-written backward for frozen norm
-  weights (autograd through the reference formula takes about ten passes);
+  weights (autograd through the reference formula takes about ten passes), one native
+  pass each way for bf16;
 * :func:`causal_attention` is causal attention for right-padded batches: grouped
   query heads against their shared key/value heads (no ``repeat_kv`` copies), scale
   and causal mask fused into the score matmul (``baddbmm``);
-* :func:`head_loss_sum` is LM head + cross-entropy a block of rows at a time, with the
-  gradient made in the forward pass: no (answer tokens x vocabulary) fp32 array ever
+* :func:`head_loss_sum` is LM head + cross-entropy a block of rows at a time against a
+  oneDNN-packed head, with the gradient made in the forward pass (in one native pass
+  over the block's logits for bf16): no (answer tokens x vocabulary) fp32 array ever
   exists (the stock path makes about six, each a fresh allocation of tens of MB);
 * :func:`keep_freed_memory` and :func:`hugepage_malloc_env` make the allocator reuse
   memory and fault it in 2 MiB at a time.
