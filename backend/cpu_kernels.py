@@ -470,6 +470,8 @@ def use_causal_attention(model) -> bool:
 def _head_loss_function():
     import torch
 
+    from .prepack import packed_linear
+
     class HeadLossFunction(torch.autograd.Function):
         """Summed cross-entropy of ``hidden @ weight.T`` against ``targets`` for a frozen
         head ``weight``, a block of rows at a time, with the gradient for ``hidden``
@@ -488,14 +490,14 @@ def _head_loss_function():
             for start in range(0, hidden.shape[0], block_rows):
                 rows = slice(start, start + block_rows)
                 # the activation dtype, as the stock head
-                logits = hidden[rows] @ weight.t() if packed is None else _packed_linear(hidden[rows], packed[0])
+                logits = hidden[rows] @ weight.t() if packed is None else packed_linear(hidden[rows], packed[0])
                 if lib is not None:  # loss per row, and softmax - onehot over the logits, in one pass
                     losses = torch.empty(logits.shape[0], dtype=torch.float32)
                     lib.tl_softmax_xent(_ptr(logits), _ptr(block_targets[rows]),
                                         logits.shape[0], logits.shape[1], _ptr(losses))
                     total += losses.sum()
                     if need_grad:
-                        grad_hidden[rows] = logits @ weight if packed is None else _packed_linear(logits, packed[1])
+                        grad_hidden[rows] = logits @ weight if packed is None else packed_linear(logits, packed[1])
                     continue
                 log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
                 picked = targets[rows].unsqueeze(1)
@@ -506,7 +508,7 @@ def _head_loss_function():
                     if packed is None:
                         torch.mm(probs.to(hidden.dtype), weight, out=grad_hidden[rows])
                     else:
-                        grad_hidden[rows] = _packed_linear(probs.to(hidden.dtype), packed[1])
+                        grad_hidden[rows] = packed_linear(probs.to(hidden.dtype), packed[1])
             ctx.save_for_backward(grad_hidden)
             return total
 
@@ -529,12 +531,6 @@ def head_loss_sum(hidden, weight, targets, block_rows: int = 128):
     return _head_loss_function().apply(hidden.contiguous(), weight, targets, block_rows)
 
 
-def _packed_linear(x, packed):
-    import torch
-
-    return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
-
-
 _PACKED_HEAD = "_tunelab_packed_head"
 
 
@@ -547,7 +543,7 @@ def _packed_head(weight, block_rows: int):
     plain and ~340 packed (2 EPYC cores)."""
     import torch
 
-    from .prepack import available
+    from .prepack import available, pack_weight
 
     if weight.dtype is not torch.bfloat16 or weight.device.type != "cpu" or weight.requires_grad or not available():
         return None
@@ -556,8 +552,7 @@ def _packed_head(weight, block_rows: int):
         return cached[1]
     with torch.no_grad():
         plain = weight.detach()
-        packed = (torch.ops.mkldnn._reorder_linear_weight(plain, block_rows),
-                  torch.ops.mkldnn._reorder_linear_weight(plain.t().contiguous(), block_rows))
+        packed = (pack_weight(plain, block_rows), pack_weight(plain.t().contiguous(), block_rows))
     setattr(weight, _PACKED_HEAD, (weight._version, packed))
     return packed
 

@@ -20,13 +20,31 @@ dtype, device or with autograd recording falls back to ``F.linear`` on the plain
 
 from __future__ import annotations
 
+import functools
 import types
 
 _PACKED = "_tunelab_packed_weight"
 
 
+def pack_weight(weight, rows_hint: int = 1):
+    """``weight`` (out x in) reordered once into oneDNN's blocked layout, for
+    :func:`packed_linear`; ``rows_hint`` is the expected number of rows per call."""
+    import torch
+
+    return torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint)
+
+
+def packed_linear(x, packed, bias=None):
+    """``F.linear(x, weight, bias)`` against the packed ``weight`` (contiguous ``x``)."""
+    import torch
+
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+@functools.cache
 def available() -> bool:
-    """True when this torch build has oneDNN's packed linear and it gives F.linear's numbers."""
+    """True when this torch build has oneDNN's packed linear and it gives F.linear's numbers
+    (checked once per process)."""
     import torch
 
     if not torch.backends.mkldnn.is_available():
@@ -34,8 +52,7 @@ def available() -> bool:
     try:
         weight = torch.randn(24, 16).to(torch.bfloat16)
         x = torch.randn(3, 16).to(torch.bfloat16)
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight, 1)
-        got = torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+        got = packed_linear(x, pack_weight(weight))
     except (AttributeError, RuntimeError, NotImplementedError):
         return False
     return torch.equal(got, torch.nn.functional.linear(x, weight))
@@ -47,7 +64,7 @@ def _packed_forward(self, x):
     packed = getattr(self, _PACKED)
     if x.dtype is not torch.bfloat16 or x.device.type != "cpu" or torch.is_grad_enabled():
         return torch.nn.functional.linear(x, self.weight, self.bias)
-    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed, self.bias, "none", [], "")
+    return packed_linear(x.contiguous(), packed, self.bias)
 
 
 def prepack_linears(model) -> int:
@@ -65,7 +82,7 @@ def prepack_linears(model) -> int:
     with torch.no_grad():
         for module in linears:
             if getattr(module, _PACKED, None) is None:
-                setattr(module, _PACKED, torch.ops.mkldnn._reorder_linear_weight(module.weight.detach(), 1))
+                setattr(module, _PACKED, pack_weight(module.weight.detach()))
                 module.forward = types.MethodType(_packed_forward, module)
     return len(linears)
 

@@ -363,8 +363,8 @@ def test_head_loss_sum_bf16_same_on_native_and_torch_paths(monkeypatch):
 
 
 def test_packed_head_equals_the_plain_products_and_follows_in_place_changes():
-    from backend.cpu_kernels import _packed_head, _packed_linear
-    from backend.prepack import available
+    from backend.cpu_kernels import _packed_head
+    from backend.prepack import available, packed_linear
 
     if not available():
         pytest.skip("this torch build has no oneDNN packed linear")
@@ -372,13 +372,13 @@ def test_packed_head_equals_the_plain_products_and_follows_in_place_changes():
     hidden = torch.randn(20, 64).bfloat16()
     packed = _packed_head(weight, 32)
     assert _packed_head(weight, 32) is packed  # made once
-    assert torch.equal(_packed_linear(hidden, packed[0]), hidden @ weight.t())
+    assert torch.equal(packed_linear(hidden, packed[0]), hidden @ weight.t())
     probs = torch.randn(20, 700).bfloat16()
-    assert _rel(_packed_linear(probs, packed[1]).float(), (probs @ weight).float()) < 1e-2
+    assert _rel(packed_linear(probs, packed[1]).float(), (probs @ weight).float()) < 1e-2
     with torch.no_grad():
         weight.mul_(2)  # a changed head is packed again
     repacked = _packed_head(weight, 32)
-    assert repacked is not packed and torch.equal(_packed_linear(hidden, repacked[0]), hidden @ weight.t())
+    assert repacked is not packed and torch.equal(packed_linear(hidden, repacked[0]), hidden @ weight.t())
     assert _packed_head(weight.float(), 32) is None and _packed_head(weight.clone().requires_grad_(True), 32) is None
 
 
