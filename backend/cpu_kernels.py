@@ -126,6 +126,7 @@ class _Dropout:
 
     def __init__(self, p: float, lib=None, seed: int = 0, positions=None):
         self.p, self.lib, self.seed, self.positions = p, lib, seed, positions
+        self.threshold = _native().dropout_threshold(p) if lib is not None else 0
 
     def with_positions(self, positions):
         self.positions = positions
@@ -137,7 +138,7 @@ class _Dropout:
             return x2
         if self.lib is not None:
             out = x2.new_empty(x2.shape)
-            self.lib.tl_dropout_copy(_ptr(x2), x2.numel(), self.seed, _native().dropout_threshold(self.p), _ptr(out))
+            self.lib.tl_dropout_copy(_ptr(x2), x2.numel(), self.seed, self.threshold, _ptr(out))
             return out
         kept = x2.clone()
         kept.view(-1).index_fill_(0, self.positions, 0)
@@ -149,7 +150,7 @@ class _Dropout:
             return base.addmm_(narrow, a)
         if self.lib is not None:
             lora = narrow @ a
-            self.lib.tl_add_kept(_ptr(base), _ptr(lora), base.numel(), self.seed, _native().dropout_threshold(self.p))
+            self.lib.tl_add_kept(_ptr(base), _ptr(lora), base.numel(), self.seed, self.threshold)
             return base
         flat = base.view(-1)
         base_part = flat[self.positions]  # keep the base part where the input was dropped

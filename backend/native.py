@@ -121,8 +121,8 @@ def dropout_threshold(p: float) -> int:
 
 
 def draw_seed() -> int:
-    """A 64-bit seed from torch's default generator (so ``torch.manual_seed`` and a
+    """A seed (63 bits) from torch's default generator (so ``torch.manual_seed`` and a
     checkpoint's RNG state reproduce the dropout masks)."""
     import torch
 
-    return int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64)) & (2**64 - 1)
+    return int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
