@@ -166,9 +166,10 @@ def _native():
 
 
 def _ptr(tensor):
+    """The tensor's data address for a C call (None: a NULL pointer)."""
     import ctypes
 
-    return ctypes.c_void_p(tensor.data_ptr())
+    return None if tensor is None else ctypes.c_void_p(tensor.data_ptr())
 
 
 def native_kernels():
@@ -197,6 +198,63 @@ def _skinny_product(narrow_t, wide_t):
     return (narrow_t @ wide_t.t()).t()
 
 
+def _native_lora(x2, lora_a, lora_b):
+    """The native library where its LoRA products apply (bf16 contiguous CPU input, fp32
+    LoRA weights, an AVX-512 build), else None."""
+    import torch
+
+    if x2.device.type != "cpu" or x2.dtype is not torch.bfloat16 or not x2.is_contiguous() \
+            or lora_a.dtype is not torch.float32 or lora_b.dtype is not torch.float32 or x2.numel() >= 2**32:
+        return None
+    lib = native_kernels()
+    return lib if lib is not None and lib.tl_lora_vectorized() else None
+
+
+def _native_lora_forward(ctx, lib, x2, shape, weight, bias, lora_a, lora_b, scale, p):
+    """:class:`LoraLinearFunction`'s forward on the native LoRA products: the down-projection
+    hashes the dropout mask once and keeps it as bits (M x K / 8 bytes) for the backward;
+    the fp32 r-wide product is added to the frozen layer's bf16 output in one rounding."""
+    import torch
+    import torch.nn.functional as F
+
+    rows, features = x2.shape
+    rank = lora_a.shape[0]
+    a, b_t = lora_a.contiguous(), lora_b.t().contiguous()  # [r, in] and [r, out], fp32
+    threshold = _native().dropout_threshold(p) if p > 0 else 0
+    seed = _native().draw_seed() if threshold else 0
+    bits = x2.new_empty((rows, (features + 15) // 16), dtype=torch.int16) if threshold else None
+    narrow = x2.new_empty((rows, rank), dtype=torch.float32)
+    coef = scale / (1 - p) if p > 0 else scale
+    lib.tl_lora_rows(_ptr(x2), rows, features, _ptr(a), rank, seed, threshold, coef, _ptr(narrow), _ptr(bits))
+    out = F.linear(x2, weight, bias)
+    lib.tl_lora_add(_ptr(out), rows, out.shape[1], _ptr(narrow), _ptr(b_t), rank, None)
+    ctx.save_for_backward(x2, weight, a, b_t, narrow, bits)
+    ctx.native, ctx.coef, ctx.input_shape = lib, coef, shape
+    return out.view(*shape[:-1], out.shape[1])
+
+
+def _native_lora_backward(ctx, grad):
+    import torch
+
+    x2, weight, a, b_t, narrow, bits = ctx.saved_tensors
+    lib = ctx.native
+    rows, features = x2.shape
+    rank, width = b_t.shape
+    g = grad.reshape(rows, width).to(torch.bfloat16).contiguous()
+    grad_narrow = narrow.new_empty((rows, rank))
+    lib.tl_lora_rows(_ptr(g), rows, width, _ptr(b_t), rank, 0, 0, ctx.coef, _ptr(grad_narrow), None)
+    grad_b_t = narrow.new_empty((rank, width))
+    lib.tl_lora_cols(_ptr(narrow), _ptr(g), rows, width, rank, None, _ptr(grad_b_t))
+    grad_a = narrow.new_empty((rank, features))
+    lib.tl_lora_cols(_ptr(grad_narrow), _ptr(x2), rows, features, rank, _ptr(bits), _ptr(grad_a))
+    grad_x = None
+    if ctx.needs_input_grad[0]:
+        grad_x = g @ weight  # LoRA's part is added where the input was kept
+        lib.tl_lora_add(_ptr(grad_x), rows, features, _ptr(grad_narrow), _ptr(a), rank, _ptr(bits))
+        grad_x = grad_x.view(ctx.input_shape)
+    return grad_x, None, None, grad_a, grad_b_t.t(), None, None
+
+
 @functools.cache
 def _lora_linear_function():
     import torch
@@ -211,6 +269,10 @@ def _lora_linear_function():
         def forward(ctx, x, weight, bias, lora_a, lora_b, scale, p):
             shape = x.shape
             x2 = x.reshape(-1, shape[-1])
+            lib = _native_lora(x2, lora_a, lora_b)
+            if lib is not None:
+                return _native_lora_forward(ctx, lib, x2, shape, weight, bias, lora_a, lora_b, scale, p)
+            ctx.native = None
             a, b = lora_a.to(x.dtype), lora_b.to(x.dtype)
             out = F.linear(x2, weight, bias)
             dropout = _dropout_plan(x2, p)
@@ -226,6 +288,8 @@ def _lora_linear_function():
 
         @staticmethod
         def backward(ctx, grad):
+            if ctx.native is not None:
+                return _native_lora_backward(ctx, grad)
             x2, weight, a, b, narrow, positions = ctx.saved_tensors
             dropout = ctx.dropout.with_positions(positions)
             g = grad.reshape(-1, grad.shape[-1]).to(x2.dtype)

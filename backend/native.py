@@ -76,6 +76,13 @@ def _declare(lib) -> None:
         "tl_rms_norm": [ptr, ptr, i64, i64, f32, ptr, ptr],
         "tl_rms_norm_backward": [ptr, ptr, ptr, ptr, i64, i64, ptr],
     }
+    lib.tl_lora_vectorized.argtypes, lib.tl_lora_vectorized.restype = [], ctypes.c_int
+    if lib.tl_lora_vectorized():  # built for AVX-512: the LoRA products are there too
+        signatures.update({
+            "tl_lora_rows": [ptr, i64, i64, ptr, i64, u64, u32, f32, ptr, ptr],
+            "tl_lora_cols": [ptr, ptr, i64, i64, i64, ptr, ptr],
+            "tl_lora_add": [ptr, i64, i64, ptr, ptr, i64, ptr],
+        })
     for name, argtypes in signatures.items():
         function = getattr(lib, name)
         function.argtypes = argtypes

@@ -87,17 +87,24 @@ def test_fast_lora_linear_matches_peft_in_fp32(tiny_llama):
     assert all(_rel(got[n], want[n]) < 1e-4 for n in want)
 
 
-def test_fast_lora_linear_matches_peft_under_bf16_autocast(tiny_llama):
+def test_fast_lora_linear_under_bf16_autocast_is_as_close_to_fp32_as_peft(tiny_llama):
+    """bf16 weights under autocast, against the same model in fp32: the kernels' loss and
+    LoRA gradients are no farther from fp32 than stock peft's in bf16 (the native LoRA
+    products keep their r-wide sums in fp32, so they are closer)."""
     stock, fast = _lora_pair(tiny_llama, torch.bfloat16)
+    reference, _ = _lora_pair(tiny_llama, torch.float32)
     for model in (stock, fast):
         for p in model.parameters():
             if p.requires_grad:
                 p.data = p.data.float()
     ids = torch.randint(3, 300, (2, 10), generator=torch.Generator().manual_seed(0))
-    want_loss, want = _loss_and_grads(stock.train(), ids, autocast=True)
+    want_loss, want = _loss_and_grads(reference.train(), ids)
+    stock_loss, stock_grads = _loss_and_grads(stock.train(), ids, autocast=True)
     got_loss, got = _loss_and_grads(fast.train(), ids, autocast=True)
     assert abs(got_loss - want_loss) / want_loss < 0.01
-    assert all(_rel(got[n], want[n]) < 0.05 for n in want)
+    stock_error = max(_rel(stock_grads[n], want[n]) for n in want)
+    assert 0 < stock_error < 0.15  # bf16 is not exact, and not far off
+    assert max(_rel(got[n], want[n]) for n in want) <= stock_error
     assert all(g.dtype == torch.float32 for g in got.values())
 
 
@@ -142,18 +149,29 @@ def test_lora_linear_function_with_dropout_is_lora_on_the_dropped_input():
             assert g.shape == w.shape and torch.allclose(g, w, atol=1e-10)
 
 
-@pytest.mark.parametrize("native_on", [True, False], ids=["native", "torch"])
-def test_lora_linear_function_bf16_dropout_on_both_paths(monkeypatch, native_on):
-    """bf16 with dropout: the native hashed mask (recomputed from the seed in the backward
-    pass) and the torch fallback (drop positions) both give LoRA on the dropped input,
-    against an fp32 reference through autograd with the same mask."""
+@pytest.mark.parametrize("path", ["native-lora", "native-dropout", "torch"])
+def test_lora_linear_function_bf16_dropout_on_every_path(monkeypatch, path):
+    """bf16 with dropout: the native LoRA products (mask hashed once, kept as bits for the
+    backward pass), the native hashed mask with torch's products (an AVX-512-less build)
+    and the torch fallback (drop positions) all give LoRA on the dropped input, against
+    an fp32 reference through autograd with the same mask."""
     import backend.cpu_kernels as kernels
     from backend import native
 
+    native_on = path != "torch"
     if native_on and native.kernels() is None:
         pytest.skip(f"native kernels not loaded: {native.status()['why']}")
+    if path == "native-lora" and not native.kernels().tl_lora_vectorized():
+        pytest.skip("the native library was not built for AVX-512 (no LoRA products)")
+    if path == "native-dropout":
+        monkeypatch.setattr(kernels, "_native_lora", lambda *args: None)
     if not native_on:
         monkeypatch.setattr(kernels, "native_kernels", lambda: None)
+    x_rows_used = []
+    if path == "native-lora":
+        real = kernels._native_lora_forward
+        monkeypatch.setattr(kernels, "_native_lora_forward", lambda ctx, lib, x2, *rest: x_rows_used.append(
+            x2.shape[0]) or real(ctx, lib, x2, *rest))
     gen = torch.Generator().manual_seed(2)
     x = torch.randn(4, 50, 64, generator=gen).bfloat16().requires_grad_(True)
     weight = (torch.randn(96, 64, generator=gen) * 0.1).bfloat16()
@@ -182,6 +200,7 @@ def test_lora_linear_function_bf16_dropout_on_both_paths(monkeypatch, native_on)
     for g, w in zip(got, want):
         assert g.shape == w.shape and _rel(g.float(), w) < 0.02
     assert got[1].dtype is torch.float32 and got[2].dtype is torch.float32  # fp32 LoRA weights' gradients
+    assert x_rows_used == ([200] if path == "native-lora" else [])  # the path named is the path taken
 
 
 def test_fast_lora_linear_trains_with_dropout_and_draws_new_positions_each_call(tiny_llama):

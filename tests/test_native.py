@@ -99,6 +99,61 @@ def test_dropout_copy_and_add_kept_follow_the_mask(lib):
     assert torch.equal(acc, want)
 
 
+def _kept(lib, shape, seed, threshold):
+    mask = torch.empty(shape[0] * shape[1], dtype=torch.uint8)
+    lib.tl_dropout_mask(mask.numel(), seed, threshold, ptr(mask))
+    return mask.view(shape).bool()
+
+
+def _packed(keep):
+    """A [M, K] bool mask as the LoRA kernels keep it: 16 bits per int16, bit k % 16."""
+    rows, width = keep.shape
+    padded = torch.zeros(rows, (width + 15) // 16 * 16, dtype=torch.int32)
+    padded[:, :width] = keep.int()
+    words = (padded.view(rows, -1, 16) << torch.arange(16, dtype=torch.int32)).sum(-1)
+    return words.to(torch.int16)  # wraps to the same 16 bits
+
+
+lora_shapes = pytest.mark.parametrize("rows,width,rank", [(37, 53, 3), (64, 576, 8), (5, 40, 12), (1, 16, 8)])
+
+
+@needs_compiler
+@lora_shapes
+def test_lora_rows_is_the_down_projection_on_the_kept_input_and_keeps_the_mask(lib, rows, width, rank):
+    if not lib.tl_lora_vectorized():
+        pytest.skip("not an AVX-512 build: no LoRA products")
+    gen = torch.Generator().manual_seed(rows)
+    x, w = torch.randn(rows, width, generator=gen).bfloat16(), torch.randn(rank, width, generator=gen)
+    seed, threshold = 1234567890123, native.dropout_threshold(0.3)
+    keep = _kept(lib, (rows, width), seed, threshold)
+    out, bits = torch.empty(rows, rank), torch.zeros(rows, (width + 15) // 16, dtype=torch.int16)
+    lib.tl_lora_rows(ptr(x), rows, width, ptr(w), rank, seed, threshold, 1.5, ptr(out), ptr(bits))
+    want = 1.5 * (x.float() * keep) @ w.t()
+    assert torch.allclose(out, want, rtol=1e-5, atol=1e-4)
+    assert torch.equal(bits, _packed(keep))  # the forward's mask, for the backward
+    lib.tl_lora_rows(ptr(x), rows, width, ptr(w), rank, seed, 0, 1.0, ptr(out), None)  # threshold 0: no dropout
+    assert torch.allclose(out, x.float() @ w.t(), rtol=1e-5, atol=1e-4)
+
+
+@needs_compiler
+@lora_shapes
+def test_lora_cols_and_add_follow_the_kept_bits(lib, rows, width, rank):
+    if not lib.tl_lora_vectorized():
+        pytest.skip("not an AVX-512 build: no LoRA products")
+    gen = torch.Generator().manual_seed(rows + 1)
+    y, n, w = torch.randn(rows, width, generator=gen).bfloat16(), torch.randn(rows, rank, generator=gen), \
+        torch.randn(rank, width, generator=gen)
+    keep = _kept(lib, (rows, width), 77, native.dropout_threshold(0.4))
+    for bits, kept in ((_packed(keep), keep), (None, torch.ones_like(keep))):
+        out = torch.full((rank, width), float("nan"))
+        lib.tl_lora_cols(ptr(n), ptr(y), rows, width, rank, None if bits is None else ptr(bits), ptr(out))
+        assert torch.allclose(out, n.t() @ (y.float() * kept), rtol=1e-5, atol=1e-4)  # every element written
+        acc = torch.randn(rows, width, generator=gen).bfloat16()
+        want = acc.float() + (n @ w) * kept
+        lib.tl_lora_add(ptr(acc), rows, width, ptr(n), ptr(w), rank, None if bits is None else ptr(bits))
+        assert torch.allclose(acc.float(), want, rtol=1 / 128, atol=1e-3)  # rounded once, to bf16
+
+
 @needs_compiler
 def test_softmax_xent_is_cross_entropy_and_its_gradient(lib):
     rows, vocab = 9, 1000
