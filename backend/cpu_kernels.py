@@ -8,12 +8,16 @@ bf16 rounding, which tests bound), with fewer passes:
 
 * :class:`LoraLinearFunction` is a whole peft ``lora.Linear`` (frozen base + one plain
   LoRA adapter + its dropout) as one autograd function that keeps its input (shared by
-  q/k/v and by gate/up) rather than a masked copy: dropout is a hashed mask recomputed
-  from a seed by the native kernels (:mod:`backend.native`), or draws only the
-  positions it drops (:func:`drop_positions`), ``scaling / (1 - p)`` is applied at the
-  r-wide end, LoRA's product is added into the base output in place, and the backward
-  pass adds LoRA's input gradient into the base's, keeping the base gradient at the
-  dropped positions;
+  q/k/v and by gate/up) rather than a masked copy. With an AVX-512 build of the native
+  kernels (:mod:`backend.native`) LoRA's rank-r products are native too: the
+  down-projection hashes the dropout mask once and keeps it as bits for the backward,
+  the up-projection is added into the base output with fp32 sums, and the weight
+  gradients are fp32 sums. Otherwise the products are torch's and dropout is the native
+  hashed mask recomputed from a seed, or draws only the positions it drops
+  (:func:`drop_positions`). Either way ``scaling / (1 - p)`` is applied at the r-wide
+  end, LoRA's product is added into the base output in place, and the backward pass
+  adds LoRA's input gradient into the base's, keeping the base gradient at the dropped
+  positions;
 * :func:`silu_mul` is the gated MLP's ``silu(gate) * up`` in one native pass each way;
 * :class:`RMSNormFunction` is RMSNorm with a hand-written backward for frozen norm
   weights (autograd through the reference formula takes about ten passes), one native

@@ -243,6 +243,8 @@ def main(argv: list[str] | None = None) -> dict:
         m = meta["metrics"]
         ours_seconds = m["train_seconds"]  # evaluation excluded, like the baseline (which never evaluates)
         native_status = native.status()  # loaded (and from where) or why not: the C kernels or the torch fallback
+        lib = native.kernels()
+        native_status["lora_products"] = bool(lib is not None and lib.tl_lora_vectorized())
         ours_model = PeftModel.from_pretrained(load_model(ref), out_dir)
         ours_eval = answer_eval_loss(ours_model, eval_tok)
         del ours_model
@@ -282,8 +284,9 @@ def main(argv: list[str] | None = None) -> dict:
                  "trainer_eval_loss": m["eval_loss"], "precision": precision, "model_flops": ours_flops,
                  "path": "bf16 frozen base weights + fp32 LoRA under bf16 autocast, LM head on answer positions "
                          "only (decoder called directly), length-grouped batches, backend.cpu_kernels: LoRA "
-                         "projection as one autograd function (hashed dropout recomputed from a seed with the "
-                         "native kernels, else sparse drop positions), blocked LM-head loss with a oneDNN-packed "
+                         "projection as one autograd function (native AVX-512 rank-r products with the dropout "
+                         "mask hashed once and kept as bits; else torch's products with the hashed mask "
+                         "recomputed from a seed, or sparse drop positions), blocked LM-head loss with a oneDNN-packed "
                          "head and one-pass softmax gradient, fused SiLU-mul, RMSNorm and grouped causal "
                          "attention kernels, huge-page malloc keeping freed memory"
                          if precision == "bf16" else "fp32, LM head on answer positions only, fast LoRA dropout, "
