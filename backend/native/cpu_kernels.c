@@ -198,8 +198,8 @@ void tl_rms_norm_backward(const bf16 *restrict grad, const bf16 *restrict x, con
 }
 
 
-/* LoRA's rank-r products, written for AVX-512 (oneDNN's kernels for an r = 8 wide operand
- * run at a fifth of its large-matmul speed, and each needs the dropout mask as a separate
+/* LoRA's rank-r products, written for AVX-512 (oneDNN runs an r = 8 wide operand at a
+ * fifth to a half of its large-matmul speed, and needs the dropout mask as a separate
  * masked copy). Streaming passes over a bf16 matrix with fp32 LoRA weights and fp32
  * accumulation. The forward pass hashes the dropout mask once (the hash of kept() above)
  * and keeps it as bits, 16 to a uint16_t (row m, bits m * ceil(K / 16) + k / 16, bit
