@@ -36,6 +36,23 @@ def test_build_compiles_once_per_source_and_caches(tmp_path):
     assert native.build(tmp_path) == first and first.stat().st_mtime_ns == stamp  # not rebuilt
 
 
+@needs_compiler
+def test_a_build_without_avx512_has_no_lora_products_and_still_loads(tmp_path, monkeypatch):
+    """The portable build (here: baseline x86-64 flags) declares and runs everything but
+    the AVX-512 LoRA products, which it reports absent (torch's products run instead)."""
+    import platform
+
+    if platform.machine() != "x86_64":
+        pytest.skip("the flags below are for x86-64")
+    monkeypatch.setattr(native, "FLAGS", [f if f != "-march=native" else "-march=x86-64" for f in native.FLAGS])
+    portable = ctypes.CDLL(str(native.build(tmp_path)))
+    native._declare(portable)
+    assert portable.tl_lora_vectorized() == 0 and not hasattr(portable, "tl_lora_rows")
+    x, out = torch.randn(3, 40).bfloat16(), torch.empty(3, 40, dtype=torch.bfloat16)
+    portable.tl_dropout_copy(ptr(x), x.numel(), 5, 0, ptr(out))
+    assert torch.equal(out, x)
+
+
 def test_build_without_a_working_compiler_says_so(tmp_path, monkeypatch):
     monkeypatch.setenv("CC", shutil.which("false") or "/bin/false")
     with pytest.raises(RuntimeError, match="failed"):
