@@ -181,15 +181,22 @@ def native_kernels():
     return _native().kernels()
 
 
+def _native_for(x2):
+    """The native library where its kernels can take the 2-D LoRA input ``x2`` (a
+    contiguous bf16 CPU tensor of fewer than 2^32 elements), else None."""
+    import torch
+
+    if x2.device.type != "cpu" or x2.dtype is not torch.bfloat16 or not x2.is_contiguous() or x2.numel() >= 2**32:
+        return None
+    return native_kernels()
+
+
 def _dropout_plan(x2, p: float) -> _Dropout:
     """Dropout for the contiguous 2-D LoRA input ``x2``: native hashed masks for bf16 CPU
     inputs when the library is there, else :func:`drop_positions`."""
-    import torch
-
     if p <= 0:
         return _Dropout(0.0)
-    lib = native_kernels() if x2.device.type == "cpu" and x2.dtype is torch.bfloat16 \
-        and x2.is_contiguous() and x2.numel() < 2**32 else None
+    lib = _native_for(x2)
     if lib is not None:
         return _Dropout(p, lib, seed=_native().draw_seed())
     return _Dropout(p, positions=drop_positions(x2.numel(), p, x2.device))
@@ -203,20 +210,19 @@ def _skinny_product(narrow_t, wide_t):
 
 
 def _native_lora(x2, lora_a, lora_b):
-    """The native library where its LoRA products apply (bf16 contiguous CPU input, fp32
+    """The native library where its LoRA products apply (:func:`_native_for` ``x2``, fp32
     LoRA weights, an AVX-512 build), else None."""
     import torch
 
-    if x2.device.type != "cpu" or x2.dtype is not torch.bfloat16 or not x2.is_contiguous() \
-            or lora_a.dtype is not torch.float32 or lora_b.dtype is not torch.float32 or x2.numel() >= 2**32:
+    if lora_a.dtype is not torch.float32 or lora_b.dtype is not torch.float32:
         return None
-    lib = native_kernels()
+    lib = _native_for(x2)
     return lib if lib is not None and lib.tl_lora_vectorized() else None
 
 
-def _native_lora_forward(ctx, lib, x2, shape, weight, bias, lora_a, lora_b, scale, p):
+def _native_lora_forward(ctx, lib, x2, shape, weight, bias, lora_a, lora_b, coef, dropout):
     """:class:`LoraLinearFunction`'s forward on the native LoRA products: the down-projection
-    hashes the dropout mask once and keeps it as bits (M x K / 8 bytes) for the backward;
+    hashes ``dropout``'s mask once and keeps it as bits (M x K / 8 bytes) for the backward;
     the fp32 r-wide product is added to the frozen layer's bf16 output in one rounding."""
     import torch
     import torch.nn.functional as F
@@ -224,16 +230,15 @@ def _native_lora_forward(ctx, lib, x2, shape, weight, bias, lora_a, lora_b, scal
     rows, features = x2.shape
     rank = lora_a.shape[0]
     a, b_t = lora_a.contiguous(), lora_b.t().contiguous()  # [r, in] and [r, out], fp32
-    threshold = _native().dropout_threshold(p) if p > 0 else 0
-    seed = _native().draw_seed() if threshold else 0
+    threshold = dropout.threshold  # 0: nothing dropped
     bits = x2.new_empty((rows, (features + 15) // 16), dtype=torch.int16) if threshold else None
     narrow = x2.new_empty((rows, rank), dtype=torch.float32)
-    coef = scale / (1 - p) if p > 0 else scale
-    lib.tl_lora_rows(_ptr(x2), rows, features, _ptr(a), rank, seed, threshold, coef, _ptr(narrow), _ptr(bits))
+    lib.tl_lora_rows(_ptr(x2), rows, features, _ptr(a), rank, dropout.seed, threshold, coef, _ptr(narrow),
+                     _ptr(bits))
     out = F.linear(x2, weight, bias)
     lib.tl_lora_add(_ptr(out), rows, out.shape[1], _ptr(narrow), _ptr(b_t), rank, None)
     ctx.save_for_backward(x2, weight, a, b_t, narrow, bits)
-    ctx.native, ctx.coef, ctx.input_shape = lib, coef, shape
+    ctx.native, ctx.coef, ctx.shape = lib, coef, shape
     return out.view(*shape[:-1], out.shape[1])
 
 
@@ -255,7 +260,7 @@ def _native_lora_backward(ctx, grad):
     if ctx.needs_input_grad[0]:
         grad_x = g @ weight  # LoRA's part is added where the input was kept
         lib.tl_lora_add(_ptr(grad_x), rows, features, _ptr(grad_narrow), _ptr(a), rank, _ptr(bits))
-        grad_x = grad_x.view(ctx.input_shape)
+        grad_x = grad_x.view(ctx.shape)
     return grad_x, None, None, grad_a, grad_b_t.t(), None, None
 
 
@@ -273,14 +278,14 @@ def _lora_linear_function():
         def forward(ctx, x, weight, bias, lora_a, lora_b, scale, p):
             shape = x.shape
             x2 = x.reshape(-1, shape[-1])
+            dropout = _dropout_plan(x2, p)
+            coef = scale / (1 - p) if p > 0 else scale
             lib = _native_lora(x2, lora_a, lora_b)
-            if lib is not None:
-                return _native_lora_forward(ctx, lib, x2, shape, weight, bias, lora_a, lora_b, scale, p)
+            if lib is not None:  # then dropout is the native hashed mask (same input conditions)
+                return _native_lora_forward(ctx, lib, x2, shape, weight, bias, lora_a, lora_b, coef, dropout)
             ctx.native = None
             a, b = lora_a.to(x.dtype), lora_b.to(x.dtype)
             out = F.linear(x2, weight, bias)
-            dropout = _dropout_plan(x2, p)
-            coef = scale / (1 - p) if p > 0 else scale
             narrow = _skinny_product(a, dropout.apply(x2)).mul_(coef)  # r wide: the scales cost nothing here
             out.addmm_(narrow, b.t())  # in place: a matmul keeps its inputs, not its output
             # the input itself is saved, not its masked copy: q/k/v (and gate/up) share one input,

@@ -101,25 +101,23 @@ def test_dropout_mask_is_bernoulli_p_and_seeded(lib):
     assert bool(again.all())  # p = 0 drops nothing
 
 
+def _kept(lib, shape, seed, threshold):
+    mask = torch.empty(shape[0] * shape[1], dtype=torch.uint8)
+    lib.tl_dropout_mask(mask.numel(), seed, threshold, ptr(mask))
+    return mask.view(shape).bool()
+
+
 @needs_compiler
 def test_dropout_copy_and_add_kept_follow_the_mask(lib):
     x, lora, acc = (torch.randn(37, 53).bfloat16() for _ in range(3))
     seed, threshold = 99, native.dropout_threshold(0.3)
-    mask = torch.empty(x.numel(), dtype=torch.uint8)
-    lib.tl_dropout_mask(x.numel(), seed, threshold, ptr(mask))
-    keep = mask.view_as(x).bool()
+    keep = _kept(lib, x.shape, seed, threshold)
     out = torch.empty_like(x)
     lib.tl_dropout_copy(ptr(x), x.numel(), seed, threshold, ptr(out))
     assert torch.equal(out, torch.where(keep, x, torch.zeros_like(x)))
     want = (acc.float() + torch.where(keep, lora.float(), 0.0)).bfloat16()
     lib.tl_add_kept(ptr(acc), ptr(lora), x.numel(), seed, threshold)
     assert torch.equal(acc, want)
-
-
-def _kept(lib, shape, seed, threshold):
-    mask = torch.empty(shape[0] * shape[1], dtype=torch.uint8)
-    lib.tl_dropout_mask(mask.numel(), seed, threshold, ptr(mask))
-    return mask.view(shape).bool()
 
 
 def _packed(keep):
