@@ -694,8 +694,11 @@ class Engine:
                     with self._model_lock:
                         if newcomers:
                             fresh = self._prefill(newcomers)
+                            # the running rows' pending tokens were emitted by the step that chose
+                            # them: only the newcomers' first tokens are new here
+                            first_new = 0 if batch is None else batch.size
                             batch = fresh if batch is None else self._merge(batch, fresh)
-                            self._emit_and_prune(batch)
+                            self._emit_and_prune(batch, first_row=first_new)
                         elif batch is not None:
                             self._step(batch)
                             self._emit_and_prune(batch)
@@ -819,9 +822,10 @@ class Engine:
         merged.logprobs = torch.cat([old.logprobs, new.logprobs])
         return merged
 
-    def _emit_and_prune(self, batch: "_Batch") -> None:
-        keep = []
-        for row, request in enumerate(batch.requests):
+    def _emit_and_prune(self, batch: "_Batch", first_row: int = 0) -> None:
+        """Emit the chosen token of rows ``first_row`` on; drop the rows that finished."""
+        keep = list(range(first_row))
+        for row, request in enumerate(batch.requests[first_row:], start=first_row):
             if request.cancelled:
                 self._finish(request, "cancelled")
                 continue

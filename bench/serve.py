@@ -13,11 +13,14 @@ over HTTP with TuneLab's client from this process.
    (a warm server, /metrics ``tunelab_spare_slots_preparing`` 0), and reports how many
    loads took the slot path (``tunelab_adapter_slot_loads``).
 2. Comparison: base + 4 adapters on one prompt x 64 new tokens as one mixed batch,
-   against 5 sequential ``generate`` calls that switch adapters with ``set_adapter``,
-   in this process with the engine's torch thread count and dtype, after a warm-up
+   against 5 sequential ``generate`` calls that switch adapters with ``set_adapter``.
+   First the greedy answers of the mixed batch are checked against plain peft's
+   greedy ``generate`` for each model; the speed-up is reported only when they match.
+   The baseline runs in this process with the engine's torch thread count and dtype, after a warm-up
    generation with the base and each adapter, while the server is idle.
 3. Concurrency: 8 clients over 4 adapters at once, against the same 8 requests one
-   at a time through the same server.
+   at a time through the same server; the speed-up is reported only when every
+   concurrent answer equals the same request's answer served alone.
 
 Prints the results as JSON and writes bench/results/serve.json.
 Usage: python bench/serve.py [--base SPEC] [--swaps 20] [--new-tokens 64]
@@ -121,7 +124,7 @@ def bench_compare(client, base_path: str, adapters: list[Path], new_tokens: int,
     for i, path in enumerate(adapters):
         client.load_adapter(f"cmp{i}", str(path))
     params = dict(max_tokens=new_tokens, temperature=0, extra_body={"ignore_eos": True})
-    client.compare(PROMPT, models, max_tokens=4, temperature=0)  # warm-up
+    greedy = client.compare(PROMPT, models, max_tokens=new_tokens, temperature=0)  # warm-up and parity run
     started = time.perf_counter()
     answers = client.compare(PROMPT, models, **params)
     batched = time.perf_counter() - started
@@ -142,6 +145,16 @@ def bench_compare(client, base_path: str, adapters: list[Path], new_tokens: int,
         for i in range(len(adapters)):
             model.set_adapter(f"cmp{i}")
             model.generate(**ids, max_new_tokens=4, do_sample=False)
+        # correctness first: plain greedy peft answers (stopping at end-of-sequence) must equal
+        # what the endpoint answered to the same comparison in one mixed batch
+        reference = {}
+        with model.disable_adapter():
+            reference[base_name] = _answer(tokenizer, model.generate(**ids, max_new_tokens=new_tokens,
+                                                                     do_sample=False), ids)
+        for i in range(len(adapters)):
+            model.set_adapter(f"cmp{i}")
+            reference[f"cmp{i}"] = _answer(tokenizer, model.generate(**ids, max_new_tokens=new_tokens,
+                                                                     do_sample=False), ids)
         started = time.perf_counter()
         with model.disable_adapter():
             model.generate(**ids, **kwargs)
@@ -152,9 +165,17 @@ def bench_compare(client, base_path: str, adapters: list[Path], new_tokens: int,
     del model
     for i in range(len(adapters)):
         client.unload_adapter(f"cmp{i}")
+    mismatched = [m for m in models if greedy.get(m) != reference[m]]
     return {"compare_batched_s": round(batched, 2), "compare_sequential_s": round(sequential, 2),
             "compare_sequential_torch_threads": torch.get_num_threads(),
-            "compare_speedup": round(sequential / batched, 2)}
+            "compare_outputs_equal_reference": not mismatched,
+            "compare_mismatches": {m: {"endpoint": greedy.get(m), "reference": reference[m]} for m in mismatched},
+            # a speed-up counts only when the batched outputs equal the plain reference
+            "compare_speedup": round(sequential / batched, 2) if not mismatched else None}
+
+
+def _answer(tokenizer, output, ids) -> str:
+    return tokenizer.decode(output[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 def bench_concurrency(client, adapters: list[Path], new_tokens: int, clients: int = 8) -> dict:
@@ -163,18 +184,21 @@ def bench_concurrency(client, adapters: list[Path], new_tokens: int, clients: in
     jobs = [f"cc{i % len(adapters)}" for i in range(clients)]
     params = dict(max_tokens=new_tokens, temperature=0, extra_body={"ignore_eos": True})
     started = time.perf_counter()
-    for model in jobs:
-        client.chat(model, PROMPT, **params)
+    alone = [client.chat(model, PROMPT, **params) for model in jobs]
     one_at_a_time = time.perf_counter() - started
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=clients) as pool:
-        list(pool.map(lambda m: client.chat(m, PROMPT, **params), jobs))
+        together = list(pool.map(lambda m: client.chat(m, PROMPT, **params), jobs))
     concurrent = time.perf_counter() - started
     for i in range(len(adapters)):
         client.unload_adapter(f"cc{i}")
     tokens = clients * new_tokens
+    # each concurrent answer must equal the same request served alone before its speed-up counts
+    equal = alone == together
     return {"concurrency_one_at_a_time_s": round(one_at_a_time, 2), "concurrency_concurrent_s": round(concurrent, 2),
-            "concurrency_speedup": round(one_at_a_time / concurrent, 2),
+            "concurrency_outputs_equal_alone": equal,
+            "concurrency_mismatches": [i for i, (a, b) in enumerate(zip(alone, together)) if a != b],
+            "concurrency_speedup": round(one_at_a_time / concurrent, 2) if equal else None,
             "concurrency_tokens_per_s": round(tokens / concurrent, 1),
             "one_at_a_time_tokens_per_s": round(tokens / one_at_a_time, 1)}
 

@@ -87,10 +87,10 @@ def _wait_until(condition, timeout=5.0) -> bool:
     return condition()
 
 
-def _greedy(n):
+def _greedy(n, **params):
     from backend.engine import SamplingParams
 
-    return SamplingParams(max_tokens=n, temperature=0)
+    return SamplingParams(max_tokens=n, temperature=0, **params)
 
 
 def test_mixed_batch_matches_plain_peft_greedy(engine, loras, tiny_llama):
@@ -161,12 +161,15 @@ def test_prepacked_linears_give_the_same_numbers(tiny_llama):
     assert prepack_linears(AutoModelForCausalLM.from_pretrained(tiny_llama)) == 0  # fp32: nothing packed
 
 
-def test_engine_packs_bf16_bases_and_owns_the_intraop_threads(loras, tiny_llama):
-    """A bf16 engine serves from packed Linears (adapters still change the answer), and its
-    scheduler thread alone keeps its torch thread count: threads that start torch work after
-    it get one (see backend.torch_threads)."""
+def test_engine_packs_bf16_bases(loras, tiny_llama):
+    """A bf16 engine serves from packed Linears (adapters still change the answer); an fp32 one
+    packs nothing. Packing needs oneDNN's bf16 reorder, which CPUs without bf16 units lack."""
     import torch
 
+    from backend.prepack import available
+
+    if not available():
+        pytest.skip("this CPU/torch build has no oneDNN bf16 packed linear (no bf16 units): nothing to pack")
     engine = make_engine(tiny_llama, dtype=torch.bfloat16, threads=2)
     try:
         assert engine.describe()["prepacked_linears"] > 0
@@ -174,6 +177,24 @@ def test_engine_packs_bf16_bases_and_owns_the_intraop_threads(loras, tiny_llama)
         prompt = _prompt(engine)
         assert engine.submit(prompt, "l0", _greedy(6)).result().token_ids != \
             engine.submit(prompt, None, _greedy(6)).result().token_ids
+    finally:
+        engine.stop()
+    fp32 = make_engine(tiny_llama, prepack=True)
+    try:
+        assert fp32.describe()["prepacked_linears"] == 0
+    finally:
+        fp32.stop()
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
+def test_engine_scheduler_owns_the_intraop_threads(tiny_llama, dtype_name):
+    """The scheduler thread alone keeps its torch thread count: threads that start torch work
+    after it get one (see backend.torch_threads). Holds on every CPU, whatever the dtype."""
+    import torch
+
+    engine = make_engine(tiny_llama, dtype=getattr(torch, dtype_name), threads=2)
+    try:
+        assert engine.submit(_prompt(engine), None, _greedy(3)).result().completion_tokens >= 1
         assert engine._between_steps(torch.get_num_threads) == 2  # runs in the scheduler thread
         seen = []
         other = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
@@ -182,11 +203,6 @@ def test_engine_packs_bf16_bases_and_owns_the_intraop_threads(loras, tiny_llama)
         assert seen == [1]
     finally:
         engine.stop()
-    fp32 = make_engine(tiny_llama, prepack=True)
-    try:
-        assert fp32.describe()["prepacked_linears"] == 0
-    finally:
-        fp32.stop()
 
 
 def test_serving_dtype_choices():
@@ -218,6 +234,69 @@ def test_late_request_joins_running_batch_with_exact_tokens(engine, loras, tiny_
     ids = [e.token_id for e in tail if e.token_id is not None and not e.special]
     assert len(ids) + 5 <= 40
     assert tail[-1].finish_reason in {"stop", "length"}
+
+
+@pytest.mark.parametrize("trial", range(6))
+def test_requests_arriving_at_random_times_get_the_answer_they_get_alone(engine, loras, trial):
+    """2-8 greedy requests over the base and several adapters, arriving at random moments
+    (joining a running batch or starting one), streamed or not: each one's tokens and text
+    equal the same request served alone. (A request joining a running batch once made every
+    row already in it send its last token again: "TheThe fruit ...".)"""
+    import random
+
+    rng = random.Random(1000 + trial)
+    for i, path in enumerate(loras):
+        engine.load_adapter(f"l{i}", path)
+    texts = ["Tell me about the autumn leaves", "hi", "Billing question: I was charged twice",
+             "Classify the wine as red or white", "Bug report: the app crashes"]
+    # answers run to their length (no end-of-sequence stop), so the arrivals overlap them
+    requests = [(_prompt(engine, rng.choice(texts)), rng.choice([None, "l0", "l1", "l2"]),
+                 rng.randint(12, 40), rng.random() < 0.5, 0.0 if i == 0 else rng.uniform(0.0, 0.06))
+                for i in range(rng.randint(2, 8))]
+    alone = [engine.submit(p, m, _greedy(n, ignore_eos=True)).result() for p, m, n, _, _ in requests]
+
+    results: list = [None] * len(requests)
+
+    def run(index: int) -> None:
+        prompt, model, n, streamed, delay = requests[index]
+        time.sleep(delay)
+        handle = engine.submit(prompt, model, _greedy(n, ignore_eos=True))
+        if streamed:
+            events = list(handle)
+            ids = [e.token_id for e in events if e.token_id is not None and not e.special]
+            results[index] = (ids, "".join(e.text for e in events), events[-1].generated_text,
+                              handle.batch_rows_max)
+        else:
+            done = handle.result()
+            results[index] = (done.token_ids, done.text, done.text, done.batch_rows_max)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(requests))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    for index, (expected, got) in enumerate(zip(alone, results)):
+        ids, streamed_text, final_text, _ = got
+        assert ids == expected.token_ids, (index, requests[index][1], final_text, expected.text)
+        assert streamed_text == final_text == expected.text, index
+    assert max(r[3] for r in results) >= 2, "no request shared a batch: the test proves nothing"
+
+
+def test_a_request_joining_mid_answer_leaves_the_running_answer_unchanged(engine, loras):
+    """The row already decoding sends each of its tokens once, whatever joins its batch."""
+    engine.load_adapter("l0", loras[0])
+    prompt = _prompt(engine, "Tell me about the autumn leaves")
+    expected = engine.submit(prompt, "l0", _greedy(30)).result()
+    first = engine.submit(prompt, "l0", _greedy(30))
+    events = iter(first)
+    head = [next(events) for _ in range(3)]
+    joiners = [engine.submit(_prompt(engine, "hi"), m, _greedy(5)) for m in (None, "l0")]
+    tail = list(events)
+    for joiner in joiners:
+        assert joiner.result().batch_rows_max >= 2
+    ids = [e.token_id for e in head + tail if e.token_id is not None and not e.special]
+    assert ids == expected.token_ids
+    assert "".join(e.text for e in head + tail) == expected.text
 
 
 def test_streaming_events_concatenate_to_the_answer(engine, loras):
