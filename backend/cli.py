@@ -1,6 +1,6 @@
 """The ``tunelab`` command (typer + rich).
 
-Every command calls :class:`backend.service.Service` (or a backend module) and turns
+Every command calls :class:`backend.studio.service.Service` (or a backend module) and turns
 TuneLab's typed errors into a readable message and exit code 2 — never a traceback.
 Option help texts come from the same pydantic fields that the page and
 ``tunelab.json`` use.
@@ -18,8 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import DataError, TuneLabError
-from .hparams import LoraSpec, TrainSpec
+from backend.errors import DataError, TuneLabError
+from backend.hparams import LoraSpec, TrainSpec
 
 app = typer.Typer(help="TuneLab: train, serve, compare and rate LoRA adapters.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -41,7 +41,7 @@ def _help(model, name: str) -> str:
 
 
 def _service():
-    from .service import Service
+    from backend.studio.service import Service
 
     return Service()
 
@@ -61,8 +61,8 @@ def bases_pull_default() -> None:
     The last line printed is the local folder of the default base; run again, it only
     prints that line.
     """
-    from .bases import pull_default
-    from .settings import Settings
+    from backend.bases.resolve import pull_default
+    from backend.settings import Settings
 
     try:
         folder = pull_default(Settings().paths.ensure(), log=lambda m: err.print(m, highlight=False))
@@ -135,8 +135,8 @@ def train(
     detach: bool = typer.Option(False, help="Queue and return; `tunelab jobs run` or the app trains it."),
 ) -> None:
     """Check the data, train one LoRA adapter (or a sweep) with a progress bar."""
-    from .hparams import RunSpec
-    from .jobs import suggest_sweep
+    from backend.hparams import RunSpec
+    from backend.training.jobs import suggest_sweep
 
     service = _service()
     lora_kw = {k: v for k, v in {"r": rank, "alpha": alpha, "dropout": dropout,
@@ -177,7 +177,7 @@ def _run_and_follow(service, job_ids: list[int]) -> None:
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from .jobs import loss_parts
+    from backend.training.jobs import loss_parts
 
     runner = service.runner
     worker = threading.Thread(target=runner.run_pending, daemon=True)
@@ -336,8 +336,8 @@ def serve(base: Optional[str] = typer.Option(None, help="default, hub id, folder
           port: Optional[int] = typer.Option(None, help="Port (default 8000)."),
           threads: Optional[int] = typer.Option(None, help="CPU threads for serving (default: every core).")) -> None:
     """Start the serving endpoint (OpenAI + TGI protocols, runtime LoRA loading)."""
-    from .server import serve as run_server
-    from .settings import Settings
+    from backend.serving.http.app import serve as run_server
+    from backend.settings import Settings
 
     try:
         run_server(Settings(), base=base, host=host, port=port, threads=threads)
@@ -351,13 +351,13 @@ def up(base: Optional[str] = typer.Option(None, help="default, hub id, folder or
        port: Optional[int] = typer.Option(None, help="Port of the page (default 7860)."),
        server_port: Optional[int] = typer.Option(None, help="Port of the serving endpoint (default 8000).")) -> None:
     """Start the serving endpoint and the page together; Ctrl-C stops both."""
-    from .settings import Settings
+    from backend.settings import Settings
 
     try:
-        from .app import up as run_up
+        from backend.up import up as run_up
     except ImportError:
         err.print("The page is not built yet; starting the serving endpoint only.")
-        from .server import serve as run_server
+        from backend.serving.http.app import serve as run_server
 
         run_server(Settings(), base=base, host=host)
         return
@@ -384,7 +384,7 @@ def inspect_cmd(base: str = typer.Argument("default", help="default, hub id, fol
 def evaluate_cmd(adapter: str, samples: int = typer.Option(5, help="Samples for self-consistency."),
                  as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Prove what an adapter learned: ΔW heatmap, eval loss base vs adapter, exact match."""
-    from .evaluate import render_text
+    from backend.studio.proof import render_text
 
     try:
         result = _service().evaluate(adapter, n_samples=samples)

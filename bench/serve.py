@@ -209,7 +209,7 @@ def start_server(base: str, threads: int, home: Path, models_dir: Path, timeout:
 
     import httpx
 
-    from backend.app import free_port
+    from backend.up import free_port
 
     port = free_port()
     env = {**os.environ, "TUNELAB_HOME": str(home), "TUNELAB_MODELS_DIR": str(models_dir),
@@ -264,8 +264,8 @@ def main() -> None:
     import httpx
     import torch
 
-    from backend.bases import resolve_base
-    from backend.client import ServingClient
+    from backend.bases.resolve import resolve_base
+    from backend.serving.client import ServingClient
     from backend.settings import Settings
 
     settings = Settings()

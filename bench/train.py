@@ -169,8 +169,8 @@ def run_baseline(ref, tokenizer, train_rows, lora_kwargs, *, epochs, batch_size,
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from backend.bases import load_model
-    from backend.train import to_prompt_completion
+    from backend.bases.resolve import load_model
+    from backend.training.run import to_prompt_completion
 
     dataset = Dataset.from_list([to_prompt_completion(r["messages"]) for r in train_rows])
     args = SFTConfig(output_dir=str(work / "baseline"), num_train_epochs=epochs, use_cpu=True,
@@ -208,11 +208,11 @@ def main(argv: list[str] | None = None) -> dict:
     import trl
     from peft import PeftModel
 
-    from backend import native
-    from backend.bases import load_model, load_tokenizer, resolve_base
+    from backend.training.cpu import native
+    from backend.bases.resolve import load_model, load_tokenizer, resolve_base
     from backend.hparams import LoraSpec, RunSpec, TrainSpec
     from backend.settings import Settings
-    from backend.train import resolve_precision, set_cpu_threads, train_adapter
+    from backend.training.run import resolve_precision, set_cpu_threads, train_adapter
 
     load_start = os.getloadavg()
     settings = Settings()
@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
                  "train_seconds": ours_seconds, "wall_seconds_incl_eval": m["runtime_s"], "eval_loss": ours_eval,
                  "trainer_eval_loss": m["eval_loss"], "precision": precision, "model_flops": ours_flops,
                  "path": "bf16 frozen base weights + fp32 LoRA under bf16 autocast, LM head on answer positions "
-                         "only (decoder called directly), length-grouped batches, backend.cpu_kernels: LoRA "
+                         "only (decoder called directly), length-grouped batches, backend.training.cpu.kernels: LoRA "
                          "projection as one autograd function (native AVX-512 rank-r products with the dropout "
                          "mask hashed once and kept as bits; else torch's products with the hashed mask "
                          "recomputed from a seed, or sparse drop positions), blocked LM-head loss with a oneDNN-packed "
@@ -318,9 +318,9 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _rerun_with_training_env(argv: list[str] | None) -> None:
     """Run in the allocator environment the job runner gives its training worker
-    (``backend.cpu_kernels.hugepage_malloc_env``: read by glibc at process start), so
+    (``backend.training.cpu.kernels.hugepage_malloc_env``: read by glibc at process start), so
     both trainers measured here run as a real training job would."""
-    from backend.cpu_kernels import hugepage_malloc_env
+    from backend.training.cpu.kernels import hugepage_malloc_env
 
     env = hugepage_malloc_env(dict(os.environ))
     if env != dict(os.environ) and argv is None:

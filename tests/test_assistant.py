@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from backend.app import free_port
-from backend.assistant import RuleAssistant, looks_like_goal, respond
-from backend.assistant_tools import BASE_CHOICE, AssistantTools, SessionState, edit_plan, langchain_tools
-from backend.service import Service
+from backend.up import free_port
+from backend.studio.assistant.rules import RuleAssistant, looks_like_goal, respond
+from backend.studio.session import BASE_CHOICE, AssistantTools, SessionState, edit_plan, langchain_tools
+from backend.studio.service import Service
 
 WINES = [
     ("Deep ruby colour with aromas of black cherry and firm tannins.", "red"),

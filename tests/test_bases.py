@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from backend import bases
+from backend.bases import resolve as bases
 from backend.errors import BaseModelError
 
 

@@ -39,7 +39,7 @@ def test_strength_scales_delta_exactly(tiny_llama, tmp_path):
 
     src = make_lora(tiny_llama, tmp_path / "x", seed=1)
     out = tmp_path / "x-0.5"
-    from backend.blend import scale_adapter
+    from backend.studio.blend import scale_adapter
 
     scale_adapter(src, out, 0.5)
     original, scaled = _delta_weights(tiny_llama, src), _delta_weights(tiny_llama, out)
@@ -62,7 +62,7 @@ def test_blend_equals_weighted_sum_and_peft_cat(tiny_llama, tmp_path):
     from peft import LoraConfig, PeftModel
     from transformers import AutoModelForCausalLM
 
-    from backend.blend import blend_adapters
+    from backend.studio.blend import blend_adapters
 
     # different ranks, alphas, rsLoRA and target sets: the blend must still be exact
     x = make_lora(tiny_llama, tmp_path / "x", seed=2, r=4, alpha=8)
@@ -104,7 +104,7 @@ def test_blend_equals_weighted_sum_and_peft_cat(tiny_llama, tmp_path):
 
 
 def test_blend_refuses_adapters_of_other_bases(tiny_llama, tiny_llama_other, tmp_path):
-    from backend.blend import blend_adapters
+    from backend.studio.blend import blend_adapters
 
     x = make_lora(tiny_llama, tmp_path / "x", seed=1)
     other = make_lora(tiny_llama_other, tmp_path / "other", seed=1)
@@ -118,7 +118,7 @@ def test_blend_refuses_adapters_of_other_bases(tiny_llama, tiny_llama_other, tmp
 
 
 def test_blend_loads_into_the_serving_engine(tiny_llama, tmp_path):
-    from backend.blend import blend_adapters
+    from backend.studio.blend import blend_adapters
     from tests.test_engine import make_engine
 
     x = make_lora(tiny_llama, tmp_path / "x", seed=1)

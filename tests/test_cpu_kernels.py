@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from backend.bases import BaseRef
+from backend.bases.resolve import BaseRef
 
 torch = pytest.importorskip("torch")
 
@@ -22,7 +22,7 @@ def folder_ref(path) -> BaseRef:
 
 
 def test_drop_positions_are_bernoulli_p_sorted_and_seeded():
-    from backend.cpu_kernels import drop_positions
+    from backend.training.cpu.kernels import drop_positions
 
     n, p, runs = 20_000, 0.05, 50
     counts, per_tenth = [], torch.zeros(10)
@@ -54,8 +54,8 @@ def _lora_pair(tiny_llama, dtype, dropout=0.0):
     """Two identical peft models on the tiny Llama: one stock, one with the kernels."""
     from peft import LoraConfig, get_peft_model
 
-    from backend.bases import load_model
-    from backend.cpu_kernels import use_fast_lora_linear
+    from backend.bases.resolve import load_model
+    from backend.training.cpu.kernels import use_fast_lora_linear
 
     models = []
     for _ in range(2):
@@ -123,7 +123,7 @@ def test_fast_lora_linear_leaves_mixed_batches_and_disabled_adapters_to_peft(tin
 def test_lora_linear_function_with_dropout_is_lora_on_the_dropped_input():
     """Values and all three gradients against autograd through the reference formula,
     in float64, with the drop positions drawn from the same generator state."""
-    from backend.cpu_kernels import _lora_linear_function, drop_positions
+    from backend.training.cpu.kernels import _lora_linear_function, drop_positions
 
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(3, 11, 24, dtype=torch.float64, generator=gen).requires_grad_(True)
@@ -155,8 +155,8 @@ def test_lora_linear_function_bf16_dropout_on_every_path(monkeypatch, path):
     backward pass), the native hashed mask with torch's products (an AVX-512-less build)
     and the torch fallback (drop positions) all give LoRA on the dropped input, against
     an fp32 reference through autograd with the same mask."""
-    import backend.cpu_kernels as kernels
-    from backend import native
+    import backend.training.cpu.kernels as kernels
+    from backend.training.cpu import native
 
     native_on = path != "torch"
     if native_on and native.kernels() is None:
@@ -222,8 +222,8 @@ def test_fast_lora_linear_trains_with_dropout_and_draws_new_positions_each_call(
 
 
 def test_silu_mul_matches_the_stock_ops_in_bf16():
-    from backend import native
-    from backend.cpu_kernels import silu_mul
+    from backend.training.cpu import native
+    from backend.training.cpu.kernels import silu_mul
 
     if native.kernels() is None:
         pytest.skip(f"native kernels not loaded: {native.status()['why']}")
@@ -245,7 +245,7 @@ def test_silu_mul_matches_the_stock_ops_in_bf16():
 
 
 def test_fast_silu_mul_is_installed_on_llama_mlps_and_trains_like_peft(tiny_llama):
-    from backend.cpu_kernels import use_fast_silu_mul
+    from backend.training.cpu.kernels import use_fast_silu_mul
 
     stock, fast = _lora_pair(tiny_llama, torch.bfloat16)
     assert use_fast_silu_mul(fast) == fast.config.num_hidden_layers
@@ -263,9 +263,9 @@ def test_fast_silu_mul_is_installed_on_llama_mlps_and_trains_like_peft(tiny_llam
 def test_rms_norm_function_matches_llama_rms_norm(monkeypatch, dtype, tol, native_on):
     from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-    import backend.cpu_kernels as kernels
-    from backend import native
-    from backend.cpu_kernels import use_fast_rms_norm
+    import backend.training.cpu.kernels as kernels
+    from backend.training.cpu import native
+    from backend.training.cpu.kernels import use_fast_rms_norm
 
     loaded = []  # native libraries handed out: only to bf16 inputs, and only when on
     monkeypatch.setattr(kernels, "native_kernels", lambda: loaded.append(native.kernels()) or loaded[-1]
@@ -298,8 +298,8 @@ def test_rms_norm_function_matches_llama_rms_norm(monkeypatch, dtype, tol, nativ
 
 
 def _llama(tiny_llama, attention):
-    from backend.bases import load_model
-    from backend.cpu_kernels import use_causal_attention
+    from backend.bases.resolve import load_model
+    from backend.training.cpu.kernels import use_causal_attention
 
     model = load_model(folder_ref(tiny_llama), dtype=torch.float32).train()
     if attention == "ours":
@@ -343,7 +343,7 @@ def test_causal_attention_generates_like_eager(tiny_llama):
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.bfloat16, 1e-2)])
 def test_head_loss_sum_matches_cross_entropy(dtype, tol):
-    from backend.cpu_kernels import head_loss_sum
+    from backend.training.cpu.kernels import head_loss_sum
 
     weight = (torch.randn(500, 32) * 0.3).to(dtype)
     hidden = torch.randn(70, 32).to(dtype)
@@ -364,7 +364,7 @@ def test_head_loss_sum_matches_cross_entropy(dtype, tol):
 
 
 def test_head_loss_sum_bf16_same_on_native_and_torch_paths(monkeypatch):
-    import backend.cpu_kernels as kernels
+    import backend.training.cpu.kernels as kernels
 
     weight = (torch.randn(3000, 48) * 0.3).bfloat16()
     hidden = torch.randn(150, 48).bfloat16()
@@ -382,8 +382,8 @@ def test_head_loss_sum_bf16_same_on_native_and_torch_paths(monkeypatch):
 
 
 def test_packed_head_equals_the_plain_products_and_follows_in_place_changes():
-    from backend.cpu_kernels import _packed_head
-    from backend.prepack import available, packed_linear
+    from backend.training.cpu.kernels import _packed_head
+    from backend.hardware.prepack import available, packed_linear
 
     if not available():
         pytest.skip("this torch build has no oneDNN packed linear")
@@ -402,7 +402,7 @@ def test_packed_head_equals_the_plain_products_and_follows_in_place_changes():
 
 
 def test_head_loss_sum_trains_a_head_that_is_not_frozen():
-    from backend.cpu_kernels import head_loss_sum
+    from backend.training.cpu.kernels import head_loss_sum
 
     weight = torch.randn(50, 8, requires_grad=True)
     head_loss_sum(torch.randn(5, 8), weight, torch.randint(0, 50, (5,))).backward()
@@ -412,14 +412,14 @@ def test_head_loss_sum_trains_a_head_that_is_not_frozen():
 def test_keep_freed_memory_on_glibc():
     import platform
 
-    from backend.cpu_kernels import keep_freed_memory
+    from backend.training.cpu.kernels import keep_freed_memory
 
     expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory() is expected
 
 
 def test_hugepage_malloc_env_adds_the_tunable_once_and_keeps_others():
-    from backend.cpu_kernels import HUGEPAGE_TUNABLE, hugepage_malloc_env
+    from backend.training.cpu.kernels import HUGEPAGE_TUNABLE, hugepage_malloc_env
 
     assert hugepage_malloc_env({"A": "1"}) == {"A": "1", "GLIBC_TUNABLES": HUGEPAGE_TUNABLE}
     both = hugepage_malloc_env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"})
@@ -432,9 +432,9 @@ def test_hugepage_malloc_env_adds_the_tunable_once_and_keeps_others():
 def test_tune_for_device_installs_the_kernels_on_cpu_only(tiny_llama):
     from peft import LoraConfig, get_peft_model
 
-    from backend.bases import load_model
-    from backend.cpu_kernels import lora_linear_forward
-    from backend.train import tune_for_device
+    from backend.bases.resolve import load_model
+    from backend.training.cpu.kernels import lora_linear_forward
+    from backend.training.run import tune_for_device
 
     def peft_model():
         return get_peft_model(load_model(folder_ref(tiny_llama)), LoraConfig(r=4, target_modules="all-linear"))

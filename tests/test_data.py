@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.data import (
+from backend.data.doctor import (
     RULES,
     check_files,
     chat_token_lengths,

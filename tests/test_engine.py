@@ -48,7 +48,7 @@ def make_engine(base: Path, dtype=None, **kwargs):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from backend.engine import Engine
+    from backend.serving.engine import Engine
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     tokenizer.padding_side = "left"
@@ -88,7 +88,7 @@ def _wait_until(condition, timeout=5.0) -> bool:
 
 
 def _greedy(n, **params):
-    from backend.engine import SamplingParams
+    from backend.serving.engine import SamplingParams
 
     return SamplingParams(max_tokens=n, temperature=0, **params)
 
@@ -142,7 +142,7 @@ def test_prepacked_linears_give_the_same_numbers(tiny_llama):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from backend.prepack import available, is_packed, prepack_linears
+    from backend.hardware.prepack import available, is_packed, prepack_linears
 
     if not available():
         pytest.skip("this torch build has no oneDNN packed linear")
@@ -166,7 +166,7 @@ def test_engine_packs_bf16_bases(loras, tiny_llama):
     packs nothing. Packing needs oneDNN's bf16 reorder, which CPUs without bf16 units lack."""
     import torch
 
-    from backend.prepack import available
+    from backend.hardware.prepack import available
 
     if not available():
         pytest.skip("this CPU/torch build has no oneDNN bf16 packed linear (no bf16 units): nothing to pack")
@@ -189,7 +189,7 @@ def test_engine_packs_bf16_bases(loras, tiny_llama):
 @pytest.mark.parametrize("dtype_name", ["float32", "bfloat16"])
 def test_engine_scheduler_owns_the_intraop_threads(tiny_llama, dtype_name):
     """The scheduler thread alone keeps its torch thread count: threads that start torch work
-    after it get one (see backend.torch_threads). Holds on every CPU, whatever the dtype."""
+    after it get one (see backend.hardware.threads). Holds on every CPU, whatever the dtype."""
     import torch
 
     engine = make_engine(tiny_llama, dtype=getattr(torch, dtype_name), threads=2)
@@ -208,7 +208,7 @@ def test_engine_scheduler_owns_the_intraop_threads(tiny_llama, dtype_name):
 def test_serving_dtype_choices():
     import torch
 
-    from backend.engine import serving_dtype
+    from backend.serving.engine import serving_dtype
     from backend.errors import ConfigError
 
     assert serving_dtype("fp32") is torch.float32 and serving_dtype("bf16") is torch.bfloat16
@@ -309,7 +309,7 @@ def test_streaming_events_concatenate_to_the_answer(engine, loras):
 
 
 def test_stop_strings_and_max_tokens(engine):
-    from backend.engine import SamplingParams
+    from backend.serving.engine import SamplingParams
 
     prompt = _prompt(engine)
     free = engine.submit(prompt, None, _greedy(30)).result()
@@ -324,7 +324,7 @@ def test_stop_strings_and_max_tokens(engine):
 
 
 def test_seeded_sampling_is_reproducible(engine):
-    from backend.engine import SamplingParams
+    from backend.serving.engine import SamplingParams
 
     prompt = _prompt(engine)
     a = engine.submit(prompt, None, SamplingParams(max_tokens=12, temperature=1.0, seed=7)).result()

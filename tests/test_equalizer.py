@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from backend.adapters import update_meta
-from backend.equalizer import Grid, adapter_module_ranks, compile_grid, grid_from_adapter
+from backend.adapter_folder import update_meta
+from backend.bases.equalizer import Grid, adapter_module_ranks, compile_grid, grid_from_adapter
 from backend.errors import ConfigError
-from backend.inspect_base import inspect_base
+from backend.bases.inspect import inspect_base
 from tests.tiny_model import make_tiny_llama
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from backend.adapters import read_meta
+from backend.adapter_folder import read_meta
 from backend.errors import DataError
-from backend.evaluate import (
+from backend.studio.proof import (
     answers_match,
     compare_exact_match,
     delta_norm,
@@ -83,7 +83,7 @@ def adapters(sharp_llama, tmp_path_factory) -> dict[str, Path]:
     """'fresh': B = 0 as peft initializes it. 'memorized': trained on EVAL_ROWS' answers."""
     import torch
 
-    from backend.bases import BaseRef, load_tokenizer
+    from backend.bases.resolve import BaseRef, load_tokenizer
 
     root = tmp_path_factory.mktemp("adapters")
     torch.manual_seed(0)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from backend.adapters import ADAPTER_FILES, read_meta
+from backend.adapter_folder import ADAPTER_FILES, read_meta
 from backend.errors import InvalidName, JobError
-from backend.jobs import JobRunner, make_sweep
+from backend.training.jobs import JobRunner, make_sweep
 from backend.settings import PROJECT_ROOT
 from tests.test_train import (
     COLORS,
@@ -181,7 +181,7 @@ def test_resume_after_runner_and_worker_were_killed(settings, tiny_llama, tmp_pa
     first.close()
     # the app (runner) runs in its own process, as it would in production
     app = subprocess.Popen(
-        [sys.executable, "-c", "from backend.jobs import JobRunner; from backend.settings import Settings; "
+        [sys.executable, "-c", "from backend.training.jobs import JobRunner; from backend.settings import Settings; "
          "JobRunner(Settings()).run_pending()"],
         cwd=PROJECT_ROOT, env={**os.environ, "TUNELAB_HOME": str(settings.home)}, start_new_session=True)
     runs = settings.paths.run_dir(job_id) / "checkpoints"

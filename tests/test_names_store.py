@@ -6,7 +6,7 @@ import pytest
 
 from backend.errors import InvalidName
 from backend.names import adapter_path, slugify, validate_name
-from backend.ratings import tallies
+from backend.studio.ratings import tallies
 from backend.settings import Settings
 from backend.store import Store
 

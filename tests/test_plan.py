@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backend.names import validate_name
-from backend.plan import detect_kind, extract_labels, make_plan, sweep_for
+from backend.training.plan import detect_kind, extract_labels, make_plan, sweep_for
 
 
 @pytest.mark.parametrize("goal, kind", [

@@ -25,7 +25,7 @@ def loras(tiny_llama, tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="module")
 def server(tiny_llama, tmp_path_factory):
     """One server for the module: (url, engine, settings)."""
-    from backend.server import create_app, start_in_thread
+    from backend.serving.http.app import create_app, start_in_thread
     from backend.settings import Settings
 
     home = tmp_path_factory.mktemp("server-home")
@@ -39,7 +39,7 @@ def server(tiny_llama, tmp_path_factory):
 
 @pytest.fixture()
 def client(server):
-    from backend.client import ServingClient
+    from backend.serving.client import ServingClient
 
     url, _, _ = server
     with ServingClient(url, TOKEN) as c:
@@ -194,7 +194,7 @@ def test_management_needs_the_bearer_token(server, loras):
 
 
 def test_generated_token_is_stored_with_mode_600(settings):
-    from backend.server import api_token
+    from backend.serving.http.app import api_token
 
     token = api_token(settings)
     path = settings.paths.api_token_file
@@ -288,7 +288,7 @@ def test_metrics_and_info_show_slot_loads_and_how_the_engine_serves(server, clie
 
 
 def test_overloaded_is_429_with_retry_after(tiny_llama, tmp_path):
-    from backend.server import create_app, start_in_thread
+    from backend.serving.http.app import create_app, start_in_thread
     from backend.settings import Settings
 
     engine = make_engine(tiny_llama, max_queue=1)
@@ -321,8 +321,8 @@ def test_overloaded_is_429_with_retry_after(tiny_llama, tmp_path):
 
 
 def test_restart_restores_adapters(tiny_llama, loras, tmp_path, caplog):
-    from backend.client import ServingClient
-    from backend.server import create_app, start_in_thread, state_file
+    from backend.serving.client import ServingClient
+    from backend.serving.http.app import create_app, start_in_thread, state_file
     from backend.settings import Settings
 
     settings = Settings(home=tmp_path, api_token=TOKEN)

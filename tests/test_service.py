@@ -90,7 +90,7 @@ def test_evaluate_uses_the_held_out_split_and_stores_the_proof(trained):
 
 
 def test_comparison_uses_the_system_prompt_the_adapters_were_trained_with(trained):
-    from backend import adapters as adapter_files
+    from backend import adapter_folder as adapter_files
 
     base = trained.models()[0]
     assert trained.shared_system_prompt([base, "wine"]) is None  # trained without one

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from backend.adapters import ADAPTER_FILES, read_meta
-from backend.bases import BaseRef, resolve_base
+from backend.adapter_folder import ADAPTER_FILES, read_meta
+from backend.bases.resolve import BaseRef, resolve_base
 from backend.errors import ConfigError, DataError
 from backend.hparams import RunSpec
-from backend.jobs import make_sweep, suggest_sweep
-from backend.train import (
+from backend.training.jobs import make_sweep, suggest_sweep
+from backend.training.run import (
     AdapterExists,
     LengthBatchSampler,
     TrainingCancelled,
@@ -184,7 +184,7 @@ def test_real_default_base_trains_a_few_steps(settings, tmp_path):
     """The real provisioning path (downloads/converts SmolLM2 once into the home)."""
     from peft import PeftModel
 
-    from backend.bases import load_model
+    from backend.bases.resolve import load_model
 
     ref = resolve_base("default", settings)
     data = write_color_data(tmp_path / "data", n=8)
@@ -206,7 +206,7 @@ def test_real_default_base_trains_a_few_steps(settings, tmp_path):
 def test_fast_dropout_drops_at_rate_p_and_keeps_the_mean():
     import torch
 
-    from backend.train import fast_dropout_class
+    from backend.training.run import fast_dropout_class
 
     drop = fast_dropout_class()(0.05)
     x = torch.ones(64, 4096, requires_grad=True)
@@ -223,7 +223,7 @@ def _tiny_peft(tiny_llama, dtype):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from backend.bases import load_model
+    from backend.bases.resolve import load_model
 
     torch.manual_seed(0)
     model = get_peft_model(load_model(folder_ref(tiny_llama), dtype=dtype),
@@ -235,7 +235,7 @@ def _tiny_peft(tiny_llama, dtype):
 def _answer_only_loss(model, ids, attention, labels):
     import torch
 
-    from backend.bases import decoder_of
+    from backend.bases.resolve import decoder_of
 
     hidden = decoder_of(model)(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state[:, :-1]
     targets = labels[:, 1:]
@@ -247,7 +247,7 @@ def _answer_only_loss(model, ids, attention, labels):
 def test_answer_only_head_on_the_decoder_equals_the_full_model_loss(tiny_llama):
     import torch
 
-    from backend.train import tune_for_device
+    from backend.training.run import tune_for_device
 
     model = _tiny_peft(tiny_llama, torch.float32)
     tune_for_device(model, device="cpu", precision="fp32")
@@ -267,7 +267,7 @@ def test_answer_only_head_on_the_decoder_equals_the_full_model_loss(tiny_llama):
 def test_bf16_base_trains_fp32_lora_only_and_matches_fp32_loss(tiny_llama):
     import torch
 
-    from backend.train import tune_for_device
+    from backend.training.run import tune_for_device
 
     ids = torch.randint(3, 300, (2, 12), generator=torch.Generator().manual_seed(2))
     attention = torch.ones_like(ids)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from backend.equalizer import Grid, compile_grid
+from backend.bases.equalizer import Grid, compile_grid
 from backend.errors import ConfigError
-from backend.inspect_base import inspect_base
+from backend.bases.inspect import inspect_base
 from ui.equalizer_panel import adapter_config_view, apply_cells, grid_from_tables, grid_tables, parse_layers
 from ui.shape_panel import NO_PROOF, proof_heatmap, proof_markdown
 
@@ -136,9 +136,9 @@ def test_proof_renders_base_vs_adapter_and_the_delta_w_heatmap():
 
 def test_use_grid_reaches_the_queued_run(settings, tiny_llama, tmp_path):
     """The plan's grid is saved in each queued run's spec; rank variations are dropped."""
-    from backend.assistant_tools import edit_plan
-    from backend.plan import make_plan
-    from backend.service import Service
+    from backend.studio.session import edit_plan
+    from backend.training.plan import make_plan
+    from backend.studio.service import Service
 
     report = inspect_base(str(tiny_llama))
     grid = Grid.from_report(report, preset="top-half", r=4, alpha=8)
@@ -166,7 +166,7 @@ def test_use_grid_reaches_the_queued_run(settings, tiny_llama, tmp_path):
 def test_equalizer_tab_attention_preset_in_the_browser(settings, tiny_llama):
     from playwright.sync_api import sync_playwright
 
-    from backend.app import start
+    from backend.up import start
     from tests.test_ui_browser import CHROMIUM_ARGS
 
     running = start(settings, port=0, server_port=0, base=str(tiny_llama), run_jobs=False)

@@ -22,7 +22,7 @@ def test_launch_binds_loopback_and_takes_the_login_from_settings(settings):
 
 
 def test_up_serves_the_page_behind_a_login_recovers_runs_and_stops(settings, tiny_llama):
-    from backend.app import start
+    from backend.up import start
     from backend.store import Store
 
     # A run that was "running", with a cancel pending, when the last app process died.

@@ -9,7 +9,7 @@ import json
 
 import gradio as gr
 
-from backend.assistant_tools import AssistantTools
+from backend.studio.session import AssistantTools
 
 from . import shape_panel
 from .common import Ctx, edge, esc, loss_svg, pct

@@ -3,7 +3,7 @@
 ``create_ui(service_factory)`` builds the Blocks; it calls ``service_factory()`` only
 inside event handlers, never while building, so importing or building the page loads
 no model and opens no database. Per-session state is one
-:class:`backend.assistant_tools.SessionState` in a ``gr.State`` (Gradio copies it per
+:class:`backend.studio.session.SessionState` in a ``gr.State`` (Gradio copies it per
 browser session); everything shared lives in the backend.
 """
 
@@ -13,7 +13,7 @@ from typing import Callable
 
 import gradio as gr
 
-from backend.assistant_tools import SessionState
+from backend.studio.session import SessionState
 
 from . import (adapters_panel, base_panel, chat_panel, compare_panel, data_panel, equalizer_panel, plan_panel, playground,
                train_panel)

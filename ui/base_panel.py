@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.assistant_tools import AssistantTools
+from backend.studio.session import AssistantTools
 
 from .common import Ctx, edge, esc, heatmap_html
 
@@ -49,7 +49,7 @@ def build(ctx: Ctx) -> None:
         result = tools.inspect_base()
         if not result.ok:
             raise gr.Error(result.text)
-        from backend.inspect_base import heatmap
+        from backend.bases.inspect import heatmap
 
         return result.text, heatmap_html(heatmap(result.data["report"]))
 

@@ -1,7 +1,7 @@
 """The left side: the assistant chat. Say a goal, drop files, say "go".
 
 A turn runs in two steps so the page answers at once: the person's message appears
-and the box locks, then the assistant (backend.assistant.respond) acts and replies,
+and the box locks, then the assistant (backend.studio.assistant.rules.respond) acts and replies,
 then every workspace panel refreshes from the session state and the backend.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from backend.assistant import respond
+from backend.studio.assistant.rules import respond
 
 from .common import Ctx, edge
 

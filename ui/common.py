@@ -1,7 +1,7 @@
 """What every panel shares: the context they are built with, and the error edge.
 
 Panels never hold state of their own beyond Gradio components: per-session state is
-the :class:`backend.assistant_tools.SessionState` in ``ctx.state`` (a ``gr.State``);
+the :class:`backend.studio.session.SessionState` in ``ctx.state`` (a ``gr.State``);
 everything shared lives in the backend, reached through ``ctx.service()``.
 """
 

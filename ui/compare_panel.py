@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.assistant_tools import AssistantTools
+from backend.studio.session import AssistantTools
 
 from .common import Ctx, done_adapters, edge, esc, pct
 

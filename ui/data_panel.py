@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.assistant_tools import AssistantTools
+from backend.studio.session import AssistantTools
 from backend.settings import PROJECT_ROOT
 
 from .chat_panel import FILE_TYPES

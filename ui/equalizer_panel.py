@@ -3,7 +3,7 @@ session's base, what it compiles to (the adapter_config.json peft will write), a
 "use this grid for training".
 
 The grid lives in two editable tables (ranks, alphas); every action first reads the
-tables back into a :class:`backend.equalizer.Grid` (:func:`grid_from_tables`, which
+tables back into a :class:`backend.bases.equalizer.Grid` (:func:`grid_from_tables`, which
 names each bad cell), applies the change, and shows the compiled result. The panel's
 own ``gr.State`` holds the base, its module paths and the last good grid; the plan it
 writes to is the session's (``ctx.state``).
@@ -18,11 +18,11 @@ from typing import Any
 
 import gradio as gr
 
-from backend.assistant_tools import AssistantTools
-from backend.equalizer import Grid, compile_grid, grid_from_adapter
+from backend.studio.session import AssistantTools
+from backend.bases.equalizer import Grid, compile_grid, grid_from_adapter
 from backend.errors import ConfigError, TuneLabError
 from backend.hparams import LoraSpec
-from backend.inspect_base import human_bytes, human_count
+from backend.bases.inspect import human_bytes, human_count
 
 from .common import Ctx, edge, esc, heatmap_html
 

@@ -1,6 +1,6 @@
 """Plan tab: the plan card the assistant proposed, as a form and as JSON, and "Train".
 
-Edits go through backend.assistant_tools.edit_plan / PlanCard validation, so the form,
+Edits go through backend.studio.session.edit_plan / PlanCard validation, so the form,
 the JSON editor and the assistant produce the same card; a bad value is a gr.Error
 naming the field, and the previous card stays.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import gradio as gr
 from pydantic import ValidationError
 
-from backend.assistant_tools import AssistantTools, edit_plan
+from backend.studio.session import AssistantTools, edit_plan
 from backend.errors import TuneLabError
-from backend.plan import PlanCard
+from backend.training.plan import PlanCard
 
 from .common import Ctx, edge
 

@@ -9,7 +9,7 @@ import re
 
 import gradio as gr
 
-from backend.assistant_tools import BASE_CHOICE
+from backend.studio.session import BASE_CHOICE
 
 from .common import BASE_LABEL, Ctx, done_adapters, edge, message_text
 

@@ -18,8 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import AdapterMismatch
-from .names import adapter_path
+from backend.errors import AdapterMismatch
+from backend.names import adapter_path
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"

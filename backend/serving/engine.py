@@ -17,7 +17,7 @@ it; the old weights are released only once no in-flight request uses them. Struc
 changes to the model happen under the same lock as the forward passes, between steps.
 
 Fast swaps: an adapter whose shape was seen before is copied into a free preallocated
-slot (:mod:`backend.lora_slots`) instead of being injected by peft; released slots go
+slot (:mod:`backend.serving.slots`) instead of being injected by peft; released slots go
 back to the pool, and spare slots of a shape are prepared in the background after its
 first load. Anything else takes peft's ``load_adapter`` path.
 """
@@ -41,11 +41,11 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, Callable, Iterator
 
-from .adapters import read_peft_config
-from .errors import AdapterMismatch, AdapterNotFound, Overloaded, PromptTooLong, TuneLabError
-from .lora_slots import Slot, SlotPool, batchable, file_signature, fill, read_weights, slot_from_adapter
-from .prepack import prepack_linears
-from .torch_threads import own_intraop_threads
+from backend.adapter_folder import read_peft_config
+from backend.errors import AdapterMismatch, AdapterNotFound, Overloaded, PromptTooLong, TuneLabError
+from backend.serving.slots import Slot, SlotPool, batchable, file_signature, fill, read_weights, slot_from_adapter
+from backend.hardware.prepack import prepack_linears
+from backend.hardware.threads import own_intraop_threads
 
 log = logging.getLogger("tunelab.engine")
 
@@ -229,7 +229,7 @@ class Engine:
         import torch
         from peft import LoraConfig, get_peft_model
 
-        from .bases import context_length, decoder_of, scales_logits
+        from backend.bases.resolve import context_length, decoder_of, scales_logits
 
         self.base_name = base_name
         self.base_path = base_path
@@ -281,7 +281,7 @@ class Engine:
     @classmethod
     def from_base(cls, spec: str | None, settings, **kwargs) -> "Engine":
         """Load the base named by ``spec`` (as in :func:`backend.bases.resolve_base`)."""
-        from .bases import load_model, load_tokenizer, resolve_base
+        from backend.bases.resolve import load_model, load_tokenizer, resolve_base
 
         ref = resolve_base(spec, settings)
         tokenizer = load_tokenizer(ref, plain_template=True, trust_remote_code=settings.trust_remote_code)
@@ -1112,15 +1112,15 @@ def _partial_stop(text: str, stops: list[str]) -> int:
 
 def serving_dtype(name: str):
     """The torch dtype the endpoint holds its base in. 'auto' is bf16 where training
-    would pick bf16 (:func:`backend.train.resolve_precision`: bf16 hardware), else fp32:
+    would pick bf16 (:func:`backend.training.run.resolve_precision`: bf16 hardware), else fp32:
     a decode step reads every weight once, so half the bytes is close to half the time
     (SmolLM2-135M on 2 EPYC cores with AVX512-BF16: a 42-token prefill 170 -> 80-106 ms,
     a 3-row decode step 140 -> 50-61 ms), and the first token after a hot swap waits for
     one such step plus its own prefill."""
     import torch
 
-    from .errors import ConfigError
-    from .train import device_kind, resolve_precision
+    from backend.errors import ConfigError
+    from backend.training.run import device_kind, resolve_precision
 
     choices = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
     if name in choices:

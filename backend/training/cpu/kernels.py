@@ -9,7 +9,7 @@ bf16 rounding, which tests bound), with fewer passes:
 * :class:`LoraLinearFunction` is a whole peft ``lora.Linear`` (frozen base + one plain
   LoRA adapter + its dropout) as one autograd function that keeps its input (shared by
   q/k/v and by gate/up) rather than a masked copy. With an AVX-512 build of the native
-  kernels (:mod:`backend.native`) LoRA's rank-r products are native too: the
+  kernels (:mod:`backend.training.cpu.native`) LoRA's rank-r products are native too: the
   down-projection hashes the dropout mask once and keeps it as bits for the backward,
   the up-projection is added into the base output with fp32 sums, and the weight
   gradients are fp32 sums. Otherwise the products are torch's and dropout is the native
@@ -118,7 +118,7 @@ def _dropout_types() -> tuple:
     """Dropout modules whose only state is ``p`` (the LoRA function applies ``p`` itself)."""
     import torch
 
-    from .train import fast_dropout_class
+    from backend.training.run import fast_dropout_class
 
     return (torch.nn.Dropout, torch.nn.Identity, fast_dropout_class())
 
@@ -164,7 +164,7 @@ class _Dropout:
 
 
 def _native():
-    from . import native
+    from backend.training.cpu import native
 
     return native
 
@@ -177,7 +177,7 @@ def _ptr(tensor):
 
 
 def native_kernels():
-    """The loaded native library (:mod:`backend.native`) or None; a seam for tests."""
+    """The loaded native library (:mod:`backend.training.cpu.native`) or None; a seam for tests."""
     return _native().kernels()
 
 
@@ -544,7 +544,7 @@ def use_causal_attention(model) -> bool:
 def _head_loss_function():
     import torch
 
-    from .prepack import packed_linear
+    from backend.hardware.prepack import packed_linear
 
     class HeadLossFunction(torch.autograd.Function):
         """Summed cross-entropy of ``hidden @ weight.T`` against ``targets`` for a frozen
@@ -617,7 +617,7 @@ def _packed_head(weight, block_rows: int):
     plain and ~340 packed (2 EPYC cores)."""
     import torch
 
-    from .prepack import available, pack_weight
+    from backend.hardware.prepack import available, pack_weight
 
     if weight.dtype is not torch.bfloat16 or weight.device.type != "cpu" or weight.requires_grad or not available():
         return None

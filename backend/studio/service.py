@@ -2,7 +2,7 @@
 
 Data flows one way: UI / CLI / assistant -> service -> (store, jobs, client) -> engine.
 A :class:`Service` is cheap; it opens the store lazily and talks to the serving
-endpoint only through :class:`backend.client.ServingClient`. Methods return plain,
+endpoint only through :class:`backend.serving.client.ServingClient`. Methods return plain,
 JSON-able data (or pydantic models) and raise the typed errors of backend/errors.py.
 """
 
@@ -16,14 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import adapters as adapter_files
-from .errors import AdapterNotFound, TuneLabError
-from .hparams import LoraSpec, RunSpec, TrainSpec
-from .names import adapter_path, validate_name
-from .plan import PlanCard, make_plan
-from .ratings import BASE, tallies
-from .settings import Settings
-from .store import VERDICTS, Store
+from backend import adapter_folder as adapter_files
+from backend.errors import AdapterNotFound, TuneLabError
+from backend.hparams import LoraSpec, RunSpec, TrainSpec
+from backend.names import adapter_path, validate_name
+from backend.training.plan import PlanCard, make_plan
+from backend.studio.ratings import BASE, tallies
+from backend.settings import Settings
+from backend.store import VERDICTS, Store
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class Service:
     @property
     def client(self):
         if self._client is None:
-            from .client import ServingClient
+            from backend.serving.client import ServingClient
 
             self._client = ServingClient(self.server_url(), token=self.api_token())
         return self._client
@@ -73,7 +73,7 @@ class Service:
     @property
     def runner(self):
         if self._runner is None:
-            from .jobs import JobRunner
+            from backend.training.jobs import JobRunner
 
             self._runner = JobRunner(self.settings, on_adapter_ready=self._on_adapter_ready)
         return self._runner
@@ -82,7 +82,7 @@ class Service:
         return self.settings.server_url or f"http://{self.settings.host}:{self.settings.port}"
 
     def api_token(self) -> str:
-        from .server import api_token
+        from backend.serving.http.app import api_token
 
         return api_token(self.settings)
 
@@ -117,7 +117,7 @@ class Service:
 
     # data -----------------------------------------------------------------------------------
     def _tokenizer_and_limit(self, base: str | None, max_length: int | None):
-        from .bases import context_length, load_config, load_tokenizer, resolve_base
+        from backend.bases.resolve import context_length, load_config, load_tokenizer, resolve_base
 
         ref = resolve_base(base, self.settings)
         tokenizer = load_tokenizer(ref, plain_template=True, trust_remote_code=self.settings.trust_remote_code)
@@ -128,7 +128,7 @@ class Service:
 
     def check_data(self, files: list[str | Path], *, base: str | None = None, goal: str | None = None,
                    max_length: int | None = None, **kwargs):
-        from .data import check_files
+        from backend.data.doctor import check_files
 
         tokenizer, limit = self._tokenizer_and_limit(base, max_length or TrainSpec().max_length)
         return check_files([Path(f) for f in files], tokenizer=tokenizer, max_tokens=limit, goal=goal, **kwargs)
@@ -136,7 +136,7 @@ class Service:
     def import_data(self, files: list[str | Path], *, base: str | None = None, goal: str | None = None,
                     max_length: int | None = None, **kwargs):
         """Check and import; with errors nothing is imported (DataError carries the report)."""
-        from .data import import_files
+        from backend.data.doctor import import_files
 
         tokenizer, limit = self._tokenizer_and_limit(base, max_length or TrainSpec().max_length)
         return import_files([Path(f) for f in files], self.paths.uploads, tokenizer=tokenizer,
@@ -144,7 +144,7 @@ class Service:
 
     def render_chat(self, conversations: list[list[dict]], *, base: str | None = None) -> list[str]:
         """Examples as the base's chat template renders them (the data panel's preview)."""
-        from .bases import load_tokenizer
+        from backend.bases.resolve import load_tokenizer
 
         tokenizer = load_tokenizer(self.resolve_base(base), plain_template=True,
                                    trust_remote_code=self.settings.trust_remote_code)
@@ -152,23 +152,23 @@ class Service:
 
     # bases ------------------------------------------------------------------------------------
     def resolve_base(self, spec: str | None):
-        from .bases import resolve_base
+        from backend.bases.resolve import resolve_base
 
         return resolve_base(spec, self.settings)
 
     def list_bases(self) -> list[dict]:
-        from .bases import list_bases
+        from backend.bases.resolve import list_bases
 
         return list_bases(self.settings)
 
     def inspect(self, spec: str | None, lora: LoraSpec | None = None, **kwargs) -> dict:
-        from .inspect_base import inspect_base
+        from backend.bases.inspect import inspect_base
 
         return inspect_base(self.resolve_base(spec), lora=lora, **kwargs)
 
     def inspect_text(self, spec: str | None, *, rank: int | None = None, alpha: int | None = None,
                      target: list[str] | None = None, as_json: bool = False) -> str:
-        from .inspect_base import inspect_command_output
+        from backend.bases.inspect import inspect_command_output
 
         ref = self.resolve_base(spec)
         return inspect_command_output(ref.path, rank=rank, alpha=alpha, target=target, as_json=as_json,
@@ -177,8 +177,8 @@ class Service:
     # proof ----------------------------------------------------------------------------------
     def evaluate(self, name: str, *, n_samples: int = 5, task: str | None = None) -> dict:
         """Prove what an adapter learned on its own held-out split; stored in tunelab.json."""
-        from .evaluate import evaluate_adapter
-        from .plan import detect_kind
+        from backend.studio.proof import evaluate_adapter
+        from backend.training.plan import detect_kind
 
         folder = self._complete_adapter(name)
         row = self.store.get_adapter(name)
@@ -344,7 +344,7 @@ class Service:
         return folder
 
     def strength(self, name: str, strength: float, *, new_name: str | None = None) -> str:
-        from .blend import scale_adapter
+        from backend.studio.blend import scale_adapter
 
         src = self._complete_adapter(name)
         new_name = validate_name(new_name or f"{name}-x{strength:g}".replace(".", "p"))
@@ -354,7 +354,7 @@ class Service:
         return new_name
 
     def blend(self, a: str, b: str, wa: float, wb: float, *, new_name: str | None = None) -> str:
-        from .blend import blend_adapters
+        from backend.studio.blend import blend_adapters
 
         src_a, src_b = self._complete_adapter(a), self._complete_adapter(b)
         new_name = validate_name(new_name or f"{a}-{b}-blend"[:64])
@@ -380,7 +380,7 @@ class Service:
         if not merged:
             shutil.copytree(src, dest, dirs_exist_ok=True)
             return dest
-        from .bases import load_model, load_tokenizer, resolve_base
+        from backend.bases.resolve import load_model, load_tokenizer, resolve_base
         from peft import PeftModel
 
         row = self.store.get_adapter(name)

@@ -32,9 +32,9 @@ from typing import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .errors import AdapterMismatch, ConfigError
-from .hparams import LoraSpec
-from .inspect_base import module_group
+from backend.errors import AdapterMismatch, ConfigError
+from backend.hparams import LoraSpec
+from backend.bases.inspect import module_group
 
 PRESETS = ("all-linear", "attention", "mlp", "top-half", "off")
 _LAYER_PATH = re.compile(r"^(?P<prefix>.*?)\.(?P<index>\d+)\.(?P<kind>.+)$")
@@ -109,7 +109,7 @@ class Grid(BaseModel):
 
     @classmethod
     def from_report(cls, report: dict, preset: str = "all-linear", r: int = 8, alpha: int = 16) -> "Grid":
-        """A preset grid for a base, from :func:`backend.inspect_base.inspect_base`'s report."""
+        """A preset grid for a base, from :func:`backend.bases.inspect.inspect_base`'s report."""
         kinds = report["module_kinds"]
         return cls.preset(preset, report["num_layers"], [k["name"] for k in kinds], r, alpha,
                           groups={k["name"]: k["group"] for k in kinds})
@@ -255,8 +255,8 @@ def adapter_module_ranks(adapter_folder: Path) -> dict[str, int]:
 
 def _base_report(adapter_config: dict, meta: dict) -> dict | None:
     """The inspector's report of the adapter's base, when its config.json is on this machine."""
-    from .errors import TuneLabError
-    from .inspect_base import inspect_base
+    from backend.errors import TuneLabError
+    from backend.bases.inspect import inspect_base
 
     candidates = []
     base = meta.get("base")
@@ -288,7 +288,7 @@ def grid_from_adapter(adapter_folder: Path, modules: list[str] | None = None,
     """
     from peft.utils.other import get_pattern_key
 
-    from .adapters import read_meta, read_peft_config
+    from backend.adapter_folder import read_meta, read_peft_config
 
     folder = Path(adapter_folder)
     config = read_peft_config(folder)

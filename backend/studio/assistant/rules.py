@@ -1,6 +1,6 @@
 """The assistant: a person's words -> tool calls -> an honest reply.
 
-Two ways to understand a message, one set of tools (:mod:`backend.assistant_tools`):
+Two ways to understand a message, one set of tools (:mod:`backend.studio.session`):
 
 * :class:`RuleAssistant` — built in, always available. It recognises the core requests
   in plain English and Korean (goal, go/train, compare, use base, pick base, inspect,
@@ -20,8 +20,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .assistant_tools import AssistantTools, SessionState, ToolResult
-from .plan import _KIND_WORDS
+from backend.studio.session import AssistantTools, SessionState, ToolResult
+from backend.training.plan import _KIND_WORDS
 
 HELP = (
     "I can: **set a goal** (just say it, e.g. *autumn mood* or *classify wine as red or white*), "
@@ -294,7 +294,7 @@ class AgentAssistant:
         from langchain.agents import create_agent
         from langchain_openai import ChatOpenAI
 
-        from .assistant_tools import langchain_tools
+        from backend.studio.session import langchain_tools
 
         model = ChatOpenAI(base_url=self.url, model=self.model_name, api_key=self.api_key or "not-needed",
                            temperature=0, timeout=self.timeout, max_retries=0)

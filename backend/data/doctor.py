@@ -1,6 +1,6 @@
 """The data doctor: check uploads, say every problem at once, import what is clean.
 
-:func:`check_files` reads one or more files (formats: :mod:`backend.data_formats`),
+:func:`check_files` reads one or more files (formats: :mod:`backend.data.formats`),
 normalizes every example to chat messages whose last turn is the assistant's answer,
 and returns a :class:`DataReport` holding every problem (by file, line and field) and
 what is right: counts, token lengths under the chosen base's tokenizer, duplicates,
@@ -17,7 +17,7 @@ file names or lines) in upload order: identical content in identical order gives
 same hash; reordering examples or files changes it.
 
 Nothing here imports torch; a tokenizer is passed in by the caller
-(:func:`backend.bases.load_tokenizer`).
+(:func:`backend.bases.resolve.load_tokenizer`).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .atomic import staged_folder
-from .data_formats import (
+from backend.atomic import staged_folder
+from backend.data.formats import (
     DUPLICATE,
     NO_EXAMPLES,
     RULES,
@@ -46,7 +46,7 @@ from .data_formats import (
     read_file,
     style_prompt,
 )
-from .errors import BaseModelError, DataError
+from backend.errors import BaseModelError, DataError
 
 __all__ = [
     "Example", "DataReport", "ImportResult", "Problem", "Rule", "RULES", "check_files", "import_files",
@@ -315,7 +315,7 @@ def chat_token_lengths(tokenizer, conversations: list[list[dict]]):
         raise BaseModelError(
             f"Tokenizer {_tokenizer_name(tokenizer)!r} has no chat template, so token lengths "
             "cannot be counted the way training will see them.",
-            fix="Load it with backend.bases.load_tokenizer (plain_template=True gives bases "
+            fix="Load it with backend.bases.resolve.load_tokenizer (plain_template=True gives bases "
             "without one a 'User:/Assistant:' template), or pick an instruct/chat base.")
     full = _lengths(tokenizer, conversations, add_generation_prompt=False)
     prompts = _lengths(tokenizer, [c[:-1] for c in conversations], add_generation_prompt=True)

@@ -1,7 +1,7 @@
-"""The training subprocess: ``python -m backend.worker JOB_ID``.
+"""The training subprocess: ``python -m backend.training.worker JOB_ID``.
 
 Reads the job's request (RunSpec, data paths, data hash) from the store, trains with
-:func:`backend.train.train_adapter`, writes progress as ``job_events`` and ends the
+:func:`backend.training.run.train_adapter`, writes progress as ``job_events`` and ends the
 job and its adapter row as done, failed, cancelled or (interrupted) queued again.
 
 Stopping: the store's ``cancel_requested`` flag is polled at most once a second;
@@ -9,7 +9,7 @@ SIGTERM makes the next check immediate. SIGTERM with the flag set cancels; SIGTE
 without it (the app or the machine shutting down) pauses: a checkpoint is saved and
 the job goes back to the queue, to resume from it.
 
-Under ``accelerate launch -m backend.worker JOB_ID`` every rank trains and only the
+Under ``accelerate launch -m backend.training.worker JOB_ID`` every rank trains and only the
 main process touches the store.
 """
 
@@ -22,9 +22,9 @@ import time
 import traceback
 from pathlib import Path
 
-from .errors import TuneLabError
-from .settings import Settings
-from .store import Store, utcnow
+from backend.errors import TuneLabError
+from backend.settings import Settings
+from backend.store import Store, utcnow
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 CANCEL_POLL_S = 1.0
@@ -62,11 +62,11 @@ def _is_main_rank() -> bool:
 
 
 def run(job_id: int, settings: Settings | None = None) -> int:
-    from . import train
-    from .adapters import folder as adapter_folder
-    from .bases import resolve_base
-    from .hparams import RunSpec
-    from .jobs import settle_adapter
+    from backend.training import run as train
+    from backend.adapter_folder import folder as adapter_folder
+    from backend.bases.resolve import resolve_base
+    from backend.hparams import RunSpec
+    from backend.training.jobs import settle_adapter
 
     settings = settings or Settings()
     main = _is_main_rank()
@@ -149,7 +149,7 @@ def run(job_id: int, settings: Settings | None = None) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or not argv[0].isdigit():
-        print("usage: python -m backend.worker JOB_ID", file=sys.stderr)
+        print("usage: python -m backend.training.worker JOB_ID", file=sys.stderr)
         return EXIT_USAGE
     return run(int(argv[0]))
 

@@ -33,7 +33,7 @@ elementwise ops (10%) and bf16 flash attention (12%). What is done about it:
 * under autocast, peft's fp32 round trip of each LoRA input is skipped (autocast casts
   it straight back to bf16 for the matmul, so nothing changes numerically);
 * eager attention instead of bf16 SDPA on CPU (the flash kernel is ~2x slower here);
-* then the kernels of :mod:`backend.cpu_kernels`: each LoRA projection (frozen base +
+* then the kernels of :mod:`backend.training.cpu.kernels`: each LoRA projection (frozen base +
   adapter + dropout that draws only the ~5% of positions it drops) as one autograd
   function, RMSNorm with a hand-written backward, grouped causal attention, the LM head
   and cross-entropy a block of rows at a time, and an allocator that keeps and reuses
@@ -66,12 +66,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .adapters import ADAPTER_FILES, CONFIG_FILE, WEIGHTS_FILE, is_complete, write_meta
-from .atomic import staged_folder
-from .bases import BaseRef, decoder_of, load_model, load_tokenizer, scales_logits
-from .errors import ConfigError, DataError, JobError
-from .hparams import RunSpec
-from .store import utcnow
+from backend.adapter_folder import ADAPTER_FILES, CONFIG_FILE, WEIGHTS_FILE, is_complete, write_meta
+from backend.atomic import staged_folder
+from backend.bases.resolve import BaseRef, decoder_of, load_model, load_tokenizer, scales_logits
+from backend.errors import ConfigError, DataError, JobError
+from backend.hparams import RunSpec
+from backend.store import utcnow
 
 ProgressFn = Callable[[dict], None]
 StopFn = Callable[[], bool]
@@ -370,11 +370,11 @@ def tune_for_device(model, *, device: str, precision: str) -> None:
     * under bf16 autocast, peft's cast of each LoRA input to the fp32 adapter dtype is
       turned off: autocast casts it straight back to bf16 for the matmul, so the
       round trip (two copies of every activation, per adapted projection) changes nothing;
-    * the kernels of :func:`backend.cpu_kernels.speed_up_cpu_training`.
+    * the kernels of :func:`backend.training.cpu.kernels.speed_up_cpu_training`.
     """
     import torch
 
-    from .cpu_kernels import speed_up_cpu_training
+    from backend.training.cpu.kernels import speed_up_cpu_training
 
     for param in model.parameters():
         if param.requires_grad and param.dtype != torch.float32:
@@ -394,7 +394,7 @@ def _make_trainer_class():
     import torch
     from trl import SFTTrainer
 
-    from .cpu_kernels import head_loss_sum
+    from backend.training.cpu.kernels import head_loss_sum
 
     class AnswerOnlySFTTrainer(SFTTrainer):
         """SFTTrainer that projects only answer positions onto the vocabulary and counts

@@ -24,8 +24,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .errors import BaseModelError, ConfigError
-from .hparams import LoraSpec
+from backend.errors import BaseModelError, ConfigError
+from backend.hparams import LoraSpec
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 # Bytes per trainable LoRA parameter during training: fp32 weight (peft keeps adapter
@@ -49,7 +49,7 @@ def load_inspect_config(ref_or_config, settings=None, trust_remote_code: bool | 
     """
     from transformers import PretrainedConfig
 
-    from .bases import BaseRef, load_config, resolve_base
+    from backend.bases.resolve import BaseRef, load_config, resolve_base
 
     if isinstance(ref_or_config, PretrainedConfig):
         return ref_or_config, None
@@ -63,7 +63,7 @@ def load_inspect_config(ref_or_config, settings=None, trust_remote_code: bool | 
                                  fix="Pass a Hugging Face config.json (it names its model_type).")
         return AutoConfig.for_model(model_type, **data), None
     if settings is None:
-        from .settings import Settings
+        from backend.settings import Settings
 
         settings = Settings()
     trust = settings.trust_remote_code if trust_remote_code is None else trust_remote_code
@@ -155,7 +155,7 @@ def inspect_base(ref_or_config, lora: LoraSpec | None = None, batch_size: int = 
     lora_is_default = lora is None
     spec = lora or LoraSpec()
     lora_report = lora_cost(model, structure, spec)
-    from .bases import context_length
+    from backend.bases.resolve import context_length
 
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     hidden = _first_int(text_config, "hidden_size", "n_embd", "d_model")

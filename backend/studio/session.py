@@ -1,6 +1,6 @@
 """The assistant's tools: one small function per thing a person can ask for.
 
-Each tool calls the same :class:`backend.service.Service` methods the page's buttons
+Each tool calls the same :class:`backend.studio.service.Service` methods the page's buttons
 call, updates the per-session :class:`SessionState`, and returns a :class:`ToolResult`
 whose text is built only from what the service actually returned. A failure is a
 result with ``ok=False`` (never an exception, never a claim of success), so both the
@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import DataError, TuneLabError
-from .jobs import loss_parts
-from .plan import PlanCard, sweep_for
+from backend.errors import DataError, TuneLabError
+from backend.training.jobs import loss_parts
+from backend.training.plan import PlanCard, sweep_for
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ class SessionState:
     chat_model: str = BASE_CHOICE
     job_ids: list[int] = field(default_factory=list)
     adapter_names: list[str] = field(default_factory=list)
-    comparison: Any = None  # backend.service.Comparison
+    comparison: Any = None  # backend.studio.service.Comparison
     served_base: str = ""  # the endpoint's name for the base in the last comparison
     rated: dict[str, dict] = field(default_factory=dict)  # model -> {"score", "best"} in this comparison
     history: list[dict] = field(default_factory=list)  # the assistant conversation (role/content)
@@ -91,7 +91,7 @@ def edit_plan(plan: PlanCard, *, name: str | None = None, system_prompt: str | N
               probe_prompts: list[str] | None = None, runs: int | None = None, epochs: float | None = None,
               learning_rate: float | None = None, rank: int | None = None, n_examples: int = 0) -> PlanCard:
     """Apply a person's edits from the plan form; validation errors come from pydantic/hparams."""
-    from .names import validate_name
+    from backend.names import validate_name
 
     if runs is not None:
         plan = resize_plan(plan, n_examples, runs)
@@ -505,8 +505,8 @@ def describe_tally(t: dict) -> str:
 
 
 def summarize_inspection(report: dict) -> str:
-    """The inspector's own text summary (backend.inspect_base.render_text)."""
-    from .inspect_base import render_text
+    """The inspector's own text summary (backend.bases.inspect.render_text)."""
+    from backend.bases.inspect import render_text
 
     return render_text(report)
 

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from .errors import AdapterMismatch, DataError
+from backend.errors import AdapterMismatch, DataError
 
 CLASSIFY_TASKS = {"classification", "sentiment"}
 EXTRACT_TASKS = {"extraction"}
@@ -53,7 +53,7 @@ def load_rows(rows_or_path: Sequence[dict] | str | Path | None, what: str = "eva
     if rows_or_path is None:
         return []
     if isinstance(rows_or_path, (str, Path)):
-        from .data import read_normalized
+        from backend.data.doctor import read_normalized
 
         return read_normalized(Path(rows_or_path))
     rows = list(rows_or_path)
@@ -88,7 +88,7 @@ def lora_factors(adapter_folder: Path) -> dict[str, dict[str, Any]]:
     from peft.utils.other import get_pattern_key
     from safetensors.torch import load_file
 
-    from .adapters import WEIGHTS_FILE, read_peft_config
+    from backend.adapter_folder import WEIGHTS_FILE, read_peft_config
 
     folder = Path(adapter_folder)
     config = read_peft_config(folder)
@@ -131,11 +131,11 @@ def delta_w_heatmap(adapter_folder: Path, base_model, layer_prefix: str | None =
     ``module_kinds``); cells the adapter does not touch are None. Adapted modules outside
     the layer stack are listed under ``outside``.
     """
-    from .inspect_base import _LAYER_PATH
+    from backend.bases.inspect import _LAYER_PATH
 
     factors = lora_factors(adapter_folder)
     if layer_prefix is None or module_kinds is None:
-        from .inspect_base import _structure
+        from backend.bases.inspect import _structure
 
         structure = _structure(base_model)
         layer_prefix = layer_prefix or structure["layer_prefix"]
@@ -374,13 +374,13 @@ def hf_generator(model, tokenizer, *, use_adapter: bool, max_new_tokens: int, ba
 
 
 def _resolve_base(adapter_folder: Path, base_ref, settings):
-    from .bases import BaseRef, resolve_base
+    from backend.bases.resolve import BaseRef, resolve_base
 
     if isinstance(base_ref, BaseRef):
         return base_ref
     if base_ref:
         return resolve_base(str(base_ref), settings, provision=False)
-    from .adapters import read_meta, read_peft_config
+    from backend.adapter_folder import read_meta, read_peft_config
 
     base = read_meta(adapter_folder).get("base")
     spec = base.get("path") or base.get("spec") if isinstance(base, dict) else base
@@ -405,18 +405,18 @@ def evaluate_adapter(adapter_folder: Path | str, base_ref=None, eval_rows=None, 
     """
     import torch
 
-    from .adapters import update_meta
-    from .bases import load_model, load_tokenizer
+    from backend.adapter_folder import update_meta
+    from backend.bases.resolve import load_model, load_tokenizer
 
     if task not in TASKS:
         raise DataError(f"Unknown task {task!r}.", fix=f"Use one of: {', '.join(TASKS)}.")
     started = time.perf_counter()
     if settings is None:
-        from .settings import Settings
+        from backend.settings import Settings
 
         settings = Settings()
     folder = Path(adapter_folder)
-    from .adapters import read_peft_config
+    from backend.adapter_folder import read_peft_config
 
     read_peft_config(folder)  # a clear error for a folder that is not a LoRA adapter
     rows = load_rows(eval_rows, "eval")
@@ -517,7 +517,7 @@ def render_text(result: dict) -> str:
 
 def latest_proof(adapter_folder: Path) -> dict | None:
     """The proof stored in ``tunelab.json``, if any."""
-    from .adapters import read_meta
+    from backend.adapter_folder import read_meta
 
     return read_meta(Path(adapter_folder)).get("proof")
 

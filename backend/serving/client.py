@@ -12,8 +12,8 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
-from .errors import AdapterMismatch, AdapterNotFound, Overloaded, PromptTooLong, ServingError
-from .settings import Settings
+from backend.errors import AdapterMismatch, AdapterNotFound, Overloaded, PromptTooLong, ServingError
+from backend.settings import Settings
 
 
 class ServingClient:
@@ -36,7 +36,7 @@ class ServingClient:
         settings = settings or Settings()
         if settings.server_url:
             return cls(settings.server_url, settings.api_token)
-        from .server import api_token
+        from backend.serving.http.app import api_token
 
         return cls(f"http://{settings.host}:{settings.port}", api_token(settings))
 

@@ -24,9 +24,9 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from .adapters import CONFIG_FILE, WEIGHTS_FILE, read_meta, read_peft_config, write_meta
-from .atomic import staged_folder
-from .errors import AdapterMismatch, ConfigError
+from backend.adapter_folder import CONFIG_FILE, WEIGHTS_FILE, read_meta, read_peft_config, write_meta
+from backend.atomic import staged_folder
+from backend.errors import AdapterMismatch, ConfigError
 
 MAX_STRENGTH = 2.0
 _KEY = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.weight)?$")

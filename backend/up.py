@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .settings import Settings
+from backend.settings import Settings
 
 log = logging.getLogger("tunelab.up")
 
@@ -65,8 +65,8 @@ def start(settings: Settings | None = None, *, host: str | None = None, port: in
     """
     from ui.app import create_ui, launch_kwargs
 
-    from .server import api_token, create_app, start_in_thread
-    from .service import Service
+    from backend.serving.http.app import api_token, create_app, start_in_thread
+    from backend.studio.service import Service
 
     settings = settings or Settings()
     host = host or settings.host
@@ -120,7 +120,7 @@ def up(settings: Settings | None = None, *, host: str | None = None, port: int |
 
     ``port``: the page (default 7860); ``server_port``: the serving endpoint (default 8000).
     """
-    from .torch_threads import single_threaded_by_default
+    from backend.hardware.threads import single_threaded_by_default
 
     single_threaded_by_default()  # the engine's scheduler thread alone takes its threads (see torch_threads)
     running = start(settings, host=host, port=port, server_port=server_port, base=base)
@@ -140,7 +140,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m backend.app [--host H] [--port P] [--server-port S] [--base B]``."""
+    """``python -m backend.up [--host H] [--port P] [--server-port S] [--base B]``."""
     parser = argparse.ArgumentParser(prog="tunelab up", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", help="Address to bind (default 127.0.0.1; set TUNELAB_AUTH beyond loopback).")
     parser.add_argument("--port", type=int, help="Port of the page (default 7860; 0 = any free).")

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from .hparams import LoraSpec, TrainSpec
+from backend.hparams import LoraSpec, TrainSpec
 
 TaskKind = Literal["style", "classification", "extraction", "sentiment", "chat"]
 
@@ -79,7 +79,7 @@ class PlanCard(BaseModel):
     sweep: list[SweepConfig] = Field(default_factory=list)
     name: str = "adapter"
     equalizer: dict | None = Field(None, description="The equalizer grid ``lora`` was compiled from "
-                                   "(backend.equalizer.Grid.model_dump()), saved with each run.")
+                                   "(backend.bases.equalizer.Grid.model_dump()), saved with each run.")
 
     def render_markdown(self) -> str:
         lines = [
@@ -189,7 +189,7 @@ def sweep_for(n_examples: int, max_runs: int = 3) -> tuple[TrainSpec, list[Sweep
     """The default config plus one-knob-at-a-time variations, sized to the data.
 
     This is the one place that sizes sweeps (the plan card, the CLI's ``--sweep`` and
-    :func:`backend.jobs.suggest_sweep` all use it). Little data needs more passes to be
+    :func:`backend.training.jobs.suggest_sweep` all use it). Little data needs more passes to be
     seen enough, and a higher rate is the cheap way to get there; a lot of data fits in
     fewer passes, where more rank can pay off.
     """
@@ -222,7 +222,7 @@ _STOPWORDS = {"make", "it", "write", "with", "an", "a", "the", "these", "those",
 
 def short_name(goal: str, kind: TaskKind) -> str:
     """A short adapter name from a goal: "sort support emails into billing..." -> "support-emails"."""
-    from .names import slugify
+    from backend.names import slugify
 
     head = re.split(r"\binto\b|\bas\b|:", goal, maxsplit=1, flags=re.IGNORECASE)[0]
     words = [w for w in re.findall(r"[a-z0-9]+", head.lower()) if w not in _STOPWORDS]

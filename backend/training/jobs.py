@@ -2,7 +2,7 @@
 
 ``submit`` puts a job in the store (status ``queued``); ``run_pending`` (or the
 background thread of ``start``) takes queued jobs one at a time and runs each as
-``python -m backend.worker JOB_ID``, so a crash or a cancel never takes the app down.
+``python -m backend.training.worker JOB_ID``, so a crash or a cancel never takes the app down.
 The worker reports progress as ``job_events`` rows; anyone (page, CLI) follows them
 with :meth:`JobRunner.follow` or :meth:`JobRunner.progress`.
 
@@ -35,15 +35,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .adapters import folder as adapter_folder
-from .adapters import is_complete
-from .cpu_kernels import hugepage_malloc_env
-from .errors import ConfigError, InvalidName, JobError
-from .hparams import RunSpec
-from .names import NAME_RULE, validate_name
-from .plan import sweep_for, variation_suffix
-from .settings import PROJECT_ROOT, Settings
-from .store import Store, utcnow
+from backend.adapter_folder import folder as adapter_folder
+from backend.adapter_folder import is_complete
+from backend.training.cpu.kernels import hugepage_malloc_env
+from backend.errors import ConfigError, InvalidName, JobError
+from backend.hparams import RunSpec
+from backend.names import NAME_RULE, validate_name
+from backend.training.plan import sweep_for, variation_suffix
+from backend.settings import PROJECT_ROOT, Settings
+from backend.store import Store, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def sweep_specs(base: RunSpec, variations: list[dict[str, float]]) -> list[RunSp
 
 def suggest_sweep(n_examples: int, max_runs: int = MAX_SWEEP) -> list[dict[str, float]]:
     """Variations (besides the default config) sized to the data: the plan's sweep
-    (:func:`backend.plan.sweep_for`), as knob dicts for :func:`sweep_specs`."""
+    (:func:`backend.training.plan.sweep_for`), as knob dicts for :func:`sweep_specs`."""
     _, configs = sweep_for(n_examples, max_runs=max_runs)
     return [c.variation() for c in configs if c.variation()]
 
@@ -132,7 +132,7 @@ def suggest_sweep(n_examples: int, max_runs: int = MAX_SWEEP) -> list[dict[str, 
 
 
 def worker_alive(pid: int | None, job_id: int) -> bool:
-    """True when ``pid`` is a live ``backend.worker`` process for ``job_id`` (not a reused pid)."""
+    """True when ``pid`` is a live ``backend.training.worker`` process for ``job_id`` (not a reused pid)."""
     if not pid:
         return False
     cmdline = Path(f"/proc/{pid}/cmdline")
@@ -142,7 +142,7 @@ def worker_alive(pid: int | None, job_id: int) -> bool:
             status = Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[-1][:1]
         except OSError:
             return False
-        return status != "Z" and b"backend.worker" in args and str(job_id).encode() in args
+        return status != "Z" and b"backend.training.worker" in args and str(job_id).encode() in args
     try:
         os.kill(pid, 0)
     except OSError:
@@ -314,7 +314,7 @@ class JobRunner:
 
     def worker_env(self) -> dict:
         """The environment of a training worker: this process's, plus the home, the
-        store, and glibc's huge-page malloc (:func:`backend.cpu_kernels.hugepage_malloc_env`)."""
+        store, and glibc's huge-page malloc (:func:`backend.training.cpu.kernels.hugepage_malloc_env`)."""
         env = {**os.environ, "TUNELAB_HOME": str(self.settings.home),
                "TUNELAB_DATABASE_URL": self.settings.db_url,
                "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
@@ -336,7 +336,7 @@ class JobRunner:
             err.write(banner)
             out.flush()
             err.flush()
-            proc = subprocess.Popen([self.python, "-m", "backend.worker", str(job.id)], stdout=out, stderr=err,
+            proc = subprocess.Popen([self.python, "-m", "backend.training.worker", str(job.id)], stdout=out, stderr=err,
                                     env=env, cwd=str(PROJECT_ROOT), start_new_session=True)
         self.store.update_job(job.id, pid=proc.pid)
         with self._lock:

