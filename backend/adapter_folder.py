@@ -7,7 +7,9 @@
 * ``tunelab.json`` — goal, base, data hash, hyperparameters, metrics, loss history,
   status and verdict.
 
-This module owns reading and writing that folder; it imports no torch.
+This module owns reading and writing that folder; it imports no torch. Code that reads
+a field goes through the typed views :class:`LoraConfigView` (``adapter_config.json``)
+and :class:`AdapterMeta` (``tunelab.json``), never through nested ``.get()`` chains.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from backend.errors import AdapterMismatch
 from backend.names import adapter_path
 
@@ -25,6 +29,101 @@ CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 META_FILE = "tunelab.json"
 ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE, META_FILE)
+
+
+class LoraConfigView(BaseModel):
+    """The fields of peft's ``adapter_config.json`` that TuneLab reads (the rest is kept)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    peft_type: str = "LORA"
+    base_model_name_or_path: str | None = None
+    r: int = 8
+    lora_alpha: float = 8
+    target_modules: list[str] | str | None = None
+    rank_pattern: dict[str, int] = Field(default_factory=dict)
+    alpha_pattern: dict[str, float] = Field(default_factory=dict)
+    use_rslora: bool = False
+    use_dora: bool = False
+    lora_bias: bool = False
+    fan_in_fan_out: bool = False
+    modules_to_save: list[str] | None = None
+
+    @field_validator("rank_pattern", "alpha_pattern", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value):
+        return value or {}
+
+    @classmethod
+    def of(cls, path: Path) -> "LoraConfigView":
+        return cls.model_validate(read_peft_config(path))
+
+    def raw(self) -> dict[str, Any]:
+        """The whole config, as peft wrote it."""
+        return self.model_dump()
+
+
+class BaseInfo(BaseModel):
+    """The base an adapter was made for, as recorded in ``tunelab.json``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    spec: str = ""
+    name: str = ""
+    kind: str = ""
+    path: str = ""
+
+    @property
+    def where(self) -> str:
+        """The most precise way to find that base again: its path, else what was asked for."""
+        return self.path or self.spec
+
+
+class AdapterMeta(BaseModel):
+    """``tunelab.json``: what the adapter is for, how it was made, how it did."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = ""
+    goal: str = ""
+    base: BaseInfo | None = None
+    data_hash: str = ""
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    loss_history: list[dict[str, Any]] = Field(default_factory=list)
+    status: str | None = None
+    verdict: str | None = None
+    proof: dict[str, Any] | None = None
+    equalizer: dict[str, Any] | None = None
+
+    @field_validator("base", mode="before")
+    @classmethod
+    def _base_may_be_a_string(cls, value):
+        return {"spec": value} if isinstance(value, str) else value
+
+    @field_validator("hyperparameters", "metrics", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value):
+        return value or {}
+
+    @classmethod
+    def of(cls, path: Path) -> "AdapterMeta":
+        return cls.model_validate(read_meta(path))
+
+    @property
+    def train(self) -> dict[str, Any]:
+        """The training knobs (``hyperparameters.train``); empty for derived adapters."""
+        return self.hyperparameters.get("train") or {}
+
+    @property
+    def system_prompt(self) -> str | None:
+        """The system prompt the adapter was trained behind, if any."""
+        return self.train.get("system_prompt") or None
+
+    @property
+    def equalizer_grid(self) -> dict[str, Any] | None:
+        """The equalizer grid the LoRA config was compiled from, if it came from one."""
+        return self.hyperparameters.get("equalizer") or self.equalizer
 
 
 def folder(adapters_root: Path, name: str) -> Path:

@@ -136,7 +136,7 @@ def train(
 ) -> None:
     """Check the data, train one LoRA adapter (or a sweep) with a progress bar."""
     from backend.hparams import RunSpec
-    from backend.training.jobs import suggest_sweep
+    from backend.training.plan import suggest_sweep
 
     service = _service()
     lora_kw = {k: v for k, v in {"r": rank, "alpha": alpha, "dropout": dropout,
@@ -177,7 +177,7 @@ def _run_and_follow(service, job_ids: list[int]) -> None:
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from backend.training.jobs import loss_parts
+    from backend.training.progress import loss_parts
 
     runner = service.runner
     worker = threading.Thread(target=runner.run_pending, daemon=True)

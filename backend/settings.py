@@ -79,6 +79,11 @@ class Settings(BaseSettings):
         "the Linears of a decode step ~1.5x faster on the default base) at the cost of a second copy of "
         "those weights in memory. Set false to save the memory.",
     )
+    native_kernels: bool = Field(
+        default=True,
+        description="CPU training builds (once per machine, with the system's C compiler) and uses the native "
+        "kernels of backend/training/cpu/kernels.c; false runs the same maths as torch ops.",
+    )
     trust_remote_code: bool = Field(
         default=False,
         description="Allow bases whose architecture needs trust_remote_code (runs their code).",

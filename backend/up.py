@@ -65,7 +65,8 @@ def start(settings: Settings | None = None, *, host: str | None = None, port: in
     """
     from ui.app import create_ui, launch_kwargs
 
-    from backend.serving.http.app import api_token, create_app, start_in_thread
+    from backend.serving.auth import api_token
+    from backend.serving.http.app import create_app, start_in_thread
     from backend.studio.service import Service
 
     settings = settings or Settings()

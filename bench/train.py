@@ -169,8 +169,8 @@ def run_baseline(ref, tokenizer, train_rows, lora_kwargs, *, epochs, batch_size,
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from backend.bases.resolve import load_model
-    from backend.training.run import to_prompt_completion
+    from backend.bases.load import load_model
+    from backend.data.normalized import to_prompt_completion
 
     dataset = Dataset.from_list([to_prompt_completion(r["messages"]) for r in train_rows])
     args = SFTConfig(output_dir=str(work / "baseline"), num_train_epochs=epochs, use_cpu=True,
@@ -209,10 +209,13 @@ def main(argv: list[str] | None = None) -> dict:
     from peft import PeftModel
 
     from backend.training.cpu import native
-    from backend.bases.resolve import load_model, load_tokenizer, resolve_base
+    from backend.bases.resolve import resolve_base
+    from backend.bases.load import load_model, load_tokenizer
     from backend.hparams import LoraSpec, RunSpec, TrainSpec
     from backend.settings import Settings
-    from backend.training.run import resolve_precision, set_cpu_threads, train_adapter
+    from backend.hardware.device import resolve_precision
+    from backend.hardware.threads import set_cpu_threads
+    from backend.training.run import train_adapter
 
     load_start = os.getloadavg()
     settings = Settings()

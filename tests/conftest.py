@@ -55,7 +55,8 @@ def settings(home):
 def served(settings, tiny_llama):
     """The real serving endpoint on a free loopback port with the tiny Llama as base, and
     a Service that talks to it (its job runner hot-loads finished adapters into it)."""
-    from backend.serving.http.app import api_token, create_app, start_in_thread
+    from backend.serving.auth import api_token
+    from backend.serving.http.app import create_app, start_in_thread
     from backend.studio.service import Service
 
     app = create_app(settings=settings, base=str(tiny_llama), token=api_token(settings))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.training.jobs import loss_parts
+from backend.training.progress import loss_parts
 
 from .common import Ctx, edge, esc, loss_svg
 

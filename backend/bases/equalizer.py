@@ -288,12 +288,12 @@ def grid_from_adapter(adapter_folder: Path, modules: list[str] | None = None,
     """
     from peft.utils.other import get_pattern_key
 
-    from backend.adapter_folder import read_meta, read_peft_config
+    from backend.adapter_folder import AdapterMeta, read_meta, read_peft_config
 
     folder = Path(adapter_folder)
     config = read_peft_config(folder)
     meta = read_meta(folder)
-    stored = (meta.get("hyperparameters") or {}).get("equalizer") or meta.get("equalizer")
+    stored = AdapterMeta.model_validate(meta).equalizer_grid
     if stored:
         return Grid.model_validate(stored)
 

@@ -35,7 +35,7 @@ SAFETENSORS_HEADER_BYTES_PER_TENSOR = 160  # the JSON header entry per tensor, r
 
 _ATTENTION_WORDS = ("attn", "attention")
 _MLP_WORDS = ("mlp", "ffn", "feed_forward", "feedforward", "experts", "moe", "dense_h_to_4h", "dense_4h_to_h")
-_LAYER_PATH = re.compile(r"^(?P<prefix>.*?)\.(?P<index>\d+)\.(?P<kind>.+)$")
+LAYER_PATH = re.compile(r"^(?P<prefix>.*?)\.(?P<index>\d+)\.(?P<kind>.+)$")
 
 
 # --- loading the skeleton -------------------------------------------------------------------
@@ -49,7 +49,8 @@ def load_inspect_config(ref_or_config, settings=None, trust_remote_code: bool | 
     """
     from transformers import PretrainedConfig
 
-    from backend.bases.resolve import BaseRef, load_config, resolve_base
+    from backend.bases.resolve import BaseRef, resolve_base
+    from backend.bases.load import load_config
 
     if isinstance(ref_or_config, PretrainedConfig):
         return ref_or_config, None
@@ -151,11 +152,11 @@ def inspect_base(ref_or_config, lora: LoraSpec | None = None, batch_size: int = 
     trust = bool(settings.trust_remote_code) if settings is not None else False
     config, base_info = load_inspect_config(ref_or_config, settings=settings)
     model = meta_model(config, trust_remote_code=trust)
-    structure = _structure(model)
+    structure = model_structure(model)
     lora_is_default = lora is None
     spec = lora or LoraSpec()
     lora_report = lora_cost(model, structure, spec)
-    from backend.bases.resolve import context_length
+    from backend.bases.load import context_length
 
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     hidden = _first_int(text_config, "hidden_size", "n_embd", "d_model")
@@ -204,7 +205,7 @@ def _all_linear_names(model) -> set[str]:
     return set(_maybe_include_all_linear_layers(config, model).target_modules)
 
 
-def _structure(model) -> dict[str, Any]:
+def model_structure(model) -> dict[str, Any]:
     """Layer stack, module kinds, per-cell shapes and the all-linear set of a (meta) model."""
     import torch
 
@@ -222,7 +223,7 @@ def _structure(model) -> dict[str, Any]:
 
     by_prefix: Counter[str] = Counter()
     for name in linears:
-        match = _LAYER_PATH.match(name)
+        match = LAYER_PATH.match(name)
         if match:
             by_prefix[match["prefix"]] += 1
     if not by_prefix:
@@ -234,7 +235,7 @@ def _structure(model) -> dict[str, Any]:
     kinds: list[str] = []
     cell_of: dict[tuple[int, str], str] = {}
     for name in linears:
-        match = _LAYER_PATH.match(name)
+        match = LAYER_PATH.match(name)
         if match and match["prefix"] == prefix:
             if match["kind"] not in kinds:
                 kinds.append(match["kind"])

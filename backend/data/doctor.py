@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import random
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,19 +45,16 @@ from backend.data.formats import (
     read_file,
     style_prompt,
 )
+from backend.data.normalized import EVAL_FILE, TRAIN_FILE, split_rows, write_rows
 from backend.errors import BaseModelError, DataError
 
 __all__ = [
     "Example", "DataReport", "ImportResult", "Problem", "Rule", "RULES", "check_files", "import_files",
-    "read_normalized", "to_prompt_completion", "style_prompt", "split_examples", "content_hash",
-    "chat_token_lengths", "TRAIN_FILE", "EVAL_FILE", "REPORT_FILE",
+    "style_prompt", "content_hash", "chat_token_lengths", "REPORT_FILE",
 ]
 
-TRAIN_FILE = "train.jsonl"
-EVAL_FILE = "eval.jsonl"
 REPORT_FILE = "report.json"
 PREVIEW_COUNT = 3
-MIN_EXAMPLES_FOR_EVAL = 5
 _TOKENIZE_BATCH = 64
 
 
@@ -230,7 +226,7 @@ def check_files(
     elif len(clean) < min_examples:
         upload_wide.append(TOO_FEW.problem(None, count=len(clean), minimum=min_examples))
 
-    train, evaluation = split_examples(clean, eval_fraction=eval_fraction, seed=seed)
+    train, evaluation = split_rows(clean, eval_fraction=eval_fraction, seed=seed)
     problems = _ordered([p for r in reads for p in r.problems] + late, names) + upload_wide
     formats = {r.name: r.format for r in reads}
     stats = _stats(clean, train, evaluation, reads, token_stats, problems, eval_fraction, seed)
@@ -275,19 +271,6 @@ def content_hash(examples: list[Example]) -> str:
                                  separators=(",", ":")).encode("utf-8"))
         digest.update(b"\n")
     return digest.hexdigest()
-
-
-def split_examples(examples: list[Example], *, eval_fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
-    """Seeded train/eval split. Eval gets round(n * fraction) examples, at least 1 when
-    n >= 5 and fraction > 0, none below 5; both keep the upload's order."""
-    n = len(examples)
-    if n < MIN_EXAMPLES_FOR_EVAL or eval_fraction <= 0:
-        return list(examples), []
-    n_eval = min(n - 1, max(1, round(n * eval_fraction)))
-    held_out = set(random.Random(seed).sample(range(n), n_eval))
-    train = [e for i, e in enumerate(examples) if i not in held_out]
-    evaluation = [e for i, e in enumerate(examples) if i in held_out]
-    return train, evaluation
 
 
 # --- token lengths -----------------------------------------------------------------------------
@@ -448,8 +431,8 @@ def import_files(paths: list[Path], uploads_dir: Path, **check_kwargs) -> Import
     if _same_import(final, report):
         return ImportResult(final, report)
     with staged_folder(final) as tmp:
-        _write_jsonl(tmp / TRAIN_FILE, report.train)
-        _write_jsonl(tmp / EVAL_FILE, report.eval)
+        write_rows(tmp / TRAIN_FILE, [e.messages for e in report.train])
+        write_rows(tmp / EVAL_FILE, [e.messages for e in report.eval])
         (tmp / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
     return ImportResult(final, report)
 
@@ -462,35 +445,3 @@ def _same_import(folder: Path, report: DataReport) -> bool:
     return (saved.get("content_hash") == report.content_hash
             and saved.get("stats", {}).get("split") == report.stats["split"]
             and (folder / TRAIN_FILE).is_file() and (folder / EVAL_FILE).is_file())
-
-
-def _write_jsonl(path: Path, examples: list[Example]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        for example in examples:
-            handle.write(json.dumps({"messages": example.messages}, ensure_ascii=False) + "\n")
-
-
-def read_normalized(path: Path) -> list[dict]:
-    """Rows ``{"messages": [...]}`` of a train.jsonl / eval.jsonl written by :func:`import_files`."""
-    path = Path(path)
-    rows = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").split("\n"), 1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path} line {number} is not valid JSON ({exc.msg}).",
-                            fix="Import the data again with import_files; do not edit these files by hand.") from exc
-        messages = row.get("messages") if isinstance(row, dict) else None
-        if not isinstance(messages, list) or not messages or messages[-1].get("role") != "assistant":
-            raise DataError(f"{path} line {number} is not a normalized example (a 'messages' list ending "
-                            "with an assistant turn).",
-                            fix="Import the data again with import_files; do not edit these files by hand.")
-        rows.append(row)
-    return rows
-
-
-def to_prompt_completion(messages: list[dict]) -> dict:
-    """TRL's conversational prompt/completion row: the loss covers the final answer only."""
-    return {"prompt": messages[:-1], "completion": messages[-1:]}

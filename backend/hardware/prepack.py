@@ -23,21 +23,19 @@ from __future__ import annotations
 import functools
 import types
 
+import torch
+
 _PACKED = "_tunelab_packed_weight"
 
 
 def pack_weight(weight, rows_hint: int = 1):
     """``weight`` (out x in) reordered once into oneDNN's blocked layout, for
     :func:`packed_linear`; ``rows_hint`` is the expected number of rows per call."""
-    import torch
-
     return torch.ops.mkldnn._reorder_linear_weight(weight, rows_hint)
 
 
 def packed_linear(x, packed, bias=None):
     """``F.linear(x, weight, bias)`` against the packed ``weight`` (contiguous ``x``)."""
-    import torch
-
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
@@ -45,8 +43,6 @@ def packed_linear(x, packed, bias=None):
 def available() -> bool:
     """True when this torch build has oneDNN's packed linear and it gives F.linear's numbers
     (checked once per process)."""
-    import torch
-
     if not torch.backends.mkldnn.is_available():
         return False
     try:
@@ -59,8 +55,6 @@ def available() -> bool:
 
 
 def _packed_forward(self, x):
-    import torch
-
     packed = getattr(self, _PACKED)
     if x.dtype is not torch.bfloat16 or x.device.type != "cpu" or torch.is_grad_enabled():
         return torch.nn.functional.linear(x, self.weight, self.bias)
@@ -73,8 +67,6 @@ def prepack_linears(model) -> int:
     Call it before peft wraps the model: peft keeps each wrapped Linear as its
     ``base_layer`` and calls it, so the packed forward stays in use under every adapter.
     """
-    import torch
-
     linears = [m for m in model.modules() if type(m) is torch.nn.Linear
                and m.weight.dtype is torch.bfloat16 and m.weight.device.type == "cpu"]
     if not linears or not available():

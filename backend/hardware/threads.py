@@ -17,7 +17,10 @@ per thread, so the default is put back to 1 from a short-lived thread.
 
 from __future__ import annotations
 
+import os
 import threading
+
+import torch
 
 
 def single_threaded_by_default() -> None:
@@ -26,15 +29,11 @@ def single_threaded_by_default() -> None:
     Call it at the start of a serving process, before the model loads, so that the
     loading thread never builds a pool of its own.
     """
-    import torch
-
     torch.set_num_threads(1)
 
 
 def own_intraop_threads(threads: int) -> None:
     """Give the calling thread ``threads`` intra-op threads and leave every other thread's default at 1."""
-    import torch
-
     torch.set_num_threads(threads)
     # a thread takes its count from the default at its first torch use (get_num_threads is one):
     # make that happen now, while the default is `threads`, or the reset below would apply here too
@@ -42,3 +41,13 @@ def own_intraop_threads(threads: int) -> None:
     helper = threading.Thread(target=torch.set_num_threads, args=(1,), name="tunelab-torch-default")
     helper.start()
     helper.join()
+
+
+def set_cpu_threads(device: str) -> None:
+    """On CPU use every core this process may run on, shared between local ranks
+    (a training process; OMP_NUM_THREADS, when set, wins)."""
+    if device != "cpu" or os.environ.get("OMP_NUM_THREADS"):
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(max(1, cores // max(1, local_world)))

@@ -36,7 +36,7 @@ class ServingClient:
         settings = settings or Settings()
         if settings.server_url:
             return cls(settings.server_url, settings.api_token)
-        from backend.serving.http.app import api_token
+        from backend.serving.auth import api_token
 
         return cls(f"http://{settings.host}:{settings.port}", api_token(settings))
 

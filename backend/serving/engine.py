@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterator
 from backend.adapter_folder import read_peft_config
 from backend.errors import AdapterMismatch, AdapterNotFound, Overloaded, PromptTooLong, TuneLabError
 from backend.serving.slots import Slot, SlotPool, batchable, file_signature, fill, read_weights, slot_from_adapter
+from backend.hardware.device import serving_dtype
 from backend.hardware.prepack import prepack_linears
 from backend.hardware.threads import own_intraop_threads
 
@@ -229,7 +230,7 @@ class Engine:
         import torch
         from peft import LoraConfig, get_peft_model
 
-        from backend.bases.resolve import context_length, decoder_of, scales_logits
+        from backend.bases.load import context_length, decoder_of, scales_logits
 
         self.base_name = base_name
         self.base_path = base_path
@@ -281,7 +282,8 @@ class Engine:
     @classmethod
     def from_base(cls, spec: str | None, settings, **kwargs) -> "Engine":
         """Load the base named by ``spec`` (as in :func:`backend.bases.resolve_base`)."""
-        from backend.bases.resolve import load_model, load_tokenizer, resolve_base
+        from backend.bases.resolve import resolve_base
+        from backend.bases.load import load_model, load_tokenizer
 
         ref = resolve_base(spec, settings)
         tokenizer = load_tokenizer(ref, plain_template=True, trust_remote_code=settings.trust_remote_code)
@@ -1108,26 +1110,6 @@ def _partial_stop(text: str, stops: list[str]) -> int:
                 best = max(best, n)
                 break
     return best
-
-
-def serving_dtype(name: str):
-    """The torch dtype the endpoint holds its base in. 'auto' is bf16 where training
-    would pick bf16 (:func:`backend.training.run.resolve_precision`: bf16 hardware), else fp32:
-    a decode step reads every weight once, so half the bytes is close to half the time
-    (SmolLM2-135M on 2 EPYC cores with AVX512-BF16: a 42-token prefill 170 -> 80-106 ms,
-    a 3-row decode step 140 -> 50-61 ms), and the first token after a hot swap waits for
-    one such step plus its own prefill."""
-    import torch
-
-    from backend.errors import ConfigError
-    from backend.training.run import device_kind, resolve_precision
-
-    choices = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
-    if name in choices:
-        return choices[name]
-    if name != "auto":
-        raise ConfigError(f"Unknown serving dtype {name!r}.", fix="Set TUNELAB_SERVE_DTYPE to auto, bf16 or fp32.")
-    return torch.bfloat16 if resolve_precision("auto", device_kind()) == "bf16" else torch.float32
 
 
 def _names_match(trained_on: str, base_name: str, base_path: str) -> bool:

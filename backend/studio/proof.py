@@ -32,6 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from backend.data.normalized import answer_of, check_rows, prompt_of, read_rows
 from backend.errors import AdapterMismatch, DataError
 
 CLASSIFY_TASKS = {"classification", "sentiment"}
@@ -49,35 +50,13 @@ Generator = Callable[..., list[list[str]]]
 
 
 def load_rows(rows_or_path: Sequence[dict] | str | Path | None, what: str = "eval") -> list[dict]:
-    """Rows ``{"messages": [...]}`` from a list or a normalized ``.jsonl`` file, checked all at once."""
+    """Rows ``{"messages": [...]}`` from a list or a normalized ``.jsonl`` file (the data
+    doctor's one reader), every problem reported at once."""
     if rows_or_path is None:
         return []
     if isinstance(rows_or_path, (str, Path)):
-        from backend.data.doctor import read_normalized
-
-        return read_normalized(Path(rows_or_path))
-    rows = list(rows_or_path)
-    problems = []
-    for number, row in enumerate(rows, 1):
-        messages = row.get("messages") if isinstance(row, dict) else None
-        if not isinstance(messages, list) or len(messages) < 2:
-            problems.append(f"row {number}: needs a 'messages' list with a prompt and an answer")
-        elif messages[-1].get("role") != "assistant":
-            problems.append(f"row {number}: the last message is {messages[-1].get('role')!r}, not 'assistant'")
-    if problems:
-        raise DataError(f"The {what} rows are not normalized examples: " + "; ".join(problems[:10])
-                        + (f" (and {len(problems) - 10} more)" if len(problems) > 10 else "") + ".",
-                        report=problems,
-                        fix="Pass rows of eval.jsonl / train.jsonl as written by the data doctor.")
-    return rows
-
-
-def answer_of(row: dict) -> str:
-    return str(row["messages"][-1].get("content", ""))
-
-
-def prompt_of(row: dict) -> Messages:
-    return list(row["messages"][:-1])
+        return [{"messages": m} for m in read_rows(rows_or_path)]
+    return [{"messages": m} for m in check_rows(list(rows_or_path), f"{what} rows")]
 
 
 # --- 1. weight change ---------------------------------------------------------------------------
@@ -131,13 +110,13 @@ def delta_w_heatmap(adapter_folder: Path, base_model, layer_prefix: str | None =
     ``module_kinds``); cells the adapter does not touch are None. Adapted modules outside
     the layer stack are listed under ``outside``.
     """
-    from backend.bases.inspect import _LAYER_PATH
+    from backend.bases.inspect import LAYER_PATH
 
     factors = lora_factors(adapter_folder)
     if layer_prefix is None or module_kinds is None:
-        from backend.bases.inspect import _structure
+        from backend.bases.inspect import model_structure
 
-        structure = _structure(base_model)
+        structure = model_structure(base_model)
         layer_prefix = layer_prefix or structure["layer_prefix"]
         module_kinds = module_kinds or [k["name"] for k in structure["module_kinds"]]
     num_layers = len(base_model.get_submodule(layer_prefix))
@@ -154,7 +133,7 @@ def delta_w_heatmap(adapter_folder: Path, base_model, layer_prefix: str | None =
         change = delta_norm(f["A"], f["B"], f["scale"])
         base_norm = float(weight.detach().double().norm())
         rel = change / base_norm if base_norm > 0 else 0.0
-        match = _LAYER_PATH.match(name)
+        match = LAYER_PATH.match(name)
         if match and match["prefix"] == layer_prefix and match["kind"] in kinds:
             i, j = int(match["index"]), kinds.index(match["kind"])
             relative[i][j], absolute[i][j] = rel, change
@@ -273,7 +252,7 @@ def pick_shots(train_rows: list[dict], k: int, seed: int = 0, task: str = "class
         return order[:k]
     by_label: dict[str, list[dict]] = {}
     for row in order:
-        by_label.setdefault(normalize_label(answer_of(row)), []).append(row)
+        by_label.setdefault(normalize_label(answer_of(row["messages"])), []).append(row)
     picked: list[dict] = []
     while len(picked) < min(k, len(order)):
         for rows in by_label.values():
@@ -284,7 +263,7 @@ def pick_shots(train_rows: list[dict], k: int, seed: int = 0, task: str = "class
 
 def few_shot_prompt(row: dict, shots: list[dict]) -> Messages:
     """The row's system turns, then each shot's turns as earlier conversation, then the row."""
-    prompt = prompt_of(row)
+    prompt = prompt_of(row["messages"])
     system = [m for m in prompt if m.get("role") == "system"]
     turns: Messages = []
     for shot in shots:
@@ -296,10 +275,10 @@ def compare_exact_match(eval_rows: list[dict], train_rows: list[dict], generate_
                         generate_adapter: Generator, task: str, k: int = 4, seed: int = 0) -> dict[str, Any]:
     """Base few-shot (k training examples in the prompt) vs adapter zero-shot, greedy, same rows."""
     shots = pick_shots(train_rows, k, seed, task)
-    references = [answer_of(row) for row in eval_rows]
+    references = [answer_of(row["messages"]) for row in eval_rows]
     base_out = [answers[0] for answers in generate_base([few_shot_prompt(row, shots) for row in eval_rows],
                                                         n=1, temperature=0.0, seed=seed)]
-    adapter_out = [answers[0] for answers in generate_adapter([prompt_of(row) for row in eval_rows],
+    adapter_out = [answers[0] for answers in generate_adapter([prompt_of(row["messages"]) for row in eval_rows],
                                                               n=1, temperature=0.0, seed=seed)]
     base_score, adapter_score = exact_match(base_out, references, task), exact_match(adapter_out, references, task)
     rows = [{"reference": ref[:_SHOWN_CHARS], "base": b[:_SHOWN_CHARS], "adapter": a[:_SHOWN_CHARS],
@@ -380,11 +359,10 @@ def _resolve_base(adapter_folder: Path, base_ref, settings):
         return base_ref
     if base_ref:
         return resolve_base(str(base_ref), settings, provision=False)
-    from backend.adapter_folder import read_meta, read_peft_config
+    from backend.adapter_folder import AdapterMeta, LoraConfigView
 
-    base = read_meta(adapter_folder).get("base")
-    spec = base.get("path") or base.get("spec") if isinstance(base, dict) else base
-    spec = spec or read_peft_config(adapter_folder).get("base_model_name_or_path")
+    base = AdapterMeta.of(adapter_folder).base
+    spec = (base.where if base else None) or LoraConfigView.of(adapter_folder).base_model_name_or_path
     if not spec:
         raise AdapterMismatch(f"Adapter {str(adapter_folder)!r} does not say which base it was trained on.",
                               fix="Name the base (tunelab evaluate ADAPTER --base BASE).")
@@ -406,7 +384,7 @@ def evaluate_adapter(adapter_folder: Path | str, base_ref=None, eval_rows=None, 
     import torch
 
     from backend.adapter_folder import update_meta
-    from backend.bases.resolve import load_model, load_tokenizer
+    from backend.bases.load import load_model, load_tokenizer
 
     if task not in TASKS:
         raise DataError(f"Unknown task {task!r}.", fix=f"Use one of: {', '.join(TASKS)}.")
@@ -453,7 +431,7 @@ def evaluate_adapter(adapter_folder: Path | str, base_ref=None, eval_rows=None, 
     }
     if task in CLASSIFY_TASKS | EXTRACT_TASKS:
         if max_new_tokens is None:
-            longest = max(len(tokenizer(answer_of(r), add_special_tokens=False)["input_ids"]) for r in rows)
+            longest = max(len(tokenizer(answer_of(r["messages"]), add_special_tokens=False)["input_ids"]) for r in rows)
             max_new_tokens = min(256, longest + 8)
         base_gen = hf_generator(peft_model, tokenizer, use_adapter=False, max_new_tokens=max_new_tokens,
                                 batch_size=batch_size)
@@ -461,8 +439,8 @@ def evaluate_adapter(adapter_folder: Path | str, base_ref=None, eval_rows=None, 
                                    batch_size=batch_size)
         result["exact_match"] = compare_exact_match(rows, train, base_gen, adapter_gen, task, k=k_shot, seed=seed)
         if task in CLASSIFY_TASKS and n_samples >= 2:
-            samples = adapter_gen([prompt_of(r) for r in rows], n=n_samples, temperature=temperature, seed=seed)
-            result["self_consistency"] = dict(self_consistency(samples, [answer_of(r) for r in rows]),
+            samples = adapter_gen([prompt_of(r["messages"]) for r in rows], n=n_samples, temperature=temperature, seed=seed)
+            result["self_consistency"] = dict(self_consistency(samples, [answer_of(r["messages"]) for r in rows]),
                                               n_samples=n_samples, temperature=temperature)
     result["elapsed_s"] = round(time.perf_counter() - started, 2)
     result = _finite(result)  # strict JSON: NaN / infinity become None

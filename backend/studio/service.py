@@ -82,7 +82,7 @@ class Service:
         return self.settings.server_url or f"http://{self.settings.host}:{self.settings.port}"
 
     def api_token(self) -> str:
-        from backend.serving.http.app import api_token
+        from backend.serving.auth import api_token
 
         return api_token(self.settings)
 
@@ -117,7 +117,8 @@ class Service:
 
     # data -----------------------------------------------------------------------------------
     def _tokenizer_and_limit(self, base: str | None, max_length: int | None):
-        from backend.bases.resolve import context_length, load_config, load_tokenizer, resolve_base
+        from backend.bases.resolve import resolve_base
+        from backend.bases.load import context_length, load_config, load_tokenizer
 
         ref = resolve_base(base, self.settings)
         tokenizer = load_tokenizer(ref, plain_template=True, trust_remote_code=self.settings.trust_remote_code)
@@ -144,7 +145,7 @@ class Service:
 
     def render_chat(self, conversations: list[list[dict]], *, base: str | None = None) -> list[str]:
         """Examples as the base's chat template renders them (the data panel's preview)."""
-        from backend.bases.resolve import load_tokenizer
+        from backend.bases.load import load_tokenizer
 
         tokenizer = load_tokenizer(self.resolve_base(base), plain_template=True,
                                    trust_remote_code=self.settings.trust_remote_code)
@@ -316,8 +317,8 @@ class Service:
         prompts = set()
         for model in models:
             if model in known:
-                meta = adapter_files.read_meta(adapter_path(self.paths.adapters, model))
-                prompts.add(((meta.get("hyperparameters") or {}).get("train") or {}).get("system_prompt") or "")
+                meta = adapter_files.AdapterMeta.of(adapter_path(self.paths.adapters, model))
+                prompts.add(meta.system_prompt or "")
         prompts.discard("")
         return prompts.pop() if len(prompts) == 1 else None
 
@@ -380,11 +381,13 @@ class Service:
         if not merged:
             shutil.copytree(src, dest, dirs_exist_ok=True)
             return dest
-        from backend.bases.resolve import load_model, load_tokenizer, resolve_base
+        from backend.bases.resolve import resolve_base
+        from backend.bases.load import load_model, load_tokenizer
         from peft import PeftModel
 
         row = self.store.get_adapter(name)
-        ref = resolve_base(row.base if row else adapter_files.read_meta(src).get("base", {}).get("spec"), self.settings)
+        recorded = adapter_files.AdapterMeta.of(src).base
+        ref = resolve_base(row.base if row else (recorded.spec if recorded else None), self.settings)
         model = PeftModel.from_pretrained(load_model(ref), str(src)).merge_and_unload()
         dest.mkdir(parents=True, exist_ok=True)
         model.save_pretrained(dest)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from backend.errors import DataError, TuneLabError
-from backend.training.jobs import loss_parts
+from backend.training.progress import loss_parts
 from backend.training.plan import PlanCard, sweep_for
 
 logger = logging.getLogger(__name__)

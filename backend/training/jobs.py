@@ -18,8 +18,8 @@ Life of a job::
 * ``recover()`` at start-up re-queues jobs marked running whose process is gone; they
   resume from their last checkpoint, up to ``max_attempts`` tries.
 
-Sweeps follow the tuning guides (Vertex AI's among them): start from the default
-config and vary one knob at a time.
+A sweep (:func:`backend.training.plan.sweep_specs`) is submitted as one job per
+configuration, every name checked before any is queued.
 """
 
 from __future__ import annotations
@@ -38,10 +38,11 @@ from typing import Any
 from backend.adapter_folder import folder as adapter_folder
 from backend.adapter_folder import is_complete
 from backend.training.cpu.kernels import hugepage_malloc_env
-from backend.errors import ConfigError, InvalidName, JobError
+from backend.errors import InvalidName, JobError
 from backend.hparams import RunSpec
 from backend.names import NAME_RULE, validate_name
-from backend.training.plan import sweep_for, variation_suffix
+from backend.training.plan import sweep_specs, suggest_sweep
+from backend.training.progress import event_dict, loss_parts
 from backend.settings import PROJECT_ROOT, Settings
 from backend.store import Store, utcnow
 
@@ -49,83 +50,10 @@ log = logging.getLogger(__name__)
 
 TERMINAL = ("done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
-MAX_SWEEP = 5
 LOG_TAIL_LINES = 12
 
 AdapterReady = Callable[[str, Path], None]
 AdapterRemoved = Callable[[str], None]
-
-
-# --- sweeps ------------------------------------------------------------------------------------
-
-KNOBS = ("epochs", "learning_rate", "r")
-
-
-def apply_variation(base: RunSpec, variation: dict[str, float]) -> RunSpec:
-    """``base`` with one knob changed and a name that says which (``<name>-e2``,
-    ``<name>-lr1e-4``, ``<name>-r16``). Changing the rank scales alpha with it, so the
-    update's scale (alpha / r) stays the same and only the capacity changes."""
-    unknown = sorted(set(variation) - set(KNOBS))
-    if unknown or len(variation) != 1:
-        raise ConfigError(
-            f"A sweep variation changes exactly one knob; got {variation!r}.",
-            fix=f"Use one of {', '.join(KNOBS)} per variation, e.g. {{'epochs': 2}}.",
-        )
-    (knob, value), = variation.items()
-    data = base.model_dump()
-    if knob == "epochs":
-        data["train"]["epochs"] = float(value)
-    elif knob == "learning_rate":
-        data["train"]["learning_rate"] = float(value)
-    else:
-        rank = int(value)
-        data["lora"]["alpha"] = max(1, round(base.lora.alpha * rank / base.lora.r))
-        data["lora"]["r"] = rank
-    data["name"] = f"{base.name}-{variation_suffix(knob, value)}"
-    try:
-        return RunSpec.model_validate(data)
-    except ValueError as exc:
-        raise ConfigError(f"Sweep variation {variation!r} gives an invalid configuration: {exc}") from exc
-
-
-def make_sweep(base: RunSpec, *, epochs: list[float] = (), learning_rate: list[float] = (),
-               r: list[int] = ()) -> list[RunSpec]:
-    """The base config plus one config per listed value, one knob at a time (1-5 configs).
-
-    Values equal to the base's are skipped (they would train the same adapter twice).
-    """
-    variations = ([{"epochs": v} for v in epochs if float(v) != base.train.epochs]
-                  + [{"learning_rate": v} for v in learning_rate if float(v) != base.train.learning_rate]
-                  + [{"r": v} for v in r if int(v) != base.lora.r])
-    return sweep_specs(base, variations)
-
-
-def sweep_specs(base: RunSpec, variations: list[dict[str, float]]) -> list[RunSpec]:
-    specs = [base] + [apply_variation(base, v) for v in variations]
-    problems = []
-    if len(specs) > MAX_SWEEP:
-        problems.append(f"{len(specs)} configurations (the base plus {len(variations)} variations); "
-                        f"a sweep holds at most {MAX_SWEEP}")
-    names = [s.name for s in specs]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        problems.append(f"repeated names {dupes}")
-    for spec in specs:
-        try:
-            validate_name(spec.name)
-        except InvalidName:
-            problems.append(f"name {spec.name!r} is invalid (too long?)")
-    if problems:
-        raise ConfigError("The sweep cannot be built: " + "; ".join(problems) + ".",
-                          fix=f"Vary fewer values, or shorten the base name. {NAME_RULE}")
-    return specs
-
-
-def suggest_sweep(n_examples: int, max_runs: int = MAX_SWEEP) -> list[dict[str, float]]:
-    """Variations (besides the default config) sized to the data: the plan's sweep
-    (:func:`backend.training.plan.sweep_for`), as knob dicts for :func:`sweep_specs`."""
-    _, configs = sweep_for(n_examples, max_runs=max_runs)
-    return [c.variation() for c in configs if c.variation()]
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -155,23 +83,6 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
         return ""
     text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
     return "\n".join(text[-lines:])
-
-
-def loss_parts(progress: dict) -> list[str]:
-    """``["loss 1.234", "eval 1.301"]`` from a progress snapshot: the one wording of the
-    losses for the CLI, the page and the assistant."""
-    parts = []
-    if progress.get("loss") is not None:
-        parts.append(f"loss {progress['loss']:.3f}")
-    if progress.get("eval_loss") is not None:
-        parts.append(f"eval {progress['eval_loss']:.3f}")
-    return parts
-
-
-def event_dict(row) -> dict[str, Any]:
-    return {"id": row.id, "at": row.at.isoformat() if row.at else None, "kind": row.kind, "step": row.step,
-            "total_steps": row.total_steps, "loss": row.loss, "eval_loss": row.eval_loss,
-            "tokens_per_s": row.tokens_per_s, "eta_s": row.eta_s, "message": row.message}
 
 
 def settle_adapter(store: Store, adapters_root: Path, name: str, status: str, reason: str | None = None,

@@ -13,11 +13,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from backend.hparams import LoraSpec, TrainSpec
+from backend.errors import ConfigError, InvalidName
+from backend.hparams import LoraSpec, RunSpec, TrainSpec
+from backend.names import NAME_RULE, validate_name
 
 TaskKind = Literal["style", "classification", "extraction", "sentiment", "chat"]
 
-_KIND_WORDS: list[tuple[TaskKind, tuple[str, ...]]] = [
+KIND_WORDS: list[tuple[TaskKind, tuple[str, ...]]] = [
     ("sentiment", ("sentiment", "positive or negative", "positive/negative", "감정", "감성", "긍정", "부정")),
     ("extraction", ("extract", "pull out", "pull ", "parse", "as json", "into json", "fields", "추출", "뽑아")),
     ("classification", ("classify", "classif", "categor", "sort ", "sort these", "label", "triage", "route",
@@ -97,9 +99,15 @@ class PlanCard(BaseModel):
         return "\n".join(lines)
 
 
+def names_a_task(text: str) -> bool:
+    """True when ``text`` names a task kind ('mood', 'classify', '분위기', ...)."""
+    lowered = f" {text.lower()} "
+    return any(word in lowered for _, words in KIND_WORDS for word in words)
+
+
 def detect_kind(goal: str) -> TaskKind:
     text = f" {goal.lower()} "
-    for kind, words in _KIND_WORDS:
+    for kind, words in KIND_WORDS:
         if any(word in text for word in words):
             return kind
     return "style"
@@ -251,3 +259,76 @@ def make_plan(goal: str, *, n_examples: int = 0, name: str | None = None, max_ru
         sweep=sweep,
         name=name or short_name(goal, kind),
     )
+
+
+# --- sweeps: the default configuration, then one knob at a time -------------------------------
+
+MAX_SWEEP = 5
+KNOBS = ("epochs", "learning_rate", "r")
+
+
+def apply_variation(base: RunSpec, variation: dict[str, float]) -> RunSpec:
+    """``base`` with one knob changed and a name that says which (``<name>-e2``,
+    ``<name>-lr1e-4``, ``<name>-r16``). Changing the rank scales alpha with it, so the
+    update's scale (alpha / r) stays the same and only the capacity changes."""
+    unknown = sorted(set(variation) - set(KNOBS))
+    if unknown or len(variation) != 1:
+        raise ConfigError(
+            f"A sweep variation changes exactly one knob; got {variation!r}.",
+            fix=f"Use one of {', '.join(KNOBS)} per variation, e.g. {{'epochs': 2}}.",
+        )
+    (knob, value), = variation.items()
+    data = base.model_dump()
+    if knob == "epochs":
+        data["train"]["epochs"] = float(value)
+    elif knob == "learning_rate":
+        data["train"]["learning_rate"] = float(value)
+    else:
+        rank = int(value)
+        data["lora"]["alpha"] = max(1, round(base.lora.alpha * rank / base.lora.r))
+        data["lora"]["r"] = rank
+    data["name"] = f"{base.name}-{variation_suffix(knob, value)}"
+    try:
+        return RunSpec.model_validate(data)
+    except ValueError as exc:
+        raise ConfigError(f"Sweep variation {variation!r} gives an invalid configuration: {exc}") from exc
+
+
+def make_sweep(base: RunSpec, *, epochs: list[float] = (), learning_rate: list[float] = (),
+               r: list[int] = ()) -> list[RunSpec]:
+    """The base config plus one config per listed value, one knob at a time (1-5 configs).
+
+    Values equal to the base's are skipped (they would train the same adapter twice).
+    """
+    variations = ([{"epochs": v} for v in epochs if float(v) != base.train.epochs]
+                  + [{"learning_rate": v} for v in learning_rate if float(v) != base.train.learning_rate]
+                  + [{"r": v} for v in r if int(v) != base.lora.r])
+    return sweep_specs(base, variations)
+
+
+def sweep_specs(base: RunSpec, variations: list[dict[str, float]]) -> list[RunSpec]:
+    specs = [base] + [apply_variation(base, v) for v in variations]
+    problems = []
+    if len(specs) > MAX_SWEEP:
+        problems.append(f"{len(specs)} configurations (the base plus {len(variations)} variations); "
+                        f"a sweep holds at most {MAX_SWEEP}")
+    names = [s.name for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        problems.append(f"repeated names {dupes}")
+    for spec in specs:
+        try:
+            validate_name(spec.name)
+        except InvalidName:
+            problems.append(f"name {spec.name!r} is invalid (too long?)")
+    if problems:
+        raise ConfigError("The sweep cannot be built: " + "; ".join(problems) + ".",
+                          fix=f"Vary fewer values, or shorten the base name. {NAME_RULE}")
+    return specs
+
+
+def suggest_sweep(n_examples: int, max_runs: int = MAX_SWEEP) -> list[dict[str, float]]:
+    """Variations (besides the default config) sized to the data: the plan's sweep
+    (:func:`sweep_for`), as knob dicts for :func:`sweep_specs`."""
+    _, configs = sweep_for(n_examples, max_runs=max_runs)
+    return [c.variation() for c in configs if c.variation()]

@@ -68,8 +68,12 @@ from typing import Any
 
 from backend.adapter_folder import ADAPTER_FILES, CONFIG_FILE, WEIGHTS_FILE, is_complete, write_meta
 from backend.atomic import staged_folder
-from backend.bases.resolve import BaseRef, decoder_of, load_model, load_tokenizer, scales_logits
-from backend.errors import ConfigError, DataError, JobError
+from backend.bases.resolve import BaseRef
+from backend.bases.load import decoder_of, load_model, load_tokenizer, scales_logits
+from backend.data.normalized import read_rows, split_rows, to_prompt_completion
+from backend.errors import ConfigError, JobError
+from backend.hardware.device import device_kind, resolve_precision
+from backend.hardware.threads import set_cpu_threads
 from backend.hparams import RunSpec
 from backend.store import utcnow
 
@@ -77,7 +81,6 @@ ProgressFn = Callable[[dict], None]
 StopFn = Callable[[], bool]
 
 CHECKPOINTS = "checkpoints"
-MIN_ROWS_FOR_AUTO_SPLIT = 10
 
 
 class TrainingCancelled(JobError):
@@ -95,129 +98,18 @@ class AdapterExists(JobError):
 # --- data -------------------------------------------------------------------------------
 
 
-def read_rows(path: Path) -> list[list[dict]]:
-    """The ``messages`` lists of a normalized JSONL file; every problem reported at once."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"Training data file {str(path)!r} does not exist.",
-                        fix="Upload the examples again (the data doctor writes train.jsonl).")
-    rows, problems = [], []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                problems.append(f"line {number}: not JSON ({exc.msg})")
-                continue
-            messages = row.get("messages") if isinstance(row, dict) else None
-            if not isinstance(messages, list) or not messages:
-                problems.append(f"line {number}: no 'messages' list")
-                continue
-            bad = [i for i, m in enumerate(messages)
-                   if not isinstance(m, dict) or m.get("role") not in ("system", "user", "assistant")
-                   or not isinstance(m.get("content"), str)]
-            if bad:
-                problems.append(f"line {number}: message {bad[0]} needs a role (system/user/assistant) "
-                                "and a string content")
-                continue
-            if messages[-1]["role"] != "assistant" or len(messages) < 2:
-                problems.append(f"line {number}: the last message must be the assistant's answer, "
-                                "after at least one prompt message")
-                continue
-            rows.append(messages)
-    if problems:
-        shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
-        raise DataError(f"{path.name} has {len(problems)} bad row(s): {shown}.", report=problems,
-                        fix="Run the examples through the data doctor, which writes normalized rows.")
-    if not rows:
-        raise DataError(f"{path.name} holds no examples.", fix="Upload at least one example.")
-    return rows
-
-
-def to_prompt_completion(messages: list[dict], system_prompt: str | None = None) -> dict:
-    """TRL's conversational prompt/completion row: the loss then covers the answer only."""
-    prompt = [dict(role=m["role"], content=m["content"]) for m in messages[:-1]]
-    if system_prompt and prompt[0]["role"] != "system":
-        prompt.insert(0, {"role": "system", "content": system_prompt})
-    return {"prompt": prompt, "completion": [dict(role="assistant", content=messages[-1]["content"])]}
-
-
-def split_rows(rows: list, fraction: float, seed: int) -> tuple[list, list]:
-    """A deterministic train/eval split, used when no eval file was given."""
-    import random
-
-    if fraction <= 0 or len(rows) < MIN_ROWS_FOR_AUTO_SPLIT:
-        return rows, []
-    order = list(range(len(rows)))
-    random.Random(seed).shuffle(order)
-    n_eval = max(1, round(len(rows) * fraction))
-    held = set(order[:n_eval])
-    return [r for i, r in enumerate(rows) if i not in held], [r for i, r in enumerate(rows) if i in held]
-
-
 def build_datasets(spec: RunSpec, train_file: Path, eval_file: Path | None):
     from datasets import Dataset
 
     train_rows = read_rows(train_file)
     if eval_file is not None and Path(eval_file).is_file():
         eval_rows = read_rows(eval_file)
-    else:
-        train_rows, eval_rows = split_rows(train_rows, spec.train.eval_fraction, spec.train.seed)
+    else:  # one file: held out exactly as the data doctor would have
+        train_rows, eval_rows = split_rows(train_rows, eval_fraction=spec.train.eval_fraction, seed=spec.train.seed)
     system = spec.train.system_prompt
     train = Dataset.from_list([to_prompt_completion(m, system) for m in train_rows])
     evals = Dataset.from_list([to_prompt_completion(m, system) for m in eval_rows]) if eval_rows else None
     return train, evals
-
-
-# --- the hardware-dependent choices -------------------------------------------------------
-
-
-def device_kind() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def cpu_has_bf16() -> bool:
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    """'auto' -> bf16 on a GPU or CPU with bf16 units (fp16 on older GPUs), else fp32.
-
-    On CPU this is measured, not assumed: SmolLM2-135M, all-linear r8 LoRA, 8-row batches,
-    2 EPYC cores with AVX512-BF16: ~270 tokens/s with bf16 weights + autocast against
-    ~183 in plain fp32 (the same CPU fixes in both), and the bf16 matmul peak is ~2.2x
-    the fp32 one. Without bf16 units bf16 is emulated and much slower, hence fp32.
-    """
-    import torch
-
-    if precision != "auto":
-        if precision == "fp16" and device == "cpu":
-            raise ConfigError("precision 'fp16' needs a CUDA GPU; this machine has none.",
-                              fix="Use 'auto', 'bf16' or 'fp32'.")
-        return precision
-    if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_bf16() else "fp32"
-
-
-def set_cpu_threads(device: str) -> None:
-    """On CPU use every core this process may run on, shared between local ranks."""
-    import torch
-
-    if device != "cpu" or os.environ.get("OMP_NUM_THREADS"):
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-    torch.set_num_threads(max(1, cores // max(1, local_world)))
 
 
 def plan_steps(n_train: int, spec: RunSpec, world_size: int = 1) -> int:

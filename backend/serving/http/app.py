@@ -35,6 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.errors import AdapterMismatch, AdapterNotFound, InvalidName, Overloaded, PromptTooLong, TuneLabError
 from backend.names import validate_name
+from backend.serving.auth import api_token
 from backend.settings import Settings
 
 log = logging.getLogger("tunelab.server")
@@ -42,28 +43,7 @@ log = logging.getLogger("tunelab.server")
 STATE_FILE_NAME = "server_state.json"
 
 
-# --- token and state -------------------------------------------------------------------------
-
-
-def api_token(settings: Settings) -> str:
-    """The bearer token for adapter management: TUNELAB_API_TOKEN, else one stored in the home.
-
-    The stored token is generated once and written with mode 600.
-    """
-    if settings.api_token:
-        return settings.api_token
-    path = settings.paths.api_token_file
-    if path.is_file():
-        token = path.read_text(encoding="utf-8").strip()
-        if token:
-            return token
-    path.parent.mkdir(parents=True, exist_ok=True)
-    token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(token + "\n")
-    os.chmod(path, 0o600)
-    return token
+# --- state -------------------------------------------------------------------------
 
 
 def state_file(settings: Settings) -> Path:

@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass, field
 
 from backend.studio.session import AssistantTools, SessionState, ToolResult
-from backend.training.plan import _KIND_WORDS
+from backend.training.plan import names_a_task
 
 HELP = (
     "I can: **set a goal** (just say it, e.g. *autumn mood* or *classify wine as red or white*), "
@@ -99,8 +99,7 @@ def _clean(text: str) -> str:
 
 def looks_like_goal(text: str) -> bool:
     """A message that names a task kind ('mood', 'classify', '분위기', ...)."""
-    lowered = f" {text.lower()} "
-    return any(word in lowered for _, words in _KIND_WORDS for word in words)
+    return names_a_task(text)
 
 
 def _runs(text: str) -> int | None:

@@ -15,39 +15,7 @@ from backend.up import free_port
 from backend.studio.assistant.rules import RuleAssistant, looks_like_goal, respond
 from backend.studio.session import BASE_CHOICE, AssistantTools, SessionState, edit_plan, langchain_tools
 from backend.studio.service import Service
-
-WINES = [
-    ("Deep ruby colour with aromas of black cherry and firm tannins.", "red"),
-    ("Pale straw yellow, crisp acidity, notes of green apple and lime.", "white"),
-    ("Dark purple, full-bodied, blackcurrant and tobacco.", "red"),
-    ("Golden, honeyed, apricot and a buttery finish.", "white"),
-    ("Garnet rim, dried cherry, leather and earth.", "red"),
-    ("Almost clear, citrus zest and wet stone.", "white"),
-    ("Inky black, plum jam and pepper.", "red"),
-    ("Lemon yellow, peach and elderflower.", "white"),
-    ("Brick red, tea leaves and roses.", "red"),
-    ("Green-gold, grapefruit and cut grass.", "white"),
-    ("Purple-red, raspberry and violet.", "red"),
-    ("Pale gold, pear and almond.", "white"),
-]
-
-
-def write_wines(folder: Path, name: str = "wine.jsonl") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / name
-    with path.open("w", encoding="utf-8") as fh:
-        for text, label in WINES:
-            fh.write(json.dumps({"messages": [{"role": "user", "content": text},
-                                              {"role": "assistant", "content": label}]}) + "\n")
-    return path
-
-
-def write_bad(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "bad.jsonl"
-    path.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json at all\n', encoding="utf-8")
-    return path
-
+from tests.builders import WINES, write_bad, write_wines
 
 @pytest.fixture()
 def service(settings):

@@ -21,7 +21,7 @@ from ui.equalizer_panel import adapter_config_view, apply_cells, grid_from_table
 from ui.shape_panel import NO_PROOF, proof_heatmap, proof_markdown
 
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 
 
 @pytest.fixture(scope="module")
@@ -167,7 +167,7 @@ def test_equalizer_tab_attention_preset_in_the_browser(settings, tiny_llama):
     from playwright.sync_api import sync_playwright
 
     from backend.up import start
-    from tests.test_ui_browser import CHROMIUM_ARGS
+    from tests.builders import CHROMIUM_ARGS
 
     running = start(settings, port=0, server_port=0, base=str(tiny_llama), run_jobs=False)
     ARTIFACTS.mkdir(exist_ok=True)

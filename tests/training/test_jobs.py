@@ -15,16 +15,10 @@ import pytest
 
 from backend.adapter_folder import ADAPTER_FILES, read_meta
 from backend.errors import InvalidName, JobError
-from backend.training.jobs import JobRunner, make_sweep
+from backend.training.jobs import JobRunner
+from backend.training.plan import make_sweep
 from backend.settings import PROJECT_ROOT
-from tests.test_train import (
-    COLORS,
-    answer_loss,
-    make_earlier_adapter,
-    snapshot,
-    tiny_spec,
-    write_color_data,
-)
+from tests.builders import COLORS, answer_loss, make_earlier_adapter, snapshot, tiny_spec, write_color_data
 
 
 def wait_for(predicate, timeout: float = 120.0, poll: float = 0.2):

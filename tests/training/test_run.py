@@ -10,112 +10,19 @@ import pytest
 
 from backend.adapter_folder import ADAPTER_FILES, read_meta
 from backend.bases.resolve import BaseRef, resolve_base
-from backend.errors import ConfigError, DataError
+from backend.errors import ConfigError
 from backend.hparams import RunSpec
-from backend.training.jobs import make_sweep, suggest_sweep
+from backend.training.plan import make_sweep, suggest_sweep
 from backend.training.run import (
     AdapterExists,
     LengthBatchSampler,
     TrainingCancelled,
-    read_rows,
-    split_rows,
-    to_prompt_completion,
     train_adapter,
     write_adapter_folder,
 )
-
-COLORS = {"wine": "red", "cherry": "red", "rose": "red", "blood": "red",
-          "snow": "white", "milk": "white", "cloud": "white", "salt": "white"}
-
-
-def write_color_data(folder: Path, n: int = 16) -> Path:
-    """~16 normalized rows "color of X?" -> "red"/"white", as the data doctor writes them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    items = list(COLORS.items())
-    rows = [{"messages": [{"role": "user", "content": f"color of {obj}?"},
-                          {"role": "assistant", "content": color}]}
-            for obj, color in (items[i % len(items)] for i in range(n))]
-    path = folder / "train.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def tiny_spec(name: str, base: Path, **train) -> RunSpec:
-    knobs = {"epochs": 2, "batch_size": 4, "max_length": 64, "learning_rate": 5e-3, **train}
-    return RunSpec(name=name, base=str(base), goal="say the color", train=knobs)
-
-
-def folder_ref(path: Path) -> BaseRef:
-    return BaseRef(spec=str(path), kind="folder", name=path.name, path=str(path))
-
-
-def make_earlier_adapter(settings, base: Path, name: str = "earlier") -> Path:
-    """A finished adapter (fresh LoRA weights, contract files, store row 'done')."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    from backend.store import Store
-
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4, target_modules="all-linear"))
-    out = settings.paths.ensure().adapters / name
-    write_adapter_folder(model, out, {"name": name, "status": "done", "verdict": None})
-    Store(settings.db_url).upsert_adapter(name, base=str(base), status="done")
-    return out
-
-
-def snapshot(folder: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
-
-
-def answer_loss(model, tokenizer, rows: list[list[dict]]) -> float:
-    """Mean loss on answer tokens only, the quantity training lowers."""
-    import torch
-
-    total, count = 0.0, 0
-    for messages in rows:
-        prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
-        full = tokenizer.apply_chat_template(messages, tokenize=False)
-        ids = tokenizer(full, return_tensors="pt", add_special_tokens=False)["input_ids"]
-        n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-        labels = ids.clone()
-        labels[:, :n_prompt] = -100
-        with torch.no_grad():
-            loss = model(input_ids=ids, labels=labels).loss
-        n = int((labels[:, 1:] != -100).sum())
-        total += float(loss) * n
-        count += n
-    return total / count
-
+from tests.builders import folder_ref, make_earlier_adapter, snapshot, tiny_spec, write_color_data
 
 # --- data ---------------------------------------------------------------------------------
-
-
-def test_rows_become_prompt_completion_with_system_prompt():
-    row = to_prompt_completion([{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}],
-                               system_prompt="Be brief.")
-    assert row["prompt"][0] == {"role": "system", "content": "Be brief."}
-    assert row["prompt"][-1]["role"] == "user"
-    assert row["completion"] == [{"role": "assistant", "content": "yo"}]
-
-
-def test_bad_rows_reported_together(tmp_path):
-    path = tmp_path / "train.jsonl"
-    path.write_text('{"messages": [{"role": "user", "content": "a"}]}\nnot json\n'
-                    '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n')
-    with pytest.raises(DataError) as err:
-        read_rows(path)
-    assert "line 1" in err.value.message and "line 2" in err.value.message
-    assert len(err.value.report) == 2
-    with pytest.raises(DataError, match="does not exist"):
-        read_rows(tmp_path / "missing.jsonl")
-
-
-def test_split_is_deterministic_and_skips_tiny_data():
-    rows = list(range(20))
-    train, held = split_rows(rows, 0.1, seed=3)
-    assert (train, held) == split_rows(rows, 0.1, seed=3)
-    assert len(held) == 2 and sorted(train + held) == rows
-    assert split_rows(rows[:5], 0.1, seed=3) == (rows[:5], [])
 
 
 def test_length_batches_are_homogeneous_and_cover_everything():
@@ -184,7 +91,7 @@ def test_real_default_base_trains_a_few_steps(settings, tmp_path):
     """The real provisioning path (downloads/converts SmolLM2 once into the home)."""
     from peft import PeftModel
 
-    from backend.bases.resolve import load_model
+    from backend.bases.load import load_model
 
     ref = resolve_base("default", settings)
     data = write_color_data(tmp_path / "data", n=8)
@@ -223,7 +130,7 @@ def _tiny_peft(tiny_llama, dtype):
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from backend.bases.resolve import load_model
+    from backend.bases.load import load_model
 
     torch.manual_seed(0)
     model = get_peft_model(load_model(folder_ref(tiny_llama), dtype=dtype),
@@ -235,7 +142,7 @@ def _tiny_peft(tiny_llama, dtype):
 def _answer_only_loss(model, ids, attention, labels):
     import torch
 
-    from backend.bases.resolve import decoder_of
+    from backend.bases.load import decoder_of
 
     hidden = decoder_of(model)(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state[:, :-1]
     targets = labels[:, 1:]

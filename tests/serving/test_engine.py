@@ -9,51 +9,7 @@ from pathlib import Path
 import pytest
 
 from backend.errors import AdapterMismatch, AdapterNotFound, Overloaded, PromptTooLong
-
-
-def make_lora(base: Path, out: Path, seed: int, *, r: int = 4, alpha: int = 8,
-              targets="all-linear", scale: float = 0.5, **config) -> Path:
-    """A LoRA adapter for ``base`` with random (non-zero) B, so it changes the outputs."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=targets,
-                                                  init_lora_weights=False, **config))
-    for name, param in peft_model.named_parameters():
-        if "lora_B" in name:
-            param.data.normal_(0.0, scale)
-    peft_model.save_pretrained(out)
-    return Path(out)
-
-
-def reference_tokens(base: Path, adapter: Path | None, prompt_ids: list[int], n: int, dtype=None) -> list[int]:
-    """Greedy tokens from plain ``PeftModel.from_pretrained`` + ``generate``."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype or torch.float32)
-    if adapter is not None:
-        model = PeftModel.from_pretrained(model, adapter)
-    model.eval()
-    ids = torch.tensor([prompt_ids])
-    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False)
-    return out[0, len(prompt_ids):].tolist()
-
-
-def make_engine(base: Path, dtype=None, **kwargs):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from backend.serving.engine import Engine
-
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype or torch.float32)
-    return Engine(model, tokenizer, base_name="tiny-llama", base_path=str(base), **kwargs).start()
+from tests.builders import make_engine, make_lora, reference_tokens
 
 
 @pytest.fixture(scope="module")
@@ -208,7 +164,7 @@ def test_engine_scheduler_owns_the_intraop_threads(tiny_llama, dtype_name):
 def test_serving_dtype_choices():
     import torch
 
-    from backend.serving.engine import serving_dtype
+    from backend.hardware.device import serving_dtype
     from backend.errors import ConfigError
 
     assert serving_dtype("fp32") is torch.float32 and serving_dtype("bf16") is torch.bfloat16

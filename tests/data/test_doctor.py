@@ -12,13 +12,12 @@ from backend.data.doctor import (
     check_files,
     chat_token_lengths,
     import_files,
-    read_normalized,
     style_prompt,
-    to_prompt_completion,
 )
+from backend.data.normalized import read_rows, to_prompt_completion
 from backend.errors import DataError
 
-SAMPLES = Path(__file__).resolve().parent.parent / "datasets" / "samples"
+SAMPLES = Path(__file__).resolve().parents[2] / "datasets" / "samples"
 
 
 def write(folder: Path, name: str, content: str | bytes) -> Path:
@@ -434,28 +433,27 @@ def test_clean_upload_is_written_and_read_back(tmp_path):
     assert result.folder == uploads / report.content_hash[:12]
     assert sorted(p.name for p in uploads.iterdir()) == [result.folder.name]  # no temp folders left
     assert sorted(p.name for p in result.folder.iterdir()) == ["eval.jsonl", "report.json", "train.jsonl"]
-    train, evaluation = read_normalized(result.train_path), read_normalized(result.eval_path)
-    assert train == [{"messages": e.messages} for e in report.train]
-    assert evaluation == [{"messages": e.messages} for e in report.eval]
+    train, evaluation = read_rows(result.train_path), read_rows(result.eval_path)
+    assert train == [e.messages for e in report.train]
+    assert evaluation == [e.messages for e in report.eval]
     assert len(train) + len(evaluation) == 21 and len(evaluation) == 5
-    assert train[0]["messages"][0] == S("sys")
+    assert train[0][0] == S("sys")
     saved = json.loads(result.report_path.read_text())
     assert saved["content_hash"] == report.content_hash and saved["warnings"] == 1  # the duplicate
-    assert to_prompt_completion(train[0]["messages"]) == {"prompt": train[0]["messages"][:-1],
-                                                          "completion": [train[0]["messages"][-1]]}
+    assert to_prompt_completion(train[0]) == {"prompt": train[0][:-1], "completion": [train[0][-1]]}
 
     again = import_files([path], uploads, system_prompt="sys", seed=3, eval_fraction=0.25)
-    assert again.folder == result.folder and read_normalized(again.eval_path) == evaluation
+    assert again.folder == result.folder and read_rows(again.eval_path) == evaluation
     resplit = import_files([path], uploads, system_prompt="sys", seed=4, eval_fraction=0.25)
     assert resplit.folder == result.folder
-    assert read_normalized(resplit.eval_path) == [{"messages": e.messages} for e in resplit.report.eval]
+    assert read_rows(resplit.eval_path) == [e.messages for e in resplit.report.eval]
     assert sorted(p.name for p in uploads.iterdir()) == [result.folder.name]
 
 
-def test_read_normalized_refuses_a_broken_file(tmp_path):
+def test_an_imported_file_broken_by_hand_is_refused_by_the_reader(tmp_path):
     path = write(tmp_path, "train.jsonl", jsonl(chat("q", "a"), {"messages": [U("q")]}))
     with pytest.raises(DataError, match="line 2"):
-        read_normalized(path)
+        read_rows(path)
 
 
 # --- shipped samples -----------------------------------------------------------------------------

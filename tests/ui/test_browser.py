@@ -20,22 +20,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_assistant import WINES, write_bad, write_wines
+from tests.builders import CHROMIUM, CHROMIUM_ARGS, WINES, write_bad, write_wines
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-REPO = Path(__file__).resolve().parent.parent
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_MODELS = REPO / ".tunelab" / "models"  # where `make test-slow` provisions the default base
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.skipif(not Path(CHROMIUM).exists(),
                        reason=f"{CHROMIUM} is missing: `make browser` (apt-get install chromium) installs it"),
 ]
-
-
-DEFAULT_MODELS = REPO / ".tunelab" / "models"  # where `make test-slow` provisions the default base
 
 
 @pytest.fixture(params=[pytest.param("tiny", id="tiny-base"),

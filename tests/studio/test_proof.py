@@ -83,7 +83,8 @@ def adapters(sharp_llama, tmp_path_factory) -> dict[str, Path]:
     """'fresh': B = 0 as peft initializes it. 'memorized': trained on EVAL_ROWS' answers."""
     import torch
 
-    from backend.bases.resolve import BaseRef, load_tokenizer
+    from backend.bases.resolve import BaseRef
+    from backend.bases.load import load_tokenizer
 
     root = tmp_path_factory.mktemp("adapters")
     torch.manual_seed(0)

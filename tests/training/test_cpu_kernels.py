@@ -54,7 +54,7 @@ def _lora_pair(tiny_llama, dtype, dropout=0.0):
     """Two identical peft models on the tiny Llama: one stock, one with the kernels."""
     from peft import LoraConfig, get_peft_model
 
-    from backend.bases.resolve import load_model
+    from backend.bases.load import load_model
     from backend.training.cpu.kernels import use_fast_lora_linear
 
     models = []
@@ -298,7 +298,7 @@ def test_rms_norm_function_matches_llama_rms_norm(monkeypatch, dtype, tol, nativ
 
 
 def _llama(tiny_llama, attention):
-    from backend.bases.resolve import load_model
+    from backend.bases.load import load_model
     from backend.training.cpu.kernels import use_causal_attention
 
     model = load_model(folder_ref(tiny_llama), dtype=torch.float32).train()
@@ -432,7 +432,7 @@ def test_hugepage_malloc_env_adds_the_tunable_once_and_keeps_others():
 def test_tune_for_device_installs_the_kernels_on_cpu_only(tiny_llama):
     from peft import LoraConfig, get_peft_model
 
-    from backend.bases.resolve import load_model
+    from backend.bases.load import load_model
     from backend.training.cpu.kernels import lora_linear_forward
     from backend.training.run import tune_for_device
 

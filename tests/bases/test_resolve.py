@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 
+from backend.bases import load
 from backend.bases import resolve as bases
 from backend.errors import BaseModelError
 
@@ -14,11 +15,11 @@ from backend.errors import BaseModelError
 def test_folder_base_resolves_and_loads(tiny_llama, settings):
     ref = bases.resolve_base(str(tiny_llama), settings)
     assert ref.kind == "folder" and ref.path == str(tiny_llama.resolve())
-    tokenizer = bases.load_tokenizer(ref)
+    tokenizer = load.load_tokenizer(ref)
     assert tokenizer.chat_template and tokenizer.pad_token is not None
-    model = bases.load_model(ref)
+    model = load.load_model(ref)
     assert model.config.num_hidden_layers == 2
-    assert bases.context_length(bases.load_config(ref)) == 256
+    assert load.context_length(load.load_config(ref)) == 256
 
 
 def test_folder_without_config_names_what_it_holds(tmp_path, settings):
@@ -61,8 +62,8 @@ def test_base_without_chat_template_offers_plain_template(tmp_path, settings):
     folder = make_tiny_llama(tmp_path / "no-template", chat_template=False)
     ref = bases.resolve_base(str(folder), settings)
     with pytest.raises(BaseModelError, match="plain"):
-        bases.load_tokenizer(ref)
-    tokenizer = bases.load_tokenizer(ref, plain_template=True)
+        load.load_tokenizer(ref)
+    tokenizer = load.load_tokenizer(ref, plain_template=True)
     text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
     assert text == "User: hi\nAssistant: "
 
@@ -75,9 +76,9 @@ def test_remote_code_model_is_refused_unless_allowed(tmp_path, tiny_llama, setti
     (folder / "config.json").write_text(json.dumps(config))
     ref = bases.resolve_base(str(folder), settings)
     with pytest.raises(BaseModelError, match="trust_remote_code"):
-        bases.load_config(ref)
+        load.load_config(ref)
     with pytest.raises(BaseModelError, match="TUNELAB_TRUST_REMOTE_CODE"):
-        bases.load_model(ref)
+        load.load_model(ref)
 
 
 def test_list_bases_shows_default_not_ready(settings):
@@ -100,7 +101,7 @@ def test_pull_default_converts_gguf_once_and_is_idempotent(settings):
     assert not getattr(model, "is_quantized", False)
     assert model.config.num_hidden_layers == 30
     ref = bases.resolve_base("default", settings)
-    tokenizer = bases.load_tokenizer(ref)
+    tokenizer = load.load_tokenizer(ref)
     ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
                                         add_generation_prompt=True, return_tensors="pt", return_dict=True)
     out = model.generate(**ids, max_new_tokens=12, do_sample=False)

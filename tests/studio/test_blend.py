@@ -7,7 +7,7 @@ import json
 import pytest
 
 from backend.errors import AdapterMismatch, ConfigError
-from tests.test_engine import make_lora
+from tests.builders import make_lora
 
 
 def _delta_weights(base, adapter_path) -> dict:
@@ -119,7 +119,7 @@ def test_blend_refuses_adapters_of_other_bases(tiny_llama, tiny_llama_other, tmp
 
 def test_blend_loads_into_the_serving_engine(tiny_llama, tmp_path):
     from backend.studio.blend import blend_adapters
-    from tests.test_engine import make_engine
+    from tests.builders import make_engine
 
     x = make_lora(tiny_llama, tmp_path / "x", seed=1)
     y = make_lora(tiny_llama, tmp_path / "y", seed=2)

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.test_engine import make_engine, make_lora, reference_tokens
+from tests.builders import make_engine, make_lora, reference_tokens
 
 TOKEN = "test-token-123"
 
@@ -194,7 +194,7 @@ def test_management_needs_the_bearer_token(server, loras):
 
 
 def test_generated_token_is_stored_with_mode_600(settings):
-    from backend.serving.http.app import api_token
+    from backend.serving.auth import api_token
 
     token = api_token(settings)
     path = settings.paths.api_token_file

@@ -1,0 +1,160 @@
+"""Builders the tests share: tiny adapters, engines, reference outputs and example files.
+
+Not a test module: conftest.py and the tests import these plain functions (fixtures
+that wrap them live in the conftest.py files).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from backend.bases.resolve import BaseRef
+from backend.hparams import RunSpec
+from backend.training.run import write_adapter_folder
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+
+def make_lora(base: Path, out: Path, seed: int, *, r: int = 4, alpha: int = 8,
+              targets="all-linear", scale: float = 0.5, **config) -> Path:
+    """A LoRA adapter for ``base`` with random (non-zero) B, so it changes the outputs."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(base)
+    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=targets,
+                                                  init_lora_weights=False, **config))
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:
+            param.data.normal_(0.0, scale)
+    peft_model.save_pretrained(out)
+    return Path(out)
+
+
+def reference_tokens(base: Path, adapter: Path | None, prompt_ids: list[int], n: int, dtype=None) -> list[int]:
+    """Greedy tokens from plain ``PeftModel.from_pretrained`` + ``generate``."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype or torch.float32)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    ids = torch.tensor([prompt_ids])
+    out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False)
+    return out[0, len(prompt_ids):].tolist()
+
+
+def make_engine(base: Path, dtype=None, **kwargs):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from backend.serving.engine import Engine
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype or torch.float32)
+    return Engine(model, tokenizer, base_name="tiny-llama", base_path=str(base), **kwargs).start()
+
+
+WINES = [
+    ("Deep ruby colour with aromas of black cherry and firm tannins.", "red"),
+    ("Pale straw yellow, crisp acidity, notes of green apple and lime.", "white"),
+    ("Dark purple, full-bodied, blackcurrant and tobacco.", "red"),
+    ("Golden, honeyed, apricot and a buttery finish.", "white"),
+    ("Garnet rim, dried cherry, leather and earth.", "red"),
+    ("Almost clear, citrus zest and wet stone.", "white"),
+    ("Inky black, plum jam and pepper.", "red"),
+    ("Lemon yellow, peach and elderflower.", "white"),
+    ("Brick red, tea leaves and roses.", "red"),
+    ("Green-gold, grapefruit and cut grass.", "white"),
+    ("Purple-red, raspberry and violet.", "red"),
+    ("Pale gold, pear and almond.", "white"),
+]
+
+
+def write_wines(folder: Path, name: str = "wine.jsonl") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    with path.open("w", encoding="utf-8") as fh:
+        for text, label in WINES:
+            fh.write(json.dumps({"messages": [{"role": "user", "content": text},
+                                              {"role": "assistant", "content": label}]}) + "\n")
+    return path
+
+
+def write_bad(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "bad.jsonl"
+    path.write_text('{"messages": [{"role": "user", "content": "hi"}]}\nnot json at all\n', encoding="utf-8")
+    return path
+
+
+COLORS = {"wine": "red", "cherry": "red", "rose": "red", "blood": "red",
+          "snow": "white", "milk": "white", "cloud": "white", "salt": "white"}
+
+
+def write_color_data(folder: Path, n: int = 16) -> Path:
+    """~16 normalized rows "color of X?" -> "red"/"white", as the data doctor writes them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    items = list(COLORS.items())
+    rows = [{"messages": [{"role": "user", "content": f"color of {obj}?"},
+                          {"role": "assistant", "content": color}]}
+            for obj, color in (items[i % len(items)] for i in range(n))]
+    path = folder / "train.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def tiny_spec(name: str, base: Path, **train) -> RunSpec:
+    knobs = {"epochs": 2, "batch_size": 4, "max_length": 64, "learning_rate": 5e-3, **train}
+    return RunSpec(name=name, base=str(base), goal="say the color", train=knobs)
+
+
+def folder_ref(path: Path) -> BaseRef:
+    return BaseRef(spec=str(path), kind="folder", name=path.name, path=str(path))
+
+
+def make_earlier_adapter(settings, base: Path, name: str = "earlier") -> Path:
+    """A finished adapter (fresh LoRA weights, contract files, store row 'done')."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from backend.store import Store
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(r=4, target_modules="all-linear"))
+    out = settings.paths.ensure().adapters / name
+    write_adapter_folder(model, out, {"name": name, "status": "done", "verdict": None})
+    Store(settings.db_url).upsert_adapter(name, base=str(base), status="done")
+    return out
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def answer_loss(model, tokenizer, rows: list[list[dict]]) -> float:
+    """Mean loss on answer tokens only, the quantity training lowers."""
+    import torch
+
+    total, count = 0.0, 0
+    for messages in rows:
+        prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
+        full = tokenizer.apply_chat_template(messages, tokenize=False)
+        ids = tokenizer(full, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        labels = ids.clone()
+        labels[:, :n_prompt] = -100
+        with torch.no_grad():
+            loss = model(input_ids=ids, labels=labels).loss
+        n = int((labels[:, 1:] != -100).sum())
+        total += float(loss) * n
+        count += n
+    return total / count
