@@ -1,6 +1,6 @@
 """The data doctor: check uploads, say every problem at once, import what is clean.
 
-:func:`check_files` reads one or more files (formats: :mod:`backend.data.formats`),
+:func:`check_files` reads one or more files (:mod:`backend.data.formats`),
 normalizes every example to chat messages whose last turn is the assistant's answer,
 and returns a :class:`DataReport` holding every problem (by file, line and field) and
 what is right: counts, token lengths under the chosen base's tokenizer, duplicates,
@@ -17,7 +17,7 @@ file names or lines) in upload order: identical content in identical order gives
 same hash; reordering examples or files changes it.
 
 Nothing here imports torch; a tokenizer is passed in by the caller
-(:func:`backend.bases.resolve.load_tokenizer`).
+(:func:`backend.bases.load.load_tokenizer`).
 """
 
 from __future__ import annotations
@@ -31,21 +31,12 @@ from pathlib import Path
 from typing import Any
 
 from backend.atomic import staged_folder
-from backend.data.formats import (
-    DUPLICATE,
-    NO_EXAMPLES,
-    RULES,
-    TEMPLATE_FAILED,
-    TOO_FEW,
-    TOO_LONG,
-    CsvColumns,
-    FileRead,
-    Problem,
-    Rule,
-    read_file,
-    style_prompt,
-)
+from backend.data.csv_rows import CsvColumns
+from backend.data.file_read import FileRead
+from backend.data.formats import read_file
+from backend.data.problems import DUPLICATE, NO_EXAMPLES, RULES, TEMPLATE_FAILED, TOO_FEW, TOO_LONG, Problem, Rule
 from backend.data.normalized import EVAL_FILE, TRAIN_FILE, split_rows, write_rows
+from backend.data.style_text import style_prompt
 from backend.errors import BaseModelError, DataError
 
 __all__ = [
@@ -298,7 +289,7 @@ def chat_token_lengths(tokenizer, conversations: list[list[dict]]):
         raise BaseModelError(
             f"Tokenizer {_tokenizer_name(tokenizer)!r} has no chat template, so token lengths "
             "cannot be counted the way training will see them.",
-            fix="Load it with backend.bases.resolve.load_tokenizer (plain_template=True gives bases "
+            fix="Load it with backend.bases.load.load_tokenizer (plain_template=True gives bases "
             "without one a 'User:/Assistant:' template), or pick an instruct/chat base.")
     full = _lengths(tokenizer, conversations, add_generation_prompt=False)
     prompts = _lengths(tokenizer, [c[:-1] for c in conversations], add_generation_prompt=True)
