@@ -1,9 +1,9 @@
 """Preallocated LoRA slots: hot swaps that copy tensors instead of rebuilding modules.
 
 Loading an adapter with peft (``PeftModel.load_adapter``) walks every module of the
-base, wraps the targets and builds new ``lora_A``/``lora_B`` layers: 0.3-0.7 s on the
-135M default base, and it must hold the model between two decode steps. Most adapters
-a server sees share one shape (same target modules, same rank), so the engine keeps
+base, wraps the targets and builds new ``lora_A``/``lora_B`` layers, and it must hold
+the model between two decode steps (docs/performance.md says how long each path takes).
+Most adapters a server sees share one shape (same target modules, same rank), so the engine keeps
 adapters of a shape it has seen already *injected* as peft adapters ("slots") and
 reuses them (the design of S-LoRA, vLLM and LoRAX): a swap reads the safetensors,
 ``copy_``s each tensor into the free slot's parameters, sets each module's scaling
@@ -24,6 +24,14 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import torch
+from peft.tuners.lora import LoraLayer
+from peft.tuners.lora.layer import Linear as LoraLinear
+from peft.utils import get_peft_model_state_dict
+from peft.utils.other import get_pattern_key
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 # Config fields that add modules or change the layer's computation: such adapters take peft's path.
 _UNSLOTTABLE_FIELDS = ("use_dora", "lora_bias", "modules_to_save", "layer_replication",
@@ -82,9 +90,6 @@ def plain_config(config: dict) -> bool:
 
 def batchable(peft_model, name: str, config: dict) -> bool:
     """True when adapter ``name`` lives only in plain LoRA Linear layers (the engine's batched path)."""
-    from peft.tuners.lora import LoraLayer
-    from peft.tuners.lora.layer import Linear as LoraLinear
-
     if not plain_config(config):
         return False
     for module in peft_model.modules():
@@ -108,8 +113,6 @@ def file_signature(path: Path, config: dict) -> tuple | None:
     weights = path / "adapter_model.safetensors"
     if not weights.is_file():
         return None
-    from safetensors import safe_open
-
     with safe_open(str(weights), framework="pt") as fh:
         shapes = tuple(sorted((key, tuple(fh.get_slice(key).get_shape())) for key in fh.keys()))
     return (shapes, bool(config.get("fan_in_fan_out", False)))
@@ -120,8 +123,6 @@ def slot_from_adapter(peft_model, name: str, signature: tuple) -> Slot | None:
 
     Only adapters the engine can batch (plain LoRA Linear layers) become slots.
     """
-    from peft.utils import get_peft_model_state_dict
-
     if not batchable(peft_model, name, {}):
         return None
 
@@ -146,8 +147,6 @@ def slot_from_adapter(peft_model, name: str, signature: tuple) -> Slot | None:
 
 def read_weights(path: Path) -> dict:
     """The adapter's tensors, read from disk (no lock held: the caller's thread does this)."""
-    from safetensors.torch import load_file
-
     return load_file(str(path / "adapter_model.safetensors"))
 
 
@@ -158,9 +157,6 @@ def fill(slot: Slot, weights: dict, config: dict) -> None:
     divides by the square root of the rank), so a filled slot computes exactly what
     ``PeftModel.load_adapter`` of the same folder computes.
     """
-    import torch
-    from peft.utils.other import get_pattern_key
-
     if set(weights) != set(slot.tensors):
         raise ValueError("the adapter's tensors do not match the slot's")
     # inference mode: slots made by the scheduler thread (which runs under it) hold inference tensors

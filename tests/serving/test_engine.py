@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from backend.errors import AdapterMismatch, AdapterNotFound, Overloaded, PromptTooLong
+from backend.serving.registry import IDLE_ADAPTER
+from backend.serving.requests import SamplingParams
 from tests.builders import make_engine, make_lora, reference_tokens
 
 
@@ -31,9 +33,9 @@ def _prompt(engine, text="Tell me about the autumn leaves"):
 
 def _held(engine) -> set[str]:
     """peft adapters that still hold weights some name or request may use (not idle, not a free slot)."""
-    with engine._cond:
-        free = {slot.name for slots in engine._slots.free.values() for slot in slots}
-    return set(engine.model.peft_config) - {"tunelab_idle"} - free
+    with engine.registry.lock:
+        free = {slot.name for slots in engine.registry.slots.free.values() for slot in slots}
+    return set(engine.model.peft_config) - {IDLE_ADAPTER} - free
 
 
 def _wait_until(condition, timeout=5.0) -> bool:
@@ -44,8 +46,6 @@ def _wait_until(condition, timeout=5.0) -> bool:
 
 
 def _greedy(n, **params):
-    from backend.serving.engine import SamplingParams
-
     return SamplingParams(max_tokens=n, temperature=0, **params)
 
 
@@ -151,7 +151,7 @@ def test_engine_scheduler_owns_the_intraop_threads(tiny_llama, dtype_name):
     engine = make_engine(tiny_llama, dtype=getattr(torch, dtype_name), threads=2)
     try:
         assert engine.submit(_prompt(engine), None, _greedy(3)).result().completion_tokens >= 1
-        assert engine._between_steps(torch.get_num_threads) == 2  # runs in the scheduler thread
+        assert engine.run_between_steps(torch.get_num_threads) == 2  # runs in the scheduler thread
         seen = []
         other = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
         other.start()
@@ -265,8 +265,6 @@ def test_streaming_events_concatenate_to_the_answer(engine, loras):
 
 
 def test_stop_strings_and_max_tokens(engine):
-    from backend.serving.engine import SamplingParams
-
     prompt = _prompt(engine)
     free = engine.submit(prompt, None, _greedy(30)).result()
     assert free.completion_tokens <= 30
@@ -280,8 +278,6 @@ def test_stop_strings_and_max_tokens(engine):
 
 
 def test_seeded_sampling_is_reproducible(engine):
-    from backend.serving.engine import SamplingParams
-
     prompt = _prompt(engine)
     a = engine.submit(prompt, None, SamplingParams(max_tokens=12, temperature=1.0, seed=7)).result()
     b = engine.submit(prompt, None, SamplingParams(max_tokens=12, temperature=1.0, seed=7)).result()
@@ -422,7 +418,7 @@ def test_slot_loaded_adapter_matches_plain_peft_and_keeps_nothing_of_the_last(en
     from safetensors.torch import load_file
 
     saved = load_file(str(louder / "adapter_model.safetensors"))
-    slot = engine._slots.slots[slot_name]
+    slot = engine.registry.slots.slots[slot_name]
     assert all(torch.equal(slot.tensors[key], saved[key]) for key in saved)
     assert engine.generate(prompt, "first", max_tokens=12, temperature=0).token_ids == \
         reference_tokens(tiny_llama, loras[0], prompt, 12)[:12]
@@ -451,7 +447,7 @@ def test_rslora_in_a_slot_and_lora_bias_on_pefts_path_share_a_batch(engine, lora
     biased = make_lora(tiny_llama, tmp_path / "biased", seed=22, lora_bias=True)
     assert engine.load_adapter("rs", rs).slot
     biased_info = engine.load_adapter("biased", biased)
-    assert not biased_info.slot and biased_info.internal in engine._peft_routed
+    assert not biased_info.slot and biased_info.internal in engine.registry.peft_routed
     prompt = _prompt(engine)
     paths = {None: None, "plain": loras[0], "rs": rs, "biased": biased}
     expected = {m: reference_tokens(tiny_llama, p, prompt, 10) for m, p in paths.items()}

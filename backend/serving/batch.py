@@ -1,0 +1,110 @@
+"""The running batch: its rows, attention mask and KV cache.
+
+Requests that arrive together are prefilled as one left-padded batch
+(:func:`prefill_inputs`); newcomers prefilled between two decode steps are merged into
+the running batch by left-padding the shorter cache (:func:`merge`); finished rows leave
+it (:meth:`Batch.select`), and the columns that became padding for every row go with them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+from backend.errors import TuneLabError
+from backend.serving.requests import Request
+
+
+@dataclass
+class Batch:
+    requests: list[Request]
+    mask: Any
+    cache: Any
+    next_ids: Any  # each row's chosen token, not yet fed back
+    logprobs: Any = None
+
+    @property
+    def size(self) -> int:
+        return len(self.requests)
+
+    def grow_mask(self) -> None:
+        """One more attended position per row: the token the next step feeds back."""
+        self.mask = torch.cat([self.mask, torch.ones(self.size, 1, dtype=self.mask.dtype)], dim=1)
+
+    def select(self, rows: list[int]) -> None:
+        """Keep ``rows``; drop columns that are padding for every remaining row."""
+        index = torch.tensor(rows, dtype=torch.long)
+        self.requests = [self.requests[i] for i in rows]
+        if not rows:
+            return
+        self.mask = self.mask[index]
+        self.next_ids = self.next_ids[index]
+        self.logprobs = self.logprobs[index]
+        used = self.mask.any(dim=0).nonzero()
+        start = int(used[0]) if used.numel() else 0
+        self.mask = self.mask[:, start:]
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[index, :, start:]
+            layer.values = layer.values[index, :, start:]
+
+
+def prefill_inputs(requests: list[Request], pad_id: int):
+    """The prompts left-padded to one width: (input ids, attention mask)."""
+    width = max(len(r.prompt_ids) for r in requests)
+    input_ids = torch.tensor([[pad_id] * (width - len(r.prompt_ids)) + r.prompt_ids for r in requests])
+    mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in requests])
+    return input_ids, mask
+
+
+def position_ids(mask, width: int):
+    """Positions of the last ``width`` columns, counted over each row's real tokens only."""
+    positions = mask.long().cumsum(-1) - 1
+    positions.masked_fill_(mask == 0, 1)
+    return positions[:, -width:]
+
+
+def new_cache(config) -> DynamicCache:
+    return DynamicCache(config=config)
+
+
+def can_merge(config) -> bool:
+    """True when every cache layer is a full-attention DynamicLayer (rows can be merged)."""
+    try:
+        layers = DynamicCache(config=config).layers
+    except Exception:  # a config DynamicCache cannot describe: newcomers wait for the batch to end
+        return False
+    return all(type(layer) is DynamicLayer for layer in layers)
+
+
+def merge(old: Batch, new: Batch) -> Batch:
+    """One batch from two: left-pad the shorter's cache and mask, stack the rows."""
+    layers_old, layers_new = old.cache.layers, new.cache.layers
+    if not all(type(layer) is DynamicLayer for layer in (*layers_old, *layers_new)):
+        raise TuneLabError("This base's cache type cannot join running batches.")
+    width = max(old.mask.shape[1], new.mask.shape[1])
+
+    def left_pad(t, dim_len):
+        extra = width - dim_len
+        if extra == 0:
+            return t
+        shape = list(t.shape)
+        shape[-2 if t.dim() == 4 else 1] = extra
+        zeros = torch.zeros(shape, dtype=t.dtype)
+        return torch.cat([zeros, t], dim=-2 if t.dim() == 4 else 1)
+
+    data = []
+    for lo, ln in zip(layers_old, layers_new):
+        keys = torch.cat([left_pad(lo.keys, old.mask.shape[1]), left_pad(ln.keys, new.mask.shape[1])])
+        values = torch.cat([left_pad(lo.values, old.mask.shape[1]), left_pad(ln.values, new.mask.shape[1])])
+        data.append((keys, values))
+    return Batch(
+        requests=old.requests + new.requests,
+        mask=torch.cat([left_pad(old.mask, old.mask.shape[1]), left_pad(new.mask, new.mask.shape[1])]),
+        cache=DynamicCache(ddp_cache_data=data),
+        next_ids=torch.cat([old.next_ids, new.next_ids]),
+        logprobs=torch.cat([old.logprobs, new.logprobs]),
+    )
