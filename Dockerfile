@@ -10,13 +10,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     TUNELAB_MODELS_DIR=/opt/tunelab/models
 
 WORKDIR /app
-# gcc: the native CPU training kernels (backend/native.py) compile on first use
+# gcc: the native CPU training kernels (backend/training/cpu/native.py) compile on first use
 RUN apt-get update && apt-get install -y --no-install-recommends git gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 
 COPY pyproject.toml README.md ./
 COPY backend ./backend
 COPY ui ./ui
-COPY datasets/samples ./datasets/samples
+# the sample datasets and the C kernels ship inside the package (pyproject's package-data)
 RUN pip install "torch==2.13.0" && pip install .
 
 # Provision the default base into the image's model cache (offline from then on);

@@ -1,8 +1,11 @@
 """Typed settings. One ``TUNELAB_HOME`` owns every path TuneLab writes.
 
 Every value can be set from the environment with the ``TUNELAB_`` prefix
-(``TUNELAB_HOME=/tmp/x``). Nothing here touches the disk: :class:`Paths` only
-computes locations; callers create what they need (``Paths.ensure()``).
+(``TUNELAB_HOME=/tmp/x``); this is the only module that reads ``TUNELAB_*`` variables,
+and only the entry points (``backend/cli.py``, ``backend/training/worker.py``) build
+:class:`Settings` from them: everything else is handed one. Nothing here touches the
+disk: :class:`Paths` only computes locations; callers create what they need
+(``Paths.ensure()``). docs/settings.md explains each field.
 """
 
 from __future__ import annotations
@@ -12,7 +15,19 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parent
+PROJECT_ROOT = PACKAGE_ROOT.parent  # a checkout's folder; site-packages when installed as a package
+USER_HOME = Path("~") / ".tunelab"
+
+
+def default_home(package_root: Path = PACKAGE_ROOT) -> Path:
+    """The home when ``TUNELAB_HOME`` is not set: the project folder of a checkout (the
+    folder above the package holds ``pyproject.toml``), else ``~/.tunelab``, so that a
+    TuneLab installed as a package never writes into site-packages."""
+    project = package_root.parent
+    if (project / "pyproject.toml").is_file():
+        return project
+    return USER_HOME.expanduser()
 
 
 class Settings(BaseSettings):
@@ -21,9 +36,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TUNELAB_", extra="ignore")
 
     home: Path = Field(
-        default=PROJECT_ROOT,
+        default_factory=default_home,
         description="Folder that owns every path TuneLab writes: database, model cache, "
-        "adapters/, datasets/uploads/, runs/. Defaults to the project folder.",
+        "adapters/, datasets/uploads/, runs/. Default: the project folder of a checkout; "
+        "~/.tunelab for a TuneLab installed as a package.",
     )
     database_url: str | None = Field(
         default=None,
@@ -75,9 +91,9 @@ class Settings(BaseSettings):
     )
     serve_prepack: bool = Field(
         default=True,
-        description="Pack the serving base's bf16 Linear weights once for oneDNN on CPU (same numbers; "
-        "the Linears of a decode step ~1.5x faster on the default base) at the cost of a second copy of "
-        "those weights in memory. Set false to save the memory.",
+        description="Pack the serving base's bf16 Linear weights once for oneDNN on CPU (same numbers, "
+        "faster decode steps; docs/performance.md) at the cost of a second copy of those weights in memory. "
+        "Set false to save the memory.",
     )
     native_kernels: bool = Field(
         default=True,
@@ -130,7 +146,7 @@ class Paths:
 
     @property
     def native(self) -> Path:
-        """Compiled CPU training kernels (backend/native.py), one folder per source + CPU."""
+        """Compiled CPU training kernels (backend/training/cpu/native.py), one folder per source + CPU."""
         return self.home / ".tunelab" / "native"
 
     @property
