@@ -10,9 +10,16 @@ speak, so the same code drives either.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterator
+from typing import Iterator
+
+import httpx
+import httpx2
+from huggingface_hub import InferenceClient
+from huggingface_hub.errors import InferenceTimeoutError
+from huggingface_hub.utils import hf_raise_for_status
 
 from backend.errors import AdapterMismatch, AdapterNotFound, Overloaded, PromptTooLong, ServingError
+from backend.serving.auth import api_token
 from backend.settings import Settings
 
 
@@ -20,24 +27,19 @@ class ServingClient:
     """Talks to a serving endpoint at ``url``; ``token`` is the bearer for load/unload."""
 
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 300.0):
-        import httpx
-
         self.url = url.rstrip("/")
         self.token = token
         # An explicit key, so InferenceClient never forwards a Hugging Face token it finds
         # on this machine to a serving endpoint ("EMPTY" is what vLLM clients send).
-        self.inference = _endpoint_inference_client(self.url, token or "EMPTY", timeout)
+        self.inference = EndpointInferenceClient(base_url=self.url, api_key=token or "EMPTY", timeout=timeout)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     @classmethod
-    def from_settings(cls, settings: Settings | None = None) -> "ServingClient":
+    def from_settings(cls, settings: Settings) -> "ServingClient":
         """The external endpoint (TUNELAB_SERVER_URL) if set, else the embedded one."""
-        settings = settings or Settings()
         if settings.server_url:
             return cls(settings.server_url, settings.api_token)
-        from backend.serving.auth import api_token
-
         return cls(f"http://{settings.host}:{settings.port}", api_token(settings))
 
     def close(self) -> None:
@@ -64,8 +66,6 @@ class ServingClient:
 
     def health(self) -> bool:
         """True when the endpoint answers (``/health`` on TuneLab, TGI and vLLM)."""
-        import httpx
-
         try:
             return self.http.get("/health", timeout=5).status_code == 200
         except httpx.HTTPError:
@@ -114,8 +114,6 @@ class ServingClient:
     # --- plumbing -----------------------------------------------------------------------------
 
     def _request(self, method: str, path: str, *, json=None, model: str | None = None, text: bool = False):
-        import httpx
-
         try:
             response = self.http.request(method, path, json=json)
         except httpx.HTTPError as exc:
@@ -166,7 +164,7 @@ class ServingClient:
         return ServingError(f"The serving endpoint answered {status}: {message}", status=status)
 
 
-def _endpoint_inference_client(url: str, api_key: str, timeout: float):
+class EndpointInferenceClient(InferenceClient):
     """``InferenceClient`` for a serving endpoint that also works with ``HF_HUB_OFFLINE=1``.
 
     huggingface_hub sends every request through one global session whose hook refuses
@@ -174,32 +172,25 @@ def _endpoint_inference_client(url: str, api_key: str, timeout: float):
     so this subclass posts through its own session without that hook; everything else
     (payloads, SSE parsing, errors) is InferenceClient's own.
     """
-    import httpx2
-    from huggingface_hub import InferenceClient
-    from huggingface_hub.errors import InferenceTimeoutError
-    from huggingface_hub.utils import hf_raise_for_status
 
-    class EndpointInferenceClient(InferenceClient):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self._endpoint_session = httpx2.Client(follow_redirects=True, timeout=None)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._endpoint_session = httpx2.Client(follow_redirects=True, timeout=None)
 
-        def _inner_post(self, request_parameters, *, stream: bool = False):
-            response_cm = self._endpoint_session.stream(
-                "POST", request_parameters.url, json=request_parameters.json, content=request_parameters.data,
-                headers=request_parameters.headers, cookies=self.cookies, timeout=self.timeout)
-            try:
-                if stream:
-                    response = self.exit_stack.enter_context(response_cm)
-                    hf_raise_for_status(response)
-                    return response.iter_lines()
-                with response_cm as response:
-                    hf_raise_for_status(response)
-                    return response.read()
-            except httpx2.TimeoutException as error:
-                raise InferenceTimeoutError(f"Inference call timed out: {request_parameters.url}") from error
-
-    return EndpointInferenceClient(base_url=url, api_key=api_key, timeout=timeout)
+    def _inner_post(self, request_parameters, *, stream: bool = False):
+        response_cm = self._endpoint_session.stream(
+            "POST", request_parameters.url, json=request_parameters.json, content=request_parameters.data,
+            headers=request_parameters.headers, cookies=self.cookies, timeout=self.timeout)
+        try:
+            if stream:
+                response = self.exit_stack.enter_context(response_cm)
+                hf_raise_for_status(response)
+                return response.iter_lines()
+            with response_cm as response:
+                hf_raise_for_status(response)
+                return response.read()
+        except httpx2.TimeoutException as error:
+            raise InferenceTimeoutError(f"Inference call timed out: {request_parameters.url}") from error
 
 
 def _error_message(response) -> str:
@@ -215,24 +206,3 @@ def _error_message(response) -> str:
     if isinstance(data, dict) and "message" in data:  # older vLLM: a flat ErrorResponse
         return str(data["message"])
     return str(data)[:500]
-
-
-def hot_swap_hook(client: ServingClient) -> Callable[[str, str], None]:
-    """What the job runner calls when a training run finishes: load (or replace) the adapter."""
-
-    def on_trained(name: str, path: str) -> None:
-        client.load_adapter(name, str(path), inplace=True)
-
-    return on_trained
-
-
-def unload_hook(client: ServingClient) -> Callable[[str], None]:
-    """What adapter deletion calls: unload it from the endpoint (already gone is fine)."""
-
-    def on_deleted(name: str) -> None:
-        try:
-            client.unload_adapter(name)
-        except AdapterNotFound:
-            pass
-
-    return on_deleted

@@ -39,7 +39,7 @@ from backend.bases.resolve import resolve_base
 from backend.errors import Overloaded, PromptTooLong
 from backend.hardware.device import serving_dtype
 from backend.hardware.prepack import prepack_linears
-from backend.hardware.threads import own_intraop_threads
+from backend.hardware.threads import own_intraop_threads, single_threaded_by_default
 from backend.serving.batch import Batch, can_merge, merge, new_cache, position_ids, prefill_inputs
 from backend.serving.decode import Detokenizer, choose, eos_ids
 from backend.serving.registry import AdapterInfo, AdapterRegistry, linear_shapes, wrap_for_adapters
@@ -98,7 +98,14 @@ class Engine:
 
     @classmethod
     def from_base(cls, spec: str | None, settings, **kwargs) -> "Engine":
-        """Load the base named by ``spec`` (as in :func:`backend.bases.resolve.resolve_base`)."""
+        """Load the base named by ``spec`` (as in :func:`backend.bases.resolve.resolve_base`) to serve it.
+
+        From here on the calling thread, and every thread that starts torch work after it,
+        uses one intra-op thread: the scheduler thread alone takes ``threads``
+        (:mod:`backend.hardware.threads`), so the thread that loads the model never
+        builds a thread pool of its own.
+        """
+        single_threaded_by_default()
         ref = resolve_base(spec, settings)
         tokenizer = load_tokenizer(ref, plain_template=True, trust_remote_code=settings.trust_remote_code)
         tokenizer.padding_side = "left"
