@@ -56,11 +56,8 @@ class LoraConfigView(BaseModel):
 
     @classmethod
     def of(cls, path: Path) -> "LoraConfigView":
+        """The view of the adapter at ``path`` (checked to be a PEFT LoRA adapter)."""
         return cls.model_validate(read_peft_config(path))
-
-    def raw(self) -> dict[str, Any]:
-        """The whole config, as peft wrote it."""
-        return self.model_dump()
 
 
 class BaseInfo(BaseModel):
@@ -108,6 +105,7 @@ class AdapterMeta(BaseModel):
 
     @classmethod
     def of(cls, path: Path) -> "AdapterMeta":
+        """The adapter's ``tunelab.json`` (every field at its default when there is none)."""
         return cls.model_validate(read_meta(path))
 
     @property

@@ -21,24 +21,26 @@ How a grid compiles (peft 0.21 semantics, verified in its source):
   looks a key up with ``re.match(rf"(.*\\.)?({key})$", name)``: the ``$`` it appends and
   the ``^`` we prepend pin the key to the whole name, so ``^model.layers.1.self_attn.q_proj``
   can never match ``model.layers.11.self_attn.q_proj`` (peft's docs use the same ``^`` form).
+
+The grid and its compiling are plain data and need no model library; rebuilding a grid
+from an adapter's weights (:mod:`backend.bases.adapter_grid`) does, and is reached from
+:func:`grid_from_adapter` only when the adapter holds no stored grid.
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from backend.errors import AdapterMismatch, ConfigError
+from backend.adapter_folder import AdapterMeta, LoraConfigView
+from backend.bases.module_kinds import LAYER_PATH, module_group
+from backend.errors import ConfigError
 from backend.hparams import LoraSpec
-from backend.bases.inspect import module_group
 
 PRESETS = ("all-linear", "attention", "mlp", "top-half", "off")
-_LAYER_PATH = re.compile(r"^(?P<prefix>.*?)\.(?P<index>\d+)\.(?P<kind>.+)$")
-_PEFT_PREFIX = "base_model.model."
 
 
 class Grid(BaseModel):
@@ -186,7 +188,7 @@ def _cell_paths(grid_modules: list[str], module_paths: Iterable[str]) -> tuple[s
     candidates: dict[str, dict[tuple[int, str], str]] = {}
     kinds = set(grid_modules)
     for path in module_paths:
-        match = _LAYER_PATH.match(path)
+        match = LAYER_PATH.match(path)
         if match and match["kind"] in kinds:
             candidates.setdefault(match["prefix"], {})[(int(match["index"]), match["kind"])] = path
     if not candidates:
@@ -234,88 +236,20 @@ def compile_grid(grid: Grid, module_paths: Iterable[str], dropout: float | None 
 # --- reading a grid back ------------------------------------------------------------------------------
 
 
-def adapter_module_ranks(adapter_folder: Path) -> dict[str, int]:
-    """Full module name -> rank, read from the shapes of ``lora_A`` in the weights file."""
-    from safetensors import safe_open
-
-    weights = Path(adapter_folder) / "adapter_model.safetensors"
-    if not weights.is_file():
-        raise AdapterMismatch(f"Adapter {str(adapter_folder)!r} has no adapter_model.safetensors.",
-                              fix="Re-export or re-train the adapter.")
-    ranks: dict[str, int] = {}
-    with safe_open(str(weights), framework="pt") as fh:
-        for key in fh.keys():
-            if ".lora_A." not in key:
-                continue
-            module = key.split(".lora_A.")[0]
-            module = module[len(_PEFT_PREFIX):] if module.startswith(_PEFT_PREFIX) else module
-            ranks[module] = int(fh.get_slice(key).get_shape()[0])
-    return ranks
-
-
-def _base_report(adapter_config: dict, meta: dict) -> dict | None:
-    """The inspector's report of the adapter's base, when its config.json is on this machine."""
-    from backend.errors import TuneLabError
-    from backend.bases.inspect import inspect_base
-
-    candidates = []
-    base = meta.get("base")
-    if isinstance(base, dict):
-        candidates.append(base.get("path"))
-    elif isinstance(base, str):
-        candidates.append(base)
-    candidates.append(adapter_config.get("base_model_name_or_path"))
-    for candidate in candidates:
-        if candidate and (Path(candidate) / "config.json").is_file():
-            try:
-                return inspect_base(str(candidate))
-            except TuneLabError:
-                continue
-    return None
-
-
 def grid_from_adapter(adapter_folder: Path, modules: list[str] | None = None,
                       layers: int | None = None) -> Grid:
     """The equalizer grid of any LoRA adapter.
 
     From ``tunelab.json``'s ``hyperparameters.equalizer`` (or ``equalizer``) when
-    TuneLab stored one; else rebuilt from the files: ranks from the ``lora_A`` shapes in
-    the weights, alphas from ``adapter_config.json``'s ``lora_alpha`` / ``alpha_pattern``
-    resolved with peft's own ``get_pattern_key``. The columns and rows are the base's
-    (from the inspector, when the base's config.json is on this machine, or from
-    ``modules`` / ``layers``), so kinds and layers the adapter leaves off show as 0; as a
-    last resort the grid holds the adapted kinds up to the last layer that has weights.
+    TuneLab stored one; else rebuilt from the adapter's files
+    (:func:`backend.bases.adapter_grid.tables_from_files`), with the base's columns and
+    rows where its config.json is on this machine, or ``modules`` / ``layers``.
     """
-    from peft.utils.other import get_pattern_key
-
-    from backend.adapter_folder import AdapterMeta, read_meta, read_peft_config
-
     folder = Path(adapter_folder)
-    config = read_peft_config(folder)
-    meta = read_meta(folder)
-    stored = AdapterMeta.model_validate(meta).equalizer_grid
-    if stored:
-        return Grid.model_validate(stored)
+    config = LoraConfigView.of(folder)
+    meta = AdapterMeta.of(folder)
+    if meta.equalizer_grid:
+        return Grid.model_validate(meta.equalizer_grid)
+    from backend.bases import adapter_grid  # the lazy seam: the weights are read with safetensors and peft
 
-    ranks = adapter_module_ranks(folder)
-    by_prefix: dict[str, dict[tuple[int, str], tuple[int, int]]] = {}
-    alpha_pattern = config.get("alpha_pattern") or {}
-    default_alpha = int(config.get("lora_alpha") or config.get("r") or 8)
-    for module, rank in ranks.items():
-        match = _LAYER_PATH.match(module)
-        if match:
-            alpha = alpha_pattern.get(get_pattern_key(alpha_pattern.keys(), module), default_alpha)
-            by_prefix.setdefault(match["prefix"], {})[(int(match["index"]), match["kind"])] = (rank, int(alpha))
-    if not by_prefix:
-        raise AdapterMismatch(f"Adapter {str(folder)!r} adapts no module inside a layer stack "
-                              f"({', '.join(sorted(ranks)[:5]) or 'no LoRA weights'}), so it has no equalizer grid.")
-    cells = by_prefix[max(by_prefix, key=lambda p: len(by_prefix[p]))]  # the grid shows one stack
-    report = None if (modules and layers) else _base_report(config, meta)
-    kinds = list(modules or (report and [k["name"] for k in report["module_kinds"]]) or [])
-    for _, kind in sorted(cells):
-        if kind not in kinds:
-            kinds.append(kind)
-    count = layers or (report and report["num_layers"]) or (max(i for i, _ in cells) + 1)
-    rank_table = [[cells.get((i, m), (0, default_alpha))[0] for m in kinds] for i in range(count)]
-    alpha_table = [[cells.get((i, m), (0, default_alpha))[1] for m in kinds] for i in range(count)]
-    return Grid(layers=count, modules=kinds, rank=rank_table, alpha=alpha_table)
+    return Grid(**adapter_grid.tables_from_files(folder, config, meta, modules=modules, layers=layers))

@@ -1,73 +1,74 @@
 """The inspector: a base model's "weight points" — where a LoRA adapter can act.
 
 Everything here works from the base's ``config.json`` and its module tree built on
-PyTorch's ``meta`` device (shapes without storage), so inspecting a 7B model takes
-about a second and downloads nothing beyond the config. Weights are never loaded.
+PyTorch's ``meta`` device (shapes without storage), so even a 7B model is inspected
+without its weights and without downloading anything beyond the config.
 
 The report is plain JSON-able data: the page draws it as a layers × module-kinds
-heatmap (:func:`heatmap`), the CLI prints it (:func:`render_text`), the equalizer
-takes its module kinds and module paths.
+heatmap and the CLI prints it (:mod:`backend.bases.inspect_views`), its memory figures
+come from :mod:`backend.bases.memory`, and the equalizer takes its module kinds and
+module paths (vocabulary: :mod:`backend.bases.module_kinds`).
 
-Vocabulary
-    *layer stack*  the ``nn.ModuleList`` of repeated blocks (``model.layers``,
-                   ``transformer.h``); the one holding the most linear modules.
-    *module kind*  a linear module's path relative to its block, e.g.
-                   ``self_attn.q_proj`` or GPT-2's ``attn.c_attn``; one heatmap column.
-    *cell*         one module kind in one layer, e.g. ``model.layers.3.self_attn.q_proj``.
+This module needs torch, transformers and peft throughout and imports them at its top;
+light callers (the studio service) import it where an inspection is asked for.
 """
 
 from __future__ import annotations
 
-import re
+import json
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import torch
+from peft import LoraConfig
+from peft.tuners.tuners_utils import _maybe_include_all_linear_layers, check_target_module_exists
+from peft.utils.other import get_pattern_key
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+from transformers.pytorch_utils import Conv1D
+
+from backend.bases.inspect_views import heatmap, human_bytes, human_count, public, render_text
+from backend.bases.load import context_length, load_config
+from backend.bases.memory import memory_estimates
+from backend.bases.module_kinds import LAYER_PATH, module_group
+from backend.bases.resolve import BaseRef, folder_base, resolve_base
 from backend.errors import BaseModelError, ConfigError
 from backend.hparams import LoraSpec
+from backend.settings import Settings
+
+__all__ = [
+    "inspect_base", "inspect_command_output", "load_inspect_config", "meta_model", "model_structure",
+    "resolve_lora_targets", "lora_cost", "LAYER_PATH", "module_group",
+    # the report's views live in backend.bases.inspect_views; named here for the callers that import them from here
+    "render_text", "heatmap", "human_bytes", "human_count", "public",
+]
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
-# Bytes per trainable LoRA parameter during training: fp32 weight (peft keeps adapter
-# weights in fp32 even on a bf16 base) + fp32 gradient + AdamW's two fp32 moments.
-LORA_TRAIN_BYTES_PER_PARAM = 4 + 4 + 8
 SAFETENSORS_HEADER_BYTES_PER_TENSOR = 160  # the JSON header entry per tensor, roughly
-
-_ATTENTION_WORDS = ("attn", "attention")
-_MLP_WORDS = ("mlp", "ffn", "feed_forward", "feedforward", "experts", "moe", "dense_h_to_4h", "dense_4h_to_h")
-LAYER_PATH = re.compile(r"^(?P<prefix>.*?)\.(?P<index>\d+)\.(?P<kind>.+)$")
 
 
 # --- loading the skeleton -------------------------------------------------------------------
 
 
-def load_inspect_config(ref_or_config, settings=None, trust_remote_code: bool | None = None):
+def load_inspect_config(ref_or_config, settings: Settings | None = None, trust_remote_code: bool | None = None):
     """A transformers config from a config object, a BaseRef, a folder / config.json path,
-    or any base spec TuneLab understands ('default', a hub id, a converted .gguf).
+    or any base spec TuneLab understands ('default', a hub id, a converted .gguf; these
+    need ``settings``, which say where models are kept).
 
     Returns ``(config, base_info)`` where ``base_info`` is a JSON-able description or None.
     """
-    from transformers import PretrainedConfig
-
-    from backend.bases.resolve import BaseRef, resolve_base
-    from backend.bases.load import load_config
-
     if isinstance(ref_or_config, PretrainedConfig):
         return ref_or_config, None
     if isinstance(ref_or_config, dict):
-        from transformers import AutoConfig
-
         data = dict(ref_or_config)
         model_type = data.pop("model_type", None)
         if not model_type:
             raise BaseModelError("The config given has no 'model_type'.",
                                  fix="Pass a Hugging Face config.json (it names its model_type).")
         return AutoConfig.for_model(model_type, **data), None
-    if settings is None:
-        from backend.settings import Settings
-
-        settings = Settings()
-    trust = settings.trust_remote_code if trust_remote_code is None else trust_remote_code
+    if trust_remote_code is None:
+        trust_remote_code = bool(settings.trust_remote_code) if settings is not None else False
     if isinstance(ref_or_config, BaseRef):
         ref = ref_or_config
     else:
@@ -75,15 +76,24 @@ def load_inspect_config(ref_or_config, settings=None, trust_remote_code: bool | 
         path = Path(spec).expanduser()
         if path.is_file() and path.name.endswith(".json"):
             spec = str(path.parent)
-        ref = resolve_base(spec, settings, provision=False)
-    return load_config(ref, trust_remote_code=trust), ref.to_dict()
+        ref = _resolve(spec, settings)
+    return load_config(ref, trust_remote_code=trust_remote_code), ref.to_dict()
+
+
+def _resolve(spec: str, settings: Settings | None) -> BaseRef:
+    if settings is not None:
+        return resolve_base(spec, settings, provision=False)
+    if Path(spec).expanduser().is_dir():
+        return folder_base(spec)
+    raise ConfigError(
+        f"Base {spec!r} is not a local folder, and finding 'default', a converted .gguf or a hub id "
+        "needs TuneLab's settings (where models are kept).",
+        fix="Pass settings= (the studio service does), or give the folder that holds config.json.",
+    )
 
 
 def meta_model(config, trust_remote_code: bool = False):
     """The model's module tree on the meta device: every shape, no storage, no weights."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
     try:
         with torch.device("meta"):
             return AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
@@ -95,31 +105,11 @@ def meta_model(config, trust_remote_code: bool = False):
         ) from exc
 
 
-# --- module classification ------------------------------------------------------------------
-
-
-def module_group(kind: str) -> str:
-    """'attention', 'mlp' or 'other', from the words in a module kind's path.
-
-    Conventions differ (``self_attn.q_proj``, ``attn.c_attn``, ``self_attention.query_key_value``,
-    ``mlp.c_fc``, ``feed_forward.w1``); the first path segment usually says which.
-    """
-    lowered = kind.lower()
-    head = lowered.split(".")[0]
-    for words, group in ((_ATTENTION_WORDS, "attention"), (_MLP_WORDS, "mlp")):
-        if any(word in head for word in words):
-            return group
-    for words, group in ((_ATTENTION_WORDS, "attention"), (_MLP_WORDS, "mlp")):
-        if any(word in lowered for word in words):
-            return group
-    return "other"
+# --- module shapes ---------------------------------------------------------------------------
 
 
 def _linear_shape(module) -> tuple[str, int, int] | None:
     """(type name, in features, out features) for modules LoRA adapts as matrices."""
-    import torch
-    from transformers.pytorch_utils import Conv1D
-
     if isinstance(module, torch.nn.Linear):
         return "Linear", module.in_features, module.out_features
     if isinstance(module, Conv1D):  # GPT-2 style: weight is stored (in, out), transposed
@@ -141,12 +131,13 @@ def _dtype_name(config) -> str | None:
 
 
 def inspect_base(ref_or_config, lora: LoraSpec | None = None, batch_size: int = 8, seq_len: int = 512,
-                 *, settings=None, gradient_checkpointing: bool = False) -> dict[str, Any]:
+                 *, settings: Settings | None = None, gradient_checkpointing: bool = False) -> dict[str, Any]:
     """Weight points of a base, and what a LoRA configuration on it costs.
 
     ``ref_or_config``: a BaseRef, a base spec ('default', a folder, a hub id), a path to a
-    folder holding only ``config.json``, a config object or a config dict. ``lora``:
-    the configuration to cost (default: TuneLab's default :class:`LoraSpec`).
+    folder holding only ``config.json``, a config object or a config dict (specs other than
+    a folder need ``settings``). ``lora``: the configuration to cost (default: TuneLab's
+    default :class:`LoraSpec`).
     """
     started = time.perf_counter()
     trust = bool(settings.trust_remote_code) if settings is not None else False
@@ -156,8 +147,6 @@ def inspect_base(ref_or_config, lora: LoraSpec | None = None, batch_size: int = 
     lora_is_default = lora is None
     spec = lora or LoraSpec()
     lora_report = lora_cost(model, structure, spec)
-    from backend.bases.load import context_length
-
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     hidden = _first_int(text_config, "hidden_size", "n_embd", "d_model")
     report = {
@@ -198,17 +187,12 @@ def _first_int(config, *names: str) -> int | None:
 
 def _all_linear_names(model) -> set[str]:
     """The module names peft's ``target_modules='all-linear'`` resolves to, by peft itself."""
-    from peft import LoraConfig
-    from peft.tuners.tuners_utils import _maybe_include_all_linear_layers
-
     config = LoraConfig(target_modules="all-linear", task_type="CAUSAL_LM")
     return set(_maybe_include_all_linear_layers(config, model).target_modules)
 
 
 def model_structure(model) -> dict[str, Any]:
     """Layer stack, module kinds, per-cell shapes and the all-linear set of a (meta) model."""
-    import torch
-
     linears: dict[str, tuple[str, int, int, int]] = {}
     others: list[dict] = []
     for name, module in model.named_modules():
@@ -291,11 +275,6 @@ def resolve_lora_targets(model, spec: LoraSpec) -> dict[str, dict]:
     ``get_pattern_key``, so what is counted here is exactly what ``get_peft_model`` wraps.
     Raises :class:`ConfigError` naming target names that match no adaptable module.
     """
-    import torch
-    from peft import LoraConfig
-    from peft.tuners.tuners_utils import _maybe_include_all_linear_layers, check_target_module_exists
-    from peft.utils.other import get_pattern_key
-
     config = LoraConfig(**spec.to_peft_kwargs())
     config = _maybe_include_all_linear_layers(config, model)
     targets: dict[str, dict] = {}
@@ -360,168 +339,13 @@ def lora_cost(model, structure: dict, spec: LoraSpec) -> dict[str, Any]:
     }
 
 
-# --- memory ----------------------------------------------------------------------------------------
-
-
-def memory_estimates(report: dict, batch_size: int = 8, seq_len: int = 512,
-                     gradient_checkpointing: bool = False) -> dict[str, Any]:
-    """Rough memory for LoRA training and for serving, per base dtype (bytes).
-
-    Training (per dtype d of the frozen base, b = batch, s = sequence length):
-      base         = total_params · bytes(d)
-      lora         = trainable · 4              (adapter weights stay fp32)
-      grads        = trainable · 4
-      optimizer    = trainable · 8              (AdamW: two fp32 moments)
-      activations  = L · b·s · (10·h + 4·i + Σ_lora(in + r)/L) · bytes(d)
-                     + 2 · b·s·V · 4            (fp32 logits and their gradient)
-                     where h = hidden, i = intermediate (4h if unknown), V = vocab; the
-                     per-layer term counts the tensors a decoder block keeps for backward
-                     (norms, q/k/v/o, residuals, MLP gate/up/act/down). With gradient
-                     checkpointing only each layer's input (h per token) is kept, plus
-                     one layer's full set during recompute.
-      total        = sum; expect ±50%: kernels, fragmentation and the framework add some.
-    Serving:
-      base + adapter weights in d + KV cache 2 · L · b·s · kv_heads · head_dim · bytes(d).
-    """
-    layers = report["num_layers"] or 1
-    hidden = report["hidden_size"] or 0
-    inter = report["intermediate_size"] or 4 * hidden
-    vocab = report["vocab_size"] or 0
-    heads = report["num_attention_heads"] or 1
-    kv_heads = report["num_key_value_heads"] or heads
-    head_dim = hidden // heads if heads else hidden
-    total = report["total_params"]
-    lora = report["lora"]
-    trainable = lora["trainable_params"]
-    tokens = batch_size * seq_len
-    lora_act = 0
-    for row in lora["ranks"]:
-        for r, kind in zip(row, report["module_kinds"]):
-            if r:
-                lora_act += kind["in_features"] + r
-    training, serving = {}, {}
-    for dtype, size in (("fp32", 4), ("bf16", 2)):
-        per_layer = 10 * hidden + 4 * inter
-        if gradient_checkpointing:
-            block = (layers * hidden + per_layer) * tokens * size
-        else:
-            block = layers * per_layer * tokens * size
-        activations = block + lora_act * tokens * size + 2 * tokens * vocab * 4
-        parts = {
-            "base": total * size,
-            "lora": trainable * 4,
-            "grads": trainable * 4,
-            "optimizer": trainable * 8,
-            "activations": activations,
-        }
-        parts["total"] = sum(parts.values())
-        training[dtype] = parts
-        kv = 2 * layers * tokens * kv_heads * head_dim * size
-        serve = {"base": total * size, "adapter": trainable * size, "kv_cache": kv}
-        serve["total"] = sum(serve.values())
-        serving[dtype] = serve
-    return {"batch_size": batch_size, "seq_len": seq_len, "gradient_checkpointing": gradient_checkpointing,
-            "training": training, "serving": serving}
-
-
-# --- views -------------------------------------------------------------------------------------------
-
-
-def public(report: dict) -> dict:
-    """The report without private helpers (keys starting with '_'), safe for JSON."""
-    return {k: v for k, v in report.items() if not k.startswith("_")}
-
-
-def heatmap(report: dict, value: str = "params") -> dict[str, list]:
-    """Heatmap data: ``{"layers": [...], "modules": [...], "values": [[...]]}``.
-
-    ``value``: 'params' (base parameters per cell), 'lora_params' (LoRA parameters the
-    configuration trains there), 'rank' or 'alpha'. Rows are layers (0 = nearest the
-    input), columns are module kinds; a cell a layer does not have is None.
-    """
-    sources = {
-        "params": report["cells"],
-        "lora_params": report["lora"]["params"],
-        "rank": report["lora"]["ranks"],
-        "alpha": report["lora"]["alphas"],
-    }
-    if value not in sources:
-        raise ConfigError(f"Unknown heatmap value {value!r}.", fix=f"Use one of: {', '.join(sources)}.")
-    values = [list(row) for row in sources[value]]
-    if value != "params":  # cells the base lacks stay None in every view
-        values = [[None if base is None else v for base, v in zip(base_row, row)]
-                  for base_row, row in zip(report["cells"], values)]
-    return {"layers": [str(i) for i in range(report["num_layers"])],
-            "modules": [k["name"] for k in report["module_kinds"]],
-            "values": values}
-
-
-def human_bytes(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(count) < 1024 or unit == "TB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    return f"{count:.1f} TB"
-
-
-def human_count(count: int) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
-        if count >= size:
-            return f"{count / size:.2f}{unit}"
-    return str(count)
-
-
-def render_text(report: dict) -> str:
-    """The report as text for ``tunelab inspect``."""
-    base = report.get("base") or {}
-    lines = [
-        f"Base          {base.get('name') or report['model_type']}  ({report['architecture']})",
-        f"Layers        {report['num_layers']} × hidden {report['hidden_size']}"
-        f" (MLP {report['intermediate_size']}, heads {report['num_attention_heads']}/{report['num_key_value_heads']} kv)",
-        f"Context       {report['context_length']} tokens, vocab {report['vocab_size']}",
-        f"Parameters    {human_count(report['total_params'])} ({report['total_params']:,})",
-        "",
-        f"Weight points (per layer, stack '{report['layer_prefix']}'):",
-        f"  {'module':<28} {'group':<10} {'type':<7} {'in':>7} {'out':>7} {'params/layer':>13}  all-linear",
-    ]
-    for kind in report["module_kinds"]:
-        lines.append(
-            f"  {kind['name']:<28} {kind['group']:<10} {kind['type']:<7} {kind['in_features']:>7} "
-            f"{kind['out_features']:>7} {kind['params_per_layer']:>13,}  {'yes' if kind['in_all_linear'] else 'no'}"
-        )
-    for other in report["other_targetable"]:
-        lines.append(f"  {other['name']:<28} {'outside':<10} {other['type']:<7} {other['in_features']:>7} "
-                     f"{other['out_features']:>7} {other['params']:>13,}  "
-                     f"{'yes' if other['in_all_linear'] else 'no'}")
-    lora = report["lora"]
-    spec = lora["spec"]
-    target = spec["target_modules"] if isinstance(spec["target_modules"], str) else f"{len(spec['target_modules'])} names"
-    mem = report["memory"]
-    lines += [
-        "",
-        f"LoRA {'(TuneLab default) ' if lora.get('is_default') else ''}r={spec['r']} alpha={spec['alpha']} "
-        f"target={target}: {lora['targeted_modules']} modules",
-        f"  trainable     {lora['trainable_params']:,} ({lora['trainable_percent']}% of the base)",
-        f"  adapter file  {human_bytes(lora['adapter_bytes']['fp32'])} fp32, {human_bytes(lora['adapter_bytes']['bf16'])} bf16",
-        f"Memory (batch {mem['batch_size']} × {mem['seq_len']} tokens, rough):",
-    ]
-    for dtype in ("fp32", "bf16"):
-        t, s = mem["training"][dtype], mem["serving"][dtype]
-        lines.append(f"  {dtype}: training {human_bytes(t['total'])} (base {human_bytes(t['base'])}, "
-                     f"activations {human_bytes(t['activations'])}); serving {human_bytes(s['total'])}")
-    lines.append(f"(inspected in {report['elapsed_s']} s, without loading weights)")
-    return "\n".join(lines)
-
-
 def inspect_command_output(base: str, *, rank: int | None = None, alpha: int | None = None,
                            target: list[str] | None = None, batch_size: int = 8, seq_len: int = 512,
-                           as_json: bool = False, settings=None) -> str:
+                           as_json: bool = False, settings: Settings | None = None) -> str:
     """What ``tunelab inspect BASE [--rank R] [--alpha A] [--target M ...] [--json]`` prints.
 
     Without ``--rank`` the TuneLab default LoRA is costed; alpha defaults to 2·rank.
     """
-    import json
-
     lora = None
     if rank is not None or alpha is not None or target:
         r = rank or LoraSpec().r

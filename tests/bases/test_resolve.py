@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -20,6 +22,15 @@ def test_folder_base_resolves_and_loads(tiny_llama, settings):
     model = load.load_model(ref)
     assert model.config.num_hidden_layers == 2
     assert load.context_length(load.load_config(ref)) == 256
+
+
+def test_resolving_a_base_loads_no_model_library(tiny_llama):
+    code = ("import sys; from backend.bases.resolve import folder_base; "
+            f"print(folder_base({str(tiny_llama)!r}).kind, "
+            "sorted(m for m in ('torch', 'transformers', 'peft') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["folder", "[]"]
 
 
 def test_folder_without_config_names_what_it_holds(tmp_path, settings):
