@@ -15,13 +15,12 @@ and :class:`AdapterMeta` (``tunelab.json``), never through nested ``.get()`` cha
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from backend.atomic import replace_file
 from backend.errors import AdapterMismatch
 from backend.names import adapter_path
 
@@ -137,13 +136,7 @@ def read_meta(path: Path) -> dict[str, Any]:
 
 def write_meta(path: Path, meta: dict[str, Any]) -> None:
     """Write ``tunelab.json`` atomically (a reader never sees half a file)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tunelab-", suffix=".json", dir=path)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(meta, fh, indent=2, sort_keys=True, default=str)
-        fh.write("\n")
-    os.replace(tmp, path / META_FILE)
+    replace_file(Path(path) / META_FILE, json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def update_meta(path: Path, **fields: Any) -> dict[str, Any]:

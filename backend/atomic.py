@@ -1,12 +1,15 @@
-"""Writing a folder so that no reader ever sees half of it.
+"""Writing a folder or a file so that no reader ever sees half of it.
 
 Every folder TuneLab publishes (an adapter, an import, a converted base) is written
 into a dot-prefixed temporary folder beside its final place, then swapped in with
-renames: a crash leaves either the old folder or the new one, never a mix.
+renames: a crash leaves either the old folder or the new one, never a mix. A file that
+is rewritten in place (an adapter's ``tunelab.json``) goes through a temporary file
+beside it and one rename, the same way.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -38,3 +41,16 @@ def staged_folder(final: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_file(path: Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` whole: a reader sees the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path

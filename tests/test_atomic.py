@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.atomic import staged_folder
+from backend.atomic import replace_file, staged_folder
 
 
 def test_success_replaces_the_old_folder_whole(tmp_path):
@@ -35,3 +35,18 @@ def test_first_write_creates_the_folder(tmp_path):
     with staged_folder(final) as tmp:
         (tmp / "a").write_text("a")
     assert (final / "a").read_text() == "a"
+
+
+def test_a_file_is_replaced_whole_or_left_as_it_was(tmp_path, monkeypatch):
+    path = tmp_path / "sub" / "tunelab.json"
+    replace_file(path, "first")
+    replace_file(path, "second")
+    assert path.read_text() == "second" and sorted(p.name for p in path.parent.iterdir()) == ["tunelab.json"]
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        replace_file(path, "third")
+    assert path.read_text() == "second" and sorted(p.name for p in path.parent.iterdir()) == ["tunelab.json"]
