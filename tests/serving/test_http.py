@@ -6,62 +6,37 @@ import json
 import stat
 import threading
 import time
-from pathlib import Path
 
 import httpx
+import openai
 import pytest
+from huggingface_hub import InferenceClient, constants
 
+from backend.errors import AdapterMismatch, AdapterNotFound
+from backend.serving.auth import api_token
+from backend.serving.client import ServingClient
+from backend.serving.http.app import create_app, start_in_thread
+from backend.serving.http.state import state_file
+from backend.settings import Settings
 from tests.builders import make_engine, make_lora, reference_tokens
 
-TOKEN = "test-token-123"
-
-
-@pytest.fixture(scope="module")
-def loras(tiny_llama, tmp_path_factory) -> list[Path]:
-    root = tmp_path_factory.mktemp("server-loras")
-    return [make_lora(tiny_llama, root / f"lora{i}", seed=10 + i) for i in range(4)]
-
-
-@pytest.fixture(scope="module")
-def server(tiny_llama, tmp_path_factory):
-    """One server for the module: (url, engine, settings)."""
-    from backend.serving.http.app import create_app, start_in_thread
-    from backend.settings import Settings
-
-    home = tmp_path_factory.mktemp("server-home")
-    settings = Settings(home=home, api_token=TOKEN)
-    engine = make_engine(tiny_llama)
-    url, stop = start_in_thread(create_app(engine, settings=settings))
-    yield url, engine, settings
-    stop()
-    engine.stop()
-
-
-@pytest.fixture()
-def client(server):
-    from backend.serving.client import ServingClient
-
-    url, _, _ = server
-    with ServingClient(url, TOKEN) as c:
-        yield c
+TOKEN = "test-token-123"  # of the servers a test starts itself
 
 
 def _openai(url):
-    import openai
-
     return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
 
 
 MESSAGES = [{"role": "user", "content": "Tell me about the autumn leaves"}]
 
 
-def test_chat_with_base_and_adapter_matches_plain_peft(server, client, loras, tiny_llama):
+def test_chat_with_base_and_adapter_matches_plain_peft(server, client, server_loras, tiny_llama):
     url, engine, _ = server
-    client.load_adapter("chat-a", str(loras[0]))
+    client.load_adapter("chat-a", str(server_loras[0]))
     oa = _openai(url)
     prompt = engine.encode_chat(MESSAGES)
     answers = {}
-    for model, adapter in (("tiny-llama", None), ("chat-a", loras[0])):
+    for model, adapter in (("tiny-llama", None), ("chat-a", server_loras[0])):
         out = oa.chat.completions.create(model=model, messages=MESSAGES, max_tokens=12, temperature=0)
         answers[model] = out.choices[0].message.content
         expected = engine.tokenizer.decode(reference_tokens(tiny_llama, adapter, prompt, 12),
@@ -71,13 +46,13 @@ def test_chat_with_base_and_adapter_matches_plain_peft(server, client, loras, ti
     assert answers["tiny-llama"] != answers["chat-a"]
     models = {m.id: m for m in oa.models.list().data}
     assert models["chat-a"].model_extra["parent"] == "tiny-llama"
-    assert models["chat-a"].model_extra["root"] == str(loras[0].resolve())
+    assert models["chat-a"].model_extra["root"] == str(server_loras[0].resolve())
     client.unload_adapter("chat-a")
 
 
-def test_streaming_sse_ends_with_done_and_matches_non_streaming(server, client, loras):
+def test_streaming_sse_ends_with_done_and_matches_non_streaming(server, client, server_loras):
     url, _, _ = server
-    client.load_adapter("stream-a", str(loras[1]))
+    client.load_adapter("stream-a", str(server_loras[1]))
     body = {"model": "stream-a", "messages": MESSAGES, "max_tokens": 15, "temperature": 0, "stream": True}
     lines = []
     with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as response:
@@ -100,14 +75,12 @@ def test_streaming_sse_ends_with_done_and_matches_non_streaming(server, client, 
     client.unload_adapter("stream-a")
 
 
-def test_inference_client_tgi_routes_with_adapter_id(server, client, loras, monkeypatch):
-    from huggingface_hub import InferenceClient, constants
-
+def test_inference_client_tgi_routes_with_adapter_id(server, client, server_loras, monkeypatch):
     # the stock client refuses even loopback traffic in offline mode (ServingClient does not)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
 
     url, engine, _ = server
-    client.load_adapter("tgi-a", str(loras[2]))
+    client.load_adapter("tgi-a", str(server_loras[2]))
     hf = InferenceClient(base_url=url, api_key="unused")
     base_text = hf.text_generation("The leaves turn", max_new_tokens=10)
     adapter_text = hf.text_generation("The leaves turn", max_new_tokens=10, adapter_id="tgi-a")
@@ -133,11 +106,9 @@ def test_inference_client_tgi_routes_with_adapter_id(server, client, loras, monk
     client.unload_adapter("tgi-a")
 
 
-def test_unknown_adapter_is_404_naming_known_ones(server, client, loras):
-    import openai
-
+def test_unknown_adapter_is_404_naming_known_ones(server, client, server_loras):
     url, _, _ = server
-    client.load_adapter("known-a", str(loras[0]))
+    client.load_adapter("known-a", str(server_loras[0]))
     with pytest.raises(openai.NotFoundError) as info:
         _openai(url).chat.completions.create(model="nope", messages=MESSAGES, max_tokens=3)
     assert "known-a" in str(info.value) and "tiny-llama" in str(info.value)
@@ -146,19 +117,15 @@ def test_unknown_adapter_is_404_naming_known_ones(server, client, loras):
     tgi = httpx.post(url + "/generate", json={"inputs": "hi", "parameters": {"adapter_id": "nope"}})
     assert tgi.status_code == 404
     assert tgi.json()["error_type"] == "not_found" and "known-a" in tgi.json()["error"]
-    from backend.errors import AdapterNotFound
-
     with pytest.raises(AdapterNotFound):
         client.chat("nope", MESSAGES, max_tokens=3)
     client.unload_adapter("known-a")
 
 
 def test_refuses_wrong_base_and_not_lora_and_keeps_serving(server, client, tiny_llama_other, tmp_path):
-    from backend.errors import AdapterMismatch
-
     url, _, _ = server
     other = make_lora(tiny_llama_other, tmp_path / "other", seed=5)
-    response = httpx.post(url + "/v1/load_lora_adapter", headers={"Authorization": f"Bearer {TOKEN}"},
+    response = httpx.post(url + "/v1/load_lora_adapter", headers={"Authorization": f"Bearer {server.settings.api_token}"},
                           json={"lora_name": "other", "lora_path": str(other)})
     assert response.status_code == 400
     assert "does not fit" in response.json()["error"]["message"]
@@ -172,8 +139,6 @@ def test_refuses_wrong_base_and_not_lora_and_keeps_serving(server, client, tiny_
 
 
 def test_oversize_prompt_is_refused(server):
-    import openai
-
     url, engine, _ = server
     huge = "leaves " * (engine.context_limit * 2)
     with pytest.raises(openai.BadRequestError) as info:
@@ -183,9 +148,9 @@ def test_oversize_prompt_is_refused(server):
     assert str(engine.context_limit) in info.value.body["message"]
 
 
-def test_management_needs_the_bearer_token(server, loras):
+def test_management_needs_the_bearer_token(server, server_loras):
     url, _, _ = server
-    body = {"lora_name": "x", "lora_path": str(loras[0])}
+    body = {"lora_name": "x", "lora_path": str(server_loras[0])}
     assert httpx.post(url + "/v1/load_lora_adapter", json=body).status_code == 401
     wrong = httpx.post(url + "/v1/load_lora_adapter", json=body, headers={"Authorization": "Bearer wrong"})
     assert wrong.status_code == 401
@@ -194,8 +159,6 @@ def test_management_needs_the_bearer_token(server, loras):
 
 
 def test_generated_token_is_stored_with_mode_600(settings):
-    from backend.serving.auth import api_token
-
     token = api_token(settings)
     path = settings.paths.api_token_file
     assert path.read_text().strip() == token and len(token) >= 32
@@ -203,11 +166,11 @@ def test_generated_token_is_stored_with_mode_600(settings):
     assert api_token(settings) == token  # generated once
 
 
-def test_load_unload_and_inplace_while_a_stream_runs(server, client, loras, tiny_llama):
+def test_load_unload_and_inplace_while_a_stream_runs(server, client, server_loras, tiny_llama):
     url, engine, _ = server
-    client.load_adapter("live", str(loras[0]))
+    client.load_adapter("live", str(server_loras[0]))
     prompt = engine.encode_chat(MESSAGES)
-    expected = engine.tokenizer.decode(reference_tokens(tiny_llama, loras[0], prompt, 60), skip_special_tokens=True)
+    expected = engine.tokenizer.decode(reference_tokens(tiny_llama, server_loras[0], prompt, 60), skip_special_tokens=True)
     streamed, errors = [], []
 
     def consume():
@@ -223,8 +186,8 @@ def test_load_unload_and_inplace_while_a_stream_runs(server, client, loras, tiny
     reader.start()
     while not any(line.startswith("data: {") for line in streamed[1:]) and reader.is_alive():
         threading.Event().wait(0.01)
-    client.load_adapter("live", str(loras[1]), inplace=True)
-    client.load_adapter("extra", str(loras[2]))
+    client.load_adapter("live", str(server_loras[1]), inplace=True)
+    client.load_adapter("extra", str(server_loras[2]))
     client.unload_adapter("extra")
     reader.join(60)
     assert errors == []
@@ -233,16 +196,16 @@ def test_load_unload_and_inplace_while_a_stream_runs(server, client, loras, tiny
     text = "".join(json.loads(line[6:])["choices"][0]["delta"].get("content", "") for line in data[:-1])
     assert expected.startswith(text) and text  # the old weights, uncorrupted, to the end
     after = client.chat("live", MESSAGES, max_tokens=12, temperature=0)
-    new_expected = engine.tokenizer.decode(reference_tokens(tiny_llama, loras[1], prompt, 12),
+    new_expected = engine.tokenizer.decode(reference_tokens(tiny_llama, server_loras[1], prompt, 12),
                                            skip_special_tokens=True)
     assert new_expected.startswith(after)
     client.unload_adapter("live")
 
 
-def test_comparison_runs_as_one_batch(server, client, loras):
+def test_comparison_runs_as_one_batch(server, client, server_loras):
     url, engine, _ = server
     for i in range(4):
-        client.load_adapter(f"cmp{i}", str(loras[i]))
+        client.load_adapter(f"cmp{i}", str(server_loras[i]))
     before = len(engine.stats.step_rows)
     answers = client.compare(MESSAGES, ["tiny-llama"] + [f"cmp{i}" for i in range(4)], max_tokens=10,
                              temperature=0)
@@ -269,15 +232,15 @@ def _metric(url: str, name: str) -> float:
     return float(lines[0].split()[1])
 
 
-def test_metrics_and_info_show_slot_loads_and_how_the_engine_serves(server, client, loras):
+def test_metrics_and_info_show_slot_loads_and_how_the_engine_serves(server, client, server_loras):
     url, engine, _ = server
-    client.load_adapter("slot-a", str(loras[0]))
+    client.load_adapter("slot-a", str(server_loras[0]))
     deadline = time.monotonic() + 30
     while _metric(url, "tunelab_spare_slots_preparing") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _metric(url, "tunelab_spare_slots_preparing") == 0  # spare slots of this shape are ready
     before = _metric(url, "tunelab_adapter_slot_loads")
-    client.load_adapter("slot-b", str(loras[1]))  # same shape: copied into a spare slot
+    client.load_adapter("slot-b", str(server_loras[1]))  # same shape: copied into a spare slot
     assert _metric(url, "tunelab_adapter_slot_loads") == before + 1 == engine.stats.slot_loads
     described = httpx.get(url + "/info").json()["engine"]
     assert described == engine.describe()
@@ -288,9 +251,6 @@ def test_metrics_and_info_show_slot_loads_and_how_the_engine_serves(server, clie
 
 
 def test_overloaded_is_429_with_retry_after(tiny_llama, tmp_path):
-    from backend.serving.http.app import create_app, start_in_thread
-    from backend.settings import Settings
-
     engine = make_engine(tiny_llama, max_queue=1)
     url, stop = start_in_thread(create_app(engine, settings=Settings(home=tmp_path, api_token=TOKEN)))
     results, threads = [], []
@@ -320,17 +280,13 @@ def test_overloaded_is_429_with_retry_after(tiny_llama, tmp_path):
         engine.stop()
 
 
-def test_restart_restores_adapters(tiny_llama, loras, tmp_path, caplog):
-    from backend.serving.client import ServingClient
-    from backend.serving.http.app import create_app, start_in_thread, state_file
-    from backend.settings import Settings
-
+def test_restart_restores_adapters(tiny_llama, server_loras, tmp_path, caplog):
     settings = Settings(home=tmp_path, api_token=TOKEN)
     doomed = make_lora(tiny_llama, tmp_path / "doomed", seed=99)
     url, stop = start_in_thread(create_app(settings=settings, base=str(tiny_llama)))
     try:
         with ServingClient(url, TOKEN) as c:
-            c.load_adapter("kept", str(loras[0]))
+            c.load_adapter("kept", str(server_loras[0]))
             c.load_adapter("doomed", str(doomed))
             before = c.chat("kept", MESSAGES, max_tokens=8, temperature=0)
     finally:
@@ -346,3 +302,37 @@ def test_restart_restores_adapters(tiny_llama, loras, tmp_path, caplog):
     finally:
         stop()
     assert "doomed" in caplog.text
+
+
+def test_invalid_bodies_get_the_protocols_error_naming_field_given_and_allowed(server):
+    """Bodies are validated against the protocol's models: every problem is answered in the
+    route's error shape (not FastAPI's 422 detail list), naming the field, what was given
+    and what is allowed; fields the endpoint does not use are accepted."""
+    url = server.url
+    chat = httpx.post(url + "/v1/chat/completions", json={"model": "tiny-llama", "messages": MESSAGES,
+                                                           "temperature": 5, "top_p": "high", "n": 2})
+    assert chat.status_code == 400
+    error = chat.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "invalid_value", "temperature")
+    assert "'temperature' is 5; it should be less than or equal to 2" in error["message"]
+    assert "'top_p' is \"high\"" in error["message"] and "'n' must be 1, got 2" in error["message"]
+    missing = httpx.post(url + "/v1/completions", json={"model": "tiny-llama", "max_tokens": 0}).json()["error"]
+    assert "'prompt' is required" in missing["message"] and "'max_tokens' is 0" in missing["message"]
+    assert httpx.post(url + "/v1/completions", content=b"{not json").json()["error"]["code"] == "invalid_value"
+    messages = httpx.post(url + "/v1/chat/completions", json={"messages": ["hi"]}).json()["error"]
+    assert messages["param"] == "messages[0]" and "it should be a JSON object" in messages["message"]
+    tgi = httpx.post(url + "/generate", json={"inputs": 5, "parameters": {"max_new_tokens": 0, "top_p": 3}})
+    assert tgi.status_code == 422 and tgi.json()["error_type"] == "validation"
+    assert "'inputs' is 5" in tgi.json()["error"] and "'parameters.max_new_tokens' is 0" in tgi.json()["error"]
+    assert httpx.post(url + "/generate_stream", json=[1, 2]).json()["error_type"] == "validation"
+    load = httpx.post(url + "/v1/load_lora_adapter", json={"lora_name": "x"},
+                      headers={"Authorization": f"Bearer {server.settings.api_token}"})
+    assert load.status_code == 400 and load.json()["error"]["param"] == "lora_path"
+    # what real clients add and the endpoint does not use is ignored
+    extra = httpx.post(url + "/v1/completions", json={"model": "tiny-llama", "prompt": "hi", "max_tokens": 2,
+                                                      "temperature": 0, "logit_bias": {}, "user": "u",
+                                                      "presence_penalty": 0, "stream_options": None})
+    assert extra.status_code == 200 and extra.json()["usage"]["completion_tokens"] >= 1
+    generated = httpx.post(url + "/generate", json={"inputs": "hi", "parameters": {
+        "max_new_tokens": 2, "best_of": None, "watermark": False, "top_k": None, "details": None}})
+    assert generated.status_code == 200 and "generated_text" in generated.json()
