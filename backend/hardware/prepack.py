@@ -3,16 +3,18 @@
 A bf16 ``F.linear`` on CPU hands a plain (out x in) weight to oneDNN, which reorders
 it into its blocked layout at *every* call before multiplying. Serving multiplies few
 rows (a decode step: one row per request; a prefill: the prompt's tokens), so that
-reorder, a full read and write of the weight, costs as much as the product itself:
-the 210 decoder Linears of SmolLM2-135M take ~30 ms per 1-3-row step plain and
-~19 ms prepacked, and ~48-70 ms vs ~37-53 ms for a 42-token prefill (2 EPYC cores,
-AVX512-BF16). Prepacking reorders each weight once, as PyTorch's inductor does for
-frozen CPU models (``mkldnn._reorder_linear_weight`` + ``mkldnn._linear_pointwise``).
+reorder, a full read and write of the weight, costs about as much as the product itself
+(measured in docs/performance.md, Serving on CPU). Prepacking reorders each weight once,
+as PyTorch's inductor does for frozen CPU models (``mkldnn._reorder_linear_weight`` +
+``mkldnn._linear_pointwise``).
 
 The products are bit-for-bit those of ``F.linear`` (same kernel, same blocking), so
 greedy output still equals plain peft's. The base never changes while served, so the
-packed copy never goes stale. It costs a second copy of every Linear weight in memory
-(about 270 MB for the 135M default); ``TUNELAB_SERVE_PREPACK=false`` turns it off.
+packed copy never goes stale. It costs a second copy of every Linear weight in memory;
+``TUNELAB_SERVE_PREPACK=false`` turns it off.
+
+CPU training packs its LM head with the same two functions (:func:`pack_weight`,
+:func:`packed_linear`).
 
 Only exact ``torch.nn.Linear`` modules in bf16 on CPU are packed; a call with another
 dtype, device or with autograd recording falls back to ``F.linear`` on the plain weight.

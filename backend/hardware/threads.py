@@ -3,10 +3,9 @@
 torch's CPU intra-op pool is OpenMP's (libgomp), and OpenMP keeps one pool per thread
 that runs parallel ops. libgomp lets idle pool threads spin, waiting for the next op,
 only while all pools together hold no more threads than there are cores; past that it
-puts them to sleep after ~1000 spins, and every parallel op then pays futex wake-ups.
-On this 2-core machine a 42 x 1536 fp32 add took 6 us when one thread owned the pool
-and 48 us once a second thread (the one that had loaded the model) had a pool of its
-own; the engine's 1-3-row decode steps were 1.5-2x slower for it.
+puts them to sleep after a short spin, and every parallel op then pays futex wake-ups:
+a second pool (the one of the thread that had loaded the model) made the engine's
+small decode steps markedly slower (docs/performance.md, Serving on CPU, has the figures).
 
 So a process that serves: every thread starts with one intra-op thread (no pool at
 all), and the engine's scheduler thread, which runs every forward pass, alone takes
