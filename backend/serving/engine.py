@@ -46,6 +46,7 @@ from backend.serving.registry import AdapterInfo, AdapterRegistry, linear_shapes
 from backend.serving.requests import Completion, Request, RequestHandle, SamplingParams, TokenEvent, error_text
 from backend.serving.routing import AdapterRouting
 from backend.serving.stats import EngineStats
+from backend.settings import Settings
 
 log = logging.getLogger("tunelab.engine")
 
@@ -97,7 +98,7 @@ class Engine:
     # --- construction ---------------------------------------------------------------------
 
     @classmethod
-    def from_base(cls, spec: str | None, settings, **kwargs) -> "Engine":
+    def from_base(cls, spec: str | None, settings: Settings, **kwargs) -> "Engine":
         """Load the base named by ``spec`` (as in :func:`backend.bases.resolve.resolve_base`) to serve it.
 
         From here on the calling thread, and every thread that starts torch work after it,
@@ -109,7 +110,8 @@ class Engine:
         ref = resolve_base(spec, settings)
         tokenizer = load_tokenizer(ref, plain_template=True, trust_remote_code=settings.trust_remote_code)
         tokenizer.padding_side = "left"
-        model = load_model(ref, dtype=serving_dtype(settings.serve_dtype), trust_remote_code=settings.trust_remote_code)
+        model = load_model(ref, dtype=serving_dtype(settings.serve_dtype),
+                           trust_remote_code=settings.trust_remote_code)
         kwargs.setdefault("prepack", settings.serve_prepack)
         return cls(model, tokenizer, base_name=ref.name, base_path=ref.path, **kwargs)
 

@@ -125,7 +125,8 @@ def test_unknown_adapter_is_404_naming_known_ones(server, client, server_loras):
 def test_refuses_wrong_base_and_not_lora_and_keeps_serving(server, client, tiny_llama_other, tmp_path):
     url, _, _ = server
     other = make_lora(tiny_llama_other, tmp_path / "other", seed=5)
-    response = httpx.post(url + "/v1/load_lora_adapter", headers={"Authorization": f"Bearer {server.settings.api_token}"},
+    auth = {"Authorization": f"Bearer {server.settings.api_token}"}
+    response = httpx.post(url + "/v1/load_lora_adapter", headers=auth,
                           json={"lora_name": "other", "lora_path": str(other)})
     assert response.status_code == 400
     assert "does not fit" in response.json()["error"]["message"]
@@ -170,7 +171,8 @@ def test_load_unload_and_inplace_while_a_stream_runs(server, client, server_lora
     url, engine, _ = server
     client.load_adapter("live", str(server_loras[0]))
     prompt = engine.encode_chat(MESSAGES)
-    expected = engine.tokenizer.decode(reference_tokens(tiny_llama, server_loras[0], prompt, 60), skip_special_tokens=True)
+    expected = engine.tokenizer.decode(reference_tokens(tiny_llama, server_loras[0], prompt, 60),
+                                       skip_special_tokens=True)
     streamed, errors = [], []
 
     def consume():
