@@ -1,28 +1,62 @@
-"""The ``tunelab`` command (typer + rich).
+"""The ``tunelab`` command (typer + rich), one of TuneLab's two entry points.
 
-Every command calls :class:`backend.studio.service.Service` (or a backend module) and turns
-TuneLab's typed errors into a readable message and exit code 2 — never a traceback.
-Option help texts come from the same pydantic fields that the page and
-``tunelab.json`` use.
+Every command calls :class:`backend.studio.service.Service` (or a backend module) built
+from the one :class:`~backend.settings.Settings` this module reads from the environment.
+A TuneLab error, whichever command raises it, becomes a readable message and exit code
+2 (:class:`TuneLabGroup`) — never a traceback. Option help texts come from the same
+pydantic fields that the page and ``tunelab.json`` use.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
-from backend.errors import DataError, TuneLabError
-from backend.hparams import LoraSpec, TrainSpec
+from backend.adapter_folder import AdapterMeta
+from backend.bases.resolve import pull_default
+from backend.errors import ConfigError, DataError, TuneLabError
+from backend.hparams import LoraSpec, RunSpec, TrainSpec
+from backend.settings import Settings
+from backend.studio.describe import describe_cancel
+from backend.studio.plan_form import validation_message
+from backend.studio.proof import render_text as proof_text
+from backend.studio.service import Service
+from backend.training.plan import suggest_sweep
+from backend.training.progress import loss_parts
 
-app = typer.Typer(help="TuneLab: train, serve, compare and rate LoRA adapters.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+console = Console()
+err = Console(stderr=True)
+ACTIVE = ("queued", "running")
+
+
+class TuneLabGroup(TyperGroup):
+    """The one error handler of every command: a :class:`TuneLabError` is printed as
+    ``Error: <what, why, what to do>`` and exits with code 2; a refused upload prints the
+    data doctor's whole report first."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except TuneLabError as exc:
+            if isinstance(exc, DataError) and exc.report is not None:
+                print(exc.report.render_text())
+            err.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(cls=TuneLabGroup, help="TuneLab: train, serve, compare and rate LoRA adapters.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
 bases_app = typer.Typer(help="Base models: the default, hub ids, folders, .gguf files.", no_args_is_help=True)
 data_app = typer.Typer(help="The data doctor.", no_args_is_help=True)
 adapters_app = typer.Typer(help="Trained adapters.", no_args_is_help=True)
@@ -32,23 +66,22 @@ app.add_typer(data_app, name="data")
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(jobs_app, name="jobs")
 
-console = Console()
-err = Console(stderr=True)
-
 
 def _help(model, name: str) -> str:
     return model.model_fields[name].description or ""
 
 
-def _service():
-    from backend.studio.service import Service
+def _settings() -> Settings:
+    """The settings of this command, from the ``TUNELAB_*`` environment."""
+    return Settings()
 
-    return Service()
+
+def _service() -> Service:
+    return Service(_settings())
 
 
-def _fail(exc: TuneLabError) -> None:
-    err.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
-    raise typer.Exit(2)
+def _fmt(value) -> str:
+    return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 # --- bases ------------------------------------------------------------------------------------
@@ -61,14 +94,7 @@ def bases_pull_default() -> None:
     The last line printed is the local folder of the default base; run again, it only
     prints that line.
     """
-    from backend.bases.resolve import pull_default
-    from backend.settings import Settings
-
-    try:
-        folder = pull_default(Settings().paths.ensure(), log=lambda m: err.print(m, highlight=False))
-    except TuneLabError as exc:
-        _fail(exc)
-    print(folder)
+    print(pull_default(_settings().paths.ensure(), log=lambda m: err.print(m, highlight=False)))
 
 
 @bases_app.command("list")
@@ -82,10 +108,7 @@ def bases_list() -> None:
 @bases_app.command("add")
 def bases_add(base: str = typer.Argument(..., help="A hub id, a local folder or a .gguf file.")) -> None:
     """Check a base (and convert a .gguf once); print its loadable folder or id."""
-    try:
-        ref = _service().resolve_base(base)
-    except TuneLabError as exc:
-        _fail(exc)
+    ref = _service().resolve_base(base)
     console.print(f"{ref.kind} base {ref.name!r}")
     print(ref.path)
 
@@ -103,16 +126,22 @@ def data_check(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Check example files; exit 1 when they have errors."""
-    try:
-        report = _service().check_data(files, base=base, goal=goal, input_column=input_column,
-                                       output_column=output_column)
-    except TuneLabError as exc:
-        _fail(exc)
+    report = _service().check_data(files, base=base, goal=goal, input_column=input_column,
+                                   output_column=output_column)
     print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if as_json else report.render_text())
     raise typer.Exit(0 if report.ok else 1)
 
 
 # --- training -------------------------------------------------------------------------------------
+
+
+def _run_spec(name: str, base: str, goal: str, lora: dict, train: dict) -> RunSpec:
+    """The run's spec from the command's knobs; a bad knob is a :class:`ConfigError` naming it."""
+    try:
+        return RunSpec(name=name, base=base, goal=goal, lora=LoraSpec(**lora), train=TrainSpec(**train))
+    except ValidationError as exc:
+        raise ConfigError(f"Invalid training option: {validation_message(exc)}.",
+                          fix="See `tunelab train --help` for each option's range.") from None
 
 
 @app.command("train")
@@ -135,50 +164,31 @@ def train(
     detach: bool = typer.Option(False, help="Queue and return; `tunelab jobs run` or the app trains it."),
 ) -> None:
     """Check the data, train one LoRA adapter (or a sweep) with a progress bar."""
-    from backend.hparams import RunSpec
-    from backend.training.plan import suggest_sweep
-
-    service = _service()
     lora_kw = {k: v for k, v in {"r": rank, "alpha": alpha, "dropout": dropout,
                                  "target_modules": target or None}.items() if v is not None}
     train_kw = {k: v for k, v in {"epochs": epochs, "learning_rate": lr, "batch_size": batch_size,
                                   "max_length": max_length, "seed": seed, "system_prompt": system_prompt}.items()
                 if v is not None}
-    try:
-        imported = service.import_data(data, base=base, goal=goal or None, system_prompt=system_prompt,
-                                       max_length=max_length)
-        report = imported.report
-        for problem in report.warnings:
-            err.print(f"[yellow]warning[/] {problem}", highlight=False)
-        spec = RunSpec(name=name, base=base, goal=goal, lora=LoraSpec(**lora_kw), train=TrainSpec(**train_kw))
-        if sweep:
-            variations = suggest_sweep(len(report.train), max_runs=3)
-            job_ids = service.train_sweep(spec, variations, imported.folder, data_hash=report.content_hash)
-        else:
-            job_ids = [service.train(spec, imported.folder, data_hash=report.content_hash)]
-        names = [service.progress(j)["adapter"] for j in job_ids]
-    except DataError as exc:
-        if exc.report is not None:
-            print(exc.report.render_text())
-        _fail(exc)
-    except TuneLabError as exc:
-        _fail(exc)
-    except ValueError as exc:  # pydantic validation of the knobs
-        err.print(f"[bold red]Error:[/] {exc}")
-        raise typer.Exit(2)
+    spec = _run_spec(name, base, goal, lora_kw, train_kw)
+    service = _service()
+    imported = service.import_data(data, base=base, goal=goal or None, system_prompt=system_prompt,
+                                   max_length=max_length)
+    report = imported.report
+    for problem in report.warnings:
+        err.print(f"[yellow]warning[/] {problem}", highlight=False)
+    if sweep:
+        variations = suggest_sweep(len(report.train), max_runs=3)
+        job_ids = service.train_sweep(spec, variations, imported.folder, data_hash=report.content_hash)
+    else:
+        job_ids = [service.train(spec, imported.folder, data_hash=report.content_hash)]
+    names = [service.progress(j)["adapter"] for j in job_ids]
     console.print(f"Queued job(s) {', '.join(map(str, job_ids))} for adapter(s) {', '.join(names)}.")
     if detach:
         return
     _run_and_follow(service, job_ids)
 
 
-def _run_and_follow(service, job_ids: list[int]) -> None:
-    import threading
-
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from backend.training.progress import loss_parts
-
+def _run_and_follow(service: Service, job_ids: list[int]) -> None:
     runner = service.runner
     worker = threading.Thread(target=runner.run_pending, daemon=True)
     worker.start()
@@ -196,14 +206,15 @@ def _run_and_follow(service, job_ids: list[int]) -> None:
                         info += f" {p['tokens_per_s']:.0f} answer tok/s"
                     bar.update(task, description=f"{p['adapter']}", completed=p.get("step") or 0,
                                total=p.get("total_steps") or None, info=info)
-                    if p["status"] in ("queued", "running"):
+                    if p["status"] in ACTIVE:
                         done = False
                 if done and not worker.is_alive():
                     break
                 time.sleep(0.5)
         except KeyboardInterrupt:
             for jid in job_ids:
-                service.cancel(jid)
+                if service.progress(jid)["status"] in ACTIVE:
+                    service.cancel(jid)
             err.print("Cancelled; earlier adapters are untouched.")
             worker.join(timeout=60)
             raise typer.Exit(130)
@@ -223,7 +234,7 @@ def jobs_list() -> None:
     """Every job with its status and progress."""
     table = Table("id", "adapter", "status", "step", "loss", "eval loss", "error")
     for p in _service().jobs():
-        table.add_row(str(p["id"]), p["adapter"], p["status"], f"{p.get('step', 0)}/{p.get('total_steps', 0)}",
+        table.add_row(str(p["job_id"]), p["adapter"], p["status"], f"{p.get('step') or 0}/{p.get('total_steps') or 0}",
                       _fmt(p.get("loss")), _fmt(p.get("eval_loss")), (p.get("error") or "")[:60])
     console.print(table)
 
@@ -231,11 +242,7 @@ def jobs_list() -> None:
 @jobs_app.command("cancel")
 def jobs_cancel(job_id: int) -> None:
     """Cancel a queued or running job; earlier adapters stay intact."""
-    try:
-        _service().cancel(job_id)
-    except TuneLabError as exc:
-        _fail(exc)
-    console.print(f"Cancel requested for job {job_id}.")
+    console.print(describe_cancel(job_id, _service().cancel(job_id)))
 
 
 @jobs_app.command("run")
@@ -243,7 +250,7 @@ def jobs_run() -> None:
     """Recover interrupted jobs (resume from checkpoints) and run the queue until empty."""
     service = _service()
     service.runner.recover()
-    pending = [j.id for j in service.store.list_jobs(("queued",))]
+    pending = [p["job_id"] for p in service.jobs() if p["status"] == "queued"]
     if not pending:
         console.print("No queued jobs.")
         return
@@ -253,16 +260,12 @@ def jobs_run() -> None:
 # --- adapters ---------------------------------------------------------------------------------------
 
 
-def _fmt(value) -> str:
-    return "" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 @adapters_app.command("list")
 def adapters_list() -> None:
     """Adapters with status, verdict and final losses."""
     table = Table("name", "status", "verdict", "base", "eval loss", "goal")
     for a in _service().adapters():
-        metrics = a["meta"].get("metrics", {})
+        metrics = AdapterMeta.model_validate(a["meta"]).metrics
         table.add_row(a["name"], a["status"], a["verdict"] or "", a["base"], _fmt(metrics.get("eval_loss")),
                       (a["goal"] or "")[:40])
     console.print(table)
@@ -271,10 +274,7 @@ def adapters_list() -> None:
 @adapters_app.command("show")
 def adapters_show(name: str) -> None:
     """Everything known about one adapter (JSON)."""
-    try:
-        print(json.dumps(_service().adapter(name), indent=2, default=str, ensure_ascii=False))
-    except TuneLabError as exc:
-        _fail(exc)
+    print(json.dumps(_service().adapter(name), indent=2, default=str, ensure_ascii=False))
 
 
 @adapters_app.command("delete")
@@ -282,49 +282,34 @@ def adapters_delete(name: str, yes: bool = typer.Option(False, "--yes", help="Do
     """Delete an adapter's folder and unload it from the endpoint."""
     if not yes and not typer.confirm(f"Delete adapter {name}?"):
         raise typer.Exit(1)
-    try:
-        _service().delete_adapter(name)
-    except TuneLabError as exc:
-        _fail(exc)
+    _service().delete_adapter(name)
     console.print(f"Deleted {name}.")
 
 
 @adapters_app.command("mark")
 def adapters_mark(name: str, verdict: str = typer.Argument(..., help="success or fail")) -> None:
     """Mark an adapter success or fail."""
-    try:
-        _service().mark(name, verdict)
-    except TuneLabError as exc:
-        _fail(exc)
+    _service().mark(name, verdict)
     console.print(f"{name}: {verdict}")
 
 
 @adapters_app.command("export")
 def adapters_export(name: str, dest: Path, merged: bool = typer.Option(False, help="Write a merged full model.")) -> None:
     """Export the PEFT folder (vLLM/TGI/LoRAX/peft) or a merged model."""
-    try:
-        print(_service().export(name, dest, merged=merged))
-    except TuneLabError as exc:
-        _fail(exc)
+    print(_service().export(name, dest, merged=merged))
 
 
 @adapters_app.command("strength")
 def adapters_strength(name: str, strength: float, new_name: Optional[str] = typer.Option(None, "--name")) -> None:
     """Write NAME at STRENGTH (0-2) as a new ordinary PEFT adapter."""
-    try:
-        print(_service().strength(name, strength, new_name=new_name))
-    except TuneLabError as exc:
-        _fail(exc)
+    print(_service().strength(name, strength, new_name=new_name))
 
 
 @adapters_app.command("blend")
 def adapters_blend(a: str, b: str, wa: float = typer.Option(0.5), wb: float = typer.Option(0.5),
                    new_name: Optional[str] = typer.Option(None, "--name")) -> None:
     """Write wa*A + wb*B as a new ordinary PEFT adapter."""
-    try:
-        print(_service().blend(a, b, wa, wb, new_name=new_name))
-    except TuneLabError as exc:
-        _fail(exc)
+    print(_service().blend(a, b, wa, wb, new_name=new_name))
 
 
 # --- serving and the app ---------------------------------------------------------------------------
@@ -336,35 +321,21 @@ def serve(base: Optional[str] = typer.Option(None, help="default, hub id, folder
           port: Optional[int] = typer.Option(None, help="Port (default 8000)."),
           threads: Optional[int] = typer.Option(None, help="CPU threads for serving (default: every core).")) -> None:
     """Start the serving endpoint (OpenAI + TGI protocols, runtime LoRA loading)."""
-    from backend.serving.http.app import serve as run_server
-    from backend.settings import Settings
+    from backend.serving.http.app import serve as run_server  # torch loads only for this command
 
-    try:
-        run_server(Settings(), base=base, host=host, port=port, threads=threads)
-    except TuneLabError as exc:
-        _fail(exc)
+    run_server(_settings(), base=base, host=host, port=port, threads=threads)
 
 
 @app.command("up")
 def up(base: Optional[str] = typer.Option(None, help="default, hub id, folder or .gguf"),
        host: Optional[str] = typer.Option(None, help="Bind address of page and endpoint (default 127.0.0.1)."),
-       port: Optional[int] = typer.Option(None, help="Port of the page (default 7860)."),
-       server_port: Optional[int] = typer.Option(None, help="Port of the serving endpoint (default 8000).")) -> None:
-    """Start the serving endpoint and the page together; Ctrl-C stops both."""
-    from backend.settings import Settings
+       port: Optional[int] = typer.Option(None, help="Port of the page (default 7860; 0 = any free)."),
+       server_port: Optional[int] = typer.Option(None, help="Port of the serving endpoint (default 8000; "
+                                                            "0 = any free).")) -> None:
+    """Start the serving endpoint, the job runner and the page together; Ctrl-C stops them."""
+    from backend.up import up as run_up  # the page: gradio loads only for this command
 
-    try:
-        from backend.up import up as run_up
-    except ImportError:
-        err.print("The page is not built yet; starting the serving endpoint only.")
-        from backend.serving.http.app import serve as run_server
-
-        run_server(Settings(), base=base, host=host)
-        return
-    try:
-        run_up(Settings(), base=base, host=host, port=port, server_port=server_port)
-    except TuneLabError as exc:
-        _fail(exc)
+    run_up(_settings(), base=base, host=host, port=port, server_port=server_port)
 
 
 @app.command("inspect")
@@ -374,23 +345,15 @@ def inspect_cmd(base: str = typer.Argument("default", help="default, hub id, fol
                 target: Optional[list[str]] = typer.Option(None, "--target", help=_help(LoraSpec, "target_modules")),
                 as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """The base's weight points: layers x module kinds, what LoRA trains and costs."""
-    try:
-        print(_service().inspect_text(base, rank=rank, alpha=alpha, target=target, as_json=as_json))
-    except TuneLabError as exc:
-        _fail(exc)
+    print(_service().inspect_text(base, rank=rank, alpha=alpha, target=target, as_json=as_json))
 
 
 @app.command("evaluate")
 def evaluate_cmd(adapter: str, samples: int = typer.Option(5, help="Samples for self-consistency."),
                  as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
     """Prove what an adapter learned: ΔW heatmap, eval loss base vs adapter, exact match."""
-    from backend.studio.proof import render_text
-
-    try:
-        result = _service().evaluate(adapter, n_samples=samples)
-    except TuneLabError as exc:
-        _fail(exc)
-    print(json.dumps(result, indent=2, default=str) if as_json else render_text(result))
+    result = _service().evaluate(adapter, n_samples=samples)
+    print(json.dumps(result, indent=2, default=str) if as_json else proof_text(result))
 
 
 def main() -> None:  # pragma: no cover - console entry point

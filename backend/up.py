@@ -7,18 +7,24 @@ the Gradio page. Ctrl-C stops them in the reverse order: the page, the runner (a
 running job is paused at a checkpoint and resumes next time), the endpoint.
 
 Everything binds 127.0.0.1 unless ``--host`` says otherwise; set ``TUNELAB_AUTH`` to
-``user:password`` before binding the page beyond loopback.
+``user:password`` before binding the page beyond loopback. ``tunelab up`` (backend/cli.py)
+is the one command line; this module takes the settings it is given.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
+import socket
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
+from backend.hardware.threads import single_threaded_by_default
+from backend.serving.auth import api_token
+from backend.serving.http.app import create_app, start_in_thread
 from backend.settings import Settings
+from backend.studio.service import Service
+from ui.app import create_ui, launch_kwargs
 
 log = logging.getLogger("tunelab.up")
 
@@ -29,7 +35,7 @@ class Running:
 
     server_url: str
     page_url: str
-    service: object
+    service: Service
     _stops: list[Callable[[], None]] = field(default_factory=list)
     _stopped: threading.Event = field(default_factory=threading.Event)
 
@@ -55,7 +61,7 @@ class Running:
             self.stop()
 
 
-def start(settings: Settings | None = None, *, host: str | None = None, port: int | None = None,
+def start(settings: Settings, *, host: str | None = None, port: int | None = None,
           server_port: int | None = None, base: str | None = None, run_jobs: bool = True) -> Running:
     """Start the endpoint, the job runner and the page; return at once (see :meth:`Running.wait`).
 
@@ -63,13 +69,6 @@ def start(settings: Settings | None = None, *, host: str | None = None, port: in
     endpoint's (default ``settings.port``, 8000); 0 picks a free one (tests). ``base``
     defaults to the settings' default base.
     """
-    from ui.app import create_ui, launch_kwargs
-
-    from backend.serving.auth import api_token
-    from backend.serving.http.app import create_app, start_in_thread
-    from backend.studio.service import Service
-
-    settings = settings or Settings()
     host = host or settings.host
     server_port = settings.port if server_port is None else server_port
     ui_port = settings.ui_port if port is None else port
@@ -115,14 +114,13 @@ def start(settings: Settings | None = None, *, host: str | None = None, port: in
     return Running(server_url=server_url, page_url=page_url, service=service, _stops=stops)
 
 
-def up(settings: Settings | None = None, *, host: str | None = None, port: int | None = None,
+def up(settings: Settings, *, host: str | None = None, port: int | None = None,
        server_port: int | None = None, base: str | None = None) -> None:
     """Start everything and block until Ctrl-C (``tunelab up`` / ``make run``).
 
     ``port``: the page (default 7860); ``server_port``: the serving endpoint (default 8000).
     """
-    from backend.hardware.threads import single_threaded_by_default
-
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     single_threaded_by_default()  # the engine's scheduler thread alone takes its threads (see torch_threads)
     running = start(settings, host=host, port=port, server_port=server_port, base=base)
     print(f"TuneLab page:      {running.page_url}", flush=True)
@@ -133,24 +131,7 @@ def up(settings: Settings | None = None, *, host: str | None = None, port: int |
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on now at ``host`` (the loopback for a wildcard address)."""
-    import socket
-
     with socket.socket() as sock:
         sock.bind((host if host not in ("0.0.0.0", "::") else "127.0.0.1", 0))
         return sock.getsockname()[1]
 
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m backend.up [--host H] [--port P] [--server-port S] [--base B]``."""
-    parser = argparse.ArgumentParser(prog="tunelab up", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--host", help="Address to bind (default 127.0.0.1; set TUNELAB_AUTH beyond loopback).")
-    parser.add_argument("--port", type=int, help="Port of the page (default 7860; 0 = any free).")
-    parser.add_argument("--server-port", type=int, help="Port of the serving endpoint (default 8000; 0 = any free).")
-    parser.add_argument("--base", help="Base to serve: default, a hub id, a local folder or a .gguf file.")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    up(host=args.host, port=args.port, server_port=args.server_port, base=args.base)
-
-
-if __name__ == "__main__":
-    main()

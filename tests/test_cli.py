@@ -132,3 +132,21 @@ def test_train_with_bad_data_imports_nothing(home, tiny_llama, tmp_path):
 def test_train_with_invalid_knob_names_the_setting(home, tiny_llama, tmp_path):
     result = _run("train", "--data", _wine_file(tmp_path), "--base", tiny_llama, "--name", "x", "--lr", "5")
     assert result.exit_code == 2 and "learning_rate" in result.output
+
+
+def test_jobs_list_and_cancel_say_what_the_runner_did(settings):
+    from backend.studio.service import Service
+
+    service = Service(settings)
+    job = service.store.add_job("queued-run", {"spec": {"name": "queued-run"}, "train_file": "/none.jsonl"}).id
+    service.store.upsert_adapter("queued-run", base="default", status="queued", job_id=job)
+    service.close()
+    listed = _run("jobs", "list")
+    assert listed.exit_code == 0, listed.output
+    assert "queued-run" in listed.output and "queued" in listed.output
+    cancelled = _run("jobs", "cancel", job)
+    assert cancelled.exit_code == 0 and f"Job {job} was cancelled before it started." in cancelled.output
+    again = _run("jobs", "cancel", job)
+    assert again.exit_code == 2 and "already cancelled" in again.output and "Traceback" not in again.output
+    unknown = _run("jobs", "cancel", 99)
+    assert unknown.exit_code == 2 and "No job 99" in unknown.output

@@ -1,6 +1,6 @@
 """Adapters tab: each adapter's goal, data, hyperparameters, loss curve, ratings and
-verdict (from the store and its tunelab.json), use it in the chat, and export it; below,
-its strength / blend pad and its proof (ui/shape_panel.py).
+verdict (from the service and the typed view of its tunelab.json), use it in the chat,
+and export it; below, its strength / blend pad and its proof (ui/adapter_shaping_panel.py).
 """
 
 from __future__ import annotations
@@ -11,26 +11,24 @@ import gradio as gr
 
 from backend.studio.session import AssistantTools
 
-from . import shape_panel
+from . import adapter_shaping_panel
 from .common import Ctx, edge, esc, loss_svg, pct
 
 
-def details_markdown(row: dict) -> str:
-    meta = row.get("meta") or {}
-    hp = meta.get("hyperparameters") or {}
-    lora, train = hp.get("lora") or {}, hp.get("train") or {}
-    metrics = meta.get("metrics") or {}
-    base = meta.get("base") or {}
+def details_markdown(row: dict, meta) -> str:
+    """The adapter's card: ``row`` from ``service.adapter``, ``meta`` its tunelab.json
+    (``service.adapter_meta``)."""
+    lora, train, metrics = meta.hyperparameters.get("lora") or {}, meta.train, meta.metrics
     ratings = row.get("ratings")
     verdict = {"success": "✅ success", "fail": "❌ fail"}.get(row.get("verdict") or "", "not marked yet")
     lines = [
         f"### {esc(row['name'])}",
         f"- **Status**: {esc(row['status'])}" + (f" — {esc(row['error'])}" if row.get("error") else ""),
         f"- **Verdict**: {verdict}",
-        f"- **Goal**: {esc(row.get('goal') or meta.get('goal') or '—')}",
-        f"- **Base**: {esc(base.get('name') or row.get('base') or '—')}",
+        f"- **Goal**: {esc(row.get('goal') or meta.goal or '—')}",
+        f"- **Base**: {esc((meta.base.name if meta.base else '') or row.get('base') or '—')}",
         f"- **Data**: {metrics.get('examples', '?')} training / {metrics.get('eval_examples', '?')} eval examples, "
-        f"hash `{esc(str(meta.get('data_hash') or '—')[:12])}`",
+        f"hash `{esc(str(meta.data_hash or '—')[:12])}`",
     ]
     if lora or train:
         lines.append(f"- **Hyperparameters**: LoRA r{lora.get('r')} alpha {lora.get('alpha')} on "
@@ -65,18 +63,18 @@ def build(ctx: Ctx) -> None:
         merged = gr.Checkbox(False, label="Merged model", elem_id="adapters-export-merged", scale=1)
         export = gr.Button("Export", elem_id="adapters-export", scale=1)
     note = gr.Markdown(elem_id="adapters-note")
-    shape_panel.build(ctx, pick)
+    adapter_shaping_panel.build(ctx, pick)
 
     def show(name):
         if not name:
             return "*No adapters yet.*", loss_svg([], "Loss"), ""
-        row = ctx.service().adapter(name)
-        meta = row.get("meta") or {}
-        frame = loss_svg(meta.get("loss_history") or [], f"{name}: loss (train and eval)")
-        return details_markdown(row), frame, json.dumps(meta, indent=2)
+        service = ctx.service()
+        row, meta = service.adapter(name), service.adapter_meta(name)
+        frame = loss_svg(meta.loss_history, f"{name}: loss (train and eval)")
+        return details_markdown(row, meta), frame, json.dumps(row["meta"], indent=2)
 
     def render(state) -> list:
-        names = [r.name for r in ctx.service().store.list_adapters()]
+        names = ctx.service().adapter_names()
         current = state.adapter_names[-1] if state.adapter_names and state.adapter_names[-1] in names else (
             names[-1] if names else None)
         return [gr.Dropdown(choices=names, value=current), *show(current)]

@@ -13,10 +13,11 @@ from typing import Callable
 
 import gradio as gr
 
+from backend.errors import ConfigError
 from backend.studio.session import SessionState
 
-from . import (adapters_panel, base_panel, chat_panel, compare_panel, data_panel, equalizer_panel, plan_panel, playground,
-               train_panel)
+from . import (adapters_panel, assistant_panel, base_panel, chat_panel, compare_panel, data_panel, equalizer_panel,
+               plan_panel, train_panel)
 from .common import Ctx, edge
 
 CSS = """
@@ -45,7 +46,8 @@ TITLE = "TuneLab"
 
 
 def create_ui(service_factory: Callable) -> gr.Blocks:
-    """The whole page. ``service_factory()`` returns the (shared) backend Service."""
+    """The whole page. ``service_factory()`` returns the (shared) backend Service, built by
+    ``tunelab up`` (backend/up.py) with the settings it was given."""
     with gr.Blocks(title=TITLE, fill_width=True) as demo:
         state = gr.State(SessionState())
         ctx = Ctx(service=service_factory, state=state)
@@ -53,7 +55,7 @@ def create_ui(service_factory: Callable) -> gr.Blocks:
                     elem_id="tl-title")
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=360):
-                chat_panel.build(ctx)
+                assistant_panel.build(ctx)
             with gr.Column(scale=3, min_width=480):
                 with gr.Tabs(elem_id="workspace"):
                     with gr.Tab("Plan", id="plan", elem_id="tab-plan"):
@@ -69,7 +71,7 @@ def create_ui(service_factory: Callable) -> gr.Blocks:
                     with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
                         compare_panel.build(ctx)
                     with gr.Tab("Chat", id="chat", elem_id="tab-chat"):
-                        playground.build(ctx)
+                        chat_panel.build(ctx)
                     with gr.Tab("Adapters", id="adapters", elem_id="tab-adapters"):
                         adapters_panel.build(ctx)
         ctx.wire()
@@ -85,8 +87,6 @@ def launch_kwargs(settings, host: str | None = None, port: int | None = None) ->
     if settings.auth:
         user, sep, password = settings.auth.partition(":")
         if not sep or not user or not password:
-            from backend.errors import ConfigError
-
             raise ConfigError(f"TUNELAB_AUTH={settings.auth!r} is not 'user:password'.",
                               fix="Set TUNELAB_AUTH=user:password, or unset it for no login.")
         kwargs["auth"] = (user, password)

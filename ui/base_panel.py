@@ -49,9 +49,7 @@ def build(ctx: Ctx) -> None:
         result = tools.inspect_base()
         if not result.ok:
             raise gr.Error(result.text)
-        from backend.bases.inspect import heatmap
-
-        return result.text, heatmap_html(heatmap(result.data["report"]))
+        return result.text, heatmap_html(result.data["heatmap"])
 
     ctx.refresh_after(use.click(edge(pick), [picker, ctx.state], [ctx.state]))
     inspect_btn.click(edge(inspect), [ctx.state], [summary, heat])

@@ -127,10 +127,6 @@ def pct(value) -> str:
     return "—" if value is None else f"{value * 100:.0f}%"
 
 
-def done_adapters(service) -> list[str]:
-    return [row.name for row in service.store.list_adapters(status="done")]
-
-
 def short_number(value: float) -> str:
     """12345 -> '12.3k', 0.00123 -> '0.00123': short enough for a heatmap cell."""
     for unit, size in (("M", 1e6), ("k", 1e3)):

@@ -12,7 +12,7 @@ import gradio as gr
 
 from backend.studio.session import AssistantTools
 
-from .common import Ctx, done_adapters, edge, esc, pct
+from .common import Ctx, edge, esc, pct
 
 MAX_ANSWERS = 5  # the base + up to four adapters at once
 
@@ -106,7 +106,7 @@ def build(ctx: Ctx) -> None:
 
     def render(state) -> list:
         service = ctx.service()
-        names = done_adapters(service)
+        names = service.adapter_names(status="done")
         chosen = [n for n in state.adapter_names if n in names] or names[-1:]
         probes = state.plan.probe_prompts if state.plan else []
         data = service.tallies()

@@ -1,19 +1,18 @@
 """Data tab: drop example files; the data doctor's report; a preview in the base's
 chat template. A bad upload shows its errors by file and line and leaves the
-previously imported data in place (the session keeps its old data folder).
+previously imported data in place (the session keeps its old data folder). The picker
+offers exactly the file types the data doctor reads; the samples are the ones shipped
+with TuneLab.
 """
 
 from __future__ import annotations
 
 import gradio as gr
 
+from backend.studio.service import UPLOAD_SUFFIXES
 from backend.studio.session import AssistantTools
-from backend.settings import PROJECT_ROOT
 
-from .chat_panel import FILE_TYPES
 from .common import Ctx, edge, esc
-
-SAMPLES = PROJECT_ROOT / "datasets" / "samples"
 
 
 def _status(state, failure: str | None = None) -> str:
@@ -37,11 +36,10 @@ def _preview(state) -> str:
 
 
 def build(ctx: Ctx) -> None:
-    upload = gr.File(label="Drop example files (JSONL, CSV, TXT)", file_count="multiple", file_types=FILE_TYPES,
-                     elem_id="data-upload")
+    upload = gr.File(label="Drop example files (JSONL, CSV, TXT)", file_count="multiple",
+                     file_types=UPLOAD_SUFFIXES, elem_id="data-upload")
     with gr.Row():
-        samples = sorted(p.name for p in SAMPLES.glob("*") if p.is_file()) if SAMPLES.is_dir() else []
-        sample = gr.Dropdown(samples, label="…or use a sample dataset", elem_id="data-sample", scale=3)
+        sample = gr.Dropdown([], label="…or use a sample dataset", elem_id="data-sample", scale=3)
         use_sample = gr.Button("Use sample", elem_id="data-use-sample", scale=1)
     status = gr.Markdown("*No examples yet.*", elem_id="data-status")
     report = gr.Textbox(label="Data doctor's report", lines=12, max_lines=30, interactive=False,
@@ -54,7 +52,11 @@ def build(ctx: Ctx) -> None:
         # Imported (or nothing yet): the status line names the files; the drop zone is free again.
         return [None, _status(state), state.data_report, _preview(state)]
 
+    def render_samples(state) -> list:
+        return [gr.Dropdown(choices=[p.name for p in ctx.service().samples()])]
+
     ctx.on_refresh(render, [upload, status, report, preview])
+    ctx.on_refresh(render_samples, [sample])
 
     def add(files, state):
         if not files:
@@ -69,7 +71,7 @@ def build(ctx: Ctx) -> None:
     def add_sample(name, state):
         if not name:
             raise gr.Error("Pick a sample dataset first.")
-        return add([str(SAMPLES / name)], state)
+        return add([str(ctx.service().sample(name))], state)
 
     ctx.refresh_after(upload.upload(edge(add), [upload, ctx.state], [ctx.state, upload, status, report, preview]))
     ctx.refresh_after(use_sample.click(edge(add_sample), [sample, ctx.state], [ctx.state, upload, status, report, preview]))

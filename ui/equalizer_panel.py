@@ -3,38 +3,34 @@ session's base, what it compiles to (the adapter_config.json peft will write), a
 "use this grid for training".
 
 The grid lives in two editable tables (ranks, alphas); every action first reads the
-tables back into a :class:`backend.bases.equalizer.Grid` (:func:`grid_from_tables`, which
-names each bad cell), applies the change, and shows the compiled result. The panel's
-own ``gr.State`` holds the base, its module paths and the last good grid; the plan it
-writes to is the session's (``ctx.state``).
+tables back into a grid (:func:`grid_from_tables`, which names each bad cell), applies
+the change through :mod:`backend.studio.equalizer`, and shows the compiled result. The
+panel's own ``gr.State`` holds the base, its module paths and the last good grid; the
+plan it writes to is the session's (``ctx.state``).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
 from typing import Any
 
 import gradio as gr
 
-from backend.studio.session import AssistantTools
-from backend.bases.equalizer import Grid, compile_grid, grid_from_adapter
 from backend.errors import ConfigError, TuneLabError
-from backend.hparams import LoraSpec
-from backend.bases.inspect import human_bytes, human_count
+from backend.studio.equalizer import (ALL_KINDS, adapter_grid, apply_cells, compile_and_cost, grid_for_base,
+                                      grid_from_rows, plan_with_grid, preset_grid)
+from backend.studio.session import AssistantTools
 
 from .common import Ctx, edge, esc, heatmap_html
 
-ALL_KINDS = "(all kinds)"
 PRESET_BUTTONS = (("Attention only", "attention"), ("MLP only", "mlp"), ("Top half", "top-half"),
                   ("All-linear", "all-linear"))
 
 
-# --- pure functions (tested without a browser) --------------------------------------------------------
+# --- the grid as two tables (tested without a browser) ---------------------------------------------------
 
 
-def grid_tables(grid: Grid) -> tuple[list[str], list[list], list[list]]:
+def grid_tables(grid) -> tuple[list[str], list[list], list[list]]:
     """Headers and the rank and alpha tables (first column: the layer number)."""
     headers = ["layer", *grid.modules]
     ranks = [[i, *row] for i, row in enumerate(grid.rank)]
@@ -53,113 +49,9 @@ def _rows(table: Any) -> list[list]:
     return [list(row) for row in table]
 
 
-def _cell_int(value: Any) -> int | None:
-    """An integer cell value, or None when the cell does not hold a whole number."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value) if math.isfinite(value) and value.is_integer() else None
-    text = str(value).strip()
-    if re.fullmatch(r"[+-]?\d+(\.0*)?", text):
-        return int(float(text))
-    return None
-
-
-def grid_from_tables(rank_table: Any, alpha_table: Any, modules: list[str]) -> Grid:
+def grid_from_tables(rank_table: Any, alpha_table: Any, modules: list[str]):
     """The grid the two tables show; every bad cell is named in one :class:`ConfigError`."""
-    tables = {"rank": _rows(rank_table), "alpha": _rows(alpha_table)}
-    problems: list[str] = []
-    values: dict[str, list[list[int]]] = {}
-    layers = len(tables["rank"])
-    if layers == 0:
-        raise ConfigError("The equalizer grid is empty.", fix="Pick a base and open the Equalizer tab again.")
-    for what, rows in tables.items():
-        if len(rows) != layers:
-            problems.append(f"the {what} table has {len(rows)} rows, the rank table {layers}")
-        parsed = []
-        for i, row in enumerate(rows):
-            cells = list(row)[1:]  # column 0 is the layer number
-            if len(cells) != len(modules):
-                problems.append(f"{what} row {i} has {len(cells)} cells, expected {len(modules)}")
-            out = []
-            for module, value in zip(modules, cells):
-                number = _cell_int(value)
-                low, high = (0, 1024) if what == "rank" else (1, 4096)
-                if number is None:
-                    problems.append(f"layer {i}, {module}: {what} {value!r} is not a whole number")
-                elif not low <= number <= high:
-                    kind = "negative" if number < 0 else f"outside {low}..{high}"
-                    problems.append(f"layer {i}, {module}: {what} {number} is {kind}")
-                out.append(number or 0)
-            parsed.append(out)
-        values[what] = parsed
-    if problems:
-        raise ConfigError(f"The equalizer has bad cells: {'; '.join(problems[:12])}"
-                          f"{' …' if len(problems) > 12 else ''}.",
-                          fix="Ranks are whole numbers 0 (off) to 1024; alphas whole numbers 1 to 4096.")
-    return Grid(layers=layers, modules=list(modules), rank=values["rank"], alpha=values["alpha"])
-
-
-def parse_layers(text: str | None, layers: int) -> list[int]:
-    """'0-3, 7' -> [0, 1, 2, 3, 7]; blank -> every layer."""
-    text = (text or "").strip()
-    if not text:
-        return list(range(layers))
-    chosen: set[int] = set()
-    for part in (p.strip() for p in text.split(",")):
-        match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
-        if not match:
-            raise ConfigError(f"Layers {text!r}: {part!r} is not a layer number or a range like 2-5.",
-                              fix=f"Use layer numbers 0..{layers - 1}, e.g. '0-3, 7', or leave it blank for all.")
-        low, high = int(match[1]), int(match[2] or match[1])
-        if low > high or high >= layers:
-            raise ConfigError(f"Layers {text!r}: {part!r} is outside 0..{layers - 1}.",
-                              fix=f"This base has {layers} layers, numbered 0..{layers - 1}.")
-        chosen.update(range(low, high + 1))
-    return sorted(chosen)
-
-
-def apply_cells(grid: Grid, layers_text: str | None, kinds: list[str] | str | None,
-                rank: float | None, alpha: float | None) -> Grid:
-    """Set rank and/or alpha on the picked layers × kinds: blank layers = every row, no kind
-    (or '(all kinds)') = every column; both blank = the whole grid."""
-    values = {}
-    for what, value, low, high in (("rank", rank, 0, 1024), ("alpha", alpha, 1, 4096)):
-        if value is None or value == "":
-            continue
-        number = _cell_int(value)
-        if number is None or not low <= number <= high:
-            raise ConfigError(f"{what.capitalize()} {value!r} is not a whole number in {low}..{high}.",
-                              fix="Ranks are 0 (off) to 1024, alphas 1 to 4096.")
-        values[what] = number
-    if not values:
-        raise ConfigError("Give a rank or an alpha to set.", fix="Fill in rank (0 = off) and/or alpha.")
-    kinds = [kinds] if isinstance(kinds, str) else list(kinds or [])
-    kinds = [k for k in kinds if k != ALL_KINDS] or list(grid.modules)
-    rows = parse_layers(layers_text, grid.layers)
-    for layer in rows:
-        for kind in kinds:
-            grid = grid.set_cell(layer, kind, rank=values.get("rank"), alpha=values.get("alpha"))
-    return grid
-
-
-def adapter_config_view(spec: LoraSpec) -> dict:
-    """The LoRA part of the adapter_config.json peft writes for ``spec``."""
-    kwargs = spec.to_peft_kwargs()
-    keys = ("r", "lora_alpha", "target_modules", "rank_pattern", "alpha_pattern", "exclude_modules", "lora_dropout")
-    return {k: kwargs.get(k) for k in keys}
-
-
-def cost_markdown(grid: Grid, lora_report: dict) -> str:
-    on = grid.on_cells()
-    total = grid.layers * len(grid.modules)
-    size = lora_report.get("adapter_bytes", {}).get("fp32")
-    return (f"**{len(on)} of {total} cells on** → {lora_report['targeted_modules']} modules adapted, "
-            f"**{human_count(lora_report['trainable_params'])} trainable parameters** "
-            f"({lora_report['trainable_percent']:.3f}% of the base)"
-            + (f", adapter ≈ {human_bytes(size)} on disk (fp32)" if size else "") + ".")
+    return grid_from_rows(_rows(rank_table), _rows(alpha_table), modules)
 
 
 # --- the tab ------------------------------------------------------------------------------------------
@@ -200,15 +92,13 @@ def build(ctx: Ctx, tab: gr.Tab | None = None) -> None:
 
     shown = [eq, ranks, alphas, kinds_pick, cost, compiled, heat]
 
-    def show(base: str, module_paths: list[str], grid: Grid) -> list:
+    def show(base: str, module_paths: list[str], grid) -> list:
         """Every output for ``grid``; a grid that does not compile still shows, with why."""
         headers, rank_rows, alpha_rows = grid_tables(grid)
         datatype = ["number"] * len(headers)
         try:
-            spec = compile_grid(grid, module_paths)
-            report = ctx.service().inspect(base, lora=spec)
-            cost_text = cost_markdown(grid, report["lora"])
-            config = json.dumps(adapter_config_view(spec), indent=2)
+            view, cost_text = compile_and_cost(ctx.service(), base, grid, module_paths)
+            config = json.dumps(view, indent=2)
         except TuneLabError as exc:
             cost_text, config = f"⚠️ {esc(exc)}", ""
         return [{"base": base, "module_paths": module_paths, "grid": grid.model_dump()},
@@ -222,11 +112,10 @@ def build(ctx: Ctx, tab: gr.Tab | None = None) -> None:
 
     def from_base(state, preset: str = "all-linear", r: int = 8, alpha: int = 16) -> list:
         base = base_spec(state)
-        report = ctx.service().inspect(base)
-        grid = Grid.from_report(report, preset=preset, r=r, alpha=alpha)
-        return show(base, report["module_paths"], grid)
+        grid, module_paths = grid_for_base(ctx.service(), base, preset, r, alpha)
+        return show(base, module_paths, grid)
 
-    def current(eq_value, rank_table, alpha_table) -> Grid:
+    def current(eq_value, rank_table, alpha_table):
         if not eq_value:
             raise ConfigError("The equalizer has no grid yet.", fix="Open the Equalizer tab with a base chosen.")
         return grid_from_tables(rank_table, alpha_table, eq_value["grid"]["modules"])
@@ -240,11 +129,8 @@ def build(ctx: Ctx, tab: gr.Tab | None = None) -> None:
         def run(state, eq_value, r, alpha):
             base = base_spec(state)
             if eq_value and eq_value["base"] == base:  # keep the grid's columns (e.g. loaded from an adapter)
-                modules = eq_value["grid"]["modules"]
-                report = ctx.service().inspect(base)
-                groups = {k["name"]: k["group"] for k in report["module_kinds"]}
-                grid = Grid.preset(key, eq_value["grid"]["layers"], modules, int(r or 8), int(alpha or 16),
-                                   groups=groups)
+                grid = preset_grid(ctx.service(), base, key, eq_value["grid"]["layers"], eq_value["grid"]["modules"],
+                                   int(r or 8), int(alpha or 16))
                 return show(base, eq_value["module_paths"], grid)
             return from_base(state, key, int(r or 8), int(alpha or 16))
 
@@ -263,16 +149,10 @@ def build(ctx: Ctx, tab: gr.Tab | None = None) -> None:
     def on_load(state, eq_value, name):
         if not name:
             raise gr.Error("Pick an adapter to load its grid from.")
-        service = ctx.service()
-        folder = service.adapter(name).get("path")
-        if not folder:
-            raise gr.Error(f"Adapter {name!r} has no folder on disk (it may still be training).")
         base = base_spec(state)
-        report = service.inspect(base)
-        grid = grid_from_adapter(folder, modules=[k["name"] for k in report["module_kinds"]],
-                                 layers=report["num_layers"])
+        grid, module_paths = adapter_grid(ctx.service(), name, base)
         gr.Info(f"Loaded the grid of {name}: {len(grid.on_cells())} cells on.")
-        return show(base, report["module_paths"], grid)
+        return show(base, module_paths, grid)
 
     def on_use(state, eq_value, rank_table, alpha_table):
         grid = current(eq_value, rank_table, alpha_table)
@@ -282,15 +162,14 @@ def build(ctx: Ctx, tab: gr.Tab | None = None) -> None:
         if eq_value["base"] != base_spec(state):
             raise gr.Error(f"This grid is for {eq_value['base']}, but the session now trains on "
                            f"{base_spec(state)}. Press 'Start over from the base' first.")
-        spec = compile_grid(grid, eq_value["module_paths"], dropout=state.plan.lora.dropout)
-        sweep = [c for c in state.plan.sweep if not (c.variation() or {}).get("r")]  # ranks come from the grid
-        state.plan = state.plan.model_copy(update={"lora": spec, "equalizer": grid.model_dump(), "sweep": sweep})
+        state.plan = plan_with_grid(state.plan, grid, eq_value["module_paths"])
         state.plan_edited = True
         return state, (f"✅ The plan now trains with this grid: {len(grid.on_cells())} cells on, "
-                       f"target_modules {esc(', '.join(spec.target_modules))}. Start it in the **Plan** tab.")
+                       f"target_modules {esc(', '.join(state.plan.lora.target_modules))}. "
+                       "Start it in the **Plan** tab.")
 
     def render(state) -> list:
-        return [gr.Dropdown(choices=[r.name for r in ctx.service().store.list_adapters(status="done")])]
+        return [gr.Dropdown(choices=ctx.service().adapter_names(status="done"))]
 
     ctx.on_refresh(render, [source])
     grid_in = [eq, ranks, alphas]

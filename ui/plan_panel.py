@@ -1,8 +1,8 @@
 """Plan tab: the plan card the assistant proposed, as a form and as JSON, and "Train".
 
-Edits go through backend.studio.session.edit_plan / PlanCard validation, so the form,
-the JSON editor and the assistant produce the same card; a bad value is a gr.Error
-naming the field, and the previous card stays.
+Edits go through backend.studio.plan_form (the card's own validation), so the form, the
+JSON editor and the assistant produce the same card; a bad value is a gr.Error naming
+the field, and the previous card stays.
 """
 
 from __future__ import annotations
@@ -10,17 +10,13 @@ from __future__ import annotations
 import gradio as gr
 from pydantic import ValidationError
 
-from backend.studio.session import AssistantTools, edit_plan
 from backend.errors import TuneLabError
-from backend.training.plan import PlanCard
+from backend.studio.plan_form import edit_plan, plan_from_json, validation_message
+from backend.studio.session import AssistantTools
 
 from .common import Ctx, edge
 
 NO_PLAN = "*No plan yet.* Tell the assistant your goal (e.g. **autumn mood**) or type it below."
-
-
-def _validation_message(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
 
 
 def build(ctx: Ctx) -> None:
@@ -50,7 +46,7 @@ def build(ctx: Ctx) -> None:
     form = [card, goal, name, runs, system, probes, epochs, lr, rank, as_json]
 
     def render(state) -> list:
-        plan: PlanCard | None = state.plan
+        plan = state.plan
         if plan is None:
             return [NO_PLAN, gr.skip(), "", 3, "", "", None, None, None, ""]
         return [plan.render_markdown(), state.goal, plan.name, len(plan.sweep), plan.system_prompt,
@@ -73,17 +69,14 @@ def build(ctx: Ctx) -> None:
                                    probe_prompts=(probes_v or "").splitlines(), runs=int(runs_v or 1),
                                    epochs=epochs_v, learning_rate=lr_v, rank=rank_v, n_examples=state.n_examples)
         except ValidationError as exc:
-            raise gr.Error(f"The plan was not changed: {_validation_message(exc)}") from None
+            raise gr.Error(f"The plan was not changed: {validation_message(exc)}") from None
         except TuneLabError as exc:
             raise gr.Error(f"The plan was not changed: {exc}") from None
         state.plan_edited = True
         return [state, *render(state)]
 
     def apply_edited_json(state, text):
-        try:
-            plan = PlanCard.model_validate_json(text or "")
-        except ValidationError as exc:
-            raise gr.Error(f"The plan was not changed: {_validation_message(exc)}") from None
+        plan = plan_from_json(text)  # a bad field is a ConfigError naming it; the card stays
         state.plan, state.goal, state.plan_edited = plan, plan.goal, True
         return [state, *render(state)]
 

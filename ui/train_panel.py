@@ -1,27 +1,21 @@
 """Train tab: every run with a progress bar, a live loss curve (train and eval), cancel.
 
-Everything shown is read from the store (service.jobs() / progress()) on a gr.Timer,
-so it survives a page reload and an app restart; the page never trains anything
-itself — the job runner does, in the background.
+Everything shown is read from the backend (service.jobs()) on a gr.Timer, so it
+survives a page reload and an app restart; the page never trains anything itself —
+the job runner does, in the background. "Cancel" says what the runner did: a queued
+run is cancelled at once, a running one stops at its next step, a finished one is
+left as it is (and the page says so).
 """
 
 from __future__ import annotations
 
 import gradio as gr
 
-from backend.training.progress import loss_parts
+from backend.studio.describe import describe_cancel, progress_details
 
 from .common import Ctx, edge, esc, loss_svg
 
 POLL_S = 2.0
-ACTIVE = ("queued", "running")
-
-
-def _eta(seconds) -> str:
-    if not seconds:
-        return ""
-    seconds = int(seconds)
-    return f"{seconds // 60}m {seconds % 60:02d}s left" if seconds >= 60 else f"{seconds}s left"
 
 
 def runs_html(rows: list[dict]) -> str:
@@ -31,20 +25,23 @@ def runs_html(rows: list[dict]) -> str:
     for p in reversed(rows):
         total, step = p.get("total_steps") or 0, p.get("step") or 0
         fraction = 1.0 if p["status"] == "done" else (step / total if total else 0.0)
-        details = [f"step {step}/{total}" if total else ""]
-        details += loss_parts(p)
-        if p.get("tokens_per_s"):
-            details.append(f"{p['tokens_per_s']:.0f} tok/s")
-        if p["status"] == "running":
-            details.append(_eta(p.get("eta_s")))
         error = f"<div class='tl-error'>{esc(p['error'])}</div>" if p.get("error") and p["status"] != "done" else ""
         items.append(
             f"<div class='tl-run tl-{esc(p['status'])}' data-job='{p['job_id']}' data-status='{esc(p['status'])}'>"
             f"<div class='tl-run-head'><b>{esc(p['adapter'])}</b> <span class='tl-badge'>{esc(p['status'])}</span>"
             f" <span class='tl-job'>job {p['job_id']}</span></div>"
             f"<div class='tl-bar'><div style='width:{fraction * 100:.0f}%'></div></div>"
-            f"<div class='tl-run-info'>{esc(' · '.join(d for d in details if d))}</div>{error}</div>")
+            f"<div class='tl-run-info'>{esc(' · '.join(progress_details(p)))}</div>{error}</div>")
     return "<div class='tl-runs'>" + "".join(items) + "</div>"
+
+
+def cancel_note(service, job_id) -> str:
+    """What cancelling ``job_id`` did, in the runner's words; an unknown or finished job is
+    the service's error (shown by :func:`~ui.common.edge`), never a claim that it stops."""
+    if job_id is None:
+        raise gr.Error("Pick a run to cancel.")
+    answer = service.cancel(int(job_id))
+    return f"{describe_cancel(int(job_id), answer)} Finished adapters are untouched."
 
 
 def build(ctx: Ctx) -> None:
@@ -58,8 +55,7 @@ def build(ctx: Ctx) -> None:
     signature = gr.State("")  # "job:status;..." — changes when a run starts or ends
 
     def snapshot(selected):
-        service = ctx.service()
-        rows = [service.progress(j.id) for j in service.store.list_jobs()]
+        rows = ctx.service().jobs()
         choices = [(f"{p['adapter']} (job {p['job_id']}, {p['status']})", p["job_id"]) for p in reversed(rows)]
         ids = [p["job_id"] for p in rows]
         if selected not in ids:  # follow the newest running run, else the newest run
@@ -78,10 +74,7 @@ def build(ctx: Ctx) -> None:
     job.input(edge(tick), [job], [runs, job, plot, signature], show_progress="hidden")
 
     def cancel_run(selected):
-        if selected is None:
-            raise gr.Error("Pick a run to cancel.")
-        status = ctx.service().cancel(int(selected))
-        return f"Asked job {selected} to stop (now: {status or 'stopping'}); finished adapters are untouched."
+        return cancel_note(ctx.service(), selected)
 
     cancel.click(edge(cancel_run), [job], [note]).then(edge(tick), [job], [runs, job, plot, signature])
     # When a run ends, the adapter lists elsewhere (compare, chat, adapters) refresh.

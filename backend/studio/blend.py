@@ -14,6 +14,7 @@ rsLoRA). Both knobs are exact:
 
 The result is ``adapter_config.json`` + ``adapter_model.safetensors`` + ``tunelab.json``
 (kind, sources, weights), written to a temporary folder and renamed into place.
+Imports torch at its top: the service reaches it lazily (:mod:`backend.studio.weights`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from backend.adapter_folder import CONFIG_FILE, WEIGHTS_FILE, read_meta, read_peft_config, write_meta
+import torch
+from peft.utils.other import get_pattern_key
+from safetensors.torch import load_file, save_file
+
+from backend.adapter_folder import CONFIG_FILE, WEIGHTS_FILE, LoraConfigView, read_meta, read_peft_config, write_meta
 from backend.atomic import staged_folder
 from backend.errors import AdapterMismatch, ConfigError
 
@@ -40,11 +45,12 @@ def scale_adapter(src: Path, dst: Path, strength: float, *, overwrite: bool = Fa
                           fix=f"Pick a strength between 0 and {MAX_STRENGTH} (1 = the adapter as trained).")
     src = Path(src)
     config = read_peft_config(src)
-    _check_linear(src, config)
+    view = LoraConfigView.model_validate(config)
+    _check_linear(src, view)
     tensors = _load(src)
     scaled = {key: (t * float(strength) if _kind(key).endswith("B") else t.clone()) for key, t in tensors.items()}
     meta = {"kind": "strength", "strength": float(strength), "sources": [_source(src, float(strength))],
-            "weights": [float(strength)], "base": config.get("base_model_name_or_path"), "status": "ready"}
+            "weights": [float(strength)], "base": view.base_model_name_or_path, "status": "ready"}
     return _write(Path(dst), config, scaled, meta, overwrite)
 
 
@@ -52,10 +58,11 @@ def blend_adapters(a: Path, b: Path, dst: Path, wa: float, wb: float, *, overwri
     """Write ``wa·A + wb·B`` (exact, by concatenating ranks) as a new adapter at ``dst``."""
     a, b = Path(a), Path(b)
     config_a, config_b = read_peft_config(a), read_peft_config(b)
+    view_a, view_b = LoraConfigView.model_validate(config_a), LoraConfigView.model_validate(config_b)
     problems = []
-    for path, config in ((a, config_a), (b, config_b)):
-        problems += _linear_problems(path, config)
-    base_a, base_b = config_a.get("base_model_name_or_path"), config_b.get("base_model_name_or_path")
+    for path, view in ((a, view_a), (b, view_b)):
+        problems += _linear_problems(path, view)
+    base_a, base_b = view_a.base_model_name_or_path, view_b.base_model_name_or_path
     if base_a and base_b and _norm_base(base_a) != _norm_base(base_b):
         problems.append(f"{a.name} was trained for {base_a!r} and {b.name} for {base_b!r}")
     for key, value in (("wa", wa), ("wb", wb)):
@@ -72,16 +79,14 @@ def blend_adapters(a: Path, b: Path, dst: Path, wa: float, wb: float, *, overwri
         raise AdapterMismatch("Cannot blend these adapters: " + "; ".join(problems) + ".",
                               fix="Blend LoRA adapters trained for the same base model.")
 
-    import torch
-
     blended, ranks = {}, {}
     for module in sorted(set(modules_a) | set(modules_b)):
         parts_A, parts_B = [], []
-        for modules, config, weight in ((modules_a, config_a, wa), (modules_b, config_b, wb)):
+        for modules, view, weight in ((modules_a, view_a, wa), (modules_b, view_b, wb)):
             if module not in modules:
                 continue
             A, B = modules[module]
-            scaling = _scaling(config, _module_name(module), A.shape[0])
+            scaling = _scaling(view, _module_name(module), A.shape[0])
             parts_A.append(A.float())
             parts_B.append(B.float() * (float(weight) * scaling))
         dtype = (modules_a.get(module) or modules_b.get(module))[0].dtype
@@ -99,19 +104,19 @@ def blend_adapters(a: Path, b: Path, dst: Path, wa: float, wb: float, *, overwri
 # --- helpers -------------------------------------------------------------------------------------
 
 
-def _linear_problems(path: Path, config: dict) -> list[str]:
+def _linear_problems(path: Path, config: LoraConfigView) -> list[str]:
     problems = []
-    if config.get("use_dora"):
+    if config.use_dora:
         problems.append(f"{path.name} is a DoRA adapter (its magnitude vector does not add linearly)")
-    if config.get("modules_to_save"):
-        problems.append(f"{path.name} trains whole modules ({', '.join(config['modules_to_save'])}), "
+    if config.modules_to_save:
+        problems.append(f"{path.name} trains whole modules ({', '.join(config.modules_to_save)}), "
                         "which cannot be scaled or added exactly")
-    if config.get("lora_bias"):
+    if config.lora_bias:
         problems.append(f"{path.name} trains a LoRA bias")
     return problems
 
 
-def _check_linear(path: Path, config: dict) -> None:
+def _check_linear(path: Path, config: LoraConfigView) -> None:
     problems = _linear_problems(path, config)
     if problems:
         raise AdapterMismatch(f"Cannot rescale {path}: " + "; ".join(problems) + ".",
@@ -119,8 +124,6 @@ def _check_linear(path: Path, config: dict) -> None:
 
 
 def _load(path: Path) -> dict:
-    from safetensors.torch import load_file
-
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise AdapterMismatch(f"Adapter {str(path)!r} has no {WEIGHTS_FILE}.",
@@ -157,12 +160,10 @@ def _module_name(module: str) -> str:
     return module[len(_PREFIX):] if module.startswith(_PREFIX) else module
 
 
-def _scaling(config: dict, module_name: str, rank: int) -> float:
-    from peft.utils.other import get_pattern_key
-
-    alpha_pattern = config.get("alpha_pattern") or {}
-    alpha = alpha_pattern.get(get_pattern_key(list(alpha_pattern), module_name), config.get("lora_alpha", 8))
-    if config.get("use_rslora"):
+def _scaling(config: LoraConfigView, module_name: str, rank: int) -> float:
+    alpha_pattern = config.alpha_pattern
+    alpha = alpha_pattern.get(get_pattern_key(list(alpha_pattern), module_name), config.lora_alpha)
+    if config.use_rslora:
         return float(alpha) / math.sqrt(rank)
     return float(alpha) / rank
 
@@ -196,8 +197,6 @@ def _source(path: Path, weight: float) -> dict:
 
 
 def _write(dst: Path, config: dict, tensors: dict, meta: dict, overwrite: bool) -> Path:
-    from safetensors.torch import save_file
-
     if dst.exists() and not overwrite:
         raise ConfigError(f"{dst} already exists.", fix="Pick another name, or allow overwriting.")
     with staged_folder(dst) as tmp:

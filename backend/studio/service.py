@@ -1,9 +1,12 @@
-"""The operations that the page, the CLI and the assistant all call.
+"""The operations that the page, the CLI and the assistant all call: the one door.
 
 Data flows one way: UI / CLI / assistant -> service -> (store, jobs, client) -> engine.
 A :class:`Service` is cheap; it opens the store lazily and talks to the serving
 endpoint only through :class:`backend.serving.client.ServingClient`. Methods return plain,
 JSON-able data (or pydantic models) and raise the typed errors of backend/errors.py.
+Work that needs torch (tokenizers, the inspector, proof, blends, the merged export) goes
+through :mod:`backend.studio.weights`, imported on first use (:func:`_weights`), so
+importing the service loads no model library.
 """
 
 from __future__ import annotations
@@ -14,18 +17,37 @@ import shutil
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Iterator
 
 from backend import adapter_folder as adapter_files
+from backend.adapter_folder import AdapterMeta
+from backend.bases.resolve import BaseRef, list_bases, resolve_base
+from backend.data.doctor import DataReport, ImportResult, check_files, import_files
+from backend.data.formats import CSV_SUFFIXES, JSON_SUFFIXES, TEXT_SUFFIXES
+from backend.data.samples import sample_file, sample_files
 from backend.errors import AdapterNotFound, TuneLabError
 from backend.hparams import LoraSpec, RunSpec, TrainSpec
 from backend.names import adapter_path, validate_name
-from backend.training.plan import PlanCard, make_plan
-from backend.studio.ratings import BASE, tallies
+from backend.serving.auth import api_token
+from backend.serving.client import ServingClient
 from backend.settings import Settings
 from backend.store import VERDICTS, Store
+from backend.studio.ratings import BASE, tallies
+from backend.training.jobs import JobRunner
+from backend.training.plan import PlanCard, detect_kind, make_plan
 
 log = logging.getLogger(__name__)
+
+# Every file type the data doctor reads: the upload pickers offer exactly these.
+UPLOAD_SUFFIXES = sorted(JSON_SUFFIXES | CSV_SUFFIXES | TEXT_SUFFIXES)
+
+
+def _weights():
+    """The studio's half that needs torch (tokenizers, the inspector, proof, blends, the merged
+    export); torch, transformers and peft load here, on first use: the service's one lazy seam."""
+    from backend.studio import weights
+
+    return weights
 
 
 @dataclass
@@ -48,9 +70,11 @@ class Comparison:
 
 
 class Service:
-    def __init__(self, settings: Settings | None = None, *, client=None, runner=None):
-        self.settings = settings or Settings()
-        self.paths = self.settings.paths.ensure()
+    """The one door: built with the settings of its edge (the CLI, ``tunelab up``, a test)."""
+
+    def __init__(self, settings: Settings, *, client: ServingClient | None = None, runner: JobRunner | None = None):
+        self.settings = settings
+        self.paths = settings.paths.ensure()
         self._store: Store | None = None
         self._client = client
         self._runner = runner
@@ -63,18 +87,14 @@ class Service:
         return self._store
 
     @property
-    def client(self):
+    def client(self) -> ServingClient:
         if self._client is None:
-            from backend.serving.client import ServingClient
-
             self._client = ServingClient(self.server_url(), token=self.api_token())
         return self._client
 
     @property
-    def runner(self):
+    def runner(self) -> JobRunner:
         if self._runner is None:
-            from backend.training.jobs import JobRunner
-
             self._runner = JobRunner(self.settings, on_adapter_ready=self._on_adapter_ready)
         return self._runner
 
@@ -82,8 +102,6 @@ class Service:
         return self.settings.server_url or f"http://{self.settings.host}:{self.settings.port}"
 
     def api_token(self) -> str:
-        from backend.serving.auth import api_token
-
         return api_token(self.settings)
 
     def _on_adapter_ready(self, name: str, path: Path) -> None:
@@ -116,71 +134,51 @@ class Service:
         return make_plan(goal, n_examples=n_examples, name=name, max_runs=max_runs)
 
     # data -----------------------------------------------------------------------------------
-    def _tokenizer_and_limit(self, base: str | None, max_length: int | None):
-        from backend.bases.resolve import resolve_base
-        from backend.bases.load import context_length, load_config, load_tokenizer
-
-        ref = resolve_base(base, self.settings)
-        tokenizer = load_tokenizer(ref, plain_template=True, trust_remote_code=self.settings.trust_remote_code)
-        limit = context_length(load_config(ref, self.settings.trust_remote_code))
-        if max_length:
-            limit = min(limit, max_length)
-        return tokenizer, limit
-
     def check_data(self, files: list[str | Path], *, base: str | None = None, goal: str | None = None,
-                   max_length: int | None = None, **kwargs):
-        from backend.data.doctor import check_files
-
-        tokenizer, limit = self._tokenizer_and_limit(base, max_length or TrainSpec().max_length)
+                   max_length: int | None = None, **kwargs) -> DataReport:
+        tokenizer, limit = _weights().tokenizer_and_limit(self.resolve_base(base), self.settings,
+                                                          max_length or TrainSpec().max_length)
         return check_files([Path(f) for f in files], tokenizer=tokenizer, max_tokens=limit, goal=goal, **kwargs)
 
     def import_data(self, files: list[str | Path], *, base: str | None = None, goal: str | None = None,
-                    max_length: int | None = None, **kwargs):
+                    max_length: int | None = None, **kwargs) -> ImportResult:
         """Check and import; with errors nothing is imported (DataError carries the report)."""
-        from backend.data.doctor import import_files
-
-        tokenizer, limit = self._tokenizer_and_limit(base, max_length or TrainSpec().max_length)
+        tokenizer, limit = _weights().tokenizer_and_limit(self.resolve_base(base), self.settings,
+                                                          max_length or TrainSpec().max_length)
         return import_files([Path(f) for f in files], self.paths.uploads, tokenizer=tokenizer,
                             max_tokens=limit, goal=goal, **kwargs)
 
     def render_chat(self, conversations: list[list[dict]], *, base: str | None = None) -> list[str]:
         """Examples as the base's chat template renders them (the data panel's preview)."""
-        from backend.bases.load import load_tokenizer
+        return _weights().chat_previews(self.resolve_base(base), self.settings, conversations)
 
-        tokenizer = load_tokenizer(self.resolve_base(base), plain_template=True,
-                                   trust_remote_code=self.settings.trust_remote_code)
-        return [tokenizer.apply_chat_template(messages, tokenize=False) for messages in conversations]
+    def samples(self) -> list[Path]:
+        """The sample datasets shipped with TuneLab (inside the package)."""
+        return sample_files()
+
+    def sample(self, name: str) -> Path:
+        """The shipped sample called ``name``; an unknown name is a DataError listing them."""
+        return sample_file(name)
 
     # bases ------------------------------------------------------------------------------------
-    def resolve_base(self, spec: str | None):
-        from backend.bases.resolve import resolve_base
-
+    def resolve_base(self, spec: str | None) -> BaseRef:
         return resolve_base(spec, self.settings)
 
     def list_bases(self) -> list[dict]:
-        from backend.bases.resolve import list_bases
-
         return list_bases(self.settings)
 
     def inspect(self, spec: str | None, lora: LoraSpec | None = None, **kwargs) -> dict:
-        from backend.bases.inspect import inspect_base
-
-        return inspect_base(self.resolve_base(spec), lora=lora, **kwargs)
+        return _weights().inspect_base(self.resolve_base(spec), lora=lora, **kwargs)
 
     def inspect_text(self, spec: str | None, *, rank: int | None = None, alpha: int | None = None,
                      target: list[str] | None = None, as_json: bool = False) -> str:
-        from backend.bases.inspect import inspect_command_output
-
         ref = self.resolve_base(spec)
-        return inspect_command_output(ref.path, rank=rank, alpha=alpha, target=target, as_json=as_json,
-                                      settings=self.settings)
+        return _weights().inspect_command_output(ref.path, rank=rank, alpha=alpha, target=target,
+                                                 as_json=as_json, settings=self.settings)
 
     # proof ----------------------------------------------------------------------------------
     def evaluate(self, name: str, *, n_samples: int = 5, task: str | None = None) -> dict:
         """Prove what an adapter learned on its own held-out split; stored in tunelab.json."""
-        from backend.studio.proof import evaluate_adapter
-        from backend.training.plan import detect_kind
-
         folder = self._complete_adapter(name)
         row = self.store.get_adapter(name)
         job = self.store.get_job(row.job_id) if row and row.job_id else None
@@ -188,9 +186,9 @@ class Service:
             raise TuneLabError(f"Adapter {name!r} has no held-out split on record to evaluate on.",
                                fix="Train it from data imported by TuneLab with eval_fraction > 0.")
         kind = task or detect_kind(row.goal or "")
-        return evaluate_adapter(folder, self.resolve_base(row.base), eval_rows=job.request["eval_file"],
-                                train_rows=job.request.get("train_file"), task=kind, n_samples=n_samples,
-                                settings=self.settings)
+        return _weights().evaluate_adapter(folder, self.resolve_base(row.base), eval_rows=job.request["eval_file"],
+                                           train_rows=job.request.get("train_file"), task=kind,
+                                           n_samples=n_samples, settings=self.settings)
 
     # training -------------------------------------------------------------------------------
     def train(self, spec: RunSpec, data_dir: str | Path, *, data_hash: str = "") -> int:
@@ -219,8 +217,11 @@ class Service:
                                         eval_file if eval_file.is_file() else None,
                                         data_hash=data_hash or data_dir.name)
 
-    def cancel(self, job_id: int) -> None:
-        self.runner.cancel(job_id)
+    def cancel(self, job_id: int) -> str:
+        """Cancel a job; returns the job runner's answer, the job's status right after it:
+        'cancelled' (it was queued) or 'running' (it stops at its next step). A job that
+        is unknown or already over is a :class:`~backend.errors.JobError` saying so."""
+        return self.runner.cancel(job_id)
 
     def progress(self, job_id: int) -> dict:
         return self.runner.progress(job_id)
@@ -229,8 +230,9 @@ class Service:
         return [self.runner.progress(job.id) for job in self.store.list_jobs()]
 
     # adapters -------------------------------------------------------------------------------
-    def adapter_names(self) -> list[str]:
-        return [row.name for row in self.store.list_adapters()]
+    def adapter_names(self, status: str | None = None) -> list[str]:
+        """Every adapter's name (or those with ``status``, e.g. 'done'), oldest first."""
+        return [row.name for row in self.store.list_adapters(status=status)]
 
     def adapters(self) -> list[dict]:
         counted = tallies(self.store.ratings())  # once for the whole list, not once per adapter
@@ -242,14 +244,17 @@ class Service:
             raise AdapterNotFound(name, self.adapter_names())
         return self._describe(row, tallies(self.store.ratings()))  # win rates need the base rows too
 
+    def adapter_meta(self, name: str) -> AdapterMeta:
+        """The typed view of an adapter's ``tunelab.json`` (empty while it has none)."""
+        return AdapterMeta.of(adapter_path(self.paths.adapters, name))
+
     def _describe(self, row, counted: dict) -> dict:
         folder = adapter_path(self.paths.adapters, row.name)
-        meta = adapter_files.read_meta(folder)
         rating = counted.get(row.name)
         return {
             "name": row.name, "base": row.base, "status": row.status, "goal": row.goal,
             "verdict": row.verdict, "error": row.error, "job_id": row.job_id,
-            "path": str(folder) if folder.is_dir() else None, "meta": meta,
+            "path": str(folder) if folder.is_dir() else None, "meta": adapter_files.read_meta(folder),
             "ratings": rating.to_dict() if rating else None,
         }
 
@@ -288,6 +293,10 @@ class Service:
     def chat(self, model: str, messages: list[dict], **params) -> str:
         return self.client.chat(model, messages, **params)
 
+    def stream_chat(self, model: str, messages: list[dict], **params) -> Iterator[str]:
+        """The answer's text as it is generated (the playground chat)."""
+        return self.client.stream_chat(model, messages, **params)
+
     def compare(self, prompt: str, models: list[str], *, system_prompt: str | None = None,
                 blind: bool = False, max_tokens: int = 64, seed: int | None = None) -> Comparison:
         """One prompt answered by each model (one batch in the engine), optionally blind."""
@@ -314,11 +323,7 @@ class Service:
         base gets the same messages, so the comparison stays like for like.
         """
         known = set(self.adapter_names())
-        prompts = set()
-        for model in models:
-            if model in known:
-                meta = adapter_files.AdapterMeta.of(adapter_path(self.paths.adapters, model))
-                prompts.add(meta.system_prompt or "")
+        prompts = {self.adapter_meta(model).system_prompt or "" for model in models if model in known}
         prompts.discard("")
         return prompts.pop() if len(prompts) == 1 else None
 
@@ -345,31 +350,26 @@ class Service:
         return folder
 
     def strength(self, name: str, strength: float, *, new_name: str | None = None) -> str:
-        from backend.studio.blend import scale_adapter
-
         src = self._complete_adapter(name)
         new_name = validate_name(new_name or f"{name}-x{strength:g}".replace(".", "p"))
-        dst = adapter_path(self.paths.adapters, new_name)
-        scale_adapter(src, dst, strength)
+        _weights().scale_adapter(src, adapter_path(self.paths.adapters, new_name), strength)
         self._register_derived(new_name, src)
         return new_name
 
     def blend(self, a: str, b: str, wa: float, wb: float, *, new_name: str | None = None) -> str:
-        from backend.studio.blend import blend_adapters
-
         src_a, src_b = self._complete_adapter(a), self._complete_adapter(b)
         new_name = validate_name(new_name or f"{a}-{b}-blend"[:64])
-        dst = adapter_path(self.paths.adapters, new_name)
-        blend_adapters(src_a, src_b, dst, wa, wb)
+        _weights().blend_adapters(src_a, src_b, adapter_path(self.paths.adapters, new_name), wa, wb)
         self._register_derived(new_name, src_a)
         return new_name
 
     def _register_derived(self, name: str, source: Path) -> None:
-        meta = adapter_files.read_meta(adapter_path(self.paths.adapters, name))
+        folder = adapter_path(self.paths.adapters, name)
+        meta = AdapterMeta.of(folder)
         source_row = self.store.get_adapter(source.name)
-        self.store.upsert_adapter(name, base=source_row.base if source_row else meta.get("base", ""),
-                                  status="done", goal=meta.get("goal", ""), meta={"derived": True})
-        self._on_adapter_ready(name, adapter_path(self.paths.adapters, name))
+        base = source_row.base if source_row else (meta.base.spec if meta.base else "")
+        self.store.upsert_adapter(name, base=base, status="done", goal=meta.goal, meta={"derived": True})
+        self._on_adapter_ready(name, folder)
 
     def export(self, name: str, dest: str | Path, *, merged: bool = False) -> Path:
         """Copy the PEFT folder (loadable by vLLM/TGI/LoRAX/peft), or write a merged model."""
@@ -381,24 +381,11 @@ class Service:
         if not merged:
             shutil.copytree(src, dest, dirs_exist_ok=True)
             return dest
-        from backend.bases.resolve import resolve_base
-        from backend.bases.load import load_model, load_tokenizer
-        from peft import PeftModel
-
         row = self.store.get_adapter(name)
-        recorded = adapter_files.AdapterMeta.of(src).base
+        recorded = AdapterMeta.of(src).base
         ref = resolve_base(row.base if row else (recorded.spec if recorded else None), self.settings)
-        model = PeftModel.from_pretrained(load_model(ref), str(src)).merge_and_unload()
-        dest.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(dest)
-        load_tokenizer(ref, plain_template=True).save_pretrained(dest)
-        return dest
+        return _weights().merge_into_base(src, ref, self.settings, dest)
 
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
-
-
-def summarize(data: Any) -> str:
-    """One line for logs and the assistant."""
-    return str(data)[:200]

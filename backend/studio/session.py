@@ -1,4 +1,4 @@
-"""The assistant's tools: one small function per thing a person can ask for.
+"""One browser session's state and the assistant's tools.
 
 Each tool calls the same :class:`backend.studio.service.Service` methods the page's buttons
 call, updates the per-session :class:`SessionState`, and returns a :class:`ToolResult`
@@ -6,8 +6,8 @@ whose text is built only from what the service actually returned. A failure is a
 result with ``ok=False`` (never an exception, never a claim of success), so both the
 built-in assistant and a tool-calling agent report failures as failures.
 
-:func:`langchain_tools` wraps the same functions as langchain ``StructuredTool`` s for
-an agent. Nothing here holds module-level state: the state object is passed in.
+Nothing here holds module-level state: the state object is passed in. The tools as
+langchain tools for an agent: :mod:`backend.studio.assistant.agent`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from backend.bases.inspect_views import heatmap, render_text
+from pydantic import ValidationError
+
 from backend.errors import DataError, TuneLabError
-from backend.training.progress import loss_parts
-from backend.training.plan import PlanCard, sweep_for
+from backend.studio.describe import describe_cancel, describe_job, describe_tally
+from backend.studio.plan_form import resize_plan
+from backend.training.plan import PlanCard
 
 logger = logging.getLogger(__name__)
 
@@ -77,55 +81,6 @@ def _fail(exc: Exception) -> ToolResult:
     return ToolResult(False, str(exc) if isinstance(exc, TuneLabError) else f"{type(exc).__name__}: {exc}")
 
 
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{value * 100:.0f}%"
-
-
-def resize_plan(plan: PlanCard, n_examples: int, runs: int | None = None) -> PlanCard:
-    """The same plan with its epochs and sweep sized to ``n_examples`` (and ``runs``)."""
-    train, sweep = sweep_for(n_examples, max_runs=runs or max(1, len(plan.sweep)))
-    return plan.model_copy(update={"train": plan.train.model_copy(update={"epochs": train.epochs}), "sweep": sweep})
-
-
-def edit_plan(plan: PlanCard, *, name: str | None = None, system_prompt: str | None = None,
-              probe_prompts: list[str] | None = None, runs: int | None = None, epochs: float | None = None,
-              learning_rate: float | None = None, rank: int | None = None, n_examples: int = 0) -> PlanCard:
-    """Apply a person's edits from the plan form; validation errors come from pydantic/hparams."""
-    from backend.names import validate_name
-
-    if runs is not None:
-        plan = resize_plan(plan, n_examples, runs)
-    update: dict[str, Any] = {}
-    if name:
-        update["name"] = validate_name(name.strip())
-    if system_prompt is not None and system_prompt.strip():
-        update["system_prompt"] = system_prompt.strip()
-    if probe_prompts is not None:
-        probes = [p.strip() for p in probe_prompts if p.strip()]
-        if probes:
-            update["probe_prompts"] = probes
-    train_update = {k: v for k, v in {"epochs": epochs, "learning_rate": learning_rate}.items() if v}
-    if "system_prompt" in update:
-        train_update["system_prompt"] = update["system_prompt"]
-    if train_update:
-        update["train"] = plan.train.model_validate({**plan.train.model_dump(), **train_update})
-    if rank and plan.equalizer and int(rank) == plan.lora.r:
-        rank = None  # the form echoes the grid's default rank: keep the equalizer's per-cell ranks
-    if rank and plan.equalizer:  # a new uniform rank replaces the equalizer grid
-        update["lora"] = plan.lora.model_validate({"r": int(rank), "alpha": int(rank) * 2, "dropout": plan.lora.dropout})
-        update["equalizer"] = None
-    elif rank:
-        update["lora"] = plan.lora.model_validate({**plan.lora.model_dump(), "r": int(rank), "alpha": int(rank) * 2})
-    plan = plan.model_copy(update=update)
-    if epochs or learning_rate or rank:  # the default run's note follows the edited knobs
-        sweep = [s.model_copy() for s in plan.sweep]
-        if sweep:
-            sweep[0] = sweep[0].model_copy(update={
-                "note": f"default: r{plan.lora.r}, lr {plan.train.learning_rate:g}, {plan.train.epochs:g} epochs"})
-        plan = plan.model_copy(update={"sweep": sweep})
-    return plan
-
-
 def _tool(fn):
     """Run a tool, turn any error into a failed result, and log the call.
 
@@ -161,24 +116,21 @@ class AssistantTools:
     @_tool
     def set_goal(self, goal: str, runs: int | None = None) -> ToolResult:
         """Set the goal in the person's words and propose a plan card for it."""
-        try:
-            plan = self.service.plan(goal, n_examples=self.state.n_examples, max_runs=runs or 3)
-        except TuneLabError as exc:
-            return (_fail(exc))
+        plan = self.service.plan(goal, n_examples=self.state.n_examples, max_runs=runs or 3)
         self.state.goal, self.state.plan, self.state.plan_edited = goal.strip(), plan, False
-        return (ToolResult(True, plan.render_markdown(), {"plan": plan.model_dump()}))
+        return ToolResult(True, plan.render_markdown(), {"plan": plan.model_dump()})
 
     @_tool
     def show_plan(self, runs: int | None = None) -> ToolResult:
         """Show the current plan card (resized to the data; ``runs`` changes the number of runs)."""
         if self.state.plan is None:
-            return (ToolResult(False, "There is no plan yet: no goal has been set."))
+            return ToolResult(False, "There is no plan yet: no goal has been set.")
         if runs is not None:
             try:
                 self.state.plan = resize_plan(self.state.plan, self.state.n_examples, runs)
-            except Exception as exc:  # pydantic validation
-                return (_fail(exc))
-        return (ToolResult(True, self.state.plan.render_markdown()))
+            except ValidationError as exc:
+                return _fail(exc)
+        return ToolResult(True, self.state.plan.render_markdown())
 
     # data -----------------------------------------------------------------------------------
     @_tool
@@ -189,43 +141,38 @@ class AssistantTools:
         """
         files = [str(p) for p in paths if str(p).strip()]
         if not files:
-            return (ToolResult(False, "No files were given."))
+            return ToolResult(False, "No files were given.")
         missing = [f for f in files if not Path(f).is_file()]
         if missing:
-            return (ToolResult(False, f"These files do not exist: {', '.join(missing)}."))
+            return ToolResult(False, f"These files do not exist: {', '.join(missing)}.")
         plan = self.state.plan
         self.state.data_error = ""
         try:
             imported = self.service.import_data(files, base=self.state.base or None, goal=self.state.goal or None,
                                                 system_prompt=plan.system_prompt if plan else None)
         except DataError as exc:
-            report = getattr(exc, "report", None)
+            report = exc.report
             text = report.render_text() if report is not None else ""
             kept = (f" The previous data ({self.state.n_examples} examples) is still in place."
                     if self.state.data_dir else "")
             self.state.data_error = text or exc.message
-            result = ToolResult(False, f"{exc.message}{kept}\n{text}".strip(),
-                                {"report": report.to_dict() if report is not None and hasattr(report, "to_dict") else None})
-            return (result)
-        except TuneLabError as exc:
-            return (_fail(exc))
+            return ToolResult(False, f"{exc.message}{kept}\n{text}".strip(),
+                              {"report": report.to_dict() if report is not None else None})
         report = imported.report
-        n_train = len(getattr(report, "train", []) or [])
-        n_eval = len(getattr(report, "eval", []) or [])
+        n_train, n_eval = len(report.train), len(report.eval)
         self.state.data_dir = str(imported.folder)
-        self.state.data_hash = getattr(report, "content_hash", "") or Path(imported.folder).name
+        self.state.data_hash = report.content_hash or Path(imported.folder).name
         self.state.n_examples = n_train + n_eval
         self.state.data_files = [Path(f).name for f in files]
         self.state.data_report, self.state.data_error = report.render_text(), ""
         self.state.data_preview = self._preview(report)
         text = f"Imported {n_train} training and {n_eval} eval examples from {', '.join(self.state.data_files)}."
-        warnings = list(getattr(report, "warnings", []) or [])
-        if warnings:
-            text += f" {len(warnings)} warning(s): " + "; ".join(str(w) for w in warnings[:3])
+        if report.warnings:
+            text += f" {len(report.warnings)} warning(s): " + "; ".join(str(w) for w in report.warnings[:3])
         if self.state.plan is not None and not self.state.plan_edited:
             self.state.plan = resize_plan(self.state.plan, self.state.n_examples)
             text += f" The plan's sweep is now sized to {self.state.n_examples} examples."
-        return (ToolResult(True, text, {"folder": self.state.data_dir}))
+        return ToolResult(True, text, {"folder": self.state.data_dir})
 
     def _preview(self, report) -> list[str]:
         conversations = [e.messages for e in report.preview]
@@ -239,22 +186,16 @@ class AssistantTools:
     @_tool
     def pick_base(self, spec: str) -> ToolResult:
         """Pick the base to train on: 'default', a hub id, a local folder or a .gguf file."""
-        try:
-            ref = self.service.resolve_base(spec)
-        except TuneLabError as exc:
-            return (_fail(exc))
+        ref = self.service.resolve_base(spec)
         self.state.base = spec.strip()
-        return (ToolResult(
-            True, f"Base set to {ref.name} ({ref.kind}, {ref.path}). New runs train on it.", ref.to_dict()))
+        return ToolResult(True, f"Base set to {ref.name} ({ref.kind}, {ref.path}). New runs train on it.",
+                          ref.to_dict())
 
     @_tool
     def inspect_base(self) -> ToolResult:
         """Inspect the chosen base: layers x module kinds, parameters, what LoRA trains and costs."""
-        try:
-            report = self.service.inspect(self.state.base or None, self.state.plan.lora if self.state.plan else None)
-        except TuneLabError as exc:
-            return (_fail(exc))
-        return (ToolResult(True, summarize_inspection(report), {"report": report}))
+        report = self.service.inspect(self.state.base or None, self.state.plan.lora if self.state.plan else None)
+        return ToolResult(True, render_text(report), {"report": report, "heatmap": heatmap(report)})
 
     # training ----------------------------------------------------------------------------------
     def train_base(self) -> str:
@@ -275,93 +216,70 @@ class AssistantTools:
                                          ("examples (drop a JSONL, CSV or TXT file)", self.state.data_dir))
                    if not ok]
         if missing:
-            return (ToolResult(False, "Training needs " + " and ".join(missing) + "."))
+            return ToolResult(False, "Training needs " + " and ".join(missing) + ".")
         plan = self.state.plan.model_copy(update={"name": self._free_name(self.state.plan)})
-        try:
-            job_ids = self.service.train_plan(plan, self.state.data_dir, base=self.train_base(),
-                                              data_hash=self.state.data_hash)
-        except TuneLabError as exc:
-            return (_fail(exc))
+        job_ids = self.service.train_plan(plan, self.state.data_dir, base=self.train_base(),
+                                          data_hash=self.state.data_hash)
         names = [f"{plan.name}{c.suffix}" for c in plan.sweep][: len(job_ids)]
         self.state.job_ids += job_ids
         self.state.adapter_names += names
         runs = ", ".join(f"{n} (job {j})" for n, j in zip(names, job_ids))
-        return (ToolResult(True, f"Queued {len(job_ids)} run(s): {runs}.",
-                                                         {"job_ids": job_ids, "adapters": names}))
+        return ToolResult(True, f"Queued {len(job_ids)} run(s): {runs}.", {"job_ids": job_ids, "adapters": names})
 
     @_tool
     def training_status(self) -> ToolResult:
         """Progress of this session's runs (all runs when the session started none)."""
-        try:
-            rows = ([self.service.progress(j) for j in self.state.job_ids] if self.state.job_ids
-                    else self.service.jobs())
-        except TuneLabError as exc:
-            return (_fail(exc))
+        rows = ([self.service.progress(j) for j in self.state.job_ids] if self.state.job_ids
+                else self.service.jobs())
         if not rows:
-            return (ToolResult(True, "No training runs yet.", {"jobs": []}))
-        return (ToolResult(True, "\n".join(describe_job(p) for p in rows),
-                                                           {"jobs": rows}))
+            return ToolResult(True, "No training runs yet.", {"jobs": []})
+        return ToolResult(True, "\n".join(describe_job(p) for p in rows), {"jobs": rows})
 
     @_tool
     def cancel_training(self, job_id: int | None = None) -> ToolResult:
         """Cancel one job, or every queued/running job of this session."""
-        try:
-            if job_id is not None:
-                targets = [int(job_id)]
-            else:
-                targets = [j for j in self.state.job_ids
-                           if self.service.progress(j).get("status") in ("queued", "running")]
-            if not targets:
-                return (ToolResult(False, "There is no queued or running job to cancel."))
-            for j in targets:
-                self.service.cancel(j)
-        except TuneLabError as exc:
-            return (_fail(exc))
-        return (ToolResult(
-            True, f"Asked job(s) {', '.join(map(str, targets))} to stop; finished adapters are untouched.",
-            {"job_ids": targets}))
+        if job_id is not None:
+            targets = [int(job_id)]
+        else:
+            targets = [j for j in self.state.job_ids
+                       if self.service.progress(j).get("status") in ("queued", "running")]
+        if not targets:
+            return ToolResult(False, "There is no queued or running job to cancel.")
+        answers = {j: self.service.cancel(j) for j in targets}
+        said = " ".join(describe_cancel(j, answer) for j, answer in answers.items())
+        return ToolResult(True, f"{said} Finished adapters are untouched.",
+                          {"job_ids": targets, "answers": answers})
 
     # serving, comparing, rating ------------------------------------------------------------------
-    def base_model_name(self) -> str:
-        """The name the serving endpoint gives the base (the first model it lists)."""
-        models = self.service.models()
-        if not models:
-            raise TuneLabError("The serving endpoint lists no models.", fix="Check that it started correctly.")
-        return models[0]
-
     @_tool
     def compare(self, prompt: str | None = None, adapters: list[str] | None = None, blind: bool = False) -> ToolResult:
         """Answer one prompt (default: the plan's first probe) with the base and adapters side by side."""
         state = self.state
         prompt = (prompt or "").strip() or (state.plan.probe_prompts[0] if state.plan else "")
         if not prompt:
-            return (ToolResult(False, "There is no prompt to compare on: give one, or set a goal first."))
-        try:
-            served = self.service.models()
-            base_name, loaded = served[0], served[1:]
-            if adapters:
-                chosen = list(adapters)
-            else:
-                mine = [n for n in state.adapter_names if n in loaded]
-                chosen = mine or loaded
-            if not chosen:
-                return (ToolResult(False, "No adapter is loaded in the serving endpoint yet, "
-                                                                 "so there is nothing to compare the base with."))
-            system = state.plan.system_prompt if state.plan else None
-            comparison = self.service.compare(prompt, [base_name, *chosen], system_prompt=system, blind=blind)
-        except TuneLabError as exc:
-            return (_fail(exc))
+            return ToolResult(False, "There is no prompt to compare on: give one, or set a goal first.")
+        served = self.service.models()
+        base_name, loaded = served[0], served[1:]
+        if adapters:
+            chosen = list(adapters)
+        else:
+            mine = [n for n in state.adapter_names if n in loaded]
+            chosen = mine or loaded
+        if not chosen:
+            return ToolResult(False, "No adapter is loaded in the serving endpoint yet, "
+                                     "so there is nothing to compare the base with.")
+        system = state.plan.system_prompt if state.plan else None
+        comparison = self.service.compare(prompt, [base_name, *chosen], system_prompt=system, blind=blind)
         state.comparison, state.rated, state.served_base = comparison, {}, base_name
         lines = [f"Compared on: {prompt}"]
         for answer in comparison.answers:
             label = answer.label if comparison.blind else ("Base" if answer.model == base_name else answer.model)
             lines.append(f"- **{label}**: {answer.text.strip() or '(empty answer)'}")
-        return (ToolResult(True, "\n".join(lines), comparison.to_dict()))
+        return ToolResult(True, "\n".join(lines), comparison.to_dict())
 
     def _find_answer(self, ref: str):
         c = self.state.comparison
-        ref_l = ref.strip().lower()
-        ref_l = re.sub(r"^answer\s+", "", ref_l)
+        ref_l = re.sub(r"^answer\s+", "", ref.strip().lower())
         for i, a in enumerate(c.answers):
             keys = {a.model.lower(), a.label.lower(), chr(97 + i), str(i + 1), f"answer {chr(97 + i)}"}
             if ref_l in keys:
@@ -379,18 +297,12 @@ class AssistantTools:
         """Rate one answer of the last comparison: score +1 (👍) / -1 (👎), or best=True."""
         c = self.state.comparison
         if c is None:
-            return (ToolResult(False, "There is no comparison to rate yet: compare first."))
-        try:
-            target = self._find_answer(str(answer))
-        except TuneLabError as exc:
-            return (_fail(exc))
+            return ToolResult(False, "There is no comparison to rate yet: compare first.")
+        target = self._find_answer(str(answer))
         if target is None:
             labels = ", ".join(a.label for a in c.answers)
-            return (ToolResult(False, f"{answer!r} is not one of the answers ({labels})."))
-        try:
-            self.service.rate(c, target.model, score=int(score), best=bool(best))
-        except TuneLabError as exc:
-            return (_fail(exc))
+            return ToolResult(False, f"{answer!r} is not one of the answers ({labels}).")
+        self.service.rate(c, target.model, score=int(score), best=bool(best))
         self.state.rated[target.model] = {"score": int(score), "best": bool(best)}
         what = "picked as best" if best else {1: "rated 👍", -1: "rated 👎"}.get(int(score), "rated neutral")
         name = self.display_name
@@ -401,35 +313,28 @@ class AssistantTools:
         text = f"{shown} {what}; the rating is stored with the prompt and the answer."
         if c.blind and self.state.revealed:
             text += " Revealed: " + ", ".join(f"{a.label} = {name(a.model)}" for a in c.answers) + "."
-        return (ToolResult(True, text, {"model": target.model}))
+        return ToolResult(True, text, {"model": target.model})
 
     @_tool
     def tallies(self) -> ToolResult:
         """Per-adapter rating tallies: ratings, 👍/👎, win rate against the base."""
-        try:
-            data = self.service.tallies()
-        except TuneLabError as exc:
-            return (_fail(exc))
+        data = self.service.tallies()
         if not data:
-            return (ToolResult(True, "No ratings yet.", {"tallies": {}}))
-        lines = [describe_tally(t) for t in data.values()]
-        return (ToolResult(True, "\n".join(lines), {"tallies": data}))
+            return ToolResult(True, "No ratings yet.", {"tallies": {}})
+        return ToolResult(True, "\n".join(describe_tally(t) for t in data.values()), {"tallies": data})
 
     @_tool
     def mark(self, verdict: str, adapter: str | None = None) -> ToolResult:
         """Mark an adapter 'success' or 'fail' (default: the adapter of the last comparison or run)."""
         name = adapter or self._current_adapter()
         if not name:
-            return (ToolResult(False, "Which adapter? None has been trained or compared yet."))
-        try:
-            row = self.service.mark(name, verdict)
-        except TuneLabError as exc:
-            return (_fail(exc))
+            return ToolResult(False, "Which adapter? None has been trained or compared yet.")
+        row = self.service.mark(name, verdict)
         tally = row.get("ratings")
         text = f"Marked {name} as {verdict}."
         if tally:
             text += f" Its tallies: {describe_tally(tally)}"
-        return (ToolResult(True, text, row))
+        return ToolResult(True, text, row)
 
     def _current_adapter(self) -> str | None:
         c = self.state.comparison
@@ -446,95 +351,35 @@ class AssistantTools:
     def use_base(self) -> ToolResult:
         """Switch the playground chat to the untouched base model (the conversation stays)."""
         self.state.chat_model = BASE_CHOICE
-        return (ToolResult(True, "The playground chat now answers with the base model."))
+        return ToolResult(True, "The playground chat now answers with the base model.")
 
     @_tool
     def use_adapter(self, name: str) -> ToolResult:
         """Switch the playground chat to an adapter (the conversation stays)."""
-        try:
-            row = self.service.adapter(name.strip())
-        except TuneLabError as exc:
-            return (_fail(exc))
+        row = self.service.adapter(name.strip())
         if row["status"] != "done":
-            return (ToolResult(False, f"Adapter {name} is {row['status']}, not ready to chat with."))
+            return ToolResult(False, f"Adapter {name} is {row['status']}, not ready to chat with.")
         self.state.chat_model = row["name"]
-        return (ToolResult(True, f"The playground chat now answers with {row['name']}."))
+        return ToolResult(True, f"The playground chat now answers with {row['name']}.")
 
     @_tool
     def list_adapters(self) -> ToolResult:
         """Every adapter with its status, goal, verdict and ratings."""
-        try:
-            rows = self.service.adapters()
-        except TuneLabError as exc:
-            return (_fail(exc))
+        rows = self.service.adapters()
         if not rows:
-            return (ToolResult(True, "No adapters yet.", {"adapters": []}))
+            return ToolResult(True, "No adapters yet.", {"adapters": []})
         lines = [f"- {r['name']}: {r['status']}, goal {r['goal']!r}, verdict {r['verdict'] or 'none'}" for r in rows]
-        return (ToolResult(True, "\n".join(lines), {"adapters": rows}))
+        return ToolResult(True, "\n".join(lines), {"adapters": rows})
 
     @_tool
     def export(self, adapter: str, dest: str, merged: bool = False) -> ToolResult:
         """Export an adapter as a PEFT folder (or a merged model) into an empty folder."""
-        try:
-            path = self.service.export(adapter, dest, merged=merged)
-        except TuneLabError as exc:
-            return (_fail(exc))
+        path = self.service.export(adapter, dest, merged=merged)
         kind = "merged model" if merged else "PEFT adapter folder"
-        return (ToolResult(True, f"Exported {adapter} as a {kind} to {path}.", {"path": str(path)}))
+        return ToolResult(True, f"Exported {adapter} as a {kind} to {path}.", {"path": str(path)})
 
     # for the agent -------------------------------------------------------------------------------
     def functions(self) -> list[Callable[..., ToolResult]]:
         return [self.set_goal, self.show_plan, self.add_examples, self.pick_base, self.inspect_base,
                 self.start_training, self.training_status, self.cancel_training, self.compare, self.rate,
                 self.tallies, self.mark, self.use_base, self.use_adapter, self.list_adapters, self.export]
-
-
-def describe_job(p: dict) -> str:
-    parts = [f"- job {p.get('job_id', p.get('id', '?'))} {p.get('adapter', '')}: {p.get('status')}"]
-    if p.get("total_steps"):
-        parts.append(f"step {p.get('step') or 0}/{p['total_steps']}")
-    parts += loss_parts(p)
-    if p.get("error"):
-        parts.append(f"error: {p['error']}")
-    return ", ".join(parts)
-
-
-def describe_tally(t: dict) -> str:
-    return (f"{t['model']}: {t['ratings']} rating(s), {t['up']} 👍 / {t['down']} 👎, {t['best']} best, "
-            f"win rate vs base {_pct(t.get('win_rate_vs_base'))} over {t.get('comparisons_with_base', 0)} comparison(s)")
-
-
-def summarize_inspection(report: dict) -> str:
-    """The inspector's own text summary (backend.bases.inspect.render_text)."""
-    from backend.bases.inspect import render_text
-
-    return render_text(report)
-
-
-def langchain_tools(tools: AssistantTools) -> list:
-    """The same functions as langchain StructuredTools; each returns the result's text."""
-    from langchain_core.tools import StructuredTool
-
-    def wrap(fn):
-        def run(**kwargs):
-            return str(fn(**kwargs))
-
-        return StructuredTool.from_function(func=run, name=fn.__name__, description=(fn.__doc__ or fn.__name__).strip(),
-                                            args_schema=_schema(fn))
-
-    return [wrap(fn) for fn in tools.functions()]
-
-
-def _schema(fn):
-    """A pydantic model of ``fn``'s parameters (for the agent's tool schema)."""
-    import inspect
-    import typing
-
-    from pydantic import create_model
-
-    hints = typing.get_type_hints(fn)
-    fields = {}
-    for pname, param in inspect.signature(fn).parameters.items():
-        default = ... if param.default is inspect.Parameter.empty else param.default
-        fields[pname] = (hints.get(pname, str), default)
-    return create_model(f"{fn.__name__}_args", **fields)

@@ -11,17 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from backend.up import free_port
-from backend.studio.assistant.rules import RuleAssistant, looks_like_goal, respond
-from backend.studio.session import BASE_CHOICE, AssistantTools, SessionState, edit_plan, langchain_tools
-from backend.studio.service import Service
+from backend.errors import InvalidName
+from backend.studio.assistant.agent import langchain_tools
+from backend.studio.assistant.respond import respond
+from backend.studio.assistant.rules import RuleAssistant, looks_like_goal
+from backend.studio.plan_form import edit_plan
+from backend.studio.session import BASE_CHOICE, AssistantTools, SessionState
 from tests.builders import WINES, write_bad, write_wines
-
-@pytest.fixture()
-def service(settings):
-    svc = Service(settings)
-    yield svc
-    svc.close()
 
 
 @pytest.fixture()
@@ -69,7 +65,7 @@ def test_go_means_train_and_a_missing_piece_is_a_reported_failure(service, state
 
 @pytest.mark.parametrize("message, blind", [("compare", False), ("compare them blind", True), ("비교해줘", False),
                                             ("블라인드로 비교해줘", True)])
-def test_compare_requests_call_the_compare_tool(service, state, message, blind, monkeypatch):
+def test_compare_requests_call_the_compare_tool(service, state, message, blind, monkeypatch, closed_url):
     seen = {}
     tools_compare = AssistantTools.compare
 
@@ -78,7 +74,7 @@ def test_compare_requests_call_the_compare_tool(service, state, message, blind, 
         return tools_compare(self, prompt, adapters, blind)
 
     monkeypatch.setattr(AssistantTools, "compare", spy)
-    service.settings.server_url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    service.settings.server_url = closed_url  # nothing listens there
     respond(service, state, "autumn mood")
     reply = respond(service, state, message)
     assert tool_names(reply) == ["compare"] and seen["blind"] is blind
@@ -176,8 +172,6 @@ def test_plan_edits_validate_and_apply(service, state):
     assert (plan.name, len(plan.sweep), plan.train.epochs, plan.lora.r, plan.lora.alpha) == ("fall-r4", 1, 2, 4, 8)
     assert plan.probe_prompts == ["a", "b"] and plan.train.system_prompt == "Write like October."
     assert "r4, lr 0.001, 2 epochs" in plan.render_markdown()
-    from backend.errors import InvalidName
-
     with pytest.raises(InvalidName):
         edit_plan(state.plan, name="Not A Name")
 
@@ -194,8 +188,8 @@ def test_langchain_tools_wrap_the_same_functions(service, state):
     assert [name for name, _ in tools.log] == ["set_goal", "start_training"]
 
 
-def test_an_unreachable_assistant_model_falls_back_to_the_built_in_one(service, state):
-    service.settings.assistant_url = f"http://127.0.0.1:{free_port()}/v1"
+def test_an_unreachable_assistant_model_falls_back_to_the_built_in_one(service, state, closed_url):
+    service.settings.assistant_url = f"{closed_url}/v1"
     service.settings.assistant_model = "any"
     reply = respond(service, state, "autumn mood")
     assert "did not answer" in reply.text and "built-in assistant handled this" in reply.text
@@ -287,9 +281,13 @@ def test_every_tool_from_goal_to_export_with_the_real_endpoint_and_runner(served
 
     # A second "go" trains under a free name instead of clashing with "wine".
     assert assistant.respond("go").ok and state.adapter_names == ["wine", "wine-2"]
-    assert tools.cancel_training().ok  # queued -> cancelled before it starts
+    cancelled = tools.cancel_training()  # queued -> cancelled before it starts, and it says so
+    assert cancelled.ok and f"Job {state.job_ids[-1]} was cancelled before it started" in cancelled.text
+    assert "stopping" not in cancelled.text
     assert served.progress(state.job_ids[-1])["status"] == "cancelled"
     assert not tools.cancel_training().ok  # nothing left to cancel, and it says so
+    finished = tools.cancel_training(1)  # a finished run is not "asked to stop": it says it is done
+    assert not finished.ok and "already done" in finished.text
 
     reply = assistant.respond('compare "Pale straw, crisp, green apple and citrus."')
     assert reply.ok, reply.text

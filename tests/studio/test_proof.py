@@ -15,19 +15,9 @@ import pytest
 
 from backend.adapter_folder import read_meta
 from backend.errors import DataError
-from backend.studio.proof import (
-    answers_match,
-    compare_exact_match,
-    delta_norm,
-    delta_w_heatmap,
-    encode_row,
-    evaluate_adapter,
-    few_shot_prompt,
-    lora_factors,
-    pick_shots,
-    render_text,
-    self_consistency,
-)
+from backend.studio.proof import (answers_match, compare_exact_match, few_shot_prompt, pick_shots, render_text,
+                                  self_consistency)
+from backend.studio.proof_model import delta_norm, delta_w_heatmap, encode_row, evaluate_adapter, lora_factors
 
 SYSTEM = {"role": "system", "content": "Classify the wine as red or white."}
 WINES = [

@@ -1,6 +1,6 @@
 """The page end to end in a real browser: Debian's Chromium driven by Playwright.
 
-`python -m backend.up` (what `tunelab up` runs) starts the serving endpoint, the job
+`python -m backend.cli up` (what `tunelab up` runs) starts the serving endpoint, the job
 runner and the page with the tiny Llama as base in a temporary home. The test types a
 goal, uploads a bad JSONL file in the Data tab and a good one through the chat box, starts training, waits for the
 adapter, compares base vs adapter, rates, marks success, and switches the playground
@@ -45,12 +45,12 @@ def base_env(request, tiny_llama) -> tuple[str, dict]:
 
 @pytest.fixture()
 def tunelab_up(home, base_env, tmp_path):
-    """`python -m backend.up` on free ports; yields the page URL; Ctrl-C (SIGINT) stops it."""
+    """`tunelab up` (`python -m backend.cli up`) on free ports; yields the page URL; Ctrl-C (SIGINT) stops it."""
     base, extra_env = base_env
     env = {**os.environ, "TUNELAB_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra_env}
     log_path = tmp_path / "up.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "backend.up", "--port", "0", "--server-port", "0",
+        proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "up", "--port", "0", "--server-port", "0",
                                  "--base", base], cwd=REPO, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
     try:

@@ -1,26 +1,20 @@
-"""The assistant: a person's words -> tool calls -> an honest reply.
+"""The built-in assistant: a person's words (English or Korean) -> one tool call -> an
+honest reply.
 
-Two ways to understand a message, one set of tools (:mod:`backend.studio.session`):
-
-* :class:`RuleAssistant` — built in, always available. It recognises the core requests
-  in plain English and Korean (goal, go/train, compare, use base, pick base, inspect,
-  status, cancel, rate, mark, use adapter, export, plan) with small patterns, calls
-  the tool, and writes a reply from the tool's actual result plus what comes next.
-* :class:`AgentAssistant` — when ``TUNELAB_ASSISTANT_URL`` and
-  ``TUNELAB_ASSISTANT_MODEL`` name a capable OpenAI-compatible chat model, a langchain
-  tool-calling agent over the same tools. Its reply is followed by the list of tools
-  that really ran and whether each worked, so a model cannot claim what did not happen.
-  If the model cannot be reached, the built-in assistant answers instead and says so.
-
-:func:`respond` is the one entry point the page and the tests use.
+It recognises the core requests with small patterns (goal, go/train, compare, use base,
+pick base, inspect, status, cancel, rate, mark, use adapter, export, plan), calls the
+tool (:class:`backend.studio.session.AssistantTools`), and writes its reply from the
+tool's actual result plus what comes next. Always available; with a capable chat model
+configured, :mod:`backend.studio.assistant.agent` answers instead
+(:func:`backend.studio.assistant.respond.respond` decides).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
-from backend.studio.session import AssistantTools, SessionState, ToolResult
+from backend.studio.assistant.reply import Reply
+from backend.studio.session import AssistantTools, ToolResult
 from backend.training.plan import names_a_task
 
 HELP = (
@@ -30,18 +24,6 @@ HELP = (
     "base and adapters, **rate** answers (*A 👍*, *B is best*), **mark** an adapter *success* or *fail*, "
     "**use base** / **use <adapter>** in the chat, and **export** an adapter."
 )
-
-
-@dataclass
-class Reply:
-    """What the assistant says, and the tool results it is based on."""
-
-    text: str
-    results: list[tuple[str, ToolResult]] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(r.ok for _, r in self.results)
 
 
 # --- understanding ------------------------------------------------------------------------------
@@ -269,69 +251,3 @@ def _after(text: str, pattern: str) -> str:
     rest = parts[1] if len(parts) > 1 else ""
     rest = re.sub(r"\b(blind(ly)?|base|and|with|vs\.?|against|the adapters?)\b", " ", rest, flags=re.IGNORECASE)
     return rest.strip(_PUNCT + " ") if len(rest.strip()) > 8 else ""
-
-
-AGENT_SYSTEM_PROMPT = (
-    "You are TuneLab's assistant. You help a person train LoRA adapters: set the goal (which proposes a plan "
-    "card), add example files, pick and inspect a base model, start training, watch status, cancel, compare "
-    "the base with adapters, rate answers, mark adapters success or fail, switch the playground chat between "
-    "the base and an adapter, and export. Act only through the tools. Report exactly what each tool returned; "
-    "a result starting with FAILED is a failure: say so and say what to do. Never say something happened "
-    "unless a tool returned it. End with what the person can do next. Answer in the person's language."
-)
-
-
-class AgentAssistant:
-    """A langchain tool-calling agent over the same tools, for a capable chat model."""
-
-    def __init__(self, tools: AssistantTools, *, url: str, model: str, api_key: str | None = None,
-                 timeout: float = 60.0):
-        self.tools = tools
-        self.url, self.model_name, self.api_key, self.timeout = url, model, api_key, timeout
-
-    def _agent(self):
-        from langchain.agents import create_agent
-        from langchain_openai import ChatOpenAI
-
-        from backend.studio.session import langchain_tools
-
-        model = ChatOpenAI(base_url=self.url, model=self.model_name, api_key=self.api_key or "not-needed",
-                           temperature=0, timeout=self.timeout, max_retries=0)
-        return create_agent(model=model, tools=langchain_tools(self.tools), system_prompt=AGENT_SYSTEM_PROMPT)
-
-    def respond(self, message: str, files: list[str] | None = None) -> Reply:
-        state = self.tools.state
-        start = len(self.tools.log)
-        content = message or ""
-        if files:
-            content += "\n\n(The person attached these example files: " + ", ".join(map(str, files)) + ")"
-        result = self._agent().invoke({"messages": [*state.history[-20:], {"role": "user", "content": content}]})
-        answer = result["messages"][-1].content
-        if isinstance(answer, list):  # content blocks
-            answer = "".join(block.get("text", "") if isinstance(block, dict) else str(block) for block in answer)
-        results = self.tools.log[start:]
-        if results:
-            answer += "\n\n" + "Tools that ran: " + "; ".join(
-                f"{name} {'✓' if r.ok else '✗ failed'}" for name, r in results)
-        state.history += [{"role": "user", "content": content}, {"role": "assistant", "content": answer}]
-        return Reply(answer, results=results)
-
-
-def respond(service, state: SessionState, message: str, files: list[str] | None = None) -> Reply:
-    """Answer one message (with optional dropped files) for one session."""
-    tools = AssistantTools(service, state)
-    settings = service.settings
-    if settings.assistant_url and settings.assistant_model:
-        try:
-            return AgentAssistant(tools, url=settings.assistant_url, model=settings.assistant_model,
-                                  api_key=settings.assistant_api_key).respond(message, files)
-        except Exception as exc:  # the model is down or answered nonsense: the built-in one takes over
-            if tools.log:  # some tools already ran: report them rather than running anything twice
-                done = "; ".join(f"{name}: {r}" for name, r in tools.log)
-                return Reply(f"The assistant model stopped with an error ({type(exc).__name__}: {exc}) after "
-                             f"these tool calls: {done}", results=list(tools.log))
-            reply = RuleAssistant(tools).respond(message, files)
-            reply.text = (f"(The assistant model at {settings.assistant_url} did not answer: "
-                          f"{type(exc).__name__}. The built-in assistant handled this.)\n\n" + reply.text)
-            return reply
-    return RuleAssistant(tools).respond(message, files)

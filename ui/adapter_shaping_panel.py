@@ -1,4 +1,4 @@
-"""Shaping and proving a trained adapter, inside the Adapters tab.
+"""Shaping and proving a trained adapter: the lower part of the Adapters tab.
 
 * Strength: the picked adapter at 0–2× its update, as a new adapter.
 * Blend pad (the "2-D equalizer"): wa · A + wb · B of two adapters, as a new adapter.
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .common import Ctx, done_adapters, edge, esc, heatmap_html
+from .common import Ctx, edge, esc, heatmap_html
 
 NO_PROOF = "*No proof stored for this adapter yet: press **Evaluate**.*"
 
@@ -113,7 +113,7 @@ def build(ctx: Ctx, pick: gr.Dropdown) -> None:
     def stored(name):
         if not name:
             return NO_PROOF, ""
-        proof = (ctx.service().adapter(name).get("meta") or {}).get("proof")
+        proof = ctx.service().adapter_meta(name).proof
         return proof_markdown(proof), proof_heatmap(proof)
 
     def run_eval(name, n):
@@ -137,7 +137,7 @@ def build(ctx: Ctx, pick: gr.Dropdown) -> None:
         return state, f"✅ Made **{esc(made)}** = {float(wa_v):g} · {esc(a)} + {float(wb_v):g} · {esc(b)}."
 
     def render(state) -> list:
-        names = done_adapters(ctx.service())
+        names = ctx.service().adapter_names(status="done")
         return [gr.Dropdown(choices=names), gr.Dropdown(choices=names)]
 
     ctx.on_refresh(render, [blend_a, blend_b])

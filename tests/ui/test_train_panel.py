@@ -1,0 +1,58 @@
+"""The Train tab's cancel says what the job runner did: a queued run is cancelled at
+once, a running one is stopping, a finished or unknown one is an error saying so —
+never "stopping" for a run that was not running."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pytest
+
+from backend.studio.service import Service
+from ui.common import edge
+from ui.train_panel import cancel_note, runs_html
+
+
+@pytest.fixture()
+def service(settings):
+    svc = Service(settings)
+    yield svc
+    svc.close()
+
+
+def _job(service, name: str, status: str = "queued") -> int:
+    job = service.store.add_job(name, {"spec": {"name": name}, "train_file": "/none.jsonl"}).id
+    service.store.upsert_adapter(name, base="default", status=status, job_id=job)
+    if status != "queued":
+        service.store.update_job(job, status=status, pid=None)
+    return job
+
+
+def test_cancelling_a_queued_run_says_it_was_cancelled_not_stopping(service):
+    job = _job(service, "queued-run")
+    note = cancel_note(service, job)
+    assert note.startswith(f"Job {job} was cancelled before it started.") and "stopping" not in note
+    assert service.progress(job)["status"] == "cancelled"
+
+
+def test_cancelling_a_running_run_says_it_is_stopping(service):
+    job = _job(service, "busy-run", status="running")
+    assert cancel_note(service, job).startswith(f"Job {job} is stopping")
+    assert service.progress(job)["cancel_requested"]
+
+
+@pytest.mark.parametrize("status", ["done", "failed", "cancelled"])
+def test_cancelling_a_run_that_is_over_shows_the_error_on_the_page(service, status):
+    job = _job(service, f"over-{status}", status=status)
+    with pytest.raises(gr.Error, match=f"already {status}; there is nothing to cancel"):
+        edge(cancel_note)(service, job)
+    with pytest.raises(gr.Error, match="No job 404"):
+        edge(cancel_note)(service, 404)
+
+
+def test_runs_show_progress_losses_and_errors():
+    rows = [{"job_id": 1, "adapter": "wine", "status": "running", "step": 3, "total_steps": 10, "loss": 1.23456,
+             "eval_loss": None, "tokens_per_s": 99.6, "eta_s": 75, "error": None},
+            {"job_id": 2, "adapter": "bad", "status": "failed", "step": 0, "total_steps": 0, "error": "<boom>"}]
+    html = runs_html(rows)
+    assert "step 3/10 · loss 1.235 · 100 tok/s · 1m 15s left" in html
+    assert "&lt;boom&gt;" in html and html.index("job 2") < html.index("job 1")  # newest first
