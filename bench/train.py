@@ -16,6 +16,9 @@ tokens only) and ``eval_loss_ratio`` (ours / baseline), and the model FLOP/s of 
 frozen base) as ``peak_fraction`` of this machine's matmul peak, measured in the same
 run with a timed large matmul in fp32 and bf16. Writes bench/results/train.json.
 
+An entry point, like the training worker: it builds the settings and hands the run what
+it needs (the ``native_kernels`` setting and the native build cache).
+
     python bench/train.py [--base default] [--rows 192] [--epochs 1]
 """
 
@@ -36,6 +39,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+
+# light modules only up here: torch and the training run are imported in main(), after
+# the re-run with the training job's malloc environment (read by glibc at process start)
+from backend.bases.resolve import resolve_base  # noqa: E402
+from backend.hparams import LoraSpec, RunSpec, TrainSpec  # noqa: E402
+from backend.settings import Settings  # noqa: E402
+from backend.training.cpu import native  # noqa: E402
+from backend.training.cpu.memory import hugepage_malloc_env  # noqa: E402
+from backend.training.cpu.native import NativeBuild  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "train.json"
 
@@ -208,17 +220,14 @@ def main(argv: list[str] | None = None) -> dict:
     import trl
     from peft import PeftModel
 
-    from backend.training.cpu import native
-    from backend.bases.resolve import resolve_base
     from backend.bases.load import load_model, load_tokenizer
-    from backend.hparams import LoraSpec, RunSpec, TrainSpec
-    from backend.settings import Settings
     from backend.hardware.device import resolve_precision
     from backend.hardware.threads import set_cpu_threads
     from backend.training.run import train_adapter
 
     load_start = os.getloadavg()
     settings = Settings()
+    native_build = NativeBuild.from_settings(settings)
     ref = resolve_base(args.base, settings)
     tokenizer = load_tokenizer(ref)
     rows = make_rows(args.rows)
@@ -242,7 +251,7 @@ def main(argv: list[str] | None = None) -> dict:
         out_dir = work / "adapters" / spec.name
         print(f"ours: {len(train_rows)} rows, {precision} ...", flush=True)
         meta = train_adapter(spec, base_ref=ref, train_file=train_file, eval_file=eval_file, out_dir=out_dir,
-                             work_dir=work / "run")
+                             work_dir=work / "run", native_build=native_build)
         m = meta["metrics"]
         ours_seconds = m["train_seconds"]  # evaluation excluded, like the baseline (which never evaluates)
         native_status = native.status()  # loaded (and from where) or why not: the C kernels or the torch fallback
@@ -257,7 +266,8 @@ def main(argv: list[str] | None = None) -> dict:
             spec32 = spec.model_copy(update={"name": "bench-fp32",
                                              "train": spec.train.model_copy(update={"precision": "fp32"})})
             meta32 = train_adapter(spec32, base_ref=ref, train_file=train_file, eval_file=eval_file,
-                                   out_dir=work / "adapters" / spec32.name, work_dir=work / "run32")
+                                   out_dir=work / "adapters" / spec32.name, work_dir=work / "run32",
+                                   native_build=native_build)
             fp32_model = PeftModel.from_pretrained(load_model(ref), work / "adapters" / spec32.name)
             fp32 = {"answer_tokens_per_s": answer_tokens / meta32["metrics"]["train_seconds"],
                     "eval_loss": answer_eval_loss(fp32_model, eval_tok)}
@@ -286,7 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
                  "train_seconds": ours_seconds, "wall_seconds_incl_eval": m["runtime_s"], "eval_loss": ours_eval,
                  "trainer_eval_loss": m["eval_loss"], "precision": precision, "model_flops": ours_flops,
                  "path": "bf16 frozen base weights + fp32 LoRA under bf16 autocast, LM head on answer positions "
-                         "only (decoder called directly), length-grouped batches, backend.training.cpu.kernels: LoRA "
+                         "only (decoder called directly), length-grouped batches, backend.training.cpu: LoRA "
                          "projection as one autograd function (native AVX-512 rank-r products with the dropout "
                          "mask hashed once and kept as bits; else torch's products with the hashed mask "
                          "recomputed from a seed, or sparse drop positions), blocked LM-head loss with a oneDNN-packed "
@@ -321,10 +331,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 def _rerun_with_training_env(argv: list[str] | None) -> None:
     """Run in the allocator environment the job runner gives its training worker
-    (``backend.training.cpu.kernels.hugepage_malloc_env``: read by glibc at process start), so
+    (``backend.training.cpu.memory.hugepage_malloc_env``: read by glibc at process start), so
     both trainers measured here run as a real training job would."""
-    from backend.training.cpu.kernels import hugepage_malloc_env
-
     env = hugepage_malloc_env(dict(os.environ))
     if env != dict(os.environ) and argv is None:
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)

@@ -37,14 +37,15 @@ from typing import Any
 
 from backend.adapter_folder import folder as adapter_folder
 from backend.adapter_folder import is_complete
-from backend.training.cpu.kernels import hugepage_malloc_env
 from backend.errors import InvalidName, JobError
 from backend.hparams import RunSpec
-from backend.names import NAME_RULE, validate_name
-from backend.training.plan import sweep_specs, suggest_sweep
-from backend.training.progress import event_dict, loss_parts
+from backend.names import NAME_RULE
 from backend.settings import PROJECT_ROOT, Settings
 from backend.store import Store, utcnow
+from backend.training.checkpoints import drop_checkpoints
+from backend.training.cpu.memory import hugepage_malloc_env
+from backend.training.plan import sweep_specs
+from backend.training.progress import event_dict
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ class JobRunner:
     def submit_sweep(self, base_spec: RunSpec, variations: list[dict[str, float]] | None = None,
                      train_file: Path | str | None = None, eval_file: Path | str | None = None,
                      data_hash: str = "", *, plain_template: bool = False) -> list[int]:
-        """Queue the base config plus one job per variation (see :func:`suggest_sweep`)."""
+        """Queue the base config plus one job per variation (see :func:`backend.training.plan.suggest_sweep`)."""
         if train_file is None:
             raise JobError("submit_sweep needs train_file.", fix="Pass the data doctor's train.jsonl.")
         specs = sweep_specs(base_spec, list(variations or []))
@@ -224,13 +225,17 @@ class JobRunner:
         return ran
 
     def worker_env(self) -> dict:
-        """The environment of a training worker: this process's, plus the home, the
-        store, and glibc's huge-page malloc (:func:`backend.training.cpu.kernels.hugepage_malloc_env`)."""
+        """The environment of a training worker: this process's, plus the settings the
+        worker builds its own from (home, store, model cache, native kernels, remote code)
+        and glibc's huge-page malloc (:func:`backend.training.cpu.memory.hugepage_malloc_env`)."""
         env = {**os.environ, "TUNELAB_HOME": str(self.settings.home),
                "TUNELAB_DATABASE_URL": self.settings.db_url,
+               "TUNELAB_NATIVE_KERNELS": "true" if self.settings.native_kernels else "false",
                "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
                "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
                "HF_DATASETS_DISABLE_PROGRESS_BARS": "1"}
+        if self.settings.models_dir is not None:
+            env["TUNELAB_MODELS_DIR"] = str(self.settings.models_dir)
         if self.settings.trust_remote_code:
             env["TUNELAB_TRUST_REMOTE_CODE"] = "1"
         return hugepage_malloc_env(env)
@@ -305,7 +310,7 @@ class JobRunner:
         settle_adapter(self.store, self.paths.adapters, job.adapter, status, reason)
         self.store.add_event(job_id, kind=status, message=reason)
         if status == "cancelled":
-            _drop_checkpoints(self.paths.run_dir(job_id))
+            drop_checkpoints(self.paths.run_dir(job_id))
         return status
 
     def _adopt_running(self) -> None:
@@ -442,11 +447,3 @@ class JobRunner:
     def close(self) -> None:
         self.stop(timeout=0) if self._thread else None
         self.store.close()
-
-
-def _drop_checkpoints(run_dir: Path) -> None:
-    """A cancelled run never resumes: free its checkpoints, keep its logs."""
-    import shutil
-
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-

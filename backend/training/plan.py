@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from backend.errors import ConfigError, InvalidName
 from backend.hparams import LoraSpec, RunSpec, TrainSpec
-from backend.names import NAME_RULE, validate_name
+from backend.names import NAME_RULE, slugify, validate_name
 
 TaskKind = Literal["style", "classification", "extraction", "sentiment", "chat"]
 
@@ -230,8 +230,6 @@ _STOPWORDS = {"make", "it", "write", "with", "an", "a", "the", "these", "those",
 
 def short_name(goal: str, kind: TaskKind) -> str:
     """A short adapter name from a goal: "sort support emails into billing..." -> "support-emails"."""
-    from backend.names import slugify
-
     head = re.split(r"\binto\b|\bas\b|:", goal, maxsplit=1, flags=re.IGNORECASE)[0]
     words = [w for w in re.findall(r"[a-z0-9]+", head.lower()) if w not in _STOPWORDS]
     if kind != "style":

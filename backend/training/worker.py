@@ -4,6 +4,12 @@ Reads the job's request (RunSpec, data paths, data hash) from the store, trains 
 :func:`backend.training.run.train_adapter`, writes progress as ``job_events`` and ends the
 job and its adapter row as done, failed, cancelled or (interrupted) queued again.
 
+An entry point: :func:`main` builds the :class:`~backend.settings.Settings` from the
+environment the job runner gave it and hands down what the run needs (base, store,
+``trust_remote_code``, the native kernels' setting and cache). This module imports no
+model library at its top, so a usage error is answered at once; the heavy run is
+imported in :func:`run`, once.
+
 Stopping: the store's ``cancel_requested`` flag is polled at most once a second;
 SIGTERM makes the next check immediate. SIGTERM with the flag set cancels; SIGTERM
 without it (the app or the machine shutting down) pauses: a checkpoint is saved and
@@ -22,9 +28,15 @@ import time
 import traceback
 from pathlib import Path
 
+from backend.adapter_folder import folder as adapter_folder
+from backend.bases.resolve import resolve_base
 from backend.errors import TuneLabError
+from backend.hparams import RunSpec
 from backend.settings import Settings
 from backend.store import Store, utcnow
+from backend.training.checkpoints import checkpoint_step, drop_checkpoints, last_checkpoint
+from backend.training.cpu.native import NativeBuild
+from backend.training.jobs import settle_adapter
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 CANCEL_POLL_S = 1.0
@@ -61,14 +73,10 @@ def _is_main_rank() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def run(job_id: int, settings: Settings | None = None) -> int:
-    from backend.training import run as train
-    from backend.adapter_folder import folder as adapter_folder
-    from backend.bases.resolve import resolve_base
-    from backend.hparams import RunSpec
-    from backend.training.jobs import settle_adapter
+def run(job_id: int, settings: Settings) -> int:
+    """Train job ``job_id`` of the store in ``settings``; returns the process's exit code."""
+    from backend.training import run as train  # the one heavy import: torch, transformers, peft, trl
 
-    settings = settings or Settings()
     main = _is_main_rank()
     store = Store(settings.db_url)
     job = store.get_job(job_id)
@@ -80,7 +88,7 @@ def run(job_id: int, settings: Settings | None = None) -> int:
     request = job.request
     paths = settings.paths
     run_dir = paths.run_dir(job_id)
-    checkpoint = train.last_checkpoint(run_dir)
+    checkpoint = last_checkpoint(run_dir)
 
     def record(kind: str, **fields) -> None:
         if main:
@@ -100,7 +108,7 @@ def run(job_id: int, settings: Settings | None = None) -> int:
     if main:
         store.update_job(job_id, pid=os.getpid(), status="running")
         store.upsert_adapter(job.adapter, status="running", job_id=job_id, error=None)
-        record("attempt", step=train.checkpoint_step(checkpoint),
+        record("attempt", step=checkpoint_step(checkpoint),
                message=f"attempt {job.attempts}" + (f", resuming from {checkpoint.name}" if checkpoint else ""))
     if flags.cancel_requested():
         return end("cancelled", "cancelled before training started")
@@ -129,11 +137,10 @@ def run(job_id: int, settings: Settings | None = None) -> int:
             overwrite=bool(request.get("overwrite")),
             plain_template=bool(request.get("plain_template")),
             trust_remote_code=settings.trust_remote_code,
+            native_build=NativeBuild.from_settings(settings),
         )
     except train.TrainingCancelled as exc:
-        import shutil
-
-        shutil.rmtree(run_dir / train.CHECKPOINTS, ignore_errors=True)
+        drop_checkpoints(run_dir)
         return end("cancelled", exc.message)
     except train.TrainingPaused as exc:
         return end("queued", exc.message)
@@ -151,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) != 1 or not argv[0].isdigit():
         print("usage: python -m backend.training.worker JOB_ID", file=sys.stderr)
         return EXIT_USAGE
-    return run(int(argv[0]))
+    return run(int(argv[0]), Settings())
 
 
 if __name__ == "__main__":

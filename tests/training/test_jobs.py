@@ -10,14 +10,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from backend.adapter_folder import ADAPTER_FILES, read_meta
 from backend.errors import InvalidName, JobError
+from backend.settings import PROJECT_ROOT, Settings
 from backend.training.jobs import JobRunner
 from backend.training.plan import make_sweep
-from backend.settings import PROJECT_ROOT
 from tests.builders import COLORS, answer_loss, make_earlier_adapter, snapshot, tiny_spec, write_color_data
 
 
@@ -40,25 +41,35 @@ def runner(settings):
     runner.close()
 
 
-def test_run_end_to_end_through_the_runner(runner, settings, tiny_llama, tmp_path):
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    data = write_color_data(tmp_path / "data")
+@pytest.fixture(scope="module")
+def colors_job(tiny_llama, tmp_path_factory):
+    """One job run to the end through the runner and a real worker process, once for the
+    module: the runner, the job id, the adapter folder and what was announced."""
+    settings = Settings(home=tmp_path_factory.mktemp("home"), database_url=None)
+    ready = []
+    runner = JobRunner(settings, on_adapter_ready=lambda name, path: ready.append((name, path)), poll_s=0.2)
+    data = write_color_data(tmp_path_factory.mktemp("data"))
     job_id = runner.submit(tiny_spec("colors", tiny_llama, epochs=4), data, data_hash="sha256:abc")
-    assert runner.store.get_adapter("colors").status == "queued"
-    assert runner.run_pending() == [job_id]
+    queued = runner.store.get_adapter("colors").status
+    ran = runner.run_pending()
+    yield SimpleNamespace(runner=runner, settings=settings, job_id=job_id, queued=queued, ran=ran, ready=ready,
+                          out=settings.paths.adapters / "colors")
+    runner.close()
 
+
+def test_a_job_runs_to_done_and_announces_its_adapter(colors_job):
+    runner, job_id, out = colors_job.runner, colors_job.job_id, colors_job.out
+    assert colors_job.queued == "queued" and colors_job.ran == [job_id]
     job = runner.store.get_job(job_id)
     assert (job.status, job.error, job.attempts) == ("done", None, 1)
     assert runner.store.get_adapter("colors").status == "done"
-    out = settings.paths.adapters / "colors"
-    assert runner.ready == [("colors", out)]
+    assert colors_job.ready == [("colors", out)]
     assert sorted(p.name for p in out.iterdir()) == sorted(ADAPTER_FILES)
-    assert [p.name for p in settings.paths.adapters.iterdir()] == ["colors"]  # no temp folder left
+    assert [p.name for p in colors_job.settings.paths.adapters.iterdir()] == ["colors"]  # no temp folder left
 
-    meta = read_meta(out)
+
+def test_the_job_writes_its_run_into_tunelab_json(colors_job, tiny_llama):
+    meta = read_meta(colors_job.out)
     assert meta["status"] == "done" and meta["verdict"] is None and meta["data_hash"] == "sha256:abc"
     assert meta["hyperparameters"]["train"]["epochs"] == 4 and meta["hyperparameters"]["lora"]["r"] == 8
     assert meta["base"]["spec"] == str(tiny_llama) and meta["goal"] == "say the color"
@@ -67,7 +78,13 @@ def test_run_end_to_end_through_the_runner(runner, settings, tiny_llama, tmp_pat
     steps = [h["step"] for h in meta["loss_history"] if h["loss"] is not None]
     assert steps == list(range(1, metrics["steps"] + 1))
 
-    # progress events persisted, steps increasing, a snapshot for a progress bar
+
+def test_progress_events_are_stored_and_followed(colors_job):
+    """Progress events persisted, steps increasing, a snapshot for a progress bar."""
+    runner, job_id = colors_job.runner, colors_job.job_id
+    meta = read_meta(colors_job.out)
+    metrics = meta["metrics"]
+    steps = [h["step"] for h in meta["loss_history"] if h["loss"] is not None]
     events = runner.events(job_id)
     progress = [e for e in events if e["kind"] == "progress" and e["loss"] is not None]
     assert [e["step"] for e in progress] == steps
@@ -79,7 +96,13 @@ def test_run_end_to_end_through_the_runner(runner, settings, tiny_llama, tmp_pat
     assert len(snap["loss_history"]) >= len(steps)
     assert [e["kind"] for e in runner.follow(job_id)][-1] == "done"
 
-    # plain peft loads it, it changes the output, and it fits the training data better than the base
+
+def test_plain_peft_loads_the_adapter_and_it_fits_the_data_better(colors_job, tiny_llama):
+    """Plain peft loads it, it changes the output, and it fits the training data better than the base."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
     base = AutoModelForCausalLM.from_pretrained(tiny_llama)
     rows = [[{"role": "user", "content": f"color of {k}?"}, {"role": "assistant", "content": v}]
@@ -89,7 +112,7 @@ def test_run_end_to_end_through_the_runner(runner, settings, tiny_llama, tmp_pat
                                         return_dict=True)["input_ids"]
     with torch.no_grad():
         base_logits = base(input_ids=ids).logits
-    tuned = PeftModel.from_pretrained(base, out).eval()
+    tuned = PeftModel.from_pretrained(base, colors_job.out).eval()
     with torch.no_grad():
         tuned_logits = tuned(input_ids=ids).logits
     assert not torch.allclose(base_logits, tuned_logits, atol=1e-4)
@@ -239,3 +262,19 @@ def test_worker_env_names_the_home_and_asks_malloc_for_huge_pages(settings, monk
     env = JobRunner(settings).worker_env()
     assert env["TUNELAB_HOME"] == str(settings.home)
     assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=4:glibc.malloc.hugetlb=1"
+
+
+def test_the_worker_builds_the_settings_the_runner_has(settings, tmp_path, monkeypatch):
+    """The worker builds its Settings from the environment it is given: the runner's
+    settings reach it even when they were set in code, not in the environment."""
+    monkeypatch.delenv("TUNELAB_NATIVE_KERNELS", raising=False)
+    mine = settings.model_copy(update={"native_kernels": False, "models_dir": tmp_path / "models"})
+    env = JobRunner(mine).worker_env()
+    with monkeypatch.context() as m:
+        for key, value in env.items():
+            if key.startswith("TUNELAB_"):
+                m.setenv(key, value)
+        theirs = Settings()
+    assert (theirs.home, theirs.db_url, theirs.native_kernels, theirs.paths.models) == \
+        (mine.home, mine.db_url, False, mine.paths.models)
+    assert JobRunner(settings).worker_env()["TUNELAB_NATIVE_KERNELS"] == "true"

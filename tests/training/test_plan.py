@@ -1,11 +1,13 @@
-"""Goal -> plan card, in English and Korean."""
+"""Goal -> plan card, in English and Korean; sweeps that vary one knob at a time."""
 
 from __future__ import annotations
 
 import pytest
 
+from backend.errors import ConfigError
+from backend.hparams import RunSpec
 from backend.names import validate_name
-from backend.training.plan import detect_kind, extract_labels, make_plan, sweep_for
+from backend.training.plan import detect_kind, extract_labels, make_plan, make_sweep, suggest_sweep, sweep_for
 
 
 @pytest.mark.parametrize("goal, kind", [
@@ -56,3 +58,23 @@ def test_sweep_is_sized_to_the_data_and_varies_one_knob_at_a_time():
     for config in configs[1:]:
         changed = [k for k in ("epochs", "learning_rate", "r") if getattr(config, k) is not None]
         assert len(changed) == 1
+
+
+def test_sweep_varies_one_knob_at_a_time():
+    base = RunSpec(name="autumn")
+    specs = make_sweep(base, epochs=[2], learning_rate=[1e-4], r=[16])
+    assert [s.name for s in specs] == ["autumn", "autumn-e2", "autumn-lr1e-4", "autumn-r16"]
+    assert specs[1].train.epochs == 2 and specs[1].lora == base.lora
+    assert specs[2].train.learning_rate == 1e-4 and specs[2].train.epochs == base.train.epochs
+    assert specs[3].lora.r == 16 and specs[3].lora.alpha / specs[3].lora.r == base.lora.alpha / base.lora.r
+    assert make_sweep(base, epochs=[base.train.epochs]) == [base]
+    with pytest.raises(ConfigError, match="at most 5"):
+        make_sweep(base, epochs=[1, 2, 4, 5, 6])
+
+
+def test_suggested_sweep_gives_tiny_data_more_epochs():
+    small, large = suggest_sweep(20), suggest_sweep(20000)
+    assert 1 <= len(small) + 1 <= 5 and 1 <= len(large) + 1 <= 5
+    most_epochs = lambda vs: max((v["epochs"] for v in vs if "epochs" in v), default=0)  # noqa: E731
+    assert most_epochs(small) > most_epochs(large)
+    assert all(len(make_sweep(RunSpec(name="x"), **{k: [v] for k, v in var.items()})) == 2 for var in small)

@@ -1,65 +1,70 @@
-"""One LoRA run (backend/train.py) in-process, on the tiny Llama; the real default
-base only under ``-m slow``. Runs through the job runner live in test_jobs.py."""
+"""One LoRA run (backend/training/run.py) in-process, on the tiny Llama: trained once for
+the module and looked at by several tests; the real default base only under ``-m slow``.
+Runs through the job runner live in test_jobs.py."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from backend.adapter_folder import ADAPTER_FILES, read_meta
-from backend.bases.resolve import BaseRef, resolve_base
-from backend.errors import ConfigError
+from backend.bases.resolve import resolve_base
 from backend.hparams import RunSpec
-from backend.training.plan import make_sweep, suggest_sweep
-from backend.training.run import (
-    AdapterExists,
-    LengthBatchSampler,
-    TrainingCancelled,
-    train_adapter,
-    write_adapter_folder,
-)
+from backend.training.run import AdapterExists, TrainingCancelled, train_adapter
 from tests.builders import folder_ref, make_earlier_adapter, snapshot, tiny_spec, write_color_data
 
-# --- data ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def trained(tiny_llama, native_build, tmp_path_factory):
+    """One finished run: its adapter folder, returned metadata and progress reports."""
+    root = tmp_path_factory.mktemp("run")
+    data = write_color_data(root / "data")
+    out = root / "adapters" / "colors"
+    progress = []
+    meta = train_adapter(tiny_spec("colors", tiny_llama, epochs=2), base_ref=folder_ref(tiny_llama),
+                         train_file=data, eval_file=None, out_dir=out, work_dir=root / "work",
+                         on_progress=progress.append, data_hash="sha256:abc", native_build=native_build)
+    return SimpleNamespace(out=out, meta=meta, progress=progress, root=root)
 
 
-def test_length_batches_are_homogeneous_and_cover_everything():
-    lengths = [5, 50, 6, 51, 7, 52, 8, 53]
-    sampler = LengthBatchSampler(lengths, batch_size=4, seed=0)
-    order = list(iter(sampler))
-    assert sorted(order) == list(range(8))
-    batches = [sorted(lengths[i] for i in order[k:k + 4]) for k in (0, 4)]
-    assert sorted(batches) == [[5, 6, 7, 8], [50, 51, 52, 53]]
-    sampler.set_epoch(1)
-    assert sorted(iter(sampler)) == list(range(8))
+# --- a finished run ------------------------------------------------------------------------------
 
 
-# --- sweeps ----------------------------------------------------------------------------------
+def test_a_run_writes_exactly_the_adapter_folder(trained):
+    assert sorted(p.name for p in trained.out.iterdir()) == sorted(ADAPTER_FILES)
+    assert [p.name for p in trained.out.parent.iterdir()] == ["colors"]  # no temp folder left
+    assert read_meta(trained.out) == trained.meta
 
 
-def test_sweep_varies_one_knob_at_a_time():
-    base = RunSpec(name="autumn")
-    specs = make_sweep(base, epochs=[2], learning_rate=[1e-4], r=[16])
-    assert [s.name for s in specs] == ["autumn", "autumn-e2", "autumn-lr1e-4", "autumn-r16"]
-    assert specs[1].train.epochs == 2 and specs[1].lora == base.lora
-    assert specs[2].train.learning_rate == 1e-4 and specs[2].train.epochs == base.train.epochs
-    assert specs[3].lora.r == 16 and specs[3].lora.alpha / specs[3].lora.r == base.lora.alpha / base.lora.r
-    assert make_sweep(base, epochs=[base.train.epochs]) == [base]
-    with pytest.raises(ConfigError, match="at most 5"):
-        make_sweep(base, epochs=[1, 2, 4, 5, 6])
+def test_tunelab_json_records_the_run(trained, tiny_llama):
+    meta = trained.meta
+    assert (meta["name"], meta["goal"], meta["status"], meta["verdict"]) == ("colors", "say the color", "done", None)
+    assert meta["base"] == {"spec": str(tiny_llama), "name": tiny_llama.name, "kind": "folder"}
+    assert meta["data_hash"] == "sha256:abc" and meta["hyperparameters"]["train"]["epochs"] == 2
+    metrics = meta["metrics"]
+    assert metrics["device"] == "cpu" and metrics["precision"] in ("bf16", "fp32")  # 'auto': the CPU decides
+    assert metrics["answer_tokens"] > 0 and metrics["tokens_per_s"] > 0 and metrics["eval_loss"] is not None
+    assert metrics["resumed_from_step"] == 0 and metrics["examples"] + metrics["eval_examples"] == 16
+    steps = [h["step"] for h in meta["loss_history"] if h["loss"] is not None]
+    assert steps == list(range(1, metrics["steps"] + 1))
 
 
-def test_suggested_sweep_gives_tiny_data_more_epochs():
-    small, large = suggest_sweep(20), suggest_sweep(20000)
-    assert 1 <= len(small) + 1 <= 5 and 1 <= len(large) + 1 <= 5
-    most_epochs = lambda vs: max((v["epochs"] for v in vs if "epochs" in v), default=0)  # noqa: E731
-    assert most_epochs(small) > most_epochs(large)
-    assert all(len(make_sweep(RunSpec(name="x"), **{k: [v] for k, v in var.items()})) == 2 for var in small)
+def test_progress_is_reported_from_the_start_to_every_step(trained):
+    first, *rest = trained.progress
+    steps = trained.meta["metrics"]["steps"]
+    assert first["step"] == 0 and first["resumed_from"] == 0 and first["total_steps"] == steps
+    losses = [p for p in rest if p["loss"] is not None]
+    assert [p["step"] for p in losses] == list(range(1, steps + 1))
+    assert all(p["total_steps"] == steps and p["tokens_per_s"] > 0 and p["eta_s"] >= 0 for p in losses)
+    assert any(p["eval_loss"] is not None for p in rest)
 
 
-# --- a run -------------------------------------------------------------------------------
+def test_the_checkpoints_stay_in_the_work_dir_for_a_resume(trained):
+    assert list((trained.root / "work" / "checkpoints").glob("checkpoint-*"))
+
+
+# --- runs that do not finish ---------------------------------------------------------------------
 
 
 def test_cancel_writes_nothing(tiny_llama, settings, tmp_path):
@@ -105,95 +110,3 @@ def test_real_default_base_trains_a_few_steps(settings, tmp_path):
     assert read_meta(out)["status"] == "done"
     assert PeftModel.from_pretrained(load_model(ref), out) is not None
     assert [s["step"] for s in steps if s.get("loss") is not None] == [1, 2]
-
-
-# --- the CPU speed-ups keep the loss what it was -------------------------------------------------
-
-
-def test_fast_dropout_drops_at_rate_p_and_keeps_the_mean():
-    import torch
-
-    from backend.training.run import fast_dropout_class
-
-    drop = fast_dropout_class()(0.05)
-    x = torch.ones(64, 4096, requires_grad=True)
-    y = drop(x)
-    dropped = float((y.detach() == 0).float().mean())
-    assert 0.045 < dropped < 0.055
-    assert abs(float(y.detach().mean()) - 1.0) < 0.01
-    y.sum().backward()
-    assert torch.equal(x.grad, y.detach())  # gradient is the same mask and scale
-    assert torch.equal(drop.eval()(x), x)
-
-
-def _tiny_peft(tiny_llama, dtype):
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from backend.bases.load import load_model
-
-    torch.manual_seed(0)
-    model = get_peft_model(load_model(folder_ref(tiny_llama), dtype=dtype),
-                           LoraConfig(r=4, lora_alpha=8, lora_dropout=0.1, target_modules="all-linear",
-                                      init_lora_weights=False))
-    return model
-
-
-def _answer_only_loss(model, ids, attention, labels):
-    import torch
-
-    from backend.bases.load import decoder_of
-
-    hidden = decoder_of(model)(input_ids=ids, attention_mask=attention, use_cache=False).last_hidden_state[:, :-1]
-    targets = labels[:, 1:]
-    mask = targets != -100
-    logits = model.get_output_embeddings()(hidden[mask]).float()
-    return torch.nn.functional.cross_entropy(logits, targets[mask])
-
-
-def test_answer_only_head_on_the_decoder_equals_the_full_model_loss(tiny_llama):
-    import torch
-
-    from backend.training.run import tune_for_device
-
-    model = _tiny_peft(tiny_llama, torch.float32)
-    tune_for_device(model, device="cpu", precision="fp32")
-    assert sum(type(m).__name__ == "FastDropout" for m in model.modules()) > 0
-    model.eval()
-    ids = torch.randint(3, 300, (2, 12), generator=torch.Generator().manual_seed(1))
-    attention = torch.ones_like(ids)
-    attention[1, 9:] = 0
-    labels = ids.clone()
-    labels[:, :6] = -100
-    labels[1, 9:] = -100
-    ours = _answer_only_loss(model, ids, attention, labels)
-    full = model(input_ids=ids, attention_mask=attention, labels=labels).loss
-    assert torch.allclose(ours, full, atol=1e-5), (float(ours), float(full))
-
-
-def test_bf16_base_trains_fp32_lora_only_and_matches_fp32_loss(tiny_llama):
-    import torch
-
-    from backend.training.run import tune_for_device
-
-    ids = torch.randint(3, 300, (2, 12), generator=torch.Generator().manual_seed(2))
-    attention = torch.ones_like(ids)
-    labels = ids.clone()
-    labels[:, :6] = -100
-    reference = _tiny_peft(tiny_llama, torch.float32).eval()
-    want = float(reference(input_ids=ids, attention_mask=attention, labels=labels).loss)
-
-    model = _tiny_peft(tiny_llama, torch.bfloat16)
-    tune_for_device(model, device="cpu", precision="bf16")
-    trained = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    assert trained and all("lora_" in n and p.dtype == torch.float32 for n, p in trained.items())
-    assert all(p.dtype == torch.bfloat16 for n, p in model.named_parameters() if not p.requires_grad)
-    model.eval()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = _answer_only_loss(model, ids, attention, labels)
-    assert abs(float(got) - want) / want < 0.03, (float(got), want)
-    model.train()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        _answer_only_loss(model, ids, attention, labels).backward()
-    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in trained.values())
-    assert all(p.grad is None for p in model.parameters() if not p.requires_grad)

@@ -1,5 +1,5 @@
-/* Memory-bound passes of CPU LoRA training in bf16, one pass each (see backend/native.py,
- * which builds and loads this file, and backend/cpu_kernels.py, which calls it; the
+/* Memory-bound passes of CPU LoRA training in bf16, one pass each (native.py beside this
+ * file builds and loads it; lora.py, mlp.py, norm.py and head_loss.py call it; the
  * matmuls stay with torch/oneDNN).
  *
  * Every array is contiguous. bf16 values are passed as uint16_t bit patterns; arithmetic is
@@ -198,9 +198,8 @@ void tl_rms_norm_backward(const bf16 *restrict grad, const bf16 *restrict x, con
 }
 
 
-/* LoRA's rank-r products, written for AVX-512 (oneDNN runs an r = 8 wide operand at a
- * fifth to a half of its large-matmul speed, and needs the dropout mask as a separate
- * masked copy). Streaming passes over a bf16 matrix with fp32 LoRA weights and fp32
+/* LoRA's rank-r products, written for AVX-512 (oneDNN runs an r = 8 wide operand far
+ * below its large-matmul speed, and needs the dropout mask as a separate masked copy). Streaming passes over a bf16 matrix with fp32 LoRA weights and fp32
  * accumulation. The forward pass hashes the dropout mask once (the hash of kept() above)
  * and keeps it as bits, 16 to a uint16_t (row m, bits m * ceil(K / 16) + k / 16, bit
  * k % 16); the backward passes read those bits (a NULL mask: nothing dropped). Where the

@@ -1,12 +1,17 @@
-"""Build and load ``backend/native/cpu_kernels.c``: one-pass bf16 kernels for CPU training.
+"""Build and load ``kernels.c`` (beside this file): one-pass bf16 kernels for CPU training.
 
-The C file is compiled once per machine (``cc -O3 -march=native -fopenmp``, about a
-second) into ``<home>/.tunelab/native/<hash>/`` and loaded with ctypes; the hash covers
-the source, the compiler and the CPU, so a change of any of them builds afresh. Loading
-happens after torch is imported, so the library's OpenMP calls run on the libgomp (and
-the threads) torch already has. Where there is no C compiler, no OpenMP or the build
-fails, :func:`kernels` returns None and the pure-PyTorch kernels in
-:mod:`backend.training.cpu.kernels` run instead; :func:`status` says why.
+The C file is compiled once per machine (``cc -O3 -march=native -fopenmp``) into the
+settings' native cache (``<home>/.tunelab/native/<hash>/``) and loaded with ctypes; the
+hash covers the source, the compiler and the CPU, so a change of any of them builds
+afresh. Loading happens after torch is imported, so the library's OpenMP calls run on
+the libgomp (and the threads) torch already has.
+
+A training run asks for the kernels with :func:`use` and a :class:`NativeBuild` made
+from its settings; the kernel modules then take the library from :func:`kernels`.
+Where the setting is off, there is no C compiler or OpenMP, or the build fails,
+:func:`kernels` returns None and the same maths runs as torch ops; :func:`status` says
+why. This module imports no torch at its top: the worker's command line and the job
+runner import :class:`NativeBuild` from it.
 """
 
 from __future__ import annotations
@@ -14,18 +19,34 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
-import importlib
 import os
 import platform
 import shutil
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+
+from backend.settings import Settings
 
 SOURCE = Path(__file__).with_name("kernels.c")
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-fPIC", "-shared"]
+TURNED_OFF = "turned off by the native_kernels setting (TUNELAB_NATIVE_KERNELS=false)"
 
-_status = {"loaded": False, "why": "not built yet"}
+_state: dict = {"lib": None, "loaded": False, "why": "not loaded: no training run has asked for them yet"}
+
+
+@dataclass(frozen=True)
+class NativeBuild:
+    """Whether CPU training uses the native kernels, and the folder their build is cached in."""
+
+    enabled: bool
+    cache_dir: Path
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> NativeBuild:
+        """``Settings.native_kernels`` and ``settings.paths.native``."""
+        return cls(enabled=settings.native_kernels, cache_dir=settings.paths.native)
 
 
 def _compiler() -> str | None:
@@ -50,7 +71,7 @@ def build(cache_dir: Path) -> Path:
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256(source + version.encode() + _cpu_signature().encode()
                          + " ".join(FLAGS).encode()).hexdigest()[:16]
-    target = cache_dir / key / "libtunelab_cpu_kernels.so"
+    target = Path(cache_dir) / key / "libtunelab_cpu_kernels.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -64,24 +85,25 @@ def build(cache_dir: Path) -> Path:
     return target
 
 
-def _declare(lib) -> None:
-    i64, u64, u32, f32, ptr = ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, ctypes.c_void_p
+def declare(lib) -> None:
+    """Give the library's functions their C signatures (the LoRA products only where it has them)."""
+    i64, u64, u32, f32, ptr_ = ctypes.c_int64, ctypes.c_uint64, ctypes.c_uint32, ctypes.c_float, ctypes.c_void_p
     signatures = {
-        "tl_dropout_mask": [i64, u64, u32, ptr],
-        "tl_dropout_copy": [ptr, i64, u64, u32, ptr],
-        "tl_add_kept": [ptr, ptr, i64, u64, u32],
-        "tl_softmax_xent": [ptr, ptr, i64, i64, ptr],
-        "tl_silu_mul": [ptr, ptr, i64, ptr],
-        "tl_silu_mul_backward": [ptr, ptr, ptr, i64, ptr, ptr],
-        "tl_rms_norm": [ptr, ptr, i64, i64, f32, ptr, ptr],
-        "tl_rms_norm_backward": [ptr, ptr, ptr, ptr, i64, i64, ptr],
+        "tl_dropout_mask": [i64, u64, u32, ptr_],
+        "tl_dropout_copy": [ptr_, i64, u64, u32, ptr_],
+        "tl_add_kept": [ptr_, ptr_, i64, u64, u32],
+        "tl_softmax_xent": [ptr_, ptr_, i64, i64, ptr_],
+        "tl_silu_mul": [ptr_, ptr_, i64, ptr_],
+        "tl_silu_mul_backward": [ptr_, ptr_, ptr_, i64, ptr_, ptr_],
+        "tl_rms_norm": [ptr_, ptr_, i64, i64, f32, ptr_, ptr_],
+        "tl_rms_norm_backward": [ptr_, ptr_, ptr_, ptr_, i64, i64, ptr_],
     }
     lib.tl_lora_vectorized.argtypes, lib.tl_lora_vectorized.restype = [], ctypes.c_int
     if lib.tl_lora_vectorized():  # built for AVX-512: the LoRA products are there too
         signatures.update({
-            "tl_lora_rows": [ptr, i64, i64, ptr, i64, u64, u32, f32, ptr, ptr],
-            "tl_lora_cols": [ptr, ptr, i64, i64, i64, ptr, ptr],
-            "tl_lora_add": [ptr, i64, i64, ptr, ptr, i64, ptr],
+            "tl_lora_rows": [ptr_, i64, i64, ptr_, i64, u64, u32, f32, ptr_, ptr_],
+            "tl_lora_cols": [ptr_, ptr_, i64, i64, i64, ptr_, ptr_],
+            "tl_lora_add": [ptr_, i64, i64, ptr_, ptr_, i64, ptr_],
         })
     for name, argtypes in signatures.items():
         function = getattr(lib, name)
@@ -89,37 +111,43 @@ def _declare(lib) -> None:
         function.restype = None
 
 
-def default_cache_dir() -> Path:
-    from backend.settings import Settings
-
-    return Settings().paths.native
-
-
 @functools.cache
-def kernels():
-    """The loaded library, or None (see :func:`status`). ``TUNELAB_NATIVE_KERNELS=false``
-    turns it off."""
-    importlib.import_module("torch")  # first: the library must find torch's libgomp loaded
+def _load(cache_dir: Path) -> tuple[ctypes.CDLL, Path]:
+    """Build (once) and load the library; one load per process and cache folder."""
+    import torch  # noqa: F401  first: the library must find torch's libgomp already loaded
 
-    if os.environ.get("TUNELAB_NATIVE_KERNELS", "true").lower() in ("0", "false", "no", "off"):
-        _status.update(loaded=False, why="turned off by TUNELAB_NATIVE_KERNELS")
+    path = build(cache_dir)
+    lib = ctypes.CDLL(str(path))
+    declare(lib)
+    return lib, path
+
+
+def use(native: NativeBuild):
+    """Load the native kernels for this process's training (building them once into
+    ``native.cache_dir``), or turn them off; returns the library or None (see :func:`status`)."""
+    if not native.enabled:
+        _state.update(lib=None, loaded=False, why=TURNED_OFF)
         return None
     if platform.system() != "Linux":
-        _status.update(loaded=False, why=f"not built on {platform.system()}")
+        _state.update(lib=None, loaded=False, why=f"not built on {platform.system()}")
         return None
     try:
-        path = build(default_cache_dir())
-        lib = ctypes.CDLL(str(path))
-        _declare(lib)
+        lib, path = _load(Path(native.cache_dir))
     except (OSError, RuntimeError, AttributeError) as exc:
-        _status.update(loaded=False, why=str(exc))
+        _state.update(lib=None, loaded=False, why=str(exc))
         return None
-    _status.update(loaded=True, why=str(path))
+    _state.update(lib=lib, loaded=True, why=str(path))
     return lib
 
 
+def kernels():
+    """The library :func:`use` loaded, or None: the one place the kernel modules ask."""
+    return _state["lib"]
+
+
 def status() -> dict:
-    return dict(_status)
+    """``{"loaded": bool, "why": the library's path, or why it is not loaded}``."""
+    return {"loaded": _state["loaded"], "why": _state["why"]}
 
 
 def dropout_threshold(p: float) -> int:
@@ -127,9 +155,6 @@ def dropout_threshold(p: float) -> int:
     return min(2**32 - 1, max(0, round(p * 2**32)))
 
 
-def draw_seed() -> int:
-    """A seed (63 bits) from torch's default generator (so ``torch.manual_seed`` and a
-    checkpoint's RNG state reproduce the dropout masks)."""
-    import torch
-
-    return int(torch.randint(0, 2**63 - 1, (), dtype=torch.int64))
+def ptr(tensor):
+    """The tensor's data address for a C call (None: a NULL pointer)."""
+    return None if tensor is None else ctypes.c_void_p(tensor.data_ptr())

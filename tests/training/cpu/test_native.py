@@ -1,6 +1,6 @@
-"""The native CPU kernels (backend/native.py + backend/native/cpu_kernels.c): built with the
-machine's C compiler, cached, turned off cleanly, and equal to the torch formulas they
-replace."""
+"""The native CPU kernels (backend/training/cpu/native.py + kernels.c): built with the
+machine's C compiler, cached, turned on and off by the settings, and equal to the torch
+formulas they replace."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from backend.settings import Settings  # noqa: E402
 from backend.training.cpu import native  # noqa: E402
+from backend.training.cpu.dropout import draw_seed  # noqa: E402
+from backend.training.cpu.native import NativeBuild  # noqa: E402
 
 needs_compiler = pytest.mark.skipif(native._compiler() is None, reason="no C compiler on this machine")
 
@@ -24,7 +27,7 @@ def ptr(tensor) -> ctypes.c_void_p:
 def lib(tmp_path_factory):
     path = native.build(tmp_path_factory.mktemp("native"))
     loaded = ctypes.CDLL(str(path))
-    native._declare(loaded)
+    native.declare(loaded)
     return loaded
 
 
@@ -46,7 +49,7 @@ def test_a_build_without_avx512_has_no_lora_products_and_still_loads(tmp_path, m
         pytest.skip("the flags below are for x86-64")
     monkeypatch.setattr(native, "FLAGS", [f if f != "-march=native" else "-march=x86-64" for f in native.FLAGS])
     portable = ctypes.CDLL(str(native.build(tmp_path)))
-    native._declare(portable)
+    native.declare(portable)
     assert portable.tl_lora_vectorized() == 0 and not hasattr(portable, "tl_lora_rows")
     x, out = torch.randn(3, 40).bfloat16(), torch.empty(3, 40, dtype=torch.bfloat16)
     portable.tl_dropout_copy(ptr(x), x.numel(), 5, 0, ptr(out))
@@ -60,23 +63,38 @@ def test_build_without_a_working_compiler_says_so(tmp_path, monkeypatch):
     assert not list(tmp_path.rglob("*.so"))  # no half-written library left behind
 
 
-def test_kernels_can_be_turned_off(monkeypatch):
+def test_the_settings_say_whether_and_where_they_are_built(home, monkeypatch):
+    assert NativeBuild.from_settings(Settings(home=home)) == NativeBuild(True, home / ".tunelab" / "native")
     monkeypatch.setenv("TUNELAB_NATIVE_KERNELS", "false")
-    native.kernels.cache_clear()
+    assert NativeBuild.from_settings(Settings()).enabled is False
+
+
+def test_kernels_can_be_turned_off(native_build, tmp_path):
     try:
+        assert native.use(NativeBuild(enabled=False, cache_dir=tmp_path)) is None
         assert native.kernels() is None
-        assert native.status() == {"loaded": False, "why": "turned off by TUNELAB_NATIVE_KERNELS"}
+        assert native.status() == {"loaded": False, "why": native.TURNED_OFF}
+        assert "TUNELAB_NATIVE_KERNELS=false" in native.TURNED_OFF
+        assert not list(tmp_path.iterdir())  # nothing built
     finally:
-        native.kernels.cache_clear()
+        native.use(native_build)
+
+
+@needs_compiler
+def test_a_run_that_asks_for_them_gets_the_library_built_in_its_cache(native_build):
+    lib = native.use(native_build)
+    assert lib is not None and native.kernels() is lib
+    assert native.status()["loaded"] and native.status()["why"].startswith(str(native_build.cache_dir))
+    assert native.use(native_build) is lib  # loaded once per process
 
 
 def test_dropout_threshold_and_seed():
     assert native.dropout_threshold(0.0) == 0 and native.dropout_threshold(1.0) == 2**32 - 1
     assert native.dropout_threshold(0.25) == 2**30
     torch.manual_seed(3)
-    first = native.draw_seed()
+    first = draw_seed()
     torch.manual_seed(3)
-    assert native.draw_seed() == first  # torch's generator state reproduces the masks
+    assert draw_seed() == first  # torch's generator state reproduces the masks
     assert 0 <= first < 2**64
 
 

@@ -1,0 +1,184 @@
+"""TRL's ``SFTTrainer`` as a LoRA run uses it: answer-only head, length-grouped batches, progress.
+
+* :class:`AnswerOnlySFTTrainer` runs the LM head on answer positions only. TRL's head
+  scores every position on machines without Triton (and computes entropy for its
+  logs), but the prompt and padding positions never contribute to the loss, so
+  projecting them onto the vocabulary is wasted work. The decoder is called directly,
+  so the head is not even run on one position per row (``logits_to_keep=1`` in bf16 on
+  CPU becomes a batched copy of the whole head). It also counts answer tokens (for
+  tokens/s) and the time spent in evaluation.
+* :class:`LengthBatchSampler` builds batches of examples of similar length, so little
+  compute goes to padding.
+* :class:`ProgressCallback` turns the trainer's logs into progress dicts and the
+  caller's ``should_stop()`` / ``should_pause()`` into a stop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+from transformers import TrainerCallback
+from trl import SFTTrainer
+
+from backend.bases.load import decoder_of, scales_logits
+from backend.training.cpu.head_loss import head_loss_sum
+
+ProgressFn = Callable[[dict], None]
+StopFn = Callable[[], bool]
+
+
+class LengthBatchSampler:
+    """Indices in batches of similar length, batch order shuffled per epoch.
+
+    Sorting first keeps padding low; shuffling the batches (unlike transformers'
+    ``LengthGroupedSampler``, which runs each mega-batch longest first) keeps the
+    order of lengths from becoming a curriculum. Deterministic per (seed, epoch), so a
+    resumed run skips exactly the batches it had seen.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int):
+        self.lengths = list(lengths)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1009 + self.epoch)
+        jitter = torch.rand(len(self.lengths), generator=gen).tolist()
+        order = sorted(range(len(self.lengths)), key=lambda i: (self.lengths[i], jitter[i]))
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        shuffled = torch.randperm(len(batches), generator=gen).tolist()
+        return iter([i for b in shuffled for i in batches[b]])
+
+
+class AnswerOnlySFTTrainer(SFTTrainer):
+    """SFTTrainer that projects only answer positions onto the vocabulary and counts
+    answer tokens (for tokens/s) and time spent in evaluation."""
+
+    answer_tokens: int = 0
+    eval_seconds: float = 0.0
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        return LengthBatchSampler(lengths, self.args.per_device_train_batch_size, self.args.seed)
+
+    def evaluate(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return super().evaluate(*args, **kwargs)
+        finally:
+            self.eval_seconds += time.perf_counter() - started
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        special_head = scales_logits(self.accelerator.unwrap_model(model).config)
+        if return_outputs or special_head or "labels" not in inputs or self.args.loss_type != "nll" \
+                or self.label_smoother is not None or getattr(self, "aux_loss_enabled", False):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs["labels"]
+        forward_inputs = {k: v for k, v in inputs.items() if k != "labels"}
+        unwrapped = self.accelerator.unwrap_model(model)
+        decoder = decoder_of(unwrapped)
+        if decoder is not None:
+            # the decoder alone: no LM head call at all (even logits_to_keep=1 projects
+            # one position per row, and bf16 on CPU turns that into a copy of the head)
+            with self.accelerator.autocast():
+                hidden = decoder(**forward_inputs, use_cache=False).last_hidden_state[:, :-1]
+        else:
+            outputs = model(**forward_inputs, use_cache=False, output_hidden_states=True, logits_to_keep=1)
+            hidden = outputs.hidden_states[-1][:, :-1]
+        targets = labels[:, 1:]
+        mask = targets != -100
+        head = unwrapped.get_output_embeddings()
+        if hidden.device.type == "cpu" and type(head) is torch.nn.Linear and head.bias is None \
+                and head.weight.dtype == hidden.dtype:
+            loss_sum = head_loss_sum(hidden[mask], head.weight, targets[mask])
+        else:
+            logits = head(hidden[mask]).float()
+            loss_sum = torch.nn.functional.cross_entropy(logits, targets[mask], reduction="sum")
+        if num_items_in_batch is None:
+            loss = loss_sum / mask.sum().clamp(min=1)
+        else:
+            loss = loss_sum / num_items_in_batch
+            if self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes
+        if model.training:
+            self.answer_tokens += int(mask.sum())
+        return loss
+
+
+class ProgressCallback(TrainerCallback):
+    """Turns the trainer's logs into progress dicts and ``should_stop()`` into a stop.
+
+    ``trainer`` is set once the trainer is built (it takes this callback as an argument).
+    ``history`` collects every logged loss and eval loss, for ``tunelab.json``.
+    """
+
+    def __init__(self, on_progress: ProgressFn | None = None, should_stop: StopFn | None = None,
+                 should_pause: StopFn | None = None):
+        self.on_progress, self.should_stop, self.should_pause = on_progress, should_stop, should_pause
+        self.trainer: AnswerOnlySFTTrainer | None = None
+        self.stopped = False
+        self.paused = False
+        self.started = None
+        self.first_step = 0
+        self.history: list[dict] = []
+
+    def _emit(self, state, **fields):
+        if self.on_progress is None or not state.is_world_process_zero:
+            return
+        trainer = self.trainer
+        elapsed = max(1e-9, time.perf_counter() - self.started - trainer.eval_seconds)
+        done = max(0, state.global_step - self.first_step)
+        tokens_per_s = trainer.answer_tokens * trainer.accelerator.num_processes / elapsed if done else None
+        eta = (state.max_steps - state.global_step) * elapsed / done if done else None
+        self.on_progress(dict(step=state.global_step, total_steps=state.max_steps,
+                              tokens_per_s=tokens_per_s, eta_s=eta, **fields))
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+        self.first_step = state.global_step
+        if state.is_world_process_zero and self.on_progress is not None:
+            self.on_progress(dict(step=state.global_step, total_steps=state.max_steps, loss=None,
+                                  eval_loss=None, tokens_per_s=None, eta_s=None, resumed_from=state.global_step))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        stop = bool(self.should_stop()) if self.should_stop is not None else False
+        if any_rank(self.trainer, stop):
+            self.stopped = True
+            control.should_training_stop = True
+            control.should_save = False
+            control.should_evaluate = False
+            return
+        pause = bool(self.should_pause()) if self.should_pause is not None else False
+        if any_rank(self.trainer, pause):
+            self.paused = True
+            control.should_training_stop = True
+            control.should_save = True  # the checkpoint a resumed run starts from
+            control.should_evaluate = False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" in logs:
+            self.history.append({"step": state.global_step, "loss": float(logs["loss"]), "eval_loss": None})
+            self._emit(state, loss=float(logs["loss"]), eval_loss=None)
+        if "eval_loss" in logs:
+            self.history.append({"step": state.global_step, "loss": None, "eval_loss": float(logs["eval_loss"])})
+            self._emit(state, loss=None, eval_loss=float(logs["eval_loss"]))
+
+
+def any_rank(trainer, flag: bool) -> bool:
+    """The flag agreed by every rank (true if any rank's is), so distributed ranks stop
+    at the same step."""
+    if trainer is None or trainer.accelerator.num_processes == 1:
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], device=trainer.accelerator.device)
+    return bool(trainer.accelerator.reduce(value, reduction="sum").item() > 0)
