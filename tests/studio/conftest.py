@@ -1,6 +1,6 @@
-"""Fixtures of the studio's tests: a Service over a temporary home, a URL where nothing
-listens, and one adapter trained through the real endpoint and job runner once per
-module, handed to each test as a copy under the test's own name."""
+"""Fixtures of the studio's tests: a Service over a temporary home, a session, a URL where
+nothing listens, and one adapter trained through the real endpoint and job runner once per
+module, handed to each test that changes it as a copy under a name of its own."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from backend.serving.auth import api_token
 from backend.serving.http.app import create_app, start_in_thread
 from backend.settings import Settings
 from backend.studio.service import Service
+from backend.studio.session import SessionState
 
 WINE_GOAL = "classify wine as red or white"
 
@@ -25,6 +26,12 @@ def service(settings):
     svc = Service(settings)
     yield svc
     svc.close()
+
+
+@pytest.fixture()
+def state(tiny_llama) -> SessionState:
+    """A fresh session that trains on the tiny Llama."""
+    return SessionState(base=str(tiny_llama))
 
 
 @pytest.fixture()

@@ -1,0 +1,104 @@
+"""The assistant as a langchain tool-calling agent: the tools it is given, the model it
+talks to (a scripted OpenAI-compatible server), the footer of what really ran, and the
+fall back to the built-in assistant when the model cannot be reached."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+from backend.studio.assistant.agent import langchain_tools
+from backend.studio.assistant.respond import respond
+from backend.studio.session import AssistantTools
+
+
+def tool_names(reply) -> list[str]:
+    return [name for name, _ in reply.results]
+
+
+def test_langchain_tools_wrap_the_same_functions(service, state):
+    tools = AssistantTools(service, state)
+    wrapped = {t.name: t for t in langchain_tools(tools)}
+    assert {"set_goal", "add_examples", "pick_base", "inspect_base", "show_plan", "start_training", "cancel_training",
+            "compare", "rate", "mark", "use_base", "use_adapter", "export"} <= set(wrapped)
+    assert set(wrapped["compare"].args) == {"prompt", "adapters", "blind"}
+    text = wrapped["set_goal"].invoke({"goal": "autumn mood"})
+    assert "**Plan** for *autumn mood*" in text and state.plan.kind == "style"
+    assert wrapped["start_training"].invoke({}).startswith("FAILED: Training needs examples")
+    assert [name for name, _ in tools.log] == ["set_goal", "start_training"]
+
+
+def test_an_unreachable_assistant_model_falls_back_to_the_built_in_one(service, state, closed_url):
+    service.settings.assistant_url = f"{closed_url}/v1"
+    service.settings.assistant_model = "any"
+    reply = respond(service, state, "autumn mood")
+    assert "did not answer" in reply.text and "built-in assistant handled this" in reply.text
+    assert state.plan is not None and state.plan.kind == "style"
+
+
+class ScriptedChatModel:
+    """An OpenAI-compatible /v1/chat/completions that plays back scripted turns.
+
+    A capable tool-calling model cannot run on this machine; this stands in for one so
+    the real langchain agent, the real tools and the real service run end to end. It
+    records every request so the test can check what the agent sent.
+    """
+
+    def __init__(self, turns: list[dict]):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.turns, self.requests = list(turns), []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append(body)
+                turn = outer.turns.pop(0)
+                message = {"role": "assistant", "content": turn.get("content")}
+                if turn.get("tool"):
+                    name, args = turn["tool"]
+                    message["tool_calls"] = [{"id": f"call_{len(outer.requests)}", "type": "function",
+                                              "function": {"name": name, "arguments": json.dumps(args)}}]
+                payload = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                      "choices": [{"index": 0, "message": message,
+                                                   "finish_reason": "tool_calls" if turn.get("tool") else "stop"}],
+                                      "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload.encode())
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_a_configured_chat_model_drives_the_tools_as_an_agent(service, state):
+    llm = ScriptedChatModel([
+        {"tool": ("set_goal", {"goal": "autumn mood"})},
+        {"tool": ("start_training", {})},
+        {"content": "I made a plan and started training."},  # a claim the tools contradict
+    ])
+    service.settings.assistant_url, service.settings.assistant_model = llm.url, "scripted"
+    try:
+        reply = respond(service, state, "make it sound like autumn and train it")
+    finally:
+        llm.close()
+    assert state.plan is not None and state.plan.kind == "style" and state.goal == "autumn mood"
+    assert tool_names(reply) == ["set_goal", "start_training"]
+    assert reply.results[0][1].ok and not reply.results[1][1].ok
+    # The footer, built from what really ran, contradicts the model's claim.
+    assert reply.text.endswith("Tools that ran: set_goal ✓; start_training ✗ failed")
+    first = llm.requests[0]
+    assert {t["function"]["name"] for t in first["tools"]} >= {"set_goal", "compare", "use_base", "export"}
+    tool_message = llm.requests[2]["messages"][-1]
+    assert tool_message["role"] == "tool" and tool_message["content"].startswith("FAILED: Training needs examples")
+    assert state.history[-1]["role"] == "assistant"
