@@ -321,7 +321,7 @@ def serve(base: Optional[str] = typer.Option(None, help="default, hub id, folder
           port: Optional[int] = typer.Option(None, help="Port (default 8000)."),
           threads: Optional[int] = typer.Option(None, help="CPU threads for serving (default: every core).")) -> None:
     """Start the serving endpoint (OpenAI + TGI protocols, runtime LoRA loading)."""
-    from backend.serving.http.app import serve as run_server  # torch loads only for this command
+    from backend.serving.http.app import serve as run_server  # uvicorn and the server load only for this command
 
     run_server(_settings(), base=base, host=host, port=port, threads=threads)
 

@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import platform
+import socket
 import statistics
 import sys
 import tempfile
@@ -62,6 +63,13 @@ def make_adapters(base_path: str, folder: Path, count: int = 4) -> list[Path]:
         peft_model.save_pretrained(folder / f"adapter{i}")
         paths.append(folder / f"adapter{i}")
     return paths
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -208,8 +216,6 @@ def start_server(base: str, threads: int, home: Path, models_dir: Path, timeout:
     import subprocess
 
     import httpx
-
-    from backend.up import free_port
 
     port = free_port()
     env = {**os.environ, "TUNELAB_HOME": str(home), "TUNELAB_MODELS_DIR": str(models_dir),

@@ -19,8 +19,6 @@ from huggingface_hub.errors import InferenceTimeoutError
 from huggingface_hub.utils import hf_raise_for_status
 
 from backend.errors import AdapterMismatch, AdapterNotFound, Overloaded, PromptTooLong, ServingError
-from backend.serving.auth import api_token
-from backend.settings import Settings
 
 
 class ServingClient:
@@ -34,13 +32,6 @@ class ServingClient:
         self.inference = EndpointInferenceClient(base_url=self.url, api_key=token or "EMPTY", timeout=timeout)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "ServingClient":
-        """The external endpoint (TUNELAB_SERVER_URL) if set, else the embedded one."""
-        if settings.server_url:
-            return cls(settings.server_url, settings.api_token)
-        return cls(f"http://{settings.host}:{settings.port}", api_token(settings))
 
     def close(self) -> None:
         self.http.close()

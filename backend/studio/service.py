@@ -168,7 +168,7 @@ class Service:
         return list_bases(self.settings)
 
     def inspect(self, spec: str | None, lora: LoraSpec | None = None, **kwargs) -> dict:
-        return _weights().inspect_base(self.resolve_base(spec), lora=lora, **kwargs)
+        return _weights().inspect_base(self.resolve_base(spec), lora=lora, settings=self.settings, **kwargs)
 
     def inspect_text(self, spec: str | None, *, rank: int | None = None, alpha: int | None = None,
                      target: list[str] | None = None, as_json: bool = False) -> str:
