@@ -32,12 +32,12 @@ from backend.studio.describe import describe_cancel
 from backend.studio.plan_form import validation_message
 from backend.studio.proof import render_text as proof_text
 from backend.studio.service import Service
+from backend.training.jobs import ACTIVE
 from backend.training.plan import suggest_sweep
 from backend.training.progress import loss_parts
 
 console = Console()
 err = Console(stderr=True)
-ACTIVE = ("queued", "running")
 
 
 class TuneLabGroup(TyperGroup):

@@ -19,7 +19,6 @@ import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
-from backend.hardware.threads import single_threaded_by_default
 from backend.serving.auth import api_token
 from backend.serving.http.app import create_app, start_in_thread
 from backend.settings import Settings
@@ -121,7 +120,6 @@ def up(settings: Settings, *, host: str | None = None, port: int | None = None,
     ``port``: the page (default 7860); ``server_port``: the serving endpoint (default 8000).
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    single_threaded_by_default()  # the engine's scheduler thread alone takes its threads (see torch_threads)
     running = start(settings, host=host, port=port, server_port=server_port, base=base)
     print(f"TuneLab page:      {running.page_url}", flush=True)
     print(f"Serving endpoint:  {running.server_url}/v1 (OpenAI) · {running.server_url}/generate (TGI)", flush=True)

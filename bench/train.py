@@ -1,7 +1,7 @@
 """Training benchmark: TuneLab's training path against plain TRL ``SFTTrainer``.
 
 Same base (the default, SmolLM2-135M-Instruct, provisioned through
-``backend.bases.resolve_base``), same LoRA config (all-linear, r 8, alpha 16), same
+``backend.bases.resolve.resolve_base``), same LoRA config (all-linear, r 8, alpha 16), same
 deterministic synthetic instruction data with varied prompt and answer lengths, same
 epochs, batch size and learning rate. The baseline keeps every other TRL default
 (gradient checkpointing on, bf16 autocast, random batches padded to their longest row,

@@ -294,3 +294,12 @@ def test_the_readme_tree_lists_every_module_and_nothing_that_is_not_there():
     assert not unlisted, f"modules missing from the README's tree: {unlisted}"
     undescribed = sorted(p for p, purpose in listed.items() if not purpose)
     assert not undescribed, f"tree entries without a purpose: {undescribed}"
+
+
+def test_the_readme_links_only_to_files_that_exist_and_stays_a_front_door():
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    links = re.findall(r"\]\(((?!https?://|#)[^)\s]+)\)", text)
+    assert links, "the README links into docs/"
+    missing = sorted(link for link in links if not (ROOT / link.split("#")[0]).exists())
+    assert not missing, f"README links to missing files: {missing}"
+    assert len(text.encode("utf-8")) <= 16 * 1024, "the README is a front door: depth goes in docs/"
