@@ -15,6 +15,7 @@ and :class:`AdapterMeta` (``tunelab.json``), never through nested ``.get()`` cha
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,12 @@ class AdapterMeta(BaseModel):
     def equalizer_grid(self) -> dict[str, Any] | None:
         """The equalizer grid the LoRA config was compiled from, if it came from one."""
         return self.hyperparameters.get("equalizer") or self.equalizer
+
+
+def base_key(base: str) -> str:
+    """A base as adapters record it (a path, a hub id or a name), reduced for a loose
+    comparison: its last path part, lowercase letters and digits only."""
+    return re.sub(r"[^a-z0-9]", "", Path(str(base).rstrip("/")).name.lower())
 
 
 def folder(adapters_root: Path, name: str) -> Path:

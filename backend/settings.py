@@ -157,6 +157,11 @@ class Paths:
     def api_token_file(self) -> Path:
         return self.home / ".tunelab" / "api_token"
 
+    @property
+    def server_state(self) -> Path:
+        """The adapters the serving endpoint served, loaded again when it restarts."""
+        return self.home / ".tunelab" / "server_state.json"
+
     def run_dir(self, job_id: int) -> Path:
         return self.runs / f"job-{job_id:06d}"
 

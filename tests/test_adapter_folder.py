@@ -102,3 +102,11 @@ def test_scan_lists_complete_adapters_only(tmp_path):
     assert [p.name for p in scan(root)] == ["a", "b"]
     assert is_complete(root / "a") and not is_complete(root / "half")
     assert scan(tmp_path / "none") == []
+
+
+def test_base_key_compares_a_recorded_base_loosely():
+    from backend.adapter_folder import base_key
+
+    assert base_key("/models/SmolLM2-135M-Instruct/") == base_key("HuggingFaceTB/SmolLM2-135M-Instruct") \
+        == "smollm2135minstruct"
+    assert base_key("org/Other-Model") != base_key("SmolLM2-135M-Instruct")

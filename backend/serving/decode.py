@@ -82,11 +82,8 @@ class Detokenizer:
             visible = len(text)  # no stop string was hit: release any text held back
         delta = text[request.sent_chars:visible] if visible > request.sent_chars else ""
         request.sent_chars = max(request.sent_chars, visible)
-        if finish is not None:
-            return TokenEvent(token_id=token, token_text=token_text, logprob=logprob, special=special, text=delta,
-                              finish_reason=finish, generated_text=text[:visible],
-                              prompt_tokens=len(request.prompt_ids), completion_tokens=len(request.generated))
         return TokenEvent(token_id=token, token_text=token_text, logprob=logprob, special=special, text=delta,
+                          finish_reason=finish, generated_text=None if finish is None else text[:visible],
                           prompt_tokens=len(request.prompt_ids), completion_tokens=len(request.generated))
 
     def last(self, request: Request, reason: str, *, token=None, token_text: str = "", logprob=None,

@@ -32,7 +32,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from safetensors import safe_open
 
-from backend.adapter_folder import read_peft_config
+from backend.adapter_folder import base_key, read_peft_config
 from backend.errors import AdapterMismatch, AdapterNotFound
 from backend.serving.requests import BASE_ROW, error_text
 from backend.serving.routing import AdapterRouting
@@ -382,14 +382,10 @@ class AdapterRegistry:
 
 def _names_match(trained_on: str, base_name: str, base_path: str) -> bool:
     """Loose comparison of an adapter's recorded base with the served one."""
-
-    def norm(value: str) -> str:
-        return re.sub(r"[^a-z0-9]", "", Path(str(value).rstrip("/")).name.lower())
-
-    trained = norm(trained_on)
+    trained = base_key(trained_on)
     if not trained:
         return True
-    for candidate in {norm(base_name), norm(base_path)} - {""}:
+    for candidate in {base_key(base_name), base_key(base_path)} - {""}:
         if trained in candidate or candidate in trained:
             return True
     if base_path and Path(trained_on).expanduser().exists():

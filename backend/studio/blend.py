@@ -29,7 +29,8 @@ import torch
 from peft.utils.other import get_pattern_key
 from safetensors.torch import load_file, save_file
 
-from backend.adapter_folder import CONFIG_FILE, WEIGHTS_FILE, LoraConfigView, read_meta, read_peft_config, write_meta
+from backend.adapter_folder import (CONFIG_FILE, WEIGHTS_FILE, LoraConfigView, base_key, read_meta, read_peft_config,
+                                    write_meta)
 from backend.atomic import staged_folder
 from backend.errors import AdapterMismatch, ConfigError
 
@@ -63,7 +64,7 @@ def blend_adapters(a: Path, b: Path, dst: Path, wa: float, wb: float, *, overwri
     for path, view in ((a, view_a), (b, view_b)):
         problems += _linear_problems(path, view)
     base_a, base_b = view_a.base_model_name_or_path, view_b.base_model_name_or_path
-    if base_a and base_b and _norm_base(base_a) != _norm_base(base_b):
+    if base_a and base_b and base_key(base_a) != base_key(base_b):
         problems.append(f"{a.name} was trained for {base_a!r} and {b.name} for {base_b!r}")
     for key, value in (("wa", wa), ("wb", wb)):
         if not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -184,10 +185,6 @@ def _blend_config(config_a: dict, config_b: dict, ranks: dict[str, int]) -> dict
         base_model_name_or_path=config_a.get("base_model_name_or_path") or config_b.get("base_model_name_or_path"),
     )
     return config
-
-
-def _norm_base(value: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", Path(str(value).rstrip("/")).name.lower())
 
 
 def _source(path: Path, weight: float) -> dict:

@@ -16,7 +16,6 @@ from backend.errors import AdapterMismatch, AdapterNotFound
 from backend.serving.auth import api_token
 from backend.serving.client import ServingClient
 from backend.serving.http.app import create_app, start_in_thread
-from backend.serving.http.state import state_file
 from backend.settings import Settings
 from tests.builders import make_engine, make_lora, reference_tokens
 
@@ -293,7 +292,7 @@ def test_restart_restores_adapters(tiny_llama, server_loras, tmp_path, caplog):
             before = c.chat("kept", MESSAGES, max_tokens=8, temperature=0)
     finally:
         stop()
-    saved = json.loads(state_file(settings).read_text())
+    saved = json.loads(settings.paths.server_state.read_text())
     assert set(saved["adapters"]) == {"kept", "doomed"}
     (doomed / "adapter_model.safetensors").unlink()  # this one can no longer load
     url, stop = start_in_thread(create_app(settings=settings, base=str(tiny_llama)))

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from backend.serving.auth import api_token
 from backend.serving.http import metrics, openai, tgi
 from backend.serving.http.errors import Unauthorized, unauthorized
-from backend.serving.http.state import SavedAdapters, state_file
+from backend.serving.http.state import SavedAdapters
 from backend.settings import Settings
 
 
@@ -60,7 +60,7 @@ def create_app(engine=None, *, settings: Settings, base: str | None = None, toke
     app.state.metrics = metrics.Metrics(lambda: app.state.engine)
     app.state.token = token or api_token(settings)
     app.state.token_file = settings.paths.api_token_file
-    app.state.saved_adapters = SavedAdapters(state_path or state_file(settings))
+    app.state.saved_adapters = SavedAdapters(state_path or settings.paths.server_state)
     app.add_exception_handler(Unauthorized, unauthorized)
     app.include_router(openai.router)
     app.include_router(tgi.router)

@@ -1,26 +1,18 @@
-"""Which adapters the endpoint served, kept in a JSON file under the home so that a
-restarted endpoint loads them again."""
+"""Which adapters the endpoint served, kept in a JSON file under the home
+(``settings.paths.server_state``) so that a restarted endpoint loads them again."""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from pathlib import Path
 
+from backend.atomic import replace_file
 from backend.errors import TuneLabError
-from backend.settings import Settings
 
 log = logging.getLogger("tunelab.server")
-
-STATE_FILE_NAME = "server_state.json"
-
-
-def state_file(settings: Settings) -> Path:
-    return settings.paths.home / ".tunelab" / STATE_FILE_NAME
 
 
 def read_state(path: Path) -> dict[str, str]:
@@ -34,14 +26,9 @@ def read_state(path: Path) -> dict[str, str]:
 
 
 def write_state(path: Path, base: str, adapters: dict[str, str]) -> None:
-    """Write the state file atomically (a crash never leaves half a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".server-state-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump({"base": base, "adapters": adapters, "saved_at": time.time()}, fh, indent=2, sort_keys=True)
-        fh.write("\n")
-    os.replace(tmp, path)
+    """Write the state file whole (a crash never leaves half a file)."""
+    state = {"base": base, "adapters": adapters, "saved_at": time.time()}
+    replace_file(Path(path), json.dumps(state, indent=2, sort_keys=True) + "\n")
 
 
 class SavedAdapters:
