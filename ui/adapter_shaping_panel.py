@@ -15,20 +15,14 @@ from __future__ import annotations
 
 import gradio as gr
 
+from backend.studio.proof import number, share
+
 from .common import Ctx, edge, esc, heatmap_html
 
 NO_PROOF = "*No proof stored for this adapter yet: press **Evaluate**.*"
 
 
 # --- pure functions (tested without a browser) --------------------------------------------------------
-
-
-def _num(value, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _share(part: dict) -> str:
-    return f"{part['correct']}/{part['total']} ({part['score']:.0%})"
 
 
 def proof_markdown(proof: dict | None) -> str:
@@ -43,12 +37,12 @@ def proof_markdown(proof: dict | None) -> str:
              "",
              "| measure | base | adapter |",
              "|---|---|---|",
-             f"| eval loss | {_num(base.get('loss'))} | {_num(adapter.get('loss'))} |",
-             f"| perplexity | {_num(base.get('perplexity'), 2)} | {_num(adapter.get('perplexity'), 2)} |"]
+             f"| eval loss | {number(base.get('loss'))} | {number(adapter.get('loss'))} |",
+             f"| perplexity | {number(base.get('perplexity'), 2)} | {number(adapter.get('perplexity'), 2)} |"]
     em = proof.get("exact_match")
     if em:
-        lines.append(f"| exact match | {_share(em['base_few_shot'])} with {em['k']}-shot prompts "
-                     f"| {_share(em['adapter_zero_shot'])} zero-shot |")
+        lines.append(f"| exact match | {share(em['base_few_shot'])} with {em['k']}-shot prompts "
+                     f"| {share(em['adapter_zero_shot'])} zero-shot |")
     sc = proof.get("self_consistency")
     if sc:
         lines.append(f"| self-consistency | — | {sc['mean']:.0%} of {sc['n_samples']} samples agree "
@@ -59,7 +53,7 @@ def proof_markdown(proof: dict | None) -> str:
         lines += ["", f"The adapter's eval loss is **{abs(change):.4f} {verdict}** than the base's."]
     dw = proof.get("delta_w") or {}
     if dw:
-        lines.append(f"Weight change ‖ΔW‖/‖W‖: max {_num(dw.get('max'))}, mean {_num(dw.get('mean'))} "
+        lines.append(f"Weight change ‖ΔW‖/‖W‖: max {number(dw.get('max'))}, mean {number(dw.get('mean'))} "
                      f"over {dw.get('modules_adapted', '?')} modules.")
     return "\n".join(lines)
 

@@ -41,6 +41,8 @@ from backend.errors import ConfigError
 from backend.hparams import LoraSpec
 
 PRESETS = ("all-linear", "attention", "mlp", "top-half", "off")
+RANKS = (0, 1024)  # a cell's rank: 0 switches it off
+ALPHAS = (1, 4096)
 
 
 class Grid(BaseModel):
@@ -65,10 +67,10 @@ class Grid(BaseModel):
         for name, table in (("rank", self.rank), ("alpha", self.alpha)):
             if len(table) != self.layers or any(len(row) != len(self.modules) for row in table):
                 problems.append(f"{name} must be {self.layers} rows × {len(self.modules)} columns")
-        if any(v < 0 or v > 1024 for row in self.rank for v in row):
-            problems.append("ranks must be between 0 (off) and 1024")
-        if any(v < 1 or v > 4096 for row in self.alpha for v in row):
-            problems.append("alphas must be between 1 and 4096")
+        if any(not RANKS[0] <= v <= RANKS[1] for row in self.rank for v in row):
+            problems.append(f"ranks must be between {RANKS[0]} (off) and {RANKS[1]}")
+        if any(not ALPHAS[0] <= v <= ALPHAS[1] for row in self.alpha for v in row):
+            problems.append(f"alphas must be between {ALPHAS[0]} and {ALPHAS[1]}")
         if problems:
             raise ValueError("; ".join(problems))
         return self

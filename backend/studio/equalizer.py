@@ -13,16 +13,15 @@ import math
 import re
 from typing import Any
 
-from backend.bases.equalizer import Grid, compile_grid, grid_from_adapter
+from backend.bases.equalizer import ALPHAS, RANKS, Grid, compile_grid, grid_from_adapter
 from backend.bases.inspect_views import human_bytes, human_count
 from backend.errors import ConfigError
 from backend.hparams import LoraSpec
 from backend.training.plan import PlanCard
 
 ALL_KINDS = "(all kinds)"
-RANKS = (0, 1024)  # 0 switches a cell off
-ALPHAS = (1, 4096)
-CELL_RULE = "Ranks are whole numbers 0 (off) to 1024; alphas whole numbers 1 to 4096."
+CELL_RULE = (f"Ranks are whole numbers {RANKS[0]} (off) to {RANKS[1]}; "
+             f"alphas whole numbers {ALPHAS[0]} to {ALPHAS[1]}.")
 
 
 # --- reading and editing cells ------------------------------------------------------------------------
@@ -107,7 +106,7 @@ def apply_cells(grid: Grid, layers_text: str | None, kinds: list[str] | str | No
         number = cell_int(value)
         if number is None or not low <= number <= high:
             raise ConfigError(f"{what.capitalize()} {value!r} is not a whole number in {low}..{high}.",
-                              fix="Ranks are 0 (off) to 1024, alphas 1 to 4096.")
+                              fix=CELL_RULE)
         values[what] = number
     if not values:
         raise ConfigError("Give a rank or an alpha to set.", fix="Fill in rank (0 = off) and/or alpha.")

@@ -184,8 +184,14 @@ def finite(value):
 # --- text -----------------------------------------------------------------------------------------------
 
 
-def _fmt(value, digits: int = 4) -> str:
+def number(value, digits: int = 4) -> str:
+    """A proof figure as shown (the CLI's text and the page's table): fixed digits, n/a for none."""
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def share(part: dict) -> str:
+    """An exact-match score as shown: ``7/12 (58%)``."""
+    return f"{part['correct']}/{part['total']} ({part['score']:.0%})"
 
 
 def render_text(result: dict) -> str:
@@ -193,20 +199,19 @@ def render_text(result: dict) -> str:
     ev, dw = result["eval"], result["delta_w"]
     lines = [
         f"Adapter {result['adapter']} on {result['base'].get('name', '?')} — task {result['task']}",
-        f"Eval loss     base {_fmt(ev['base']['loss'])} (ppl {_fmt(ev['base']['perplexity'], 2)})  ->  "
-        f"adapter {_fmt(ev['adapter']['loss'])} (ppl {_fmt(ev['adapter']['perplexity'], 2)})  "
+        f"Eval loss     base {number(ev['base']['loss'])} (ppl {number(ev['base']['perplexity'], 2)})  ->  "
+        f"adapter {number(ev['adapter']['loss'])} (ppl {number(ev['adapter']['perplexity'], 2)})  "
         f"on {ev['adapter']['rows']} held-out rows, {ev['adapter']['tokens']} answer tokens",
-        f"Weight change ‖ΔW‖/‖W‖ max {_fmt(dw['max'])}, mean {_fmt(dw['mean'])} over {dw['modules_adapted']} modules",
+        f"Weight change ‖ΔW‖/‖W‖ max {number(dw['max'])}, mean {number(dw['mean'])} over {dw['modules_adapted']} modules",
     ]
     strongest = sorted(((v, f"layer {i} {m}") for i, row in enumerate(dw["values"])
                         for m, v in zip(dw["modules"], row) if v is not None), reverse=True)[:3]
     if strongest:
-        lines.append("  strongest: " + ", ".join(f"{where} {_fmt(v)}" for v, where in strongest))
+        lines.append("  strongest: " + ", ".join(f"{where} {number(v)}" for v, where in strongest))
     em = result.get("exact_match")
     if em:
         b, a = em["base_few_shot"], em["adapter_zero_shot"]
-        lines.append(f"Exact match   base {em['k']}-shot {b['correct']}/{b['total']} ({b['score']:.0%})  vs  "
-                     f"adapter 0-shot {a['correct']}/{a['total']} ({a['score']:.0%})")
+        lines.append(f"Exact match   base {em['k']}-shot {share(b)}  vs  adapter 0-shot {share(a)}")
     sc = result.get("self_consistency")
     if sc:
         lines.append(f"Consistency   {sc['mean']:.0%} of {sc['n_samples']} samples agree with the majority "

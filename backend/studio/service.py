@@ -24,6 +24,7 @@ from backend.adapter_folder import AdapterMeta
 from backend.bases.resolve import BaseRef, list_bases, resolve_base
 from backend.data.doctor import DataReport, ImportResult, check_files, import_files
 from backend.data.formats import CSV_SUFFIXES, JSON_SUFFIXES, TEXT_SUFFIXES
+from backend.data.normalized import EVAL_FILE, TRAIN_FILE
 from backend.data.samples import sample_file, sample_files
 from backend.errors import AdapterNotFound, TuneLabError
 from backend.hparams import LoraSpec, RunSpec, TrainSpec
@@ -40,6 +41,13 @@ log = logging.getLogger(__name__)
 
 # Every file type the data doctor reads: the upload pickers offer exactly these.
 UPLOAD_SUFFIXES = sorted(JSON_SUFFIXES | CSV_SUFFIXES | TEXT_SUFFIXES)
+
+
+def _data_files(data_dir: str | Path) -> tuple[Path, Path | None]:
+    """An import's training file and its held-out file (None when nothing was held out)."""
+    folder = Path(data_dir)
+    eval_file = folder / EVAL_FILE
+    return folder / TRAIN_FILE, eval_file if eval_file.is_file() else None
 
 
 def _weights():
@@ -192,11 +200,8 @@ class Service:
 
     # training -------------------------------------------------------------------------------
     def train(self, spec: RunSpec, data_dir: str | Path, *, data_hash: str = "") -> int:
-        data_dir = Path(data_dir)
-        train_file = data_dir / "train.jsonl"
-        eval_file = data_dir / "eval.jsonl"
-        return self.runner.submit(spec, train_file, eval_file if eval_file.is_file() else None,
-                                  data_hash=data_hash or data_dir.name)
+        train_file, eval_file = _data_files(data_dir)
+        return self.runner.submit(spec, train_file, eval_file, data_hash=data_hash or Path(data_dir).name)
 
     def train_plan(self, plan: PlanCard, data_dir: str | Path, *, base: str = "default",
                    data_hash: str = "") -> list[int]:
@@ -211,11 +216,9 @@ class Service:
     def train_sweep(self, spec: RunSpec, variations: list[dict], data_dir: str | Path, *,
                     data_hash: str = "") -> list[int]:
         """Queue ``spec`` plus one run per one-knob variation; all names are checked first."""
-        data_dir = Path(data_dir)
-        eval_file = data_dir / "eval.jsonl"
-        return self.runner.submit_sweep(spec, variations, data_dir / "train.jsonl",
-                                        eval_file if eval_file.is_file() else None,
-                                        data_hash=data_hash or data_dir.name)
+        train_file, eval_file = _data_files(data_dir)
+        return self.runner.submit_sweep(spec, variations, train_file, eval_file,
+                                        data_hash=data_hash or Path(data_dir).name)
 
     def cancel(self, job_id: int) -> str:
         """Cancel a job; returns the job runner's answer, the job's status right after it:
@@ -363,12 +366,18 @@ class Service:
         self._register_derived(new_name, src_a)
         return new_name
 
+    def _base_of(self, name: str, folder: Path) -> str | None:
+        """The base adapter ``name`` was made for: the store's record, else its ``tunelab.json``'s."""
+        row = self.store.get_adapter(name)
+        if row is not None:
+            return row.base
+        recorded = AdapterMeta.of(folder).base
+        return recorded.spec if recorded else None
+
     def _register_derived(self, name: str, source: Path) -> None:
         folder = adapter_path(self.paths.adapters, name)
-        meta = AdapterMeta.of(folder)
-        source_row = self.store.get_adapter(source.name)
-        base = source_row.base if source_row else (meta.base.spec if meta.base else "")
-        self.store.upsert_adapter(name, base=base, status="done", goal=meta.goal, meta={"derived": True})
+        self.store.upsert_adapter(name, base=self._base_of(source.name, folder) or "", status="done",
+                                  goal=AdapterMeta.of(folder).goal, meta={"derived": True})
         self._on_adapter_ready(name, folder)
 
     def export(self, name: str, dest: str | Path, *, merged: bool = False) -> Path:
@@ -381,9 +390,7 @@ class Service:
         if not merged:
             shutil.copytree(src, dest, dirs_exist_ok=True)
             return dest
-        row = self.store.get_adapter(name)
-        recorded = AdapterMeta.of(src).base
-        ref = resolve_base(row.base if row else (recorded.spec if recorded else None), self.settings)
+        ref = resolve_base(self._base_of(name, src), self.settings)
         return _weights().merge_into_base(src, ref, self.settings, dest)
 
     def close(self) -> None:

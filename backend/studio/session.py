@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from backend.bases.inspect_views import heatmap, render_text
 from pydantic import ValidationError
 
+from backend.bases.inspect_views import heatmap, render_text
 from backend.errors import DataError, TuneLabError
 from backend.studio.describe import describe_cancel, describe_job, describe_tally
 from backend.studio.plan_form import resize_plan
+from backend.training.jobs import ACTIVE
 from backend.training.plan import PlanCard
 
 logger = logging.getLogger(__name__)
@@ -242,7 +243,7 @@ class AssistantTools:
             targets = [int(job_id)]
         else:
             targets = [j for j in self.state.job_ids
-                       if self.service.progress(j).get("status") in ("queued", "running")]
+                       if self.service.progress(j).get("status") in ACTIVE]
         if not targets:
             return ToolResult(False, "There is no queued or running job to cancel.")
         answers = {j: self.service.cancel(j) for j in targets}

@@ -79,13 +79,13 @@ class AnswerOnlySFTTrainer(SFTTrainer):
             self.eval_seconds += time.perf_counter() - started
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        special_head = scales_logits(self.accelerator.unwrap_model(model).config)
-        if return_outputs or special_head or "labels" not in inputs or self.args.loss_type != "nll" \
-                or self.label_smoother is not None or getattr(self, "aux_loss_enabled", False):
+        unwrapped = self.accelerator.unwrap_model(model)
+        if return_outputs or scales_logits(unwrapped.config) or "labels" not in inputs \
+                or self.args.loss_type != "nll" or self.label_smoother is not None \
+                or getattr(self, "aux_loss_enabled", False):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs["labels"]
         forward_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-        unwrapped = self.accelerator.unwrap_model(model)
         decoder = decoder_of(unwrapped)
         if decoder is not None:
             # the decoder alone: no LM head call at all (even logits_to_keep=1 projects
