@@ -15,6 +15,7 @@ and :class:`AdapterMeta` (``tunelab.json``), never through nested ``.get()`` cha
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -39,10 +40,10 @@ class LoraConfigView(BaseModel):
     peft_type: str = "LORA"
     base_model_name_or_path: str | None = None
     r: int = 8
-    lora_alpha: float = 8
+    lora_alpha: int | float = 8
     target_modules: list[str] | str | None = None
     rank_pattern: dict[str, int] = Field(default_factory=dict)
-    alpha_pattern: dict[str, float] = Field(default_factory=dict)
+    alpha_pattern: dict[str, int | float] = Field(default_factory=dict)
     use_rslora: bool = False
     use_dora: bool = False
     lora_bias: bool = False
@@ -58,6 +59,19 @@ class LoraConfigView(BaseModel):
     def of(cls, path: Path) -> "LoraConfigView":
         """The view of the adapter at ``path`` (checked to be a PEFT LoRA adapter)."""
         return cls.model_validate(read_peft_config(path))
+
+    def rank_of(self, module: str) -> int:
+        """``module``'s rank: its ``rank_pattern`` entry (matched by peft's own rule), else ``r``."""
+        return self.rank_pattern.get(_pattern_key(self.rank_pattern, module), self.r)
+
+    def alpha_of(self, module: str) -> int | float:
+        """``module``'s alpha: its ``alpha_pattern`` entry (matched by peft's own rule), else ``lora_alpha``."""
+        return self.alpha_pattern.get(_pattern_key(self.alpha_pattern, module), self.lora_alpha)
+
+    def scaling_of(self, module: str, rank: int) -> float:
+        """What peft multiplies ``module``'s LoRA update by: alpha / rank (alpha / sqrt(rank) with rsLoRA)."""
+        alpha = self.alpha_of(module)
+        return alpha / math.sqrt(rank) if self.use_rslora else alpha / rank
 
 
 class BaseInfo(BaseModel):
@@ -122,6 +136,15 @@ class AdapterMeta(BaseModel):
     def equalizer_grid(self) -> dict[str, Any] | None:
         """The equalizer grid the LoRA config was compiled from, if it came from one."""
         return self.hyperparameters.get("equalizer") or self.equalizer
+
+
+def _pattern_key(pattern: dict, module: str) -> str:
+    """The key of ``pattern`` that peft applies to ``module`` (its own matching rule).
+
+    peft imports torch; only code that already holds an adapter's tensors asks."""
+    from peft.utils.other import get_pattern_key
+
+    return get_pattern_key(list(pattern), module)
 
 
 def base_key(base: str) -> str:

@@ -110,3 +110,19 @@ def test_base_key_compares_a_recorded_base_loosely():
     assert base_key("/models/SmolLM2-135M-Instruct/") == base_key("HuggingFaceTB/SmolLM2-135M-Instruct") \
         == "smollm2135minstruct"
     assert base_key("org/Other-Model") != base_key("SmolLM2-135M-Instruct")
+
+
+def test_rank_alpha_and_scaling_of_a_module_follow_pefts_patterns():
+    """The one reading of peft's per-module rank/alpha patterns and its scaling rule, which
+    the engine's slots, blends and the proof all use."""
+    import math
+
+    from backend.adapter_folder import LoraConfigView
+
+    view = LoraConfigView.model_validate({"r": 8, "lora_alpha": 16, "rank_pattern": {"q_proj": 4},
+                                          "alpha_pattern": {"layers.1.q_proj": 2}})
+    assert view.rank_of("model.layers.0.self_attn.q_proj") == 4 and view.rank_of("model.layers.0.mlp.up_proj") == 8
+    assert view.alpha_of("model.layers.1.q_proj") == 2 and view.alpha_of("model.layers.0.self_attn.q_proj") == 16
+    assert view.scaling_of("model.layers.0.mlp.up_proj", 8) == 2.0
+    rs = view.model_copy(update={"use_rslora": True})
+    assert rs.scaling_of("model.layers.0.mlp.up_proj", 4) == 16 / math.sqrt(4)

@@ -20,7 +20,6 @@ scaling (DoRA, LoRA bias, modules_to_save, trainable tokens, ...) never use slot
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,10 @@ import torch
 from peft.tuners.lora import LoraLayer
 from peft.tuners.lora.layer import Linear as LoraLinear
 from peft.utils import get_peft_model_state_dict
-from peft.utils.other import get_pattern_key
 from safetensors import safe_open
 from safetensors.torch import load_file
+
+from backend.adapter_folder import LoraConfigView
 
 # Config fields that add modules or change the layer's computation: such adapters take peft's path.
 _UNSLOTTABLE_FIELDS = ("use_dora", "lora_bias", "modules_to_save", "layer_replication",
@@ -163,15 +163,12 @@ def fill(slot: Slot, weights: dict, config: dict) -> None:
     with torch.inference_mode():
         for key, target in slot.tensors.items():
             target.copy_(weights[key])
-    rank_pattern = config.get("rank_pattern") or {}
-    alpha_pattern = config.get("alpha_pattern") or {}
-    rslora = bool(config.get("use_rslora", False))
+    view = LoraConfigView.model_validate(config)
     for key, module in slot.layers:
-        r = rank_pattern.get(get_pattern_key(rank_pattern.keys(), key), config.get("r", 8))
-        alpha = alpha_pattern.get(get_pattern_key(alpha_pattern.keys(), key), config.get("lora_alpha", 8))
+        r = view.rank_of(key)
         if module.r.get(slot.name) != r:
             raise ValueError(f"module {key} has rank {module.r.get(slot.name)} in the slot, the config says {r}")
-        module.lora_alpha[slot.name] = alpha
+        module.lora_alpha[slot.name] = view.alpha_of(key)
         if hasattr(module, "use_rslora"):
-            module.use_rslora[slot.name] = rslora
-        module.scaling[slot.name] = alpha / math.sqrt(r) if rslora else alpha / r
+            module.use_rslora[slot.name] = view.use_rslora
+        module.scaling[slot.name] = view.scaling_of(key, r)

@@ -26,7 +26,6 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-from peft.utils.other import get_pattern_key
 from safetensors.torch import load_file, save_file
 
 from backend.adapter_folder import (CONFIG_FILE, WEIGHTS_FILE, LoraConfigView, base_key, read_meta, read_peft_config,
@@ -87,7 +86,7 @@ def blend_adapters(a: Path, b: Path, dst: Path, wa: float, wb: float, *, overwri
             if module not in modules:
                 continue
             A, B = modules[module]
-            scaling = _scaling(view, _module_name(module), A.shape[0])
+            scaling = view.scaling_of(_module_name(module), A.shape[0])
             parts_A.append(A.float())
             parts_B.append(B.float() * (float(weight) * scaling))
         dtype = (modules_a.get(module) or modules_b.get(module))[0].dtype
@@ -159,14 +158,6 @@ def _key_names(tensors: dict, module: str) -> tuple[str, str]:
 
 def _module_name(module: str) -> str:
     return module[len(_PREFIX):] if module.startswith(_PREFIX) else module
-
-
-def _scaling(config: LoraConfigView, module_name: str, rank: int) -> float:
-    alpha_pattern = config.alpha_pattern
-    alpha = alpha_pattern.get(get_pattern_key(list(alpha_pattern), module_name), config.lora_alpha)
-    if config.use_rslora:
-        return float(alpha) / math.sqrt(rank)
-    return float(alpha) / rank
 
 
 def _blend_config(config_a: dict, config_b: dict, ranks: dict[str, int]) -> dict:

@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 from peft import PeftModel
-from peft.utils.other import get_pattern_key
 from safetensors.torch import load_file
 from transformers import GenerationConfig
 
@@ -47,8 +46,6 @@ def lora_factors(adapter_folder: Path) -> dict[str, dict[str, Any]]:
         raise AdapterMismatch(f"Adapter {str(folder)!r} has no {WEIGHTS_FILE} (only .bin?).",
                               fix="Re-save it with peft's save_pretrained (safetensors is the default).")
     tensors = load_file(str(weights_file))
-    alpha_pattern = config.alpha_pattern
-    default_alpha = float(config.lora_alpha or config.r)
     factors: dict[str, dict[str, Any]] = {}
     for key, a in tensors.items():
         if ".lora_A." not in key:
@@ -59,9 +56,8 @@ def lora_factors(adapter_folder: Path) -> dict[str, dict[str, Any]]:
             continue
         name = module.removeprefix(PEFT_PREFIX)
         r = int(a.shape[0])
-        alpha = float(alpha_pattern.get(get_pattern_key(alpha_pattern.keys(), name), default_alpha))
-        scale = alpha / math.sqrt(r) if config.use_rslora else alpha / r
-        factors[name] = {"A": a.float(), "B": b.float(), "r": r, "alpha": alpha, "scale": scale}
+        factors[name] = {"A": a.float(), "B": b.float(), "r": r, "alpha": float(config.alpha_of(name)),
+                         "scale": config.scaling_of(name, r)}
     return factors
 
 
