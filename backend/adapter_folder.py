@@ -30,6 +30,7 @@ CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 META_FILE = "tunelab.json"
 ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE, META_FILE)
+PEFT_KEY_PREFIX = "base_model.model."  # what peft puts before a base module's name in its weight keys
 
 
 class LoraConfigView(BaseModel):
@@ -145,6 +146,12 @@ def _pattern_key(pattern: dict, module: str) -> str:
     from peft.utils.other import get_pattern_key
 
     return get_pattern_key(list(pattern), module)
+
+
+def base_module_name(name: str) -> str:
+    """A module's name in the base, from its name under peft (a weight key's module part,
+    or a ``PeftModel`` module path): ``base_model.model.`` dropped."""
+    return name.removeprefix(PEFT_KEY_PREFIX)
 
 
 def base_key(base: str) -> str:

@@ -19,12 +19,11 @@ from typing import Any
 from peft.utils.other import get_pattern_key
 from safetensors import safe_open
 
-from backend.adapter_folder import WEIGHTS_FILE, AdapterMeta, LoraConfigView
+from backend.adapter_folder import WEIGHTS_FILE, AdapterMeta, LoraConfigView, base_module_name
 from backend.bases.inspect import inspect_base
 from backend.bases.module_kinds import LAYER_PATH
 from backend.errors import AdapterMismatch, TuneLabError
 
-_PEFT_PREFIX = "base_model.model."
 
 
 def adapter_module_ranks(adapter_folder: Path) -> dict[str, int]:
@@ -38,8 +37,7 @@ def adapter_module_ranks(adapter_folder: Path) -> dict[str, int]:
         for key in fh.keys():
             if ".lora_A." not in key:
                 continue
-            module = key.split(".lora_A.")[0]
-            module = module[len(_PEFT_PREFIX):] if module.startswith(_PEFT_PREFIX) else module
+            module = base_module_name(key.split(".lora_A.")[0])
             ranks[module] = int(fh.get_slice(key).get_shape()[0])
     return ranks
 

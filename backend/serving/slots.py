@@ -31,13 +31,12 @@ from peft.utils import get_peft_model_state_dict
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from backend.adapter_folder import LoraConfigView
+from backend.adapter_folder import LoraConfigView, base_module_name
 
 # Config fields that add modules or change the layer's computation: such adapters take peft's path.
 _UNSLOTTABLE_FIELDS = ("use_dora", "lora_bias", "modules_to_save", "layer_replication",
                        "trainable_token_indices", "target_parameters", "use_qalora",
                        "alora_invocation_tokens", "arrow_config")
-_PEFT_PREFIX = "base_model.model."
 
 
 @dataclass
@@ -136,8 +135,7 @@ def slot_from_adapter(peft_model, name: str, signature: tuple) -> Slot | None:
         if isinstance(scaling, dict) and name in scaling:
             if name in getattr(module, "lora_variant", {}):
                 return None  # DoRA and friends compute more than weights x scaling
-            key = module_name[len(_PEFT_PREFIX):] if module_name.startswith(_PEFT_PREFIX) else module_name
-            layers.append((key, module))
+            layers.append((base_module_name(module_name), module))
     # state dict tensors are detached views: writing them must write the parameters themselves
     pointers = {p.data_ptr() for p in peft_model.parameters()}
     if not all(t.data_ptr() in pointers for t in state.values()):

@@ -28,14 +28,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from backend.adapter_folder import (CONFIG_FILE, WEIGHTS_FILE, LoraConfigView, base_key, read_meta, read_peft_config,
-                                    write_meta)
+from backend.adapter_folder import (CONFIG_FILE, WEIGHTS_FILE, LoraConfigView, base_key, base_module_name, read_meta,
+                                    read_peft_config, write_meta)
 from backend.atomic import staged_folder
 from backend.errors import AdapterMismatch, ConfigError
 
 MAX_STRENGTH = 2.0
 _KEY = re.compile(r"^(?P<module>.+)\.(?P<kind>lora_A|lora_B|lora_embedding_A|lora_embedding_B)(?:\.weight)?$")
-_PREFIX = "base_model.model."
 
 
 def scale_adapter(src: Path, dst: Path, strength: float, *, overwrite: bool = False) -> Path:
@@ -86,14 +85,14 @@ def blend_adapters(a: Path, b: Path, dst: Path, wa: float, wb: float, *, overwri
             if module not in modules:
                 continue
             A, B = modules[module]
-            scaling = view.scaling_of(_module_name(module), A.shape[0])
+            scaling = view.scaling_of(base_module_name(module), A.shape[0])
             parts_A.append(A.float())
             parts_B.append(B.float() * (float(weight) * scaling))
         dtype = (modules_a.get(module) or modules_b.get(module))[0].dtype
         names = _key_names(tensors_a if module in modules_a else tensors_b, module)
         blended[names[0]] = torch.cat(parts_A, dim=0).to(dtype).contiguous()
         blended[names[1]] = torch.cat(parts_B, dim=1).to(dtype).contiguous()
-        ranks[_module_name(module)] = blended[names[0]].shape[0]
+        ranks[base_module_name(module)] = blended[names[0]].shape[0]
 
     config = _blend_config(config_a, config_b, ranks)
     meta = {"kind": "blend", "sources": [_source(a, float(wa)), _source(b, float(wb))],
@@ -154,10 +153,6 @@ def _key_names(tensors: dict, module: str) -> tuple[str, str]:
     a = next(k for k in tensors if k.startswith(module + ".") and _kind(k).endswith("A"))
     b = next(k for k in tensors if k.startswith(module + ".") and _kind(k).endswith("B"))
     return a, b
-
-
-def _module_name(module: str) -> str:
-    return module[len(_PREFIX):] if module.startswith(_PREFIX) else module
 
 
 def _blend_config(config_a: dict, config_b: dict, ranks: dict[str, int]) -> dict:

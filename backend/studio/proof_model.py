@@ -20,7 +20,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from transformers import GenerationConfig
 
-from backend.adapter_folder import WEIGHTS_FILE, AdapterMeta, LoraConfigView, update_meta
+from backend.adapter_folder import WEIGHTS_FILE, AdapterMeta, LoraConfigView, base_module_name, update_meta
 from backend.bases.inspect import model_structure
 from backend.bases.load import load_model, load_tokenizer
 from backend.bases.module_kinds import LAYER_PATH
@@ -31,7 +31,6 @@ from backend.settings import Settings
 from backend.studio.proof import (CLASSIFY_TASKS, EXTRACT_TASKS, TASKS, Generator, Messages, compare_exact_match,
                                   finite, load_rows, self_consistency)
 
-PEFT_PREFIX = "base_model.model."
 
 
 # --- 1. weight change ---------------------------------------------------------------------------
@@ -54,7 +53,7 @@ def lora_factors(adapter_folder: Path) -> dict[str, dict[str, Any]]:
         b = tensors.get(key.replace(".lora_A.", ".lora_B."))
         if b is None:
             continue
-        name = module.removeprefix(PEFT_PREFIX)
+        name = base_module_name(module)
         r = int(a.shape[0])
         factors[name] = {"A": a.float(), "B": b.float(), "r": r, "alpha": float(config.alpha_of(name)),
                          "scale": config.scaling_of(name, r)}
