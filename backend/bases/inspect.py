@@ -28,7 +28,7 @@ from peft.utils.other import get_pattern_key
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 from transformers.pytorch_utils import Conv1D
 
-from backend.bases.inspect_views import heatmap, human_bytes, human_count, public, render_text
+from backend.bases.inspect_views import public, render_text
 from backend.bases.load import context_length, load_config
 from backend.bases.memory import memory_estimates
 from backend.bases.module_kinds import LAYER_PATH, module_group
@@ -36,13 +36,6 @@ from backend.bases.resolve import BaseRef, folder_base, resolve_base
 from backend.errors import BaseModelError, ConfigError
 from backend.hparams import LoraSpec
 from backend.settings import Settings
-
-__all__ = [
-    "inspect_base", "inspect_command_output", "load_inspect_config", "meta_model", "model_structure",
-    "resolve_lora_targets", "lora_cost", "LAYER_PATH", "module_group",
-    # the report's views live in backend.bases.inspect_views; named here for the callers that import them from here
-    "render_text", "heatmap", "human_bytes", "human_count", "public",
-]
 
 DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
 SAFETENSORS_HEADER_BYTES_PER_TENSOR = 160  # the JSON header entry per tensor, roughly

@@ -11,7 +11,8 @@ import pytest
 
 from backend.errors import BaseModelError, ConfigError
 from backend.hparams import LoraSpec
-from backend.bases.inspect import heatmap, inspect_base, inspect_command_output, render_text
+from backend.bases.inspect import inspect_base, inspect_command_output
+from backend.bases.inspect_views import heatmap, render_text
 
 LLAMA_KINDS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
