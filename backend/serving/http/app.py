@@ -24,7 +24,8 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.serving.auth import api_token
 from backend.serving.http import metrics, openai, tgi
-from backend.serving.http.errors import Unauthorized, unauthorized
+from backend.serving.http.errors import Unauthorized, invalid_request, unauthorized
+from backend.serving.http.protocol import InvalidRequest
 from backend.serving.http.state import SavedAdapters
 from backend.settings import Settings
 
@@ -62,6 +63,7 @@ def create_app(engine=None, *, settings: Settings, base: str | None = None, toke
     app.state.token_file = settings.paths.api_token_file
     app.state.saved_adapters = SavedAdapters(state_path or settings.paths.server_state)
     app.add_exception_handler(Unauthorized, unauthorized)
+    app.add_exception_handler(InvalidRequest, invalid_request)
     app.include_router(openai.router)
     app.include_router(tgi.router)
     app.include_router(metrics.router)

@@ -73,6 +73,13 @@ def tgi_failure(error: str | None) -> dict:
     return {"error": f"Generation failed: {error}", "error_type": "generation"}
 
 
+async def invalid_request(request: Request, exc: ValueError) -> JSONResponse:
+    """A body that breaks the protocol, answered in the shape of the route's protocol (an
+    exception handler: routes that parse with :func:`~backend.serving.http.protocol.parse_body`
+    and do not catch its error themselves)."""
+    return openai_error(exc) if request.url.path.startswith("/v1/") else tgi_error(exc)
+
+
 async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
     """The 401 answer (an exception handler: see :func:`backend.serving.http.app.create_app`)."""
     message = ("Missing or wrong bearer token. Send 'Authorization: Bearer <token>' with the token from "

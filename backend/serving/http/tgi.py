@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 
 from backend.errors import TuneLabError
 from backend.serving.http.errors import status_of, tgi_error, tgi_failure
-from backend.serving.http.protocol import GenerateRequest, InvalidRequest, parse_body
+from backend.serving.http.protocol import GenerateRequest, parse_body
 from backend.serving.http.sse import event_stream, sse
 from backend.serving.requests import SamplingParams, TokenEvent
 
@@ -23,31 +23,24 @@ router = APIRouter()
 _TGI_FINISH = {"stop": "eos_token", "length": "length", "cancelled": "eos_token", "error": "eos_token"}
 
 
+# a body that breaks the protocol raises InvalidRequest, answered by the app's handler
+# (backend.serving.http.errors.invalid_request) in TGI's error shape
+
+
 @router.post("/generate")
 async def generate(request: Request):
-    try:
-        body = parse_body(GenerateRequest, await request.body())
-    except InvalidRequest as exc:
-        return tgi_error(exc)
-    return await _generate(request, body)
+    return await _generate(request, parse_body(GenerateRequest, await request.body()))
 
 
 @router.post("/generate_stream")
 async def generate_stream(request: Request):
-    try:
-        body = parse_body(GenerateRequest, await request.body())
-    except InvalidRequest as exc:
-        return tgi_error(exc)
-    return await _generate_stream(request, body)
+    return await _generate_stream(request, parse_body(GenerateRequest, await request.body()))
 
 
 @router.post("/")
 async def compat_generate(request: Request):
     """TGI's root route, the one ``InferenceClient.text_generation`` posts to."""
-    try:
-        body = parse_body(GenerateRequest, await request.body())
-    except InvalidRequest as exc:
-        return tgi_error(exc)
+    body = parse_body(GenerateRequest, await request.body())
     if body.stream:
         return await _generate_stream(request, body)
     answer = await _generate(request, body)
