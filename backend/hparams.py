@@ -67,7 +67,9 @@ class TrainSpec(BaseModel):
     warmup_ratio: float = Field(0.03, ge=0.0, le=0.5, description="Share of steps with a rising learning rate.")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
     seed: int = Field(42, description="Seed for initialization, shuffling and the split.")
-    eval_fraction: float = Field(0.1, ge=0.0, lt=0.9, description="Share of examples held out for eval loss.")
+    eval_fraction: float | None = Field(None, ge=0.0, lt=0.9, description="Share of examples held out to judge the run "
+                                        "(eval loss, proof). None: the rule (20%, at least 20 rows where the data "
+                                        "allows, at most 200); 0: none.")
     logging_steps: int = Field(1, ge=1, description="Report loss every N steps (TRL's default 10 hides short runs).")
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps; default: a few times per run.")
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps, for resume; default: about every 20% of the run.")

@@ -4,7 +4,9 @@
 normalizes every example to chat messages whose last turn is the assistant's answer,
 and returns a :class:`DataReport` holding every problem (by file, line and field) and
 what is right: counts, token lengths under the chosen base's tokenizer, duplicates,
-a seeded train/eval split, a content hash and a preview.
+the rows that will judge the adapter (a seeded split of the training files by
+:func:`backend.data.normalized.eval_count`, or a separate evaluation file), a content
+hash and a preview.
 
 :func:`import_files` writes a clean upload to ``uploads/<hash[:12]>/`` as
 ``train.jsonl``, ``eval.jsonl`` (one ``{"messages": [...]}`` per line) and
@@ -34,14 +36,25 @@ from backend.atomic import staged_folder
 from backend.data.csv_rows import CsvColumns
 from backend.data.file_read import FileRead
 from backend.data.formats import read_file
-from backend.data.problems import DUPLICATE, NO_EXAMPLES, RULES, TEMPLATE_FAILED, TOO_FEW, TOO_LONG, Problem, Rule
-from backend.data.normalized import EVAL_FILE, TRAIN_FILE, split_rows, write_rows
+from backend.data.problems import (
+    DUPLICATE,
+    EVAL_IN_TRAINING,
+    EVAL_IS_TRAINING,
+    NO_EXAMPLES,
+    RULES,
+    TEMPLATE_FAILED,
+    TOO_FEW,
+    TOO_LONG,
+    Problem,
+    Rule,
+)
+from backend.data.normalized import EVAL_FILE, EVAL_RULE, MIN_EXAMPLES_FOR_EVAL, TRAIN_FILE, split_rows, write_rows
 from backend.data.style_text import style_prompt
 from backend.errors import BaseModelError, DataError
 
 __all__ = [
     "Example", "DataReport", "ImportResult", "Problem", "Rule", "RULES", "check_files", "import_files",
-    "style_prompt", "content_hash", "chat_token_lengths", "REPORT_FILE",
+    "style_prompt", "content_hash", "chat_token_lengths", "judged_on", "REPORT_FILE",
 ]
 
 REPORT_FILE = "report.json"
@@ -116,7 +129,8 @@ class DataReport:
                     lines += ["", "All files"]
             else:
                 count = self.stats.get("files", {}).get(name, 0)
-                lines += ["", f"{name} ({self.formats.get(name, 'unknown')}, {count} example(s))"]
+                role = ", evaluation file" if name in self.stats.get("split", {}).get("eval_files", ()) else ""
+                lines += ["", f"{name} ({self.formats.get(name, 'unknown')}, {count} example(s){role})"]
             for problem in problems[:max_problems_per_file]:
                 place = f"{problem.where()}: " if problem.file else ""
                 lines.append(f"  {problem.severity}: {place}{problem.message}")
@@ -161,11 +175,12 @@ class ImportResult:
 def check_files(
     paths: list[Path],
     *,
+    eval_files: list[Path] | None = None,
     tokenizer=None,
     max_tokens: int | None = None,
     goal: str | None = None,
     min_examples: int = 10,
-    eval_fraction: float = 0.1,
+    eval_fraction: float | None = None,
     seed: int = 42,
     system_prompt: str | None = None,
     input_column: str | None = None,
@@ -175,16 +190,28 @@ def check_files(
 
     ``tokenizer`` (a transformers tokenizer with a chat template) enables token-length
     stats and, with ``max_tokens`` (pass min(base context, training max_length)), the
-    too-long check. ``goal`` words the prompt paired with style text. ``eval_fraction``
-    0 turns the eval split off; otherwise an upload of >= 5 examples holds out at least 1.
+    too-long check. ``goal`` words the prompt paired with style text.
+
+    The rows that judge the adapter: with ``eval_files`` (read and checked like the
+    training files), every training row trains and the evaluation files' rows are the
+    eval split; an evaluation row that is also a training row is a warning. Without,
+    rows are held back from the training files: ``eval_fraction`` None is the rule
+    (:func:`backend.data.normalized.eval_count`), 0 holds none back, another fraction
+    holds back that share (at least 1 of >= 5 examples).
     """
-    paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
-    names = _display_names(paths)
+    paths = _as_paths(paths)
+    training = [_same_file(p) for p in paths]
+    given_eval = _as_paths(eval_files)
+    eval_paths = [p for p in given_eval if _same_file(p) not in training]
+    names = _display_names(paths + eval_paths)
+    eval_names = names[len(paths):]
     prompt = style_prompt(goal)
     columns = CsvColumns(input_column, output_column)
     reads: list[FileRead] = [read_file(path, name, style_prompt=prompt, columns=columns)
-                             for path, name in zip(paths, names)]
+                             for path, name in zip(paths + eval_paths, names)]
     late: list[Problem] = []  # upload-wide checks, attached to their file later
+    late += [EVAL_IS_TRAINING.problem(names[training.index(_same_file(p))])  # on the training file's name
+             for p in given_eval if _same_file(p) in training]
 
     examples = []
     for read in reads:
@@ -194,7 +221,9 @@ def check_files(
                 messages.insert(0, {"role": "system", "content": system_prompt})
             examples.append(Example(messages, read.name, raw.line))
 
-    late += _duplicates(examples)
+    late += _duplicates([e for e in examples if e.source not in eval_names])
+    late += _duplicates([e for e in examples if e.source in eval_names])
+    late += _seen_in_training(examples, eval_names)
     refused: set[int] = set()  # examples the template refuses or that are too long
     token_stats = None
     if tokenizer is not None and examples:
@@ -210,25 +239,44 @@ def check_files(
         token_stats = _token_stats(tokenizer, lengths, answers, max_tokens)
 
     clean = [e for i, e in enumerate(examples) if i not in refused]
+    to_train = [e for e in clean if e.source not in eval_names]
     upload_wide: list[Problem] = []
-    if not clean:
+    if not to_train:
         had = sum(len(r.problems) for r in reads) + len(refused)
         upload_wide.append(NO_EXAMPLES.problem(None, detail=f" ({had} problem(s) found)" if had else ""))
-    elif len(clean) < min_examples:
-        upload_wide.append(TOO_FEW.problem(None, count=len(clean), minimum=min_examples))
+    elif len(to_train) < min_examples:
+        upload_wide.append(TOO_FEW.problem(None, count=len(to_train), minimum=min_examples))
 
-    train, evaluation = split_rows(clean, eval_fraction=eval_fraction, seed=seed)
+    if eval_paths:
+        train, evaluation = to_train, [e for e in clean if e.source in eval_names]
+    else:
+        train, evaluation = split_rows(clean, eval_fraction=eval_fraction, seed=seed)
     problems = _ordered([p for r in reads for p in r.problems] + late, names) + upload_wide
     formats = {r.name: r.format for r in reads}
-    stats = _stats(clean, train, evaluation, reads, token_stats, problems, eval_fraction, seed)
+    split = _split(len(to_train), len(evaluation), eval_names, eval_fraction, seed)
+    stats = _stats(clean, train, evaluation, reads, token_stats, problems, split)
     settings = {
         "goal": goal, "style_prompt": prompt, "system_prompt": system_prompt, "min_examples": min_examples,
-        "eval_fraction": eval_fraction, "seed": seed, "max_tokens": max_tokens,
+        "eval_fraction": eval_fraction, "eval_files": eval_names, "seed": seed, "max_tokens": max_tokens,
         "input_column": input_column, "output_column": output_column,
         "tokenizer": _tokenizer_name(tokenizer) if tokenizer is not None else None,
     }
-    return DataReport(problems, clean, train, evaluation, content_hash(clean) if clean else "",
-                      stats, formats, settings)
+    digest = content_hash(to_train, held_out=evaluation if eval_paths else None) if clean else ""
+    return DataReport(problems, clean, train, evaluation, digest, stats, formats, settings)
+
+
+def _as_paths(paths) -> list[Path]:
+    if paths is None:
+        return []
+    return [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
+
+
+def _same_file(path: Path) -> Path:
+    """The path that names ``path``'s file, whichever way it was written."""
+    try:
+        return path.resolve()
+    except OSError:
+        return path.absolute()
 
 
 def _display_names(paths: list[Path]) -> list[str]:
@@ -242,26 +290,50 @@ def _ordered(problems: list[Problem], names: list[str]) -> list[Problem]:
     return sorted(problems, key=lambda p: (order.get(p.file, len(order)), p.line or 0))
 
 
+def _key(example: Example) -> str:
+    return json.dumps(example.messages, sort_keys=True, ensure_ascii=False)
+
+
 def _duplicates(examples: list[Example]) -> list[Problem]:
     first_seen: dict[str, Example] = {}
     problems = []
     for example in examples:
-        key = json.dumps(example.messages, sort_keys=True, ensure_ascii=False)
-        first = first_seen.setdefault(key, example)
+        first = first_seen.setdefault(_key(example), example)
         if first is not example:
             where = f"line {first.line}" + ("" if first.source == example.source else f" of {first.source}")
             problems.append(DUPLICATE.problem(example.source, example.line, None, first=where))
     return problems
 
 
-def content_hash(examples: list[Example]) -> str:
-    """sha256 of the normalized messages in order (not of file names or line numbers)."""
+def _seen_in_training(examples: list[Example], eval_names: list[str]) -> list[Problem]:
+    """An evaluation row with the same messages as a training row: a warning on the
+    evaluation row naming the training row's file and line."""
+    trained: dict[str, Example] = {}
+    for example in examples:
+        if example.source not in eval_names:
+            trained.setdefault(_key(example), example)
+    return [EVAL_IN_TRAINING.problem(e.source, e.line, None, first=f"line {seen.line} of {seen.source}")
+            for e in examples if e.source in eval_names and (seen := trained.get(_key(e))) is not None]
+
+
+def content_hash(examples: list[Example], *, held_out: list[Example] | None = None) -> str:
+    """sha256 of the normalized messages in order (not of file names or line numbers);
+    ``held_out``, the rows of an evaluation file, follow behind a marker, so the same
+    training rows judged on another file hash differently."""
     digest = hashlib.sha256()
     for example in examples:
-        digest.update(json.dumps(example.messages, ensure_ascii=False, sort_keys=True,
-                                 separators=(",", ":")).encode("utf-8"))
-        digest.update(b"\n")
+        _hash_messages(digest, example)
+    if held_out is not None:
+        digest.update(b"--evaluation file--\n")
+        for example in held_out:
+            _hash_messages(digest, example)
     return digest.hexdigest()
+
+
+def _hash_messages(digest, example: Example) -> None:
+    digest.update(json.dumps(example.messages, ensure_ascii=False, sort_keys=True,
+                             separators=(",", ":")).encode("utf-8"))
+    digest.update(b"\n")
 
 
 # --- token lengths -----------------------------------------------------------------------------
@@ -348,7 +420,34 @@ def _token_stats(tokenizer, lengths, answers, max_tokens) -> dict | None:
     return stats
 
 
-def _stats(clean, train, evaluation, reads, token_stats, problems, eval_fraction, seed) -> dict:
+def _split(n_training: int, n_eval: int, eval_names: list[str], eval_fraction: float | None, seed: int) -> dict:
+    """Where the rows that judge the adapter come from, and what that means for a score."""
+    split: dict[str, Any] = {"seed": seed, "eval_fraction": eval_fraction, "eval_rows": n_eval,
+                             "eval_source": "file" if eval_names else "split", "eval_files": list(eval_names)}
+    if eval_names:
+        files = "files" if len(eval_names) > 1 else "file"
+        split["note"] = f"from your evaluation {files} {', '.join(eval_names)}"
+    elif n_eval:
+        split["note"] = ("held back from the training file: they share its phrasings, so a score on them can "
+                         "flatter the adapter; drop in a separate evaluation file to judge on new inputs")
+    else:
+        why = (f"fewer than {MIN_EXAMPLES_FOR_EVAL} examples" if n_training < MIN_EXAMPLES_FOR_EVAL
+               else "the eval fraction is 0")
+        split["note"] = (f"none held back ({why}), so no held-out loss or proof; drop in a separate evaluation "
+                         "file to judge on new inputs")
+    return split
+
+
+def judged_on(split: dict) -> str:
+    """One line: how many rows will judge the adapter and where they come from (the
+    report's ``stats["split"]``)."""
+    rows = split.get("eval_rows", 0)
+    if not rows:
+        return f"Judged on no rows: {split.get('note', '')}"
+    return f"Judged on {rows} row(s) {split.get('note', '')}"
+
+
+def _stats(clean, train, evaluation, reads, token_stats, problems, split) -> dict:
     per_file = Counter(e.source for e in clean)
     stats: dict[str, Any] = {
         "examples": len(clean),
@@ -362,14 +461,20 @@ def _stats(clean, train, evaluation, reads, token_stats, problems, eval_fraction
         "with_system": sum(1 for e in clean if e.messages[0]["role"] == "system"),
         "tokens": token_stats,
         "chars": _distribution([sum(len(m["content"]) for m in e.messages) for e in clean]) if clean else None,
-        "split": {"seed": seed, "eval_fraction": eval_fraction},
+        "split": split,
     }
     return stats
 
 
 def _stats_lines(stats: dict) -> list[str]:
-    lines = [f"Examples: {stats['examples']} (train {stats['train']}, eval {stats['eval']}; "
-             f"seed {stats['split']['seed']}, eval fraction {stats['split']['eval_fraction']})"]
+    split = stats["split"]
+    if split.get("eval_source") == "file":
+        how = " from the evaluation file"
+    elif split.get("eval_fraction") is None:
+        how = f"; seed {split['seed']}, held back by the rule: {EVAL_RULE}"
+    else:
+        how = f"; seed {split['seed']}, eval fraction {split['eval_fraction']}"
+    lines = [f"Examples: {stats['examples']} (train {stats['train']}, eval {stats['eval']}{how})", judged_on(split)]
     tokens = stats.get("tokens")
     if tokens:
         limit = f", limit {tokens['limit']}" if tokens.get("limit") else ""
@@ -401,7 +506,8 @@ def _short(text: str, limit: int = 60) -> str:
 
 
 def import_files(paths: list[Path], uploads_dir: Path, **check_kwargs) -> ImportResult:
-    """Check, and only when there is no error, write ``uploads_dir/<hash[:12]>/``.
+    """Check, and only when there is no error (in any file, evaluation files included),
+    write ``uploads_dir/<hash[:12]>/``.
 
     The folder is written under a temporary name and renamed into place, so a failure
     leaves nothing half-written. Importing the same content with the same split settings

@@ -23,6 +23,10 @@ TRAIN_FILE = "train.jsonl"
 EVAL_FILE = "eval.jsonl"
 ROLES = ("system", "user", "assistant")
 MIN_EXAMPLES_FOR_EVAL = 5  # below this, nothing is held out
+EVAL_SHARE = 0.2  # the rule's share of the examples held out
+EVAL_FLOOR = 20  # ... raised to this many rows where three quarters still train
+EVAL_CAP = 200  # ... and never more than this many
+EVAL_RULE = f"{EVAL_SHARE:.0%}, at least {EVAL_FLOOR} rows where the data allows, at most {EVAL_CAP}"
 _SHOWN_PROBLEMS = 20
 _REIMPORT = "Import the examples through the data doctor (tunelab data check / the Data tab), which writes these files."
 
@@ -87,13 +91,36 @@ def write_rows(path: Path, rows: Sequence[Messages]) -> None:
             handle.write(json.dumps({"messages": messages}, ensure_ascii=False) + "\n")
 
 
-def split_rows(rows: Sequence[T], *, eval_fraction: float, seed: int) -> tuple[list[T], list[T]]:
-    """The seeded train/eval split. Eval gets ``round(n * eval_fraction)`` rows, at least
-    one when ``n >= 5`` and the fraction is above 0, none below 5; both keep the order."""
+def eval_count(n: int) -> int:
+    """How many of ``n`` examples the rule holds out to judge the adapter.
+
+    None below :data:`MIN_EXAMPLES_FOR_EVAL` (5); otherwise ``round(0.2 * n)``, raised to
+    ``min(20, n // 4)`` (a floor of 20 rows, where that still leaves three quarters of the
+    data to train on) and capped at 200: the proof generates an answer for every held-out
+    row, and on a CPU 200 rows are judged in minutes, while a few thousand would take an
+    hour and tell little more. 4 -> 0, 5 -> 1, 40 -> 10, 90 -> 20, 120 -> 24, 1000 -> 200.
+    """
+    if n < MIN_EXAMPLES_FOR_EVAL:
+        return 0
+    return min(EVAL_CAP, max(round(EVAL_SHARE * n), min(EVAL_FLOOR, n // 4)))
+
+
+def split_rows(rows: Sequence[T], *, eval_fraction: float | None = None, seed: int) -> tuple[list[T], list[T]]:
+    """The seeded train/eval split; both keep the order.
+
+    ``eval_fraction`` None (the default everywhere) holds out :func:`eval_count` rows. An
+    explicit fraction holds out ``round(n * eval_fraction)`` rows, at least one when
+    ``n >= 5`` and the fraction is above 0; 0 holds out none. Below 5 rows, none either way.
+    """
     n = len(rows)
-    if n < MIN_EXAMPLES_FOR_EVAL or eval_fraction <= 0:
+    if eval_fraction is None:
+        n_eval = eval_count(n)
+    elif n < MIN_EXAMPLES_FOR_EVAL or eval_fraction <= 0:
+        n_eval = 0
+    else:
+        n_eval = min(n - 1, max(1, round(n * eval_fraction)))
+    if not n_eval:
         return list(rows), []
-    n_eval = min(n - 1, max(1, round(n * eval_fraction)))
     held_out = set(random.Random(seed).sample(range(n), n_eval))
     return ([r for i, r in enumerate(rows) if i not in held_out],
             [r for i, r in enumerate(rows) if i in held_out])

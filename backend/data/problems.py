@@ -133,9 +133,18 @@ TOO_FEW = Rule(
     "expect the adapter to learn little. Add more examples.")
 NO_EXAMPLES = Rule("no_examples", "error",
                    "No usable examples{detail}. Fix the problems above or add examples.")
+EVAL_IN_TRAINING = Rule(
+    "eval_in_training", "warning",
+    "This evaluation row is also a training example ({first}), so its score measures recall, not "
+    "new inputs. Remove it from one of the two files.")
+EVAL_IS_TRAINING = Rule(
+    "eval_is_training", "error",
+    "This file is given both as training data and as the evaluation file; an evaluation file must "
+    "hold rows the adapter does not train on. Drop in a separate file, or leave it out and rows are "
+    "held back from the training file.")
 
 RULES = {rule.code: rule for rule in (
     FILE_NOT_FOUND, UNSUPPORTED_FILE, NOT_UTF8, EMPTY_FILE, BAD_JSON, NOT_OBJECT, UNKNOWN_FORMAT,
     MISSING_FIELD, WRONG_TYPE, UNKNOWN_ROLE, EMPTY_TEXT, NO_ASSISTANT, LAST_NOT_ASSISTANT, NO_USER,
     CSV_MISSING_COLUMNS, CSV_UNKNOWN_COLUMN, TEMPLATE_FAILED, TOO_LONG, DUPLICATE, TOO_FEW,
-    NO_EXAMPLES)}
+    NO_EXAMPLES, EVAL_IN_TRAINING, EVAL_IS_TRAINING)}

@@ -93,6 +93,24 @@ def test_split_is_seeded_and_sized(tmp_path):
     assert len(check_files([five], eval_fraction=0.0).eval) == 0
 
 
+def test_by_default_the_rule_holds_back_rows_and_the_report_says_they_share_the_file(tmp_path):
+    path = write(tmp_path, "d.jsonl", jsonl(*[chat(f"q{i}", f"a{i}") for i in range(90)]))
+    report = check_files([path])
+    assert (len(report.train), len(report.eval)) == (70, 20)  # 20% is 18: the floor of 20
+    split = report.stats["split"]
+    assert (split["eval_rows"], split["eval_source"], split["eval_fraction"]) == (20, "split", None)
+    assert split["note"].startswith("held back from the training file: they share its phrasings")
+    text = report.render_text()
+    assert "held back by the rule: 20%, at least 20 rows where the data allows, at most 200" in text
+    assert "Judged on 20 row(s) held back from the training file" in text
+    assert "drop in a separate evaluation file" in text
+
+    four = check_files([write(tmp_path, "four.jsonl", jsonl(*[chat(f"q{i}", "a") for i in range(4)]))],
+                       min_examples=1)
+    assert four.stats["split"]["eval_rows"] == 0
+    assert "Judged on no rows: none held back (fewer than 5 examples)" in four.render_text()
+
+
 def test_content_hash_is_stable_for_identical_content_in_identical_order(tmp_path):
     rows = [chat(f"q{i}", f"a{i}") for i in range(4)]
     a = check_files([write(tmp_path, "a.jsonl", jsonl(*rows))])
@@ -205,3 +223,59 @@ def test_an_imported_file_broken_by_hand_is_refused_by_the_reader(tmp_path):
     path = write(tmp_path, "train.jsonl", jsonl(chat("q", "a"), {"messages": [U("q")]}))
     with pytest.raises(DataError, match="line 2"):
         read_rows(path)
+
+
+# --- a separate evaluation file ----------------------------------------------------------------
+
+
+def test_an_evaluation_file_judges_instead_and_every_training_row_trains(tmp_path):
+    uploads = tmp_path / "uploads"
+    train_file = write(tmp_path, "train.jsonl", jsonl(*[chat(f"q{i}", f"a{i}") for i in range(30)]))
+    held = write(tmp_path, "held.csv", "input,output\n" + "".join(f"new {i},b{i}\n" for i in range(7)))
+    result = import_files([train_file], uploads, eval_files=[held])
+    report = result.report
+    assert [e.line for e in report.train] == list(range(1, 31)) and {e.source for e in report.train} == {"train.jsonl"}
+    assert [e.messages for e in report.eval] == [[U(f"new {i}"), A(f"b{i}")] for i in range(7)]
+    assert read_rows(result.eval_path) == [e.messages for e in report.eval]
+    assert len(read_rows(result.train_path)) == 30
+    split = report.stats["split"]
+    assert (split["eval_rows"], split["eval_source"], split["note"]) == (7, "file", "from your evaluation file held.csv")
+    assert report.stats["files"] == {"train.jsonl": 30, "held.csv": 7}
+    assert json.loads(result.report_path.read_text())["stats"]["split"]["eval_source"] == "file"
+    text = report.render_text()
+    assert "held.csv (csv, 7 example(s), evaluation file)" in text
+    assert "Judged on 7 row(s) from your evaluation file held.csv" in text
+
+    split_only = check_files([train_file])
+    assert report.content_hash != split_only.content_hash  # judged on other rows: another import
+    other = write(tmp_path, "other.jsonl", jsonl(*[chat(f"other {i}", "c") for i in range(7)]))
+    assert check_files([train_file], eval_files=[other]).content_hash != report.content_hash
+
+
+def test_an_evaluation_row_that_is_also_a_training_row_is_a_warning_naming_both(tmp_path):
+    train_file = write(tmp_path, "train.jsonl", jsonl(*[chat(f"q{i}", f"a{i}") for i in range(12)]))
+    held = write(tmp_path, "held.jsonl", jsonl(chat("new", "b"), chat("q3", "a3"), chat("new", "b")))
+    report = check_files([train_file], eval_files=[held])
+    assert report.ok and len(report.eval) == 3 and len(report.train) == 12
+    assert [(p.code, p.file, p.line) for p in report.warnings] == [
+        ("eval_in_training", "held.jsonl", 2), ("duplicate", "held.jsonl", 3)]
+    assert "line 4 of train.jsonl" in report.warnings[0].message
+    assert "held.jsonl" in report.render_text() and "line 2" in report.render_text()
+
+
+def test_a_bad_evaluation_file_imports_nothing_and_every_problem_is_named(tmp_path):
+    uploads = tmp_path / "uploads"
+    train_file = write(tmp_path, "train.jsonl", jsonl(*[chat(f"q{i}", f"a{i}") for i in range(12)]))
+    held = write(tmp_path, "held.jsonl", jsonl(chat("new", "b"), "{oops", {"messages": [U("no answer")]}))
+    with pytest.raises(DataError) as caught:
+        import_files([train_file], uploads, eval_files=[held])
+    assert not uploads.exists() or list(uploads.iterdir()) == []
+    report = caught.value.report
+    assert [(p.file, p.line) for p in report.errors] == [("held.jsonl", 2), ("held.jsonl", 3)]
+    assert "held.jsonl" in str(caught.value)
+
+
+def test_the_training_file_cannot_be_its_own_evaluation_file(tmp_path):
+    train_file = write(tmp_path, "train.jsonl", jsonl(*[chat(f"q{i}", f"a{i}") for i in range(12)]))
+    report = check_files([train_file], eval_files=[tmp_path / "." / "train.jsonl"])
+    assert [(p.code, p.file) for p in report.errors] == [("eval_is_training", "train.jsonl")]

@@ -10,6 +10,7 @@ import pytest
 from backend.data.normalized import (
     answer_of,
     check_rows,
+    eval_count,
     prompt_of,
     read_rows,
     split_rows,
@@ -55,6 +56,28 @@ def test_split_holds_out_from_five_rows_on_and_keeps_the_order():
     assert split_rows(list(range(5)), eval_fraction=0.0, seed=0) == (list(range(5)), [])
     train, held = split_rows(list(range(5)), eval_fraction=0.99, seed=1)
     assert len(train) == 1 and len(held) == 4  # never everything held out
+
+
+@pytest.mark.parametrize(("n", "held_out"), [
+    (0, 0), (4, 0),  # too few to judge on
+    (5, 1), (12, 3), (40, 10),  # the floor of 20, lowered so that three quarters still train
+    (90, 20), (100, 20),  # 20% would be 18: the floor
+    (120, 24), (999, 200),  # 20%
+    (1000, 200), (5000, 200),  # the cap
+])
+def test_the_rule_holds_out_20_percent_at_least_20_rows_where_the_data_allows_at_most_200(n, held_out):
+    assert eval_count(n) == held_out
+    assert n - held_out >= 0.75 * n or n < 5
+
+
+def test_the_rule_is_the_default_split_and_an_explicit_fraction_keeps_its_meaning():
+    rows = list(range(90))
+    train, held = split_rows(rows, seed=7)
+    assert len(held) == 20 and len(train) == 70 and sorted(train + held) == rows
+    assert split_rows(rows, eval_fraction=None, seed=7) == (train, held)
+    assert len(split_rows(rows, eval_fraction=0.1, seed=7)[1]) == 9
+    assert split_rows(rows, eval_fraction=0.0, seed=7) == (rows, [])
+    assert split_rows(rows[:4], seed=7) == (rows[:4], [])
 
 
 def test_rows_written_are_read_back_and_in_memory_rows_are_checked_the_same_way(tmp_path):
