@@ -11,6 +11,7 @@ from pathlib import Path
 
 from backend.bases.resolve import BaseRef
 from backend.hparams import RunSpec
+from backend.names import adapter_path
 from backend.training.run import write_adapter_folder
 
 CHROMIUM = "/usr/bin/chromium"
@@ -158,3 +159,32 @@ def answer_loss(model, tokenizer, rows: list[list[dict]]) -> float:
         total += float(loss) * n
         count += n
     return total / count
+
+
+def exact_match_proof(correct: int, total: int = 30, *, base_few_shot: int = 13, ci=None,
+                      suggestion: str = "beats_base") -> dict:
+    """A stored proof of a checkable task: the base few-shot and the adapter on ``total`` held-out rows."""
+    def part(n: int, interval=None) -> dict:
+        return {"correct": n, "total": total, "score": n / total, "ci95": interval}
+
+    return {"task": "classification", "judged_by": {"rows": total, "source": "split"},
+            "exact_match": {"k": 6, "base_zero_shot": part(4), "base_few_shot": part(base_few_shot),
+                            "adapter": part(correct, ci)},
+            "verdict": {"suggestion": suggestion, "text": suggestion.replace("_", " ")}}
+
+
+def add_finished_adapter(service, name: str, *, sweep: str | None = None, proof: dict | None = None,
+                         size: int = 1000, train_seconds: float = 60.0) -> Path:
+    """An adapter as a finished job leaves it, without training one: its job (queued in
+    ``sweep``), its store row, and a folder whose tunelab.json holds ``proof`` and whose
+    weights file has ``size`` bytes (not loadable: for listings and leaderboards only)."""
+    job = service.store.add_job(name, {"spec": {"name": name}, "train_file": "/none.jsonl"}, sweep=sweep)
+    service.store.update_job(job.id, status="done")
+    service.store.upsert_adapter(name, base="default", status="done", job_id=job.id, goal="classify news")
+    folder = adapter_path(service.paths.adapters, name)
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 8}))
+    (folder / "adapter_model.safetensors").write_bytes(b"\0" * size)
+    (folder / "tunelab.json").write_text(json.dumps({"name": name, "status": "done", "proof": proof,
+                                                     "metrics": {"train_seconds": train_seconds}}))
+    return folder

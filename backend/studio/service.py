@@ -33,6 +33,7 @@ from backend.serving.auth import api_token
 from backend.serving.client import ServingClient
 from backend.settings import Settings
 from backend.store import VERDICTS, Store
+from backend.studio import leaderboard as board
 from backend.studio.ratings import BASE, tallies
 from backend.training.jobs import JobRunner
 from backend.training.plan import PlanCard, detect_kind, make_plan
@@ -250,6 +251,27 @@ class Service:
     def adapter_meta(self, name: str) -> AdapterMeta:
         """The typed view of an adapter's ``tunelab.json`` (empty while it has none)."""
         return AdapterMeta.of(adapter_path(self.paths.adapters, name))
+
+    def leaderboard(self, sweep: str | None = None) -> list[dict]:
+        """Finished adapters side by side, ranked per sweep with the recommended one marked
+        (the rule: :mod:`backend.studio.leaderboard`); only ``sweep``'s when given. An adapter
+        belongs to the sweep its job was queued in; one trained alone is a sweep of its own."""
+        sweeps = {job.id: job.sweep or (job.request or {}).get("sweep") for job in self.store.list_jobs()}
+        records = []
+        for row in self.store.list_adapters(status="done"):
+            group = sweeps.get(row.job_id) or row.name
+            if sweep is not None and group != sweep:
+                continue
+            folder = adapter_path(self.paths.adapters, row.name)
+            try:
+                meta = AdapterMeta.of(folder)
+            except ValueError as exc:  # an unreadable tunelab.json: listed, without a score
+                log.warning("leaderboard: %s has an unreadable %s: %s", row.name, adapter_files.META_FILE, exc)
+                meta = AdapterMeta()
+            weights = folder / adapter_files.WEIGHTS_FILE
+            records.append(board.Record(name=row.name, sweep=group, proof=meta.proof, metrics=meta.metrics,
+                                        size_bytes=weights.stat().st_size if weights.is_file() else None))
+        return board.leaderboard(records)
 
     def _describe(self, row, counted: dict) -> dict:
         folder = adapter_path(self.paths.adapters, row.name)

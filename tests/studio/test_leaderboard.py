@@ -4,6 +4,7 @@ score, and the words each row and the recommendation are shown with."""
 from __future__ import annotations
 
 from backend.studio.leaderboard import Record, best_line, by_sweep, leaderboard, rank_sweep, sweep_summary
+from tests.builders import add_finished_adapter, exact_match_proof
 
 
 def _part(correct: int, total: int, ci=None) -> dict:
@@ -120,3 +121,27 @@ def test_the_board_groups_by_sweep_and_a_lone_adapter_is_its_own_sweep():
     assert list(groups) == ["a", "lone"]
     assert [r["name"] for r in groups["a"]] == ["a-r8", "a-r4"] and groups["lone"][0]["recommended"]
     assert sum(r["recommended"] for r in rows) == 2
+
+
+# --- the service gathers the records from the store and the adapters' folders -----------------------
+
+
+def test_the_service_ranks_finished_adapters_per_sweep_from_their_tunelab_json(service):
+    add_finished_adapter(service, "news-r8", sweep="news", proof=exact_match_proof(27), size=2_000_000)
+    add_finished_adapter(service, "news-r16", sweep="news", proof=exact_match_proof(29, ci=[0.83, 0.99]),
+                         size=4_000_000)
+    add_finished_adapter(service, "news-lr", sweep="news", proof=None)
+    add_finished_adapter(service, "wine", proof=exact_match_proof(9, 10, base_few_shot=5))
+    service.store.upsert_adapter("news-queued", base="default", status="queued")  # not finished: not ranked
+    (service.paths.adapters / "news-lr" / "tunelab.json").write_text("{broken")  # listed, without a score
+
+    rows = service.leaderboard()
+    assert [(r["sweep"], r["name"]) for r in rows] == [("news", "news-r16"), ("news", "news-r8"),
+                                                       ("news", "news-lr"), ("wine", "wine")]
+    best = rows[0]
+    assert best["recommended"] and best["score_text"] == "29/30 (97%, 95% CI 83–99%)"
+    assert best["size_bytes"] == 4_000_000 and best["train_seconds"] == 60.0
+    assert rows[2]["score_text"] == "not measured yet" and not rows[2]["recommended"]
+    assert rows[3]["recommended"] and rows[3]["why"] == "the only run of its sweep, measured by held-out exact match"
+    assert [r["name"] for r in service.leaderboard("news")] == ["news-r16", "news-r8", "news-lr"]
+    assert service.leaderboard("nothing") == []
