@@ -25,6 +25,7 @@ from typer.core import TyperGroup
 
 from backend.adapter_folder import AdapterMeta
 from backend.bases.resolve import pull_default
+from backend.data.doctor import judged_on
 from backend.errors import ConfigError, DataError, TuneLabError
 from backend.hparams import LoraSpec, RunSpec, TrainSpec
 from backend.settings import Settings
@@ -116,9 +117,15 @@ def bases_add(base: str = typer.Argument(..., help="A hub id, a local folder or 
 # --- data --------------------------------------------------------------------------------------
 
 
+EVAL_DATA_HELP = ("A separate evaluation file (same formats; repeat for several): its rows judge the adapter, "
+                  "and every example of the training files trains. Without it, rows held back from the "
+                  "training files judge (20%, at least 20 where the data allows, at most 200).")
+
+
 @data_app.command("check")
 def data_check(
     files: list[Path] = typer.Argument(..., help="JSONL, CSV or TXT files."),
+    eval_data: Optional[list[Path]] = typer.Option(None, "--eval-data", help=EVAL_DATA_HELP),
     base: str = typer.Option("default", help="Base whose tokenizer measures the examples."),
     goal: Optional[str] = typer.Option(None, help="Goal; TXT paragraphs get a prompt derived from it."),
     input_column: Optional[str] = typer.Option(None, help="CSV column with the inputs."),
@@ -126,8 +133,8 @@ def data_check(
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Check example files; exit 1 when they have errors."""
-    report = _service().check_data(files, base=base, goal=goal, input_column=input_column,
-                                   output_column=output_column)
+    report = _service().check_data(files, eval_files=eval_data or None, base=base, goal=goal,
+                                   input_column=input_column, output_column=output_column)
     print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if as_json else report.render_text())
     raise typer.Exit(0 if report.ok else 1)
 
@@ -147,6 +154,7 @@ def _run_spec(name: str, base: str, goal: str, lora: dict, train: dict) -> RunSp
 @app.command("train")
 def train(
     data: list[Path] = typer.Option(..., "--data", help="Example files (JSONL, CSV, TXT); repeat for several."),
+    eval_data: Optional[list[Path]] = typer.Option(None, "--eval-data", help=EVAL_DATA_HELP),
     name: str = typer.Option(..., "--name", help="Adapter name, e.g. autumn-r8."),
     base: str = typer.Option("default", help="default, a hub id, a local folder or a .gguf file."),
     goal: str = typer.Option("", help="What the adapter is for (kept in tunelab.json)."),
@@ -171,11 +179,12 @@ def train(
                 if v is not None}
     spec = _run_spec(name, base, goal, lora_kw, train_kw)
     service = _service()
-    imported = service.import_data(data, base=base, goal=goal or None, system_prompt=system_prompt,
-                                   max_length=max_length)
+    imported = service.import_data(data, eval_files=eval_data or None, base=base, goal=goal or None,
+                                   system_prompt=system_prompt, max_length=max_length)
     report = imported.report
     for problem in report.warnings:
         err.print(f"[yellow]warning[/] {problem}", highlight=False)
+    err.print(judged_on(report.stats["split"]), highlight=False)
     if sweep:
         variations = suggest_sweep(len(report.train), max_runs=3)
         job_ids = service.train_sweep(spec, variations, imported.folder, data_hash=report.content_hash)

@@ -129,6 +129,51 @@ def test_train_with_bad_data_imports_nothing(home, tiny_llama, tmp_path):
     assert not (home / "adapters" / "bad").exists()
 
 
+def _held_out_file(tmp_path, n=5):
+    data = tmp_path / "held.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"garnet plum {i}"}, {"role": "assistant", "content": "red"}]}
+            for i in range(n)]
+    data.write_text("\n".join(json.dumps(r) for r in rows))
+    return data
+
+
+def test_data_check_with_an_evaluation_file_says_it_judges(home, tiny_llama, tmp_path):
+    result = _run("data", "check", _wine_file(tmp_path), "--eval-data", _held_out_file(tmp_path),
+                  "--base", tiny_llama, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert (report["stats"]["train"], report["stats"]["eval"]) == (12, 5)
+    assert report["stats"]["split"]["note"] == "from your evaluation file held.jsonl"
+    plain = _run("data", "check", _wine_file(tmp_path), "--base", tiny_llama)
+    assert "Judged on 3 row(s) held back from the training file: they share its phrasings" in plain.output
+
+
+def test_train_with_an_evaluation_file_queues_a_run_judged_on_it(home, tiny_llama, tmp_path):
+    result = _run("train", "--data", _wine_file(tmp_path), "--eval-data", _held_out_file(tmp_path),
+                  "--base", tiny_llama, "--name", "wine", "--detach")
+    assert result.exit_code == 0, result.output
+    assert "Judged on 5 row(s) from your evaluation file held.jsonl" in result.output
+    [folder] = (home / "datasets" / "uploads").iterdir()
+    assert len((folder / "train.jsonl").read_text().splitlines()) == 12
+    assert "garnet plum 4" in (folder / "eval.jsonl").read_text()
+
+
+def test_train_with_a_bad_evaluation_file_imports_and_queues_nothing(home, tiny_llama, tmp_path):
+    bad = tmp_path / "held.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n{oops\n')
+    result = _run("train", "--data", _wine_file(tmp_path), "--eval-data", bad, "--base", tiny_llama,
+                  "--name", "wine", "--detach")
+    assert result.exit_code == 2
+    assert "held.jsonl" in result.output and "line 1" in result.output and "line 2" in result.output
+    assert "nothing was imported" in result.output and "Queued" not in result.output
+    uploads = home / "datasets" / "uploads"
+    assert not uploads.exists() or not any(uploads.iterdir())
+    missing = _run("train", "--data", _wine_file(tmp_path), "--eval-data", tmp_path / "nope.jsonl",
+                   "--base", tiny_llama, "--name", "wine", "--detach")
+    assert missing.exit_code == 2 and "nope.jsonl" in missing.output and "does not exist" in missing.output
+    assert "wine" not in _run("jobs", "list").output  # nothing queued
+
+
 def test_train_with_invalid_knob_names_the_setting(home, tiny_llama, tmp_path):
     result = _run("train", "--data", _wine_file(tmp_path), "--base", tiny_llama, "--name", "x", "--lr", "5")
     assert result.exit_code == 2 and "learning_rate" in result.output

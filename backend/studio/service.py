@@ -143,19 +143,27 @@ class Service:
         return make_plan(goal, n_examples=n_examples, name=name, max_runs=max_runs)
 
     # data -----------------------------------------------------------------------------------
-    def check_data(self, files: list[str | Path], *, base: str | None = None, goal: str | None = None,
-                   max_length: int | None = None, **kwargs) -> DataReport:
+    def check_data(self, files: list[str | Path], *, eval_files: list[str | Path] | None = None,
+                   base: str | None = None, goal: str | None = None, max_length: int | None = None,
+                   **kwargs) -> DataReport:
+        """The data doctor's report; ``eval_files`` judge the adapter instead of rows held
+        back from ``files``."""
         tokenizer, limit = _weights().tokenizer_and_limit(self.resolve_base(base), self.settings,
                                                           max_length or TrainSpec().max_length)
-        return check_files([Path(f) for f in files], tokenizer=tokenizer, max_tokens=limit, goal=goal, **kwargs)
+        return check_files([Path(f) for f in files], eval_files=[Path(f) for f in eval_files or []],
+                           tokenizer=tokenizer, max_tokens=limit, goal=goal, **kwargs)
 
-    def import_data(self, files: list[str | Path], *, base: str | None = None, goal: str | None = None,
-                    max_length: int | None = None, **kwargs) -> ImportResult:
-        """Check and import; with errors nothing is imported (DataError carries the report)."""
+    def import_data(self, files: list[str | Path], *, eval_files: list[str | Path] | None = None,
+                    base: str | None = None, goal: str | None = None, max_length: int | None = None,
+                    **kwargs) -> ImportResult:
+        """Check and import; with errors (in any file, ``eval_files`` included) nothing is
+        imported (DataError carries the report). ``eval_files`` become the eval split, and
+        every row of ``files`` trains."""
         tokenizer, limit = _weights().tokenizer_and_limit(self.resolve_base(base), self.settings,
                                                           max_length or TrainSpec().max_length)
-        return import_files([Path(f) for f in files], self.paths.uploads, tokenizer=tokenizer,
-                            max_tokens=limit, goal=goal, **kwargs)
+        return import_files([Path(f) for f in files], self.paths.uploads,
+                            eval_files=[Path(f) for f in eval_files or []], tokenizer=tokenizer, max_tokens=limit,
+                            goal=goal, **kwargs)
 
     def render_chat(self, conversations: list[list[dict]], *, base: str | None = None) -> list[str]:
         """Examples as the base's chat template renders them (the data panel's preview)."""
