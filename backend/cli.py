@@ -23,13 +23,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from typer.core import TyperGroup
 
-from backend.adapter_folder import AdapterMeta
 from backend.bases.resolve import pull_default
 from backend.data.doctor import judged_on
 from backend.errors import ConfigError, DataError, TuneLabError
 from backend.hparams import LoraSpec, RunSpec, TrainSpec
 from backend.settings import Settings
 from backend.studio.describe import describe_cancel
+from backend.studio.leaderboard import best_line, by_sweep, verdict_words
 from backend.studio.plan_form import validation_message
 from backend.studio.proof import render_text as proof_text
 from backend.studio.service import Service
@@ -271,13 +271,26 @@ def jobs_run() -> None:
 
 @adapters_app.command("list")
 def adapters_list() -> None:
-    """Adapters with status, verdict and final losses."""
-    table = Table("name", "status", "verdict", "base", "eval loss", "goal")
-    for a in _service().adapters():
-        metrics = AdapterMeta.model_validate(a["meta"]).metrics
-        table.add_row(a["name"], a["status"], a["verdict"] or "", a["base"], _fmt(metrics.get("eval_loss")),
-                      (a["goal"] or "")[:40])
+    """Adapters with status, held-out score (95% interval) against the base, the proof's
+    suggestion, your verdict, train time and size; ★ marks each sweep's recommended one,
+    and why is said under the table."""
+    service = _service()
+    ranked = service.leaderboard()  # finished adapters, sweep by sweep, best first
+    table = Table("adapter", "held-out score", "vs base", "proof", "verdict", "train", "size", "status",
+                  caption="★ = recommended in its sweep")
+    table.columns[0].no_wrap = True  # names whole, whatever the width
+    adapters = {a["name"]: a for a in service.adapters()}
+    for r in ranked:
+        table.add_row(("★ " if r["recommended"] else "  ") + r["name"], r["score_text"], r["base_text"],
+                      verdict_words(r["verdict"]), (adapters.get(r["name"]) or {}).get("verdict") or "",
+                      r["train_text"], r["size_text"], "done")
+    for a in (a for name, a in adapters.items() if name not in {r["name"] for r in ranked}):
+        table.add_row("  " + a["name"], "", "", "", a["verdict"] or "", "", "", a["status"])
     console.print(table)
+    for sweep, rows in by_sweep(ranked).items():
+        line = best_line(rows)
+        if line:
+            console.print(f"★ sweep {sweep}: {line}", soft_wrap=True, highlight=False, markup=False)
 
 
 @adapters_app.command("show")

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from backend.cli import app
+from tests.builders import add_finished_adapter, exact_match_proof
 
 runner = CliRunner()
 
@@ -195,3 +196,34 @@ def test_jobs_list_and_cancel_say_what_the_runner_did(settings):
     assert again.exit_code == 2 and "already cancelled" in again.output and "Traceback" not in again.output
     unknown = _run("jobs", "cancel", 99)
     assert unknown.exit_code == 2 and "No job 99" in unknown.output
+
+
+def test_adapters_list_shows_held_out_scores_and_marks_each_sweeps_recommended_adapter(settings, monkeypatch):
+    from backend import cli
+    from backend.studio.service import Service
+
+    monkeypatch.setattr(cli.console, "width", 160)  # a wide terminal: one line per row
+    service = Service(settings)
+    add_finished_adapter(service, "news-r8", sweep="news", proof=exact_match_proof(27), size=2_000_000)
+    add_finished_adapter(service, "news-r16", sweep="news", proof=exact_match_proof(29, ci=[0.83, 0.99]),
+                         size=4_000_000, train_seconds=41)
+    add_finished_adapter(service, "news-bare", sweep="news")
+    add_finished_adapter(service, "wine", proof=exact_match_proof(5, 10, base_few_shot=6, suggestion="no_better"))
+    service.store.upsert_adapter("later", base="default", status="queued")
+    service.mark("news-r8", "fail")
+    service.close()
+
+    result = _run("adapters", "list")
+    assert result.exit_code == 0, result.output
+    table, _, below = result.output.partition("★ = recommended in its sweep")
+    stars = [line for line in table.splitlines() if "★" in line]
+    assert len(stars) == 2 and "news-r16" in stars[0] and "wine" in stars[1]  # one per sweep, best first
+    assert table.index("news-r16") < table.index("news-r8") < table.index("news-bare") < table.index("later")
+    assert "29/30" in stars[0] and "97%" in table and "beats" in stars[0] and "41 s" in stars[0]
+    assert "fail" in table and "queued" in table and "not measured" in table
+    assert below.strip().splitlines() == [
+        "★ sweep news: news-r16 is best: 29/30 vs base 13/30 few-shot — highest held-out exact match of 2 runs "
+        "(next: news-r8 27/30).",
+        "★ sweep wine: wine is best: 5/10 vs base 6/10 few-shot — the only run of its sweep, measured by held-out "
+        "exact match; but its proof says it does no better than the base.",
+    ]
