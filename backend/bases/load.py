@@ -14,13 +14,17 @@ from transformers import CONFIG_MAPPING, AutoConfig, AutoModelForCausalLM, AutoT
 from backend.bases.resolve import BaseRef
 from backend.errors import BaseModelError
 
-# A plain template for bases that ship none: "User: ...\nAssistant: ..." turns.
+# A plain template for bases that ship none: "User: ...\nAssistant: ..." turns. The
+# generation prompt ends at "Assistant:", before the space: the space belongs to the
+# answer's first token (" red"), so the prompt is a token prefix of the conversation it
+# starts, and serving asks exactly the context TRL trains on (a trailing space would be
+# dropped from training and left alone at serving, where no answer starts with it).
 PLAIN_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'system' %}{{ message['content'] + '\n\n' }}"
     "{% elif message['role'] == 'user' %}{{ 'User: ' + message['content'] + '\n' }}"
     "{% else %}{{ 'Assistant: ' + message['content'] + eos_token + '\n' }}{% endif %}"
-    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
 )
 
 
