@@ -196,7 +196,26 @@ class Engine:
 
     # --- submitting -----------------------------------------------------------------------
 
-    def encode_chat(self, messages: list[dict]) -> list[int]:
+    def system_prompt(self, adapter: str | None) -> str | None:
+        """The system prompt ``adapter`` was trained behind (its ``tunelab.json``); None for the base."""
+        return self.registry.system_prompt(adapter)
+
+    def chat_messages(self, messages: list[dict], adapter: str | None = None) -> list[dict]:
+        """``messages`` as the model is asked them: a conversation to an adapter trained behind
+        a system prompt that does not start with a system message of its own gets that prompt
+        as its first turn, by training's own rule
+        (:func:`backend.data.normalized.to_prompt_completion`). Without it the base's template
+        would put its own default system prompt (or none) where the adapter saw the trained one."""
+        prompt = self.system_prompt(adapter)
+        if not prompt or (messages and messages[0].get("role") == "system"):
+            return list(messages)
+        return [{"role": "system", "content": prompt}, *messages]
+
+    def encode_chat(self, messages: list[dict], adapter: str | None = None) -> list[int]:
+        """The prompt ids of a chat request to ``adapter`` (None: the base): its chat template
+        with the generation prompt, behind the adapter's trained system prompt where the
+        conversation does not start with a system message (:meth:`chat_messages`)."""
+        messages = self.chat_messages(messages, adapter)
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
         if isinstance(ids, dict) or hasattr(ids, "keys"):
             ids = ids["input_ids"]

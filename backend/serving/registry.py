@@ -14,6 +14,10 @@ After it, spare slots of that shape are prepared in a background thread.
 
 Before anything touches the model, an adapter trained for another base or shape is
 refused with the reason (:meth:`AdapterRegistry.check_fits`).
+
+An adapter trained behind a system prompt (``train.system_prompt`` in its
+``tunelab.json``, read once at load) is asked behind it: :meth:`AdapterRegistry.system_prompt`
+is what the engine puts first in a chat request to it that brings no system message.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from safetensors import safe_open
 
-from backend.adapter_folder import base_key, read_peft_config
+from backend.adapter_folder import AdapterMeta, base_key, read_peft_config
 from backend.errors import AdapterMismatch, AdapterNotFound
 from backend.serving.requests import BASE_ROW, error_text
 from backend.serving.routing import AdapterRouting
@@ -52,6 +56,7 @@ class AdapterInfo:
     config: dict
     loaded_at: float
     slot: bool = False  # copied into a preallocated slot (fast path) rather than injected by peft
+    system_prompt: str | None = None  # train.system_prompt of its tunelab.json: what it was trained behind
 
 
 def linear_shapes(model) -> dict[str, tuple[int, int]]:
@@ -122,6 +127,17 @@ class AdapterRegistry:
             known = [self.base_name, *self._adapters]
         raise AdapterNotFound(model, known)
 
+    def system_prompt(self, adapter: str | None) -> str | None:
+        """The system prompt ``adapter`` was trained behind (None for the base and for
+        adapters trained without one); :class:`AdapterNotFound` if unknown."""
+        if adapter is None:
+            return None
+        with self.lock:
+            if adapter in self._adapters:
+                return self._adapters[adapter].system_prompt
+            known = [self.base_name, *self._adapters]
+        raise AdapterNotFound(adapter, known)
+
     def bind(self, adapter: str | None) -> str:
         """The internal name a new request for ``adapter`` (None: the base) runs with; its
         weights stay until :meth:`release`."""
@@ -161,6 +177,7 @@ class AdapterRegistry:
             if name == self.base_name:
                 raise AdapterMismatch(f"{name!r} is the base model's name; pick another adapter name.")
         config = read_peft_config(path)
+        system_prompt = _trained_system_prompt(path)
         self.check_fits(path, config)
         started = time.perf_counter()
         signature = file_signature(path, config)
@@ -169,7 +186,7 @@ class AdapterRegistry:
         if internal is None:
             internal = self._load_with_peft(path, name, config, signature)
         info = AdapterInfo(name=name, path=str(path), internal=internal, config=config, loaded_at=time.time(),
-                           slot=in_slot)
+                           slot=in_slot, system_prompt=system_prompt)
         with self.lock:
             old = self._adapters.get(name)
             self._adapters[name] = info
@@ -378,6 +395,26 @@ class AdapterRegistry:
         if len(problems) > 3:
             problems = problems[:3] + [f"and {len(problems) - 3} more shape mismatches"]
         return problems
+
+
+def _trained_system_prompt(path: Path) -> str | None:
+    """The system prompt recorded in the adapter's ``tunelab.json`` (None without one, or
+    for a folder that has no ``tunelab.json``); an unreadable file refuses the adapter, since
+    serving it without its system prompt would ask it differently than it was trained."""
+    try:
+        meta = AdapterMeta.of(path)
+        train = meta.hyperparameters.get("train")
+        if train is not None and not isinstance(train, dict):
+            raise ValueError(f"hyperparameters.train is {train!r}, not an object")
+        prompt = meta.system_prompt
+        if prompt is not None and not isinstance(prompt, str):
+            raise ValueError(f"train.system_prompt is {prompt!r}, not a string")
+        return prompt
+    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError and pydantic's are ValueErrors
+        raise AdapterMismatch(
+            f"Adapter {str(path)!r} has a tunelab.json that cannot be read ({error_text(exc)}), so the "
+            "system prompt it was trained behind is unknown.",
+            fix="Repair tunelab.json, or remove it to serve the adapter with no trained system prompt.") from exc
 
 
 def _names_match(trained_on: str, base_name: str, base_path: str) -> bool:

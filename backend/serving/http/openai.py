@@ -1,7 +1,9 @@
 """OpenAI-compatible routes, shaped like vLLM's, and vLLM's runtime LoRA API.
 
 * ``POST /v1/chat/completions``, ``POST /v1/completions`` (``stream``: SSE ending in
-  ``data: [DONE]``; ``model`` is an adapter's name or the base's), ``GET /v1/models``.
+  ``data: [DONE]``; ``model`` is an adapter's name or the base's), ``GET /v1/models``
+  (an adapter's ``system_prompt``: what a chat request to it without a system message is
+  asked behind, the one it was trained with).
 * ``POST /v1/load_lora_adapter``, ``POST /v1/unload_lora_adapter``, behind the bearer token.
 
 Every route finds the engine, the metrics and the saved-adapter state on ``app.state``.
@@ -43,7 +45,8 @@ async def list_models(request: Request):
              "root": engine.base_path, "parent": None, "max_model_len": engine.context_limit}]
     for name, info in sorted(engine.adapters().items()):
         data.append({"id": name, "object": "model", "created": int(info.loaded_at), "owned_by": "tunelab",
-                     "root": info.path, "parent": engine.base_name, "max_model_len": engine.context_limit})
+                     "root": info.path, "parent": engine.base_name, "max_model_len": engine.context_limit,
+                     "system_prompt": info.system_prompt})
     return {"object": "list", "data": data}
 
 
@@ -53,7 +56,7 @@ async def chat_completions(request: Request):
     try:
         body = parse_body(ChatCompletionRequest, await request.body())
         adapter = engine.resolve_model(body.model)
-        prompt = engine.encode_chat(body.conversation())
+        prompt = engine.encode_chat(body.conversation(), adapter)
         handle = engine.submit(prompt, adapter, body.sampling(), asynchronous=True)
     except (TuneLabError, ValueError, TypeError) as exc:
         request.app.state.metrics.requests.labels("chat", str(status_of(exc)[0])).inc()
