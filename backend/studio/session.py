@@ -22,6 +22,7 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from backend.bases.inspect_views import heatmap, render_text
+from backend.data.doctor import judged_on
 from backend.errors import DataError, TuneLabError
 from backend.studio.describe import describe_cancel, describe_job, describe_tally
 from backend.studio.plan_form import resize_plan
@@ -47,6 +48,9 @@ class SessionState:
     data_hash: str = ""
     n_examples: int = 0
     data_files: list[str] = field(default_factory=list)
+    data_paths: list[str] = field(default_factory=list)  # the imported training files, to judge on another file
+    eval_paths: list[str] = field(default_factory=list)  # separate evaluation files (none: rows held back)
+    data_judged: str = ""  # how many rows will judge the adapter and where they come from
     data_report: str = ""  # the data doctor's last report, as text
     data_error: str = ""  # the last refused upload's report ("" once an upload succeeds)
     data_preview: list[str] = field(default_factory=list)
@@ -135,21 +139,25 @@ class AssistantTools:
 
     # data -----------------------------------------------------------------------------------
     @_tool
-    def add_examples(self, paths: list[str]) -> ToolResult:
+    def add_examples(self, paths: list[str], eval_paths: list[str] | None = None) -> ToolResult:
         """Check example files (JSONL, CSV, TXT) with the data doctor and import them.
 
-        With errors nothing is imported and the previous data stays in place.
+        ``eval_paths``: separate evaluation files whose rows judge the adapter instead of
+        rows held back from ``paths``; None keeps the session's (if any), [] holds rows
+        back. With errors nothing is imported and the previous data stays in place.
         """
         files = [str(p) for p in paths if str(p).strip()]
+        held = [str(p) for p in (self.state.eval_paths if eval_paths is None else eval_paths) if str(p).strip()]
         if not files:
             return ToolResult(False, "No files were given.")
-        missing = [f for f in files if not Path(f).is_file()]
+        missing = [f for f in files + held if not Path(f).is_file()]
         if missing:
             return ToolResult(False, f"These files do not exist: {', '.join(missing)}.")
         plan = self.state.plan
         self.state.data_error = ""
         try:
-            imported = self.service.import_data(files, base=self.state.base or None, goal=self.state.goal or None,
+            imported = self.service.import_data(files, eval_files=held, base=self.state.base or None,
+                                                goal=self.state.goal or None,
                                                 system_prompt=plan.system_prompt if plan else None)
         except DataError as exc:
             report = exc.report
@@ -163,11 +171,14 @@ class AssistantTools:
         n_train, n_eval = len(report.train), len(report.eval)
         self.state.data_dir = str(imported.folder)
         self.state.data_hash = report.content_hash or Path(imported.folder).name
-        self.state.n_examples = n_train + n_eval
+        self.state.n_examples = n_train + (0 if held else n_eval)  # the examples of the training files
         self.state.data_files = [Path(f).name for f in files]
+        self.state.data_paths, self.state.eval_paths = files, held
+        self.state.data_judged = judged_on(report.stats["split"])
         self.state.data_report, self.state.data_error = report.render_text(), ""
         self.state.data_preview = self._preview(report)
-        text = f"Imported {n_train} training and {n_eval} eval examples from {', '.join(self.state.data_files)}."
+        text = (f"Imported {n_train} training and {n_eval} eval examples from {', '.join(self.state.data_files)}"
+                + (f" and {', '.join(Path(f).name for f in held)}" if held else "") + f". {self.state.data_judged}.")
         if report.warnings:
             text += f" {len(report.warnings)} warning(s): " + "; ".join(str(w) for w in report.warnings[:3])
         if self.state.plan is not None and not self.state.plan_edited:
