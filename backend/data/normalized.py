@@ -95,10 +95,11 @@ def eval_count(n: int) -> int:
     """How many of ``n`` examples the rule holds out to judge the adapter.
 
     None below :data:`MIN_EXAMPLES_FOR_EVAL` (5); otherwise ``round(0.2 * n)``, raised to
-    ``min(20, n // 4)`` (a floor of 20 rows, where that still leaves three quarters of the
-    data to train on) and capped at 200: the proof generates an answer for every held-out
-    row, and on a CPU 200 rows are judged in minutes, while a few thousand would take an
-    hour and tell little more. 4 -> 0, 5 -> 1, 40 -> 10, 90 -> 20, 120 -> 24, 1000 -> 200.
+    ``min(20, n // 4)`` (a floor of 20 rows, so a score is not the luck of two or three,
+    where that still leaves three quarters of the data to train on) and capped at 200: the
+    proof generates an answer for every held-out row, and on a CPU that judges 200 rows in
+    minutes, while each row past that adds time and the score hardly moves.
+    4 -> 0, 5 -> 1, 40 -> 10, 90 -> 20, 120 -> 24, 1000 -> 200.
     """
     if n < MIN_EXAMPLES_FOR_EVAL:
         return 0
