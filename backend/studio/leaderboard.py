@@ -249,7 +249,7 @@ def sweep_summary(sweep: str, rows: list[dict]) -> str:
     """What to say when ``sweep`` is over: its best line, or why none is recommended."""
     line = best_line(rows)
     if line:
-        return line
+        return f"Sweep {sweep} is over. {line}"
     if not rows:
         return f"Sweep {sweep} is over, but none of its runs finished: there is nothing to rank."
     return (f"Sweep {sweep} is over: {len(rows)} adapter(s), none with a measured score yet "

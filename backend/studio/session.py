@@ -25,6 +25,7 @@ from backend.bases.inspect_views import heatmap, render_text
 from backend.data.doctor import judged_on
 from backend.errors import DataError, TuneLabError
 from backend.studio.describe import describe_cancel, describe_job, describe_tally
+from backend.studio.leaderboard import sweep_summary
 from backend.studio.plan_form import resize_plan
 from backend.training.jobs import ACTIVE
 from backend.training.plan import PlanCard
@@ -57,6 +58,7 @@ class SessionState:
     base: str = ""  # "" = the settings' default base (the one `tunelab up --base` serves)
     chat_model: str = BASE_CHOICE
     job_ids: list[int] = field(default_factory=list)
+    told_jobs: list[int] = field(default_factory=list)  # runs of sweeps whose outcome the assistant has said
     adapter_names: list[str] = field(default_factory=list)
     comparison: Any = None  # backend.studio.service.Comparison
     served_base: str = ""  # the endpoint's name for the base in the last comparison
@@ -107,6 +109,15 @@ def _tool(fn):
         return result
 
     return wrapper
+
+
+def finished_sweeps(jobs: list[dict]) -> list[str]:
+    """The sweeps of ``jobs`` (progress snapshots) whose runs are all over, in the order they
+    were queued; a run queued alone is a sweep named after its adapter, as on the leaderboard."""
+    groups: dict[str, list[dict]] = {}
+    for job in jobs:
+        groups.setdefault(job.get("sweep") or job["adapter"], []).append(job)
+    return [sweep for sweep, runs in groups.items() if all(run["status"] not in ACTIVE for run in runs)]
 
 
 class AssistantTools:
@@ -245,7 +256,42 @@ class AssistantTools:
                 else self.service.jobs())
         if not rows:
             return ToolResult(True, "No training runs yet.", {"jobs": []})
-        return ToolResult(True, "\n".join(describe_job(p) for p in rows), {"jobs": rows})
+        lines = [describe_job(p) for p in rows]
+        sweeps = finished_sweeps(rows) if self.state.job_ids else finished_sweeps(rows)[-1:]
+        lines += [sweep_summary(sweep, self.service.leaderboard(sweep)) for sweep in sweeps]
+        if self.state.job_ids:  # said now: not said again as news
+            self.state.told_jobs += [p["job_id"] for p in rows if (p.get("sweep") or p["adapter"]) in sweeps]
+        return ToolResult(True, "\n".join(lines), {"jobs": rows})
+
+    def sweep_results(self) -> list[str]:
+        """For each of this session's sweeps that is over: its best adapter and why
+        (:func:`backend.studio.leaderboard.sweep_summary`), e.g. "Sweep news is over.
+        news-r16 is best: 29/30 vs base 13/30 few-shot — ..."."""
+        if not self.state.job_ids:
+            return []
+        jobs = [self.service.progress(j) for j in self.state.job_ids]
+        return [sweep_summary(sweep, self.service.leaderboard(sweep)) for sweep in finished_sweeps(jobs)]
+
+    def sweep_news(self) -> list[str]:
+        """What the assistant has not said yet about this session's sweeps that are over,
+        once each; nothing (and no call to the service) when every run has been told.
+        Never raises: news must not break a reply."""
+        untold = [j for j in self.state.job_ids if j not in self.state.told_jobs]
+        if not untold:
+            return []
+        try:
+            jobs = [self.service.progress(j) for j in self.state.job_ids]
+            news = []
+            for sweep in finished_sweeps(jobs):
+                runs = [p["job_id"] for p in jobs if (p.get("sweep") or p["adapter"]) == sweep]
+                if set(runs) <= set(self.state.told_jobs):
+                    continue
+                news.append(sweep_summary(sweep, self.service.leaderboard(sweep)))
+                self.state.told_jobs += runs
+            return news
+        except Exception as exc:
+            logger.warning("sweep news failed: %s", exc)
+            return []
 
     @_tool
     def cancel_training(self, job_id: int | None = None) -> ToolResult:

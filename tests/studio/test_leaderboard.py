@@ -103,6 +103,9 @@ def test_a_single_run_sweep_is_recommended_and_a_no_better_proof_is_said():
     assert rows[0]["recommended"]
     assert rows[0]["why"] == ("the only run of its sweep, measured by held-out exact match; "
                               "but its proof says it does no better than the base")
+    assert sweep_summary("solo", rows) == ("Sweep solo is over. solo is best: 14/30 vs base 13/30 few-shot — the only "
+                                           "run of its sweep, measured by held-out exact match; but its proof says "
+                                           "it does no better than the base.")
 
 
 def test_old_or_broken_proofs_do_not_break_the_board():

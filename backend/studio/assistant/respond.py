@@ -15,9 +15,22 @@ from backend.studio.session import AssistantTools, SessionState
 
 
 def respond(service, state: SessionState, message: str, files: list[str] | None = None) -> Reply:
-    """Answer one message (with optional dropped files) for one session."""
+    """Answer one message (with optional dropped files) for one session. A sweep of this
+    session that is over since the last reply is said after the answer, once: its best
+    adapter and why (:meth:`~backend.studio.session.AssistantTools.sweep_news`)."""
     tools = AssistantTools(service, state)
-    settings = service.settings
+    reply = _answer(tools, service.settings, message, files)
+    news = tools.sweep_news()
+    if news:
+        said = reply.text
+        reply.text = "\n\n".join([said, *(f"🏁 {line}" for line in news)])
+        if state.history and state.history[-1] == {"role": "assistant", "content": said}:
+            state.history[-1] = {"role": "assistant", "content": reply.text}
+    return reply
+
+
+def _answer(tools: AssistantTools, settings, message: str, files: list[str] | None) -> Reply:
+    """The agent's answer when a chat model is configured (the built-in one when it fails), else the built-in one's."""
     if not (settings.assistant_url and settings.assistant_model):
         return RuleAssistant(tools).respond(message, files)
     try:

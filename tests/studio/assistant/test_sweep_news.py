@@ -1,0 +1,76 @@
+"""When a session's sweep is over, the assistant says which adapter is best and why — once,
+after its answer — and *status* says it every time; nothing is said while a run is going."""
+
+from __future__ import annotations
+
+from backend.studio.assistant.respond import respond
+from backend.studio.session import AssistantTools, finished_sweeps
+from tests.builders import add_finished_adapter, exact_match_proof
+
+BEST = ("Sweep news is over. news-r16 is best: 29/30 vs base 13/30 few-shot — highest held-out exact match of "
+        "3 runs (next: news-r8 27/30).")
+
+
+def _sweep(service, state) -> int:
+    """The session's sweep 'news': two finished runs and one still running; returns the running job."""
+    add_finished_adapter(service, "news-r8", sweep="news", proof=exact_match_proof(27))
+    add_finished_adapter(service, "news-r16", sweep="news", proof=exact_match_proof(29))
+    add_finished_adapter(service, "news-lr", sweep="news", proof=exact_match_proof(20))
+    running = service.store.get_adapter("news-lr").job_id
+    service.store.update_job(running, status="running")
+    service.store.upsert_adapter("news-lr", status="running")
+    state.job_ids += [service.store.get_adapter(n).job_id for n in ("news-r8", "news-r16", "news-lr")]
+    return running
+
+
+def _finish(service, job: int) -> None:
+    service.store.update_job(job, status="done")
+    service.store.upsert_adapter("news-lr", status="done")
+
+
+def test_the_best_adapter_is_said_once_after_the_reply_when_the_sweep_is_over(service, state):
+    running = _sweep(service, state)
+    reply = respond(service, state, "help")
+    assert "news-r16 is best" not in reply.text and "🏁" not in reply.text  # a run is still going
+
+    _finish(service, running)
+    reply = respond(service, state, "help")
+    assert reply.text.endswith("\n\n🏁 " + BEST)
+    assert state.history[-1] == {"role": "assistant", "content": reply.text}
+    assert "news-r16 is best" not in respond(service, state, "help").text  # said once
+
+
+def test_status_says_the_best_adapter_of_a_finished_sweep_and_it_is_not_repeated_as_news(service, state):
+    _finish(service, _sweep(service, state))
+    reply = respond(service, state, "status")
+    assert reply.text.count(BEST) == 1 and "🏁" not in reply.text
+    assert BEST in respond(service, state, "status").text  # status says it every time
+    assert AssistantTools(service, state).sweep_results() == [BEST]
+
+
+def test_a_sweep_with_no_scored_adapter_is_over_without_a_recommendation(service, state):
+    add_finished_adapter(service, "bare-a", sweep="bare")
+    (service.paths.adapters / "bare-a" / "tunelab.json").write_text('{"metrics": {}}')
+    state.job_ids.append(service.store.get_adapter("bare-a").job_id)
+    assert AssistantTools(service, state).sweep_news() == [
+        "Sweep bare is over: 1 adapter(s), none with a measured score yet (no held-out rows), so none is recommended."]
+
+
+def test_news_asks_the_service_nothing_once_every_run_was_told(state):
+    class NoService:
+        def __getattr__(self, name):
+            raise AssertionError(f"the service was asked for {name}")
+
+    state.job_ids, state.told_jobs = [1, 2], [1, 2]
+    assert AssistantTools(NoService(), state).sweep_news() == []
+    state.job_ids.append(3)  # a new run: the service is asked, and a failure is no news, never an error
+    assert AssistantTools(NoService(), state).sweep_news() == []
+
+
+def test_finished_sweeps_are_those_whose_runs_are_all_over():
+    jobs = [{"job_id": 1, "adapter": "a-r4", "sweep": "a", "status": "done"},
+            {"job_id": 2, "adapter": "a-r8", "sweep": "a", "status": "failed"},
+            {"job_id": 3, "adapter": "b-r4", "sweep": "b", "status": "done"},
+            {"job_id": 4, "adapter": "b-r8", "sweep": "b", "status": "running"},
+            {"job_id": 5, "adapter": "lone", "sweep": None, "status": "cancelled"}]
+    assert finished_sweeps(jobs) == ["a", "lone"]
