@@ -201,7 +201,8 @@ class Service:
         job = self.store.get_job(row.job_id) if row and row.job_id else None
         if job is None or not job.request.get("eval_file"):
             raise TuneLabError(f"Adapter {name!r} has no held-out split on record to evaluate on.",
-                               fix="Train it from data imported by TuneLab with eval_fraction > 0.")
+                               fix="Train it from at least 5 examples imported by TuneLab (rows are held back "
+                               "to judge it), or with a separate evaluation file (Data tab, --eval-data).")
         kind = task or detect_kind(row.goal or "")
         return _weights().evaluate_adapter(folder, self.resolve_base(row.base), eval_rows=job.request["eval_file"],
                                            train_rows=job.request.get("train_file"), task=kind,
