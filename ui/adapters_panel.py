@@ -1,4 +1,5 @@
-"""Adapters tab: each adapter's goal, data, hyperparameters, loss curve, ratings and
+"""Adapters tab: the leaderboard of every finished adapter (★ the recommended one of each
+sweep, and why); each adapter's goal, data, hyperparameters, loss curve, ratings and
 verdict (from the service and the typed view of its tunelab.json), use it in the chat,
 and export it; below, its strength / blend pad and its proof (ui/adapter_shaping_panel.py).
 """
@@ -12,7 +13,7 @@ import gradio as gr
 from backend.studio.session import AssistantTools
 
 from . import adapter_shaping_panel
-from .common import Ctx, edge, esc, loss_svg, pct
+from .common import Ctx, edge, esc, leaderboard_html, loss_svg, pct
 
 
 def details_markdown(row: dict, meta) -> str:
@@ -49,7 +50,15 @@ def details_markdown(row: dict, meta) -> str:
     return "\n".join(lines)
 
 
+def board_html(service) -> str:
+    """Every finished adapter side by side, sweep by sweep, best first; ★ the recommended one."""
+    return leaderboard_html(service.leaderboard(), elem_id="adapters-board", show_sweep=True,
+                            title="Leaderboard: ★ recommended in its sweep (best held-out score; ties to the "
+                                  "smaller, then faster adapter)")
+
+
 def build(ctx: Ctx) -> None:
+    board = gr.HTML("", elem_id="adapters-leaderboard")
     with gr.Row():
         pick = gr.Dropdown([], label="Adapter", elem_id="adapters-pick", scale=3)
         refresh = gr.Button("Refresh", elem_id="adapters-refresh", scale=1)
@@ -74,12 +83,13 @@ def build(ctx: Ctx) -> None:
         return details_markdown(row, meta), frame, json.dumps(row["meta"], indent=2)
 
     def render(state) -> list:
-        names = ctx.service().adapter_names()
+        service = ctx.service()
+        names = service.adapter_names()
         current = state.adapter_names[-1] if state.adapter_names and state.adapter_names[-1] in names else (
             names[-1] if names else None)
-        return [gr.Dropdown(choices=names, value=current), *show(current)]
+        return [board_html(service), gr.Dropdown(choices=names, value=current), *show(current)]
 
-    ctx.on_refresh(render, [pick, details, plot, raw])
+    ctx.on_refresh(render, [board, pick, details, plot, raw])
 
     def use_it(name, state):
         result = AssistantTools(ctx.service(), state).use_adapter(name or "")
@@ -96,6 +106,6 @@ def build(ctx: Ctx) -> None:
         return esc(result.text)
 
     pick.input(edge(show), [pick], [details, plot, raw])
-    refresh.click(edge(render), [ctx.state], [pick, details, plot, raw])
+    refresh.click(edge(render), [ctx.state], [board, pick, details, plot, raw])
     ctx.refresh_after(use.click(edge(use_it), [pick, ctx.state], [ctx.state, note]))
     export.click(edge(do_export), [pick, dest, merged, ctx.state], [note])

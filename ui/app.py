@@ -40,6 +40,10 @@ CSS = """
 .tl-heatmap table { border-collapse: collapse; font-size: .7rem; }
 .tl-heatmap th, .tl-heatmap td { padding: 2px 4px; text-align: center; border: 1px solid var(--border-color-primary); }
 .tl-heatmap .tl-none { opacity: .3; } .tl-caption { font-size: .8rem; opacity: .7; margin-bottom: .25rem; }
+.tl-board table { border-collapse: collapse; font-size: .8rem; width: 100%; }
+.tl-board th, .tl-board td { padding: 2px 6px; text-align: left; border-bottom: 1px solid var(--border-color-primary); }
+.tl-board .tl-best { font-weight: 600; background: rgba(22,163,74,.12); } .tl-why { font-size: .8rem; margin: .25rem 0; }
+.tl-news { font-size: .85rem; padding: .4rem .6rem; border-radius: 8px; background: rgba(22,163,74,.12); margin-top: .25rem; }
 """
 
 TITLE = "TuneLab"

@@ -3,7 +3,9 @@
 A turn runs in two steps so the page answers at once: the person's message appears
 and the box locks, then the assistant (backend.studio.assistant.respond) acts and replies,
 then every workspace panel refreshes from the session state and the backend. Files
-dropped into the box are example files, of the types the data doctor reads.
+dropped into the box are example files, of the types the data doctor reads. Under the
+chat, the assistant says which adapter is best once a sweep of this session is over
+(refreshed when a run ends); the next reply in the chat says it too.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ import gradio as gr
 
 from backend.studio.assistant.respond import respond
 from backend.studio.service import UPLOAD_SUFFIXES
+from backend.studio.session import AssistantTools
 
-from .common import Ctx, edge
+from .common import Ctx, edge, esc
 
 WELCOME = (
     "Hi! Tell me what the adapter should do, in your own words — e.g. *autumn mood*, "
@@ -25,12 +28,20 @@ WELCOME = (
 )
 
 
+def news_html(service, state) -> str:
+    """What the assistant says about this session's sweeps that are over: the best adapter
+    of each and why ("" while none is over)."""
+    lines = AssistantTools(service, state).sweep_results()
+    return "".join(f"<div class='tl-news'>🏁 {esc(line)}</div>" for line in lines)
+
+
 def build(ctx: Ctx) -> None:
     chatbot = gr.Chatbot(value=[{"role": "assistant", "content": WELCOME}], elem_id="assistant-chat",
                          label="Assistant", height=560, buttons=["copy"])
     box = gr.MultimodalTextbox(elem_id="assistant-input", file_count="multiple", file_types=UPLOAD_SUFFIXES,
                                placeholder="Your goal, a request (go · compare · use base · status · help), "
                                            "or drop example files here", show_label=False, autofocus=True)
+    news = gr.HTML("", elem_id="assistant-news")
     pending = gr.State(None)
 
     def show_message(message, history):
@@ -57,3 +68,8 @@ def build(ctx: Ctx) -> None:
     turn = turn.then(edge(answer), [pending, chatbot, ctx.state], [chatbot, ctx.state, box])
     turn.failure(unlock, None, [box])  # a failed turn (shown as an error) must not leave the box locked
     ctx.refresh_after(turn)
+
+    def sweep_news(state):
+        return [news_html(ctx.service(), state)]
+
+    ctx.on_refresh(sweep_news, [news])

@@ -17,6 +17,7 @@ from typing import Any, Callable
 import gradio as gr
 
 from backend.errors import TuneLabError
+from backend.studio.leaderboard import best_line, by_sweep, verdict_words
 
 log = logging.getLogger("tunelab.ui")
 
@@ -158,6 +159,29 @@ def heatmap_html(data: dict, title: str = "parameters per layer × module", *, e
         rows.append(f"<tr><th>{esc(layer)}</th>{''.join(cells)}</tr>")
     return (f"<div class='tl-heatmap' id='{esc(elem_id)}'><div class='tl-caption'>{esc(title)}</div>"
             f"<table><thead><tr><th>layer</th>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div>")
+
+
+def leaderboard_html(rows: list[dict], *, elem_id: str, title: str = "",
+                     empty: str = "No finished adapters to rank yet.", show_sweep: bool = False) -> str:
+    """The leaderboard (rows of ``service.leaderboard()``) as a table: adapter, held-out score,
+    vs base, train time, size, the proof's suggestion; ★ marks each sweep's recommended
+    adapter, and a line under the table says why. ``show_sweep`` adds the sweep's column."""
+    caption = f"<div class='tl-caption'>{esc(title)}</div>" if title else ""
+    if not rows:
+        return f"<div class='tl-board tl-empty' id='{esc(elem_id)}'>{caption}{esc(empty)}</div>"
+    heads = ["", "adapter"] + (["sweep"] if show_sweep else []) + ["held-out score", "vs base", "train", "size",
+                                                                   "proof says"]
+    body = []
+    for r in rows:
+        cells = ["★" if r["recommended"] else "", r["name"]] + ([r["sweep"]] if show_sweep else []) + [
+            r["score_text"], r["base_text"] or "—", r["train_text"], r["size_text"], verdict_words(r["verdict"])]
+        body.append(f"<tr class='{'tl-best' if r['recommended'] else ''}' data-adapter='{esc(r['name'])}' "
+                    f"data-recommended='{str(r['recommended']).lower()}'>"
+                    + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+    why = [f"<li>★ {esc(line)}</li>" for group in by_sweep(rows).values() if (line := best_line(group))]
+    return (f"<div class='tl-board' id='{esc(elem_id)}'>{caption}<table><thead><tr>"
+            + "".join(f"<th>{esc(h)}</th>" for h in heads) + f"</tr></thead><tbody>{''.join(body)}</tbody></table>"
+            + (f"<ul class='tl-why'>{''.join(why)}</ul>" if why else "") + "</div>")
 
 
 SERIES_COLORS = {"train": "#ea580c", "eval": "#2563eb"}

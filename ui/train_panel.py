@@ -1,4 +1,5 @@
-"""Train tab: every run with a progress bar, a live loss curve (train and eval), cancel.
+"""Train tab: every run with a progress bar, a live loss curve (train and eval), cancel,
+and the leaderboard of the sweep once its runs are all over.
 
 Everything shown is read from the backend (service.jobs()) on a gr.Timer, so it
 survives a page reload and an app restart; the page never trains anything itself —
@@ -12,8 +13,9 @@ from __future__ import annotations
 import gradio as gr
 
 from backend.studio.describe import describe_cancel, progress_details
+from backend.studio.session import finished_sweeps
 
-from .common import Ctx, edge, esc, loss_svg
+from .common import Ctx, edge, esc, leaderboard_html, loss_svg
 
 POLL_S = 2.0
 
@@ -35,6 +37,22 @@ def runs_html(rows: list[dict]) -> str:
     return "<div class='tl-runs'>" + "".join(items) + "</div>"
 
 
+def board_html(service, rows: list[dict], mine: list[int]) -> str:
+    """The leaderboard of the newest sweep this session trained (every run's, when it trained
+    none: e.g. after a reload) whose runs are all over: its adapters side by side, the
+    recommended one marked and why; until then, a line saying when it appears."""
+    own = [p for p in rows if p["job_id"] in set(mine)] or rows
+    over = finished_sweeps(own)
+    if not over:
+        return ("<div class='tl-board tl-empty' id='train-board'>The sweep's leaderboard appears here when "
+                "its runs are all over.</div>")
+    sweep = over[-1]
+    return leaderboard_html(service.leaderboard(sweep), elem_id="train-board",
+                            title=f"Sweep {sweep}: ★ recommended (best held-out score; ties to the smaller, "
+                                  "then faster adapter)",
+                            empty=f"No run of sweep {sweep} finished: there is nothing to rank.")
+
+
 def cancel_note(service, job_id) -> str:
     """What cancelling ``job_id`` did, in the runner's words; an unknown or finished job is
     the service's error (shown by :func:`~ui.common.edge`), never a claim that it stops."""
@@ -45,6 +63,7 @@ def cancel_note(service, job_id) -> str:
 
 
 def build(ctx: Ctx) -> None:
+    board = gr.HTML("", elem_id="train-leaderboard")  # the finished sweep's leaderboard, above its runs
     runs = gr.HTML(runs_html([]), elem_id="train-runs")
     with gr.Row():
         job = gr.Dropdown([], label="Loss curve of", elem_id="train-job", scale=3)
@@ -54,8 +73,9 @@ def build(ctx: Ctx) -> None:
     timer = gr.Timer(POLL_S)
     signature = gr.State("")  # "job:status;..." — changes when a run starts or ends
 
-    def snapshot(selected):
-        rows = ctx.service().jobs()
+    def snapshot(selected, state):
+        service = ctx.service()
+        rows = service.jobs()
         choices = [(f"{p['adapter']} (job {p['job_id']}, {p['status']})", p["job_id"]) for p in reversed(rows)]
         ids = [p["job_id"] for p in rows]
         if selected not in ids:  # follow the newest running run, else the newest run
@@ -65,17 +85,19 @@ def build(ctx: Ctx) -> None:
         frame = loss_svg(current["loss_history"] if current else [],
                          f"{current['adapter']}: loss (train and eval)" if current else "Loss (train and eval)")
         sig = ";".join(f"{p['job_id']}:{p['status']}" for p in rows)
-        return runs_html(rows), gr.Dropdown(choices=choices, value=selected), frame, sig
+        return (runs_html(rows), gr.Dropdown(choices=choices, value=selected), frame, sig,
+                board_html(service, rows, state.job_ids))
 
-    def tick(selected):
-        return snapshot(selected)
+    def tick(selected, state):
+        return snapshot(selected, state)
 
-    timer.tick(edge(tick), [job], [runs, job, plot, signature], show_progress="hidden")
-    job.input(edge(tick), [job], [runs, job, plot, signature], show_progress="hidden")
+    shown = [runs, job, plot, signature, board]
+    timer.tick(edge(tick), [job, ctx.state], shown, show_progress="hidden")
+    job.input(edge(tick), [job, ctx.state], shown, show_progress="hidden")
 
     def cancel_run(selected):
         return cancel_note(ctx.service(), selected)
 
-    cancel.click(edge(cancel_run), [job], [note]).then(edge(tick), [job], [runs, job, plot, signature])
+    cancel.click(edge(cancel_run), [job], [note]).then(edge(tick), [job, ctx.state], shown)
     # When a run ends, the adapter lists elsewhere (compare, chat, adapters) refresh.
     ctx.refresh_after(signature.change(lambda: None, None, None))

@@ -9,7 +9,8 @@ import pytest
 
 from backend.studio.service import Service
 from ui.common import edge
-from ui.train_panel import cancel_note, runs_html
+from tests.builders import add_finished_adapter, exact_match_proof
+from ui.train_panel import board_html, cancel_note, runs_html
 
 
 @pytest.fixture()
@@ -56,3 +57,37 @@ def test_runs_show_progress_losses_and_errors():
     html = runs_html(rows)
     assert "step 3/10 · loss 1.235 · 100 tok/s · 1m 15s left" in html
     assert "&lt;boom&gt;" in html and html.index("job 2") < html.index("job 1")  # newest first
+
+
+# --- the leaderboard of the sweep, once its runs are over --------------------------------------------
+
+
+def _sweep(service) -> list[int]:
+    add_finished_adapter(service, "news-r8", sweep="news", proof=exact_match_proof(27), size=2_000_000)
+    add_finished_adapter(service, "news-r16", sweep="news", proof=exact_match_proof(29, ci=[0.83, 0.99]),
+                         size=4_000_000)
+    add_finished_adapter(service, "older", sweep="older", proof=exact_match_proof(3))
+    return [service.store.get_adapter(n).job_id for n in ("news-r8", "news-r16")]
+
+
+def test_the_board_ranks_the_sessions_sweep_once_its_runs_are_over(service):
+    mine = _sweep(service)
+    service.store.update_job(mine[0], status="running")
+    waiting = board_html(service, service.jobs(), mine)
+    assert "appears here when its runs are all over" in waiting and "<table" not in waiting
+
+    service.store.update_job(mine[0], status="done")
+    html = board_html(service, service.jobs(), mine)
+    assert "Sweep news" in html and "older" not in html
+    assert html.index("news-r16") < html.index("news-r8")  # best first
+    best = html[html.index("<tr class='tl-best'"):]
+    assert best.startswith("<tr class='tl-best' data-adapter='news-r16' data-recommended='true'><td>★</td>")
+    assert "29/30 (97%, 95% CI 83–99%)" in html and "base 13/30 few-shot" in html and "4.0 MB" in html
+    assert html.count("★</td>") == 1
+    assert "★ news-r16 is best: 29/30 vs base 13/30 few-shot — highest held-out exact match of 2 runs" in html
+
+
+def test_after_a_reload_the_board_shows_the_newest_finished_sweep(service):
+    _sweep(service)
+    html = board_html(service, service.jobs(), [])  # a new session: no runs of its own
+    assert "Sweep older" in html and "news-r16" not in html

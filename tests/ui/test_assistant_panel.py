@@ -1,0 +1,33 @@
+"""Under the chat, the assistant says which adapter is best once a sweep of this session is over."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.studio.service import Service
+from backend.studio.session import SessionState
+from tests.builders import add_finished_adapter, exact_match_proof
+from ui.assistant_panel import news_html
+
+
+@pytest.fixture()
+def service(settings):
+    svc = Service(settings)
+    yield svc
+    svc.close()
+
+
+def test_the_best_adapter_of_the_sessions_finished_sweep_is_said_under_the_chat(service):
+    state = SessionState()
+    assert news_html(service, state) == ""  # no runs: nothing to say
+    add_finished_adapter(service, "news-r8", sweep="news", proof=exact_match_proof(27))
+    add_finished_adapter(service, "news-r16", sweep="news", proof=exact_match_proof(29))
+    state.job_ids = [service.store.get_adapter(n).job_id for n in ("news-r8", "news-r16")]
+    service.store.update_job(state.job_ids[1], status="running")
+    assert news_html(service, state) == ""  # a run is still going
+
+    service.store.update_job(state.job_ids[1], status="done")
+    assert news_html(service, state) == (
+        "<div class='tl-news'>🏁 Sweep news is over. news-r16 is best: 29/30 vs base 13/30 few-shot — highest "
+        "held-out exact match of 2 runs (next: news-r8 27/30).</div>")
+    assert news_html(service, state) == news_html(service, state)  # shown while it stays true, not used up
