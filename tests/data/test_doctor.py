@@ -234,7 +234,8 @@ def test_an_evaluation_file_judges_instead_and_every_training_row_trains(tmp_pat
     held = write(tmp_path, "held.csv", "input,output\n" + "".join(f"new {i},b{i}\n" for i in range(7)))
     result = import_files([train_file], uploads, eval_files=[held])
     report = result.report
-    assert [e.line for e in report.train] == list(range(1, 31)) and {e.source for e in report.train} == {"train.jsonl"}
+    assert [e.line for e in report.train] == list(range(1, 31))
+    assert {e.source for e in report.train} == {"train.jsonl"}
     assert [e.messages for e in report.eval] == [[U(f"new {i}"), A(f"b{i}")] for i in range(7)]
     assert read_rows(result.eval_path) == [e.messages for e in report.eval]
     assert len(read_rows(result.train_path)) == 30
