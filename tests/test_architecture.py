@@ -173,6 +173,9 @@ def test_no_import_cycles():
     ("backend.data", "backend.serving", "the data doctor is below serving"),
     ("backend.bases", "backend.training", "bases are below training"),
     ("backend.bases", "backend.serving", "bases are below serving"),
+    ("backend.proof", "backend.training", "the proof judges adapters; it does not train (training calls it)"),
+    ("backend.proof", "backend.studio", "the proof is below the studio, so the training worker can run it"),
+    ("backend.proof", "backend.serving", "the proof runs its own model, apart from the endpoint"),
     ("backend", "ui", "the backend is importable and testable without the page"),
 ])
 def test_data_flows_one_way(source, forbidden, why):

@@ -3,8 +3,9 @@
 * Strength: the picked adapter at 0–2× its update, as a new adapter.
 * Blend pad (the "2-D equalizer"): wa · A + wb · B of two adapters, as a new adapter.
 * Proof: what the picked adapter learned — eval loss / perplexity base vs adapter,
-  exact match (base few-shot vs adapter zero-shot), self-consistency, and the ‖ΔW‖/‖W‖
-  heatmap; the stored proof shows as soon as an adapter is picked, "Evaluate" makes a
+  exact match (base zero- and few-shot vs adapter, with 95% intervals) or the style judge
+  (base, base asked for the style, adapter), the "changed nothing" check, the forgetting
+  check, the verdict suggestion and the ‖ΔW‖/‖W‖ heatmap; the stored proof shows as soon as an adapter is picked, "Evaluate" makes a
   new one.
 
 New adapters are registered by the service like trained ones, so after the page-wide
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.studio.proof import number, share
+from backend.studio.describe import describe_figure, number
 
 from .common import Ctx, edge, esc, heatmap_html
 
@@ -26,35 +27,58 @@ NO_PROOF = "*No proof stored for this adapter yet: press **Evaluate**.*"
 
 
 def proof_markdown(proof: dict | None) -> str:
-    """The proof as a small table: each measure for the base and for the adapter."""
+    """The proof as a small table: each measure for the base and for the adapter, every
+    share with its row count and 95% interval, the "changed nothing" warning, the
+    forgetting check and the verdict suggestion."""
     if not proof:
         return NO_PROOF
     ev = proof.get("eval") or {}
     base, adapter = ev.get("base") or {}, ev.get("adapter") or {}
+    judged = proof.get("judged_by") or {}
     lines = [f"**Proof** for `{esc(proof.get('adapter', '?'))}` — task {esc(proof.get('task', '?'))}, "
              f"{adapter.get('rows', '?')} held-out rows, {adapter.get('tokens', '?')} answer tokens "
-             f"({esc(proof.get('created_at', ''))}, {proof.get('elapsed_s', '?')} s)",
-             "",
-             "| measure | base | adapter |",
-             "|---|---|---|",
-             f"| eval loss | {number(base.get('loss'))} | {number(adapter.get('loss'))} |",
-             f"| perplexity | {number(base.get('perplexity'), 2)} | {number(adapter.get('perplexity'), 2)} |"]
+             f"({esc(proof.get('created_at', ''))}, {proof.get('elapsed_s', '?')} s)"]
+    if judged.get("note"):
+        lines.append(f"*Judged on {judged.get('rows', '?')} rows {esc(judged['note'])}.*")
+    lines += ["", "| measure | base | adapter |", "|---|---|---|",
+              f"| eval loss | {number(base.get('loss'))} | {number(adapter.get('loss'))} |",
+              f"| perplexity | {number(base.get('perplexity'), 2)} | {number(adapter.get('perplexity'), 2)} |"]
     em = proof.get("exact_match")
-    if em:
-        lines.append(f"| exact match | {share(em['base_few_shot'])} with {em['k']}-shot prompts "
-                     f"| {share(em['adapter_zero_shot'])} zero-shot |")
+    if em and em.get("adapter"):
+        base_cells = "; ".join(f"{label} {describe_figure(em[key])}" for key, label in
+                               (("base_zero_shot", "zero-shot"), ("base_few_shot", f"{em.get('k')}-shot"))
+                               if em.get(key))
+        lines.append(f"| exact match | {base_cells} | {describe_figure(em['adapter'])} |")
+        for field, figure in ((em.get("per_field") or {}).get("adapter") or {}).items():
+            few = ((em.get("per_field") or {}).get("base_few_shot") or {}).get(field)
+            lines.append(f"| field `{esc(field)}` | {describe_figure(few) if few else '—'} | {describe_figure(figure)} |")
+    style = proof.get("style")
+    if style and style.get("adapter"):
+        for key, label in (("style", "carries the style"), ("on_task", "does what was asked"), ("both", "both")):
+            lines.append(f"| {label} | base {describe_figure(style['base'][key])}; asked for it "
+                         f"{describe_figure(style['prompted'][key])} | {describe_figure(style['adapter'][key])} |")
     sc = proof.get("self_consistency")
     if sc:
         lines.append(f"| self-consistency | — | {sc['mean']:.0%} of {sc['n_samples']} samples agree "
                      f"(temperature {sc['temperature']}) |")
-    change = ev.get("loss_change")
-    if change is not None:
-        verdict = "lower" if change < 0 else "higher"
-        lines += ["", f"The adapter's eval loss is **{abs(change):.4f} {verdict}** than the base's."]
+    div, forgot = proof.get("divergence"), proof.get("forgetting")
+    if div:
+        lines.append(f"| answers changed | — | {div['changed']}/{div['total']} held-out prompts "
+                     f"(mean change {div['mean_change']:.0%}) |")
+    if forgot:
+        lines.append(f"| forgetting check | — | {forgot['changed']}/{forgot['total']} everyday prompts answered "
+                     "differently |")
+    nothing = proof.get("changed_nothing") or {}
+    if nothing.get("flag"):
+        lines += ["", f"⚠️ **The adapter changed nothing measurable**: {esc('; '.join(nothing['reasons']))}. "
+                      f"Likely causes: {esc('; '.join(nothing['causes']))}."]
     dw = proof.get("delta_w") or {}
     if dw:
-        lines.append(f"Weight change ‖ΔW‖/‖W‖: max {number(dw.get('max'))}, mean {number(dw.get('mean'))} "
-                     f"over {dw.get('modules_adapted', '?')} modules.")
+        lines += ["", f"Weight change ‖ΔW‖/‖W‖: max {number(dw.get('max'))}, mean {number(dw.get('mean'))} "
+                      f"over {dw.get('modules_adapted', '?')} modules."]
+    verdict = proof.get("verdict")
+    if verdict:
+        lines += ["", f"**Suggestion**: {esc(verdict['text'])} *(you decide: mark it success or fail)*"]
     return "\n".join(lines)
 
 

@@ -60,6 +60,24 @@ def tally_line(tallies: dict, name: str | None) -> str:
             "comparison(s)")
 
 
+def suggestion_line(proof: dict | None) -> str:
+    """The proof's verdict suggestion, shown beside the success / fail buttons (the person decides)."""
+    verdict = (proof or {}).get("verdict")
+    if not verdict:
+        return "*No measured suggestion yet (the proof runs after training when rows were held out).*"
+    icon = {"beats_base": "🟢", "no_better": "🟡", "too_few_rows": "⚪", "changed_nothing": "🔴"}.get(
+        verdict.get("suggestion"), "⚪")
+    return f"{icon} Suggestion from the held-out rows: {esc(verdict['text'])}"
+
+
+def mark_line(service, tallies: dict, name: str | None) -> str:
+    """The tally and, for a trained adapter, its proof's suggestion."""
+    line = tally_line(tallies, name)
+    if name and name in service.adapter_names(status="done"):
+        line += "\n\n" + suggestion_line(service.adapter_meta(name).proof)
+    return line
+
+
 def build(ctx: Ctx) -> None:
     with gr.Row():
         prompt = gr.Textbox(label="Prompt", elem_id="compare-prompt", scale=3,
@@ -112,7 +130,7 @@ def build(ctx: Ctx) -> None:
         data = service.tallies()
         current = chosen[-1] if chosen else (names[-1] if names else None)
         return [gr.Dropdown(choices=probes), gr.CheckboxGroup(choices=names, value=chosen),
-                tallies_table(data), gr.Dropdown(choices=names, value=current), tally_line(data, current),
+                tallies_table(data), gr.Dropdown(choices=names, value=current), mark_line(service, data, current),
                 *render_slots(state)]
 
     ctx.on_refresh(render, [probe, models, tallies, mark_pick, mark_tally, *slot_outputs])
@@ -157,7 +175,8 @@ def build(ctx: Ctx) -> None:
         return handler
 
     def show_tally(name):
-        return tally_line(ctx.service().tallies(), name)
+        service = ctx.service()
+        return mark_line(service, service.tallies(), name)
 
     probe.input(lambda p: p, [probe], [prompt])
     ctx.refresh_after(run.click(edge(compare), [prompt, models, blind, ctx.state], [ctx.state, status, *slot_outputs]))

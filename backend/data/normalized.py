@@ -4,7 +4,7 @@ rule, and the one prompt/completion form.
 The data doctor (:mod:`backend.data.doctor`) writes an import as ``train.jsonl`` and
 ``eval.jsonl``: one ``{"messages": [...]}`` per line, roles ``system``/``user``/
 ``assistant``, string contents, the last message the assistant's answer. Training
-(:mod:`backend.training.run`) and the proof (:mod:`backend.studio.proof`) read those
+(:mod:`backend.training.run`) and the proof (:mod:`backend.proof.scores`) read those
 files here and nowhere else, and a run given a single file splits it with the same
 :func:`split_rows` the data doctor uses, so "held out" means the same rows everywhere.
 """

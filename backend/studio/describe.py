@@ -3,7 +3,13 @@ assistant, the page and the CLI."""
 
 from __future__ import annotations
 
+from backend.adapter_folder import AdapterMeta
+from backend.hparams import RunSpec
+from backend.proof.intervals import describe as describe_figure
+from backend.proof.scores import number, share
 from backend.training.progress import loss_parts
+
+__all__ = ["describe_figure", "number", "share"]  # the proof's wording, for the page (which imports only the studio)
 
 
 def eta_text(seconds) -> str:
@@ -53,3 +59,46 @@ def describe_tally(t: dict) -> str:
     return (f"{t['model']}: {t['ratings']} rating(s), {t['up']} 👍 / {t['down']} 👎, {t['best']} best, "
             f"win rate vs base {percent(t.get('win_rate_vs_base'))} over "
             f"{t.get('comparisons_with_base', 0)} comparison(s)")
+
+
+def spec_line(spec: RunSpec) -> str:
+    """One line: what a run will do (``LoRA r16 alpha 32, lr 0.0005, batch 4, ...``)."""
+    t = spec.train
+    stop = (f"up to {t.epochs:g} epochs, stopping when the held-out loss stops falling (patience {t.patience})"
+            if t.early_stopping else f"{t.epochs:g} epochs")
+    budget = f", at most {t.time_budget_s / 60:g} min of training" if t.time_budget_s else ""
+    system = f", system prompt {t.system_prompt!r}" if t.system_prompt else ""
+    return f"LoRA r{spec.lora.r} alpha {spec.lora.alpha}, lr {t.learning_rate:g}, batch {t.batch_size}, {stop}{budget}{system}"
+
+
+def proof_lines(meta: AdapterMeta) -> list[str]:
+    """What a finished run's proof says, in a few lines: the figures with their intervals,
+    the "changed nothing" warning and the verdict suggestion (for the CLI and the assistant)."""
+    proof = meta.proof or {}
+    extra = getattr(meta, "model_extra", None) or {}
+    if not proof:
+        return [f"proof failed: {extra['proof_error']}"] if extra.get("proof_error") else []
+    lines = []
+    judged = proof.get("judged_by") or {}
+    em, style = proof.get("exact_match"), proof.get("style")
+    if em:
+        parts = [f"base zero-shot {describe_figure(em['base_zero_shot'])}" if em.get("base_zero_shot") else "",
+                 f"base {em.get('k')}-shot {describe_figure(em['base_few_shot'])}" if em.get("base_few_shot") else "",
+                 f"adapter {describe_figure(em['adapter'])}" if em.get("adapter") else ""]
+        lines.append("exact match: " + "; ".join(p for p in parts if p))
+    if style:
+        parts = [f"{label} {describe_figure(style[name]['both'])}" for name, label in
+                 (("base", "base"), ("prompted", "base asked for it"), ("adapter", "adapter")) if style.get(name)]
+        lines.append("on-style and on-task: " + "; ".join(parts))
+    if judged:
+        lines.append(f"judged on {judged.get('rows')} rows {judged.get('note', '')}".rstrip())
+    nothing = proof.get("changed_nothing") or {}
+    if nothing.get("flag"):
+        lines.append("WARNING: it changed nothing measurable (" + "; ".join(nothing["reasons"]) + "). Likely causes: "
+                     + "; ".join(nothing["causes"]) + ".")
+    forgot = proof.get("forgetting")
+    if forgot:
+        lines.append(f"forgetting check: {forgot['changed']}/{forgot['total']} everyday prompts answered differently")
+    if proof.get("verdict"):
+        lines.append(f"suggestion: {proof['verdict']['text']}")
+    return lines

@@ -1,6 +1,6 @@
 """The studio's work that needs torch: the base's tokenizer and context length for the
 data doctor, the chat-template preview, the inspector (:mod:`backend.bases.inspect`), the
-proof (:mod:`backend.studio.proof_model`), strength and blends
+proof (:mod:`backend.proof.on_model`), strength and blends
 (:mod:`backend.studio.blend`) and the merged export.
 
 Imports torch, transformers and peft at its top; :class:`backend.studio.service.Service`
@@ -18,9 +18,9 @@ from backend.bases.load import context_length, load_config, load_model, load_tok
 from backend.bases.resolve import BaseRef
 from backend.settings import Settings
 from backend.studio.blend import blend_adapters, scale_adapter
-from backend.studio.proof_model import evaluate_adapter
+from backend.proof.on_model import baseline_scores, evaluate_adapter
 
-__all__ = ["blend_adapters", "chat_previews", "evaluate_adapter", "inspect_base", "inspect_command_output",
+__all__ = ["baseline_scores", "blend_adapters", "chat_previews", "evaluate_adapter", "inspect_base", "inspect_command_output",
            "merge_into_base", "scale_adapter", "tokenizer_and_limit"]
 
 

@@ -29,6 +29,8 @@ import traceback
 from pathlib import Path
 
 from backend.adapter_folder import folder as adapter_folder
+from backend.adapter_folder import update_meta
+from backend.data.normalized import read_rows
 from backend.bases.resolve import resolve_base
 from backend.errors import TuneLabError
 from backend.hparams import RunSpec
@@ -36,7 +38,9 @@ from backend.settings import Settings
 from backend.store import Store, utcnow
 from backend.training.checkpoints import checkpoint_step, drop_checkpoints, last_checkpoint
 from backend.training.cpu.native import NativeBuild
+from backend.proof.scores import BASELINE_FILE, judged_from_import
 from backend.training.jobs import settle_adapter
+from backend.training.plan import task_of
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 CANCEL_POLL_S = 1.0
@@ -150,7 +154,29 @@ def run(job_id: int, settings: Settings) -> int:
     except Exception as exc:  # anything else is a bug or the machine: keep the reason, not the app
         traceback.print_exc()
         return end("failed", f"{type(exc).__name__}: {exc}", code=EXIT_FAILED)
+    if main and request.get("eval_file") and request.get("prove", True):
+        record("proof", message="scoring the adapter on the held-out rows")
+        meta["proof"] = prove(request, spec, base_ref, settings, adapter_folder(paths.adapters, spec.name))
     return end("done", meta=meta)
+
+
+def prove(request: dict, spec: RunSpec, base_ref, settings: Settings, folder: Path) -> dict | None:
+    """The proof of a finished run (base vs adapter on the held-out rows, the style judge,
+    the "changed nothing" check, the forgetting prompts), stored in its ``tunelab.json``.
+    A proof that fails leaves the adapter done and says why in ``proof_error``."""
+    from backend.proof.on_model import evaluate_adapter  # heavy: torch, peft
+
+    eval_file, train_file = Path(request["eval_file"]), Path(request["train_file"])
+    try:
+        return evaluate_adapter(folder, base_ref, eval_rows=eval_file, train_rows=train_file,
+                                task=request.get("task") or task_of(spec.goal, read_rows(train_file)),
+                                n_samples=0, system_prompt=spec.train.system_prompt, goal=spec.goal,
+                                judged=judged_from_import(eval_file.parent),
+                                baseline_cache=eval_file.parent / BASELINE_FILE, settings=settings)
+    except Exception as exc:  # the adapter is good; only its proof is missing
+        traceback.print_exc()
+        update_meta(folder, proof_error=f"{type(exc).__name__}: {exc}")
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """The proof on a real model: the weight change read from the adapter's files, the answer
-loss of base and adapter, and generation for the scores of :mod:`backend.studio.proof`.
+loss of base and adapter, and generation for the scores of :mod:`backend.proof.scores`.
 
 :func:`evaluate_adapter` loads the base once on CPU, puts the adapter on top (switched
 off for "base"), computes every piece of proof and stores it in ``tunelab.json``.
@@ -9,6 +9,8 @@ Imports torch, transformers and peft at its top: the service reaches it lazily.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import time
 from datetime import datetime, timezone
@@ -28,8 +30,11 @@ from backend.bases.resolve import BaseRef, resolve_base
 from backend.data.normalized import answer_of, prompt_of
 from backend.errors import AdapterMismatch, DataError
 from backend.settings import Settings
-from backend.studio.proof import (CLASSIFY_TASKS, EXTRACT_TASKS, TASKS, Generator, Messages, compare_exact_match,
-                                  finite, load_rows, self_consistency)
+from backend.proof.change_checks import GENERAL_PROMPTS, changed_nothing, divergence, forgetting
+from backend.proof.scores import (CHECKABLE_TASKS, CLASSIFY_TASKS, SHOWN_CHARS, TASKS, Generator, Messages, best_base, finite,
+                                  judged_by, load_rows, score_adapter, score_base, self_consistency, suggest_verdict,
+                                  with_system)
+from backend.proof.style_judge import judge_answers, style_markers
 
 
 
@@ -206,17 +211,131 @@ def _resolve_base(adapter_folder: Path, base_ref, settings: Settings) -> BaseRef
     return resolve_base(str(spec), settings, provision=False)
 
 
+def _answer_budget(tokenizer, rows: list[dict], extra: int, cap: int) -> int:
+    longest = max(len(tokenizer(answer_of(r["messages"]), add_special_tokens=False)["input_ids"]) for r in rows)
+    return min(cap, longest + extra)
+
+
+def _key(**parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+class Baselines:
+    """The base's scores on an import's held-out rows, computed once per base, system prompt
+    and task and kept in ``cache_file`` (the import's ``baseline.json``), so the plan card's
+    baseline and every adapter's proof use the same rows, prompts and base answers."""
+
+    def __init__(self, cache_file: Path | None):
+        self.cache_file = Path(cache_file) if cache_file else None
+        self.entries: dict = {}
+        if self.cache_file and self.cache_file.is_file():
+            try:
+                self.entries = json.loads(self.cache_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                self.entries = {}
+
+    def get(self, key: str) -> dict | None:
+        return self.entries.get(key)
+
+    def put(self, key: str, value: dict) -> None:
+        self.entries[key] = value
+        if self.cache_file:
+            tmp = self.cache_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(finite(self.entries), ensure_ascii=False), encoding="utf-8")
+            tmp.replace(self.cache_file)
+
+
+def _style_prompt(system_prompt: str | None, goal: str) -> str:
+    return system_prompt or f"Write with this style: {goal.strip().rstrip('.') or 'the style of the examples'}."
+
+
+def _baseline(model, tokenizer, ref: BaseRef, rows: list[dict], train: list[dict], task: str, *,
+              system_prompt: str | None, goal: str, k: int, seed: int, cache: Baselines,
+              batch_size: int) -> dict:
+    """The base's side of the proof, from the cache or computed (and cached) now."""
+    key = _key(base=ref.spec, task=task, system=system_prompt, goal=goal if task not in CHECKABLE_TASKS else "",
+               k=k, seed=seed, rows=[r["messages"] for r in rows], shots=[r["messages"] for r in train][:200])
+    cached = cache.get(key)
+    if cached is not None:
+        return cached
+    if task in CHECKABLE_TASKS:
+        budget = _answer_budget(tokenizer, rows, 8, 256)
+        gen = hf_generator(model, tokenizer, use_adapter=False, max_new_tokens=budget, batch_size=batch_size)
+        result = score_base(rows, train, gen, task, k=k, seed=seed, system_prompt=system_prompt)
+        result["max_new_tokens"] = budget
+    else:
+        budget = _answer_budget(tokenizer, rows, 16, 160)
+        gen = hf_generator(model, tokenizer, use_adapter=False, max_new_tokens=budget, batch_size=batch_size)
+        plain = [prompt_of(r["messages"]) for r in rows]
+        prompted_with = _style_prompt(system_prompt, goal)
+        prompted = [prompt_of(with_system(r, prompted_with)["messages"]) for r in rows]
+        result = {"max_new_tokens": budget, "prompted_with": prompted_with,
+                  "outputs": {"base": [a[0] for a in gen(plain, n=1, temperature=0.0, seed=seed)],
+                              "prompted": [a[0] for a in gen(prompted, n=1, temperature=0.0, seed=seed)]}}
+    result["base"] = ref.spec
+    cache.put(key, finite(result))
+    return result
+
+
+def baseline_scores(base_ref: BaseRef, eval_rows, train_rows, task: str, *, settings: Settings,
+                    system_prompt: str | None = None, goal: str = "", k: int = 6, seed: int = 0,
+                    cache_file: Path | None = None, batch_size: int = 8) -> dict[str, Any]:
+    """The base scored on the held-out rows before any training (the plan card's baseline):
+    zero-shot and k-shot exact match for checkable tasks, the base's and the prompting
+    baseline's answers for a style goal. Cached in ``cache_file``."""
+    rows, train = load_rows(eval_rows, "eval"), load_rows(train_rows, "train")
+    if not rows:
+        raise DataError("There are no held-out rows to score the base on.",
+                        fix="Import more examples (5+) or drop in an evaluation file.")
+    tokenizer = load_tokenizer(base_ref, plain_template=True, trust_remote_code=settings.trust_remote_code)
+    model = load_model(base_ref, dtype=torch.float32, trust_remote_code=settings.trust_remote_code)
+    model.eval()
+    result = _baseline(model, tokenizer, base_ref, rows, train, task, system_prompt=system_prompt, goal=goal, k=k,
+                       seed=seed, cache=Baselines(cache_file), batch_size=batch_size)
+    return {name: value for name, value in result.items() if name != "outputs"}
+
+
+def _style_proof(model, tokenizer, rows, train, base: dict, *, system_prompt: str | None, seed: int,
+                 batch_size: int) -> tuple[dict, list[str], list[str]]:
+    prompts_text = [str(prompt_of(r["messages"])[-1]["content"]) for r in rows]
+    markers = style_markers([answer_of(r["messages"]) for r in (train or rows)],
+                            [str(prompt_of(r["messages"])[-1]["content"]) for r in (train or rows)])
+    gen = hf_generator(model, tokenizer, use_adapter=True, max_new_tokens=base["max_new_tokens"], batch_size=batch_size)
+    adapter_out = [a[0] for a in gen([prompt_of(with_system(r, system_prompt)["messages"]) for r in rows],
+                                     n=1, temperature=0.0, seed=seed)]
+    judged = {name: judge_answers(outputs, prompts_text, markers)
+              for name, outputs in (("base", base["outputs"]["base"]), ("prompted", base["outputs"]["prompted"]),
+                                    ("adapter", adapter_out))}
+    shown = [{"prompt": p[:SHOWN_CHARS], "base": b[:SHOWN_CHARS], "prompted": pr[:SHOWN_CHARS],
+              "adapter": a[:SHOWN_CHARS], "adapter_markers": v["markers"], "adapter_ok": v["both"]}
+             for p, b, pr, a, v in zip(prompts_text, base["outputs"]["base"], base["outputs"]["prompted"],
+                                       adapter_out, judged["adapter"]["per_row"])]
+    style = {"markers": markers, "prompted_with": base["prompted_with"], "rows": shown,
+             **{name: {k: v for k, v in figures.items() if k != "per_row"} for name, figures in judged.items()}}
+    # like for like: the same messages went to the base and to the adapter
+    same_messages = base["outputs"]["prompted"] if system_prompt else base["outputs"]["base"]
+    return style, same_messages, adapter_out
+
+
 def evaluate_adapter(adapter_folder: Path | str, base_ref=None, eval_rows=None, train_rows=None,
-                     task: str = "style", n_samples: int = 5, seed: int = 0, *, k_shot: int = 4,
-                     temperature: float = 0.7, max_length: int | None = 1024, max_new_tokens: int | None = None,
-                     batch_size: int = 8, settings: Settings, store: bool = True) -> dict[str, Any]:
+                     task: str = "style", n_samples: int = 5, seed: int = 0, *, k_shot: int = 6,
+                     temperature: float = 0.7, max_length: int | None = 1024, system_prompt: str | None = None,
+                     goal: str = "", judged: dict | None = None, baseline_cache: Path | None = None,
+                     forgetting_check: bool = True, batch_size: int = 8, settings: Settings,
+                     store: bool = True) -> dict[str, Any]:
     """Every piece of proof for one adapter; stored in its ``tunelab.json`` as ``"proof"``.
 
     ``eval_rows`` / ``train_rows``: normalized rows or paths to eval.jsonl / train.jsonl.
-    ``task`` decides what runs: loss and weight change always; exact match for
-    classification, sentiment and extraction (few-shot needs ``train_rows``; without them
-    the base runs zero-shot too, k = 0); self-consistency for classification and
-    sentiment with ``n_samples`` ≥ 2.
+    ``system_prompt``: the one the adapter was trained with (None: read from its
+    ``tunelab.json``); every prompt, base's and adapter's, goes behind it as in training.
+    ``task`` decides what runs: loss, weight change, the probe divergence and the
+    forgetting check always; exact match (base zero-shot and k-shot, adapter zero-shot,
+    each with a 95% interval) for classification, sentiment and extraction; generated
+    answers judged for the style (:mod:`backend.proof.style_judge`) beside the base and
+    the prompting baseline for every other task; self-consistency for classification and
+    sentiment with ``n_samples`` ≥ 2. The base's side comes from ``baseline_cache`` when
+    it was scored before training. ``judged``: where the rows come from (the import's
+    ``judged_by``).
     """
     if task not in TASKS:
         raise DataError(f"Unknown task {task!r}.", fix=f"Use one of: {', '.join(TASKS)}.")
@@ -226,8 +345,12 @@ def evaluate_adapter(adapter_folder: Path | str, base_ref=None, eval_rows=None, 
     rows = load_rows(eval_rows, "eval")
     if not rows:
         raise DataError("There are no held-out rows to evaluate on.",
-                        fix="Import data with an eval split (eval fraction > 0) or pass eval rows.")
+                        fix="Import data with an eval split (5+ examples) or drop in an evaluation file.")
     train = load_rows(train_rows, "train")
+    meta = AdapterMeta.of(folder)
+    if system_prompt is None:
+        system_prompt = meta.system_prompt
+    goal = goal or meta.goal
     ref = _resolve_base(folder, base_ref, settings)
     tokenizer = load_tokenizer(ref, plain_template=True, trust_remote_code=settings.trust_remote_code)
     model = load_model(ref, dtype=torch.float32, trust_remote_code=settings.trust_remote_code)
@@ -239,34 +362,67 @@ def evaluate_adapter(adapter_folder: Path | str, base_ref=None, eval_rows=None, 
         raise AdapterMismatch(f"Adapter {folder.name!r} does not fit base {ref.spec!r}: {exc}",
                               fix="Evaluate the adapter against the base it was trained on.") from exc
     peft_model.eval()
+    trained_rows = [with_system(r, system_prompt) for r in rows]
     with peft_model.disable_adapter():
-        base_loss = answer_loss(peft_model, tokenizer, rows, max_length)
-    adapter_loss = answer_loss(peft_model, tokenizer, rows, max_length)
+        base_loss = answer_loss(peft_model, tokenizer, trained_rows, max_length)
+    adapter_loss = answer_loss(peft_model, tokenizer, trained_rows, max_length)
+    base = _baseline(peft_model, tokenizer, ref, rows, train, task, system_prompt=system_prompt, goal=goal,
+                     k=k_shot, seed=seed, cache=Baselines(baseline_cache), batch_size=batch_size)
     result: dict[str, Any] = {
-        "adapter": folder.name, "base": ref.to_dict(), "task": task, "seed": seed,
+        "adapter": folder.name, "base": ref.to_dict(), "task": task, "seed": seed, "system_prompt": system_prompt,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "judged_by": judged or judged_by(len(rows), "split"),
         "delta_w": delta,
         "eval": {"base": base_loss, "adapter": adapter_loss,
                  "loss_change": adapter_loss["loss"] - base_loss["loss"],
                  "perplexity_ratio": (adapter_loss["perplexity"] / base_loss["perplexity"]
                                       if base_loss["perplexity"] not in (0, float("inf")) else None)},
-        "exact_match": None, "self_consistency": None,
+        "exact_match": None, "style": None, "self_consistency": None,
     }
-    if task in CLASSIFY_TASKS | EXTRACT_TASKS:
-        if max_new_tokens is None:
-            longest = max(len(tokenizer(answer_of(r["messages"]), add_special_tokens=False)["input_ids"]) for r in rows)
-            max_new_tokens = min(256, longest + 8)
-        base_gen = hf_generator(peft_model, tokenizer, use_adapter=False, max_new_tokens=max_new_tokens,
-                                batch_size=batch_size)
-        adapter_gen = hf_generator(peft_model, tokenizer, use_adapter=True, max_new_tokens=max_new_tokens,
+    if task in CHECKABLE_TASKS:
+        adapter_gen = hf_generator(peft_model, tokenizer, use_adapter=True, max_new_tokens=base["max_new_tokens"],
                                    batch_size=batch_size)
-        result["exact_match"] = compare_exact_match(rows, train, base_gen, adapter_gen, task, k=k_shot, seed=seed)
+        result["exact_match"], adapter_out = score_adapter(rows, base, adapter_gen, task, seed=seed,
+                                                           system_prompt=system_prompt)
+        same_messages = base["outputs"]["base_zero_shot"]
         if task in CLASSIFY_TASKS and n_samples >= 2:
-            samples = adapter_gen([prompt_of(r["messages"]) for r in rows], n=n_samples, temperature=temperature, seed=seed)
+            samples = adapter_gen([prompt_of(r["messages"]) for r in trained_rows], n=n_samples,
+                                  temperature=temperature, seed=seed)
             result["self_consistency"] = dict(self_consistency(samples, [answer_of(r["messages"]) for r in rows]),
                                               n_samples=n_samples, temperature=temperature)
+    else:
+        result["style"], same_messages, adapter_out = _style_proof(peft_model, tokenizer, rows, train, base,
+                                                                   system_prompt=system_prompt, seed=seed,
+                                                                   batch_size=batch_size)
+    result["divergence"] = divergence(same_messages, adapter_out)
+    if forgetting_check:
+        general = [([{"role": "system", "content": system_prompt}] if system_prompt else [])
+                   + [{"role": "user", "content": p}] for p in GENERAL_PROMPTS]
+        answers = {use: [a[0] for a in hf_generator(peft_model, tokenizer, use_adapter=use, max_new_tokens=48,
+                                                    batch_size=len(general))(general)]
+                   for use in (False, True)}
+        result["forgetting"] = forgetting(answers[False], answers[True])
+    result["changed_nothing"] = changed_nothing(delta["max"], result["divergence"])
+    result["verdict"] = verdict_of(result)
     result["elapsed_s"] = round(time.perf_counter() - started, 2)
     result = finite(result)  # strict JSON: NaN / infinity become None
     if store:
         update_meta(folder, proof=result)
     return result
+
+
+def verdict_of(proof: dict) -> dict[str, str]:
+    """The suggestion for a proof: exact match against the stronger base figure, or for a
+    style goal the share judged on-style and on-task against the prompting baseline."""
+    nothing = bool((proof.get("changed_nothing") or {}).get("flag"))
+    em = proof.get("exact_match")
+    if em:
+        name, figure = best_base(em) or (None, None)
+        label = {"base_few_shot": f"the base {em.get('k')}-shot", "base_zero_shot": "the base zero-shot"}.get(name, "")
+        return suggest_verdict(em.get("adapter"), figure, changed_nothing=nothing, base_label=label)
+    style = proof.get("style")
+    if style:
+        return suggest_verdict((style.get("adapter") or {}).get("both"), (style.get("prompted") or {}).get("both"),
+                               changed_nothing=nothing, base_label="the base asked for the style",
+                               what="on-style and on-task")
+    return suggest_verdict(None, None, changed_nothing=nothing)

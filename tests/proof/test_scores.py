@@ -15,9 +15,12 @@ import pytest
 
 from backend.adapter_folder import read_meta
 from backend.errors import DataError
-from backend.studio.proof import (answers_match, compare_exact_match, few_shot_prompt, pick_shots, render_text,
-                                  self_consistency)
-from backend.studio.proof_model import delta_norm, delta_w_heatmap, encode_row, evaluate_adapter, lora_factors
+from backend.proof.intervals import scored
+from backend.proof.scores import (answers_match, best_base, compare_exact_match, few_shot_prompt, field_match,
+                                  pick_shots, render_text, self_consistency, suggest_verdict)
+from backend.proof.change_checks import GENERAL_PROMPTS
+from backend.proof.on_model import (baseline_scores, delta_norm, delta_w_heatmap, encode_row, evaluate_adapter,
+                                    lora_factors)
 
 SYSTEM = {"role": "system", "content": "Classify the wine as red or white."}
 WINES = [
@@ -149,19 +152,53 @@ class Scripted:
         return [[self.answers(p, i) for i in range(n)] for p in prompts]
 
 
-def test_exact_match_few_shot_base_against_zero_shot_adapter():
+def test_exact_match_base_zero_and_few_shot_against_the_adapter():
     truth = {row["messages"][-2]["content"]: row["messages"][-1]["content"] for row in EVAL_ROWS}
-    base = Scripted(lambda prompt, i: "Red.")  # always 'red': right on 3 of 6
+    base = Scripted(lambda prompt, i: "Red." if len(prompt) > 2 else "rosé")  # few-shot: 'red', right on 3 of 6
     adapter = Scripted(lambda prompt, i: "  " + truth[prompt[-1]["content"]].upper() + " ")
     result = compare_exact_match(EVAL_ROWS, TRAIN_ROWS, base, adapter, "classification", k=2, seed=3)
-    assert result["base_few_shot"] == {"score": 0.5, "correct": 3, "total": 6}
-    assert result["adapter_zero_shot"] == {"score": 1.0, "correct": 6, "total": 6}
-    assert [r["base_ok"] for r in result["rows"]] == [lab == "red" for _, lab in WINES]
-    # the base saw 2 shots (one per label) as earlier turns, after the system prompt; the adapter none
-    first = base.prompts[0]
-    assert first[0] == SYSTEM and [m["role"] for m in first[1:]] == ["user", "assistant", "user", "assistant", "user"]
-    assert {first[2]["content"], first[4]["content"]} == {"red", "white"}
+    assert result["base_zero_shot"] == {"score": 0.0, "correct": 0, "total": 6, "ci95": [0.0, 0.3903]}
+    assert result["base_few_shot"] == {"score": 0.5, "correct": 3, "total": 6, "ci95": [0.1876, 0.8124]}
+    assert result["adapter"] == {"score": 1.0, "correct": 6, "total": 6, "ci95": [0.6097, 1.0]}
+    assert [r["base_few_shot_ok"] for r in result["rows"]] == [lab == "red" for _, lab in WINES]
+    # zero-shot: the system prompt and the row; few-shot: 2 shots (one per label) as earlier turns
+    zero, few = base.prompts[0], base.prompts[6]
+    assert zero == EVAL_ROWS[0]["messages"][:-1]
+    assert few[0] == SYSTEM and [m["role"] for m in few[1:]] == ["user", "assistant", "user", "assistant", "user"]
+    assert {few[2]["content"], few[4]["content"]} == {"red", "white"}
     assert all(len(p) == 2 for p in adapter.prompts)
+
+
+def test_every_prompt_goes_behind_the_trained_system_prompt():
+    rows = [_row(t, lab, system=False) for t, lab in WINES]
+    base, adapter = Scripted(lambda p, i: "red"), Scripted(lambda p, i: "red")
+    compare_exact_match(rows, TRAIN_ROWS, base, adapter, "classification", k=2, system_prompt="Say red or white.")
+    assert all(p[0] == {"role": "system", "content": "Say red or white."} for p in base.prompts + adapter.prompts)
+
+
+def test_extraction_reports_each_field():
+    refs = ['{"item": "tea", "qty": 2, "city": null}', '{"item": "rice", "qty": 5, "city": "Oslo"}',
+            '{"item": "oil", "qty": 1, "city": "Rome"}']
+    preds = ['{"item": "tea", "qty": 2, "city": "New York"}', 'Sure: {"item": "rice", "qty": 5, "city": "Oslo"}',
+             "no idea"]
+    fields = field_match(preds, refs)
+    assert {k: (v["correct"], v["total"]) for k, v in fields.items()} == {"city": (1, 3), "item": (2, 3),
+                                                                         "qty": (2, 3)}
+
+
+def test_verdict_only_says_beats_when_the_intervals_do():
+    def fig(correct, total):
+        return scored([True] * correct + [False] * (total - correct))
+
+    assert suggest_verdict(fig(29, 30), fig(13, 30))["suggestion"] == "beats_base"
+    assert "29/30 (97%, 95% CI 83%–99%)" in suggest_verdict(fig(29, 30), fig(13, 30))["text"]
+    assert suggest_verdict(fig(20, 30), fig(13, 30))["suggestion"] == "no_better"  # 67% vs 43%: intervals overlap
+    assert suggest_verdict(fig(12, 12), fig(0, 12))["suggestion"] == "too_few_rows"
+    assert "Too few held-out rows" in suggest_verdict(fig(12, 12), fig(0, 12))["text"]
+    assert suggest_verdict(fig(29, 30), fig(1, 30), changed_nothing=True)["suggestion"] == "changed_nothing"
+    assert suggest_verdict(None, None)["suggestion"] == "unchecked"
+    assert best_base({"base_zero_shot": fig(4, 30), "base_few_shot": fig(13, 30)})[0] == "base_few_shot"
+    assert best_base({"base_zero_shot": fig(14, 30), "base_few_shot": fig(13, 30)})[0] == "base_zero_shot"
 
 
 def test_answer_matching_rules():
@@ -209,9 +246,14 @@ def test_memorizing_adapter_has_lower_eval_loss_and_full_proof(sharp_llama, adap
     assert ev["base"]["tokens"] == ev["adapter"]["tokens"] > 0 and ev["adapter"]["rows"] == 6
     em = result["exact_match"]
     assert em["k"] == 2
-    for side in ("base_few_shot", "adapter_zero_shot"):
-        assert 0.0 <= em[side]["score"] <= 1.0 and em[side]["total"] == 6
-    assert em["adapter_zero_shot"]["score"] >= em["base_few_shot"]["score"]
+    for side in ("base_zero_shot", "base_few_shot", "adapter"):
+        figure = em[side]
+        assert 0.0 <= figure["score"] <= 1.0 and figure["total"] == 6
+        assert figure["ci95"][0] <= figure["score"] <= figure["ci95"][1]
+    assert em["adapter"]["score"] >= em["base_few_shot"]["score"]
+    assert result["verdict"]["suggestion"] == "too_few_rows"  # 6 rows cannot decide
+    assert result["changed_nothing"]["flag"] is False and result["divergence"]["total"] == 6
+    assert result["forgetting"]["total"] == len(GENERAL_PROMPTS)
     sc = result["self_consistency"]
     assert len(sc["per_row"]) == 6 and all(r["samples"] == 3 for r in sc["per_row"])
     assert all(r["agreement"] in (1 / 3, 2 / 3, 1.0) for r in sc["per_row"])
@@ -219,10 +261,12 @@ def test_memorizing_adapter_has_lower_eval_loss_and_full_proof(sharp_llama, adap
     assert result["delta_w"]["max"] > 0
     assert read_meta(folder)["proof"] == result  # stored in tunelab.json
     text = render_text(result)
-    assert "Eval loss" in text and "Exact match" in text and "Consistency" in text
+    assert "Eval loss" in text and "Exact match" in text and "Consistency" in text and "95% CI" in text
 
 
-def test_style_task_runs_loss_only_and_base_from_adapter_config(adapters, settings, tmp_path):
+def test_an_adapter_with_zeroed_b_is_caught_changing_nothing(adapters, settings, tmp_path):
+    """The "changed nothing" detector: B = 0 (peft's fresh init) -> no weight change and
+    every greedy answer equal to the base's; both reasons and the likely causes are said."""
     folder = _adapter_copy(adapters, "fresh", tmp_path)
     eval_file = tmp_path / "eval.jsonl"
     eval_file.write_text("\n".join(json.dumps(r) for r in EVAL_ROWS[:2]) + "\n")
@@ -230,6 +274,32 @@ def test_style_task_runs_loss_only_and_base_from_adapter_config(adapters, settin
     assert result["exact_match"] is None and result["self_consistency"] is None
     assert math.isclose(result["eval"]["adapter"]["loss"], result["eval"]["base"]["loss"], rel_tol=1e-5)
     assert result["delta_w"]["max"] == 0.0
+    nothing = result["changed_nothing"]
+    assert nothing["flag"] and len(nothing["reasons"]) == 2 and any("learning rate" in c for c in nothing["causes"])
+    assert result["divergence"]["changed"] == 0 and result["forgetting"]["changed"] == 0
+    assert result["verdict"]["suggestion"] == "changed_nothing"
+    assert "changed nothing" in render_text(result)
+    style = result["style"]
+    assert set(style) >= {"base", "prompted", "adapter", "markers"} and style["adapter"]["both"]["total"] == 2
+
+
+def test_the_base_is_scored_once_and_reused_from_the_cache(sharp_llama, adapters, settings, tmp_path):
+    from backend.bases.resolve import BaseRef
+
+    cache = tmp_path / "baseline.json"
+    ref = BaseRef(spec=str(sharp_llama), kind="folder", name="sharp", path=str(sharp_llama))
+    before = baseline_scores(ref, EVAL_ROWS, TRAIN_ROWS, "classification", k=2, settings=settings, cache_file=cache)
+    assert before["base_zero_shot"]["total"] == 6 and "outputs" not in before and cache.is_file()
+    stored = json.loads(cache.read_text())
+    (key, entry), = stored.items()
+    entry["base_few_shot"]["correct"] = 5  # a cached figure is what every later proof reports
+    cache.write_text(json.dumps({key: entry}))
+    again = baseline_scores(ref, EVAL_ROWS, TRAIN_ROWS, "classification", k=2, settings=settings, cache_file=cache)
+    assert again["base_few_shot"]["correct"] == 5
+    folder = _adapter_copy(adapters, "memorized", tmp_path)
+    proof = evaluate_adapter(folder, ref, EVAL_ROWS, TRAIN_ROWS, task="classification", n_samples=0, k_shot=2,
+                             settings=settings, baseline_cache=cache, forgetting_check=False)
+    assert proof["exact_match"]["base_few_shot"]["correct"] == 5 and "forgetting" not in proof
 
 
 def test_bad_rows_are_reported_together(adapters, settings, sharp_llama, tmp_path):
