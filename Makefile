@@ -44,6 +44,7 @@ bench: $(STAMP)
 	$(BIN)/tunelab bases pull-default
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/serve.py
+	$(BIN)/python bench/quality.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist

@@ -28,13 +28,14 @@ from backend.data.doctor import judged_on
 from backend.errors import ConfigError, DataError, TuneLabError
 from backend.hparams import LoraSpec, RunSpec, TrainSpec
 from backend.settings import Settings
-from backend.studio.describe import describe_cancel
+from backend.studio.describe import describe_cancel, proof_lines, spec_line
 from backend.studio.leaderboard import best_line, by_sweep, verdict_words
 from backend.studio.plan_form import validation_message
-from backend.studio.proof import render_text as proof_text
+from backend.proof.scores import CHECKABLE_TASKS
+from backend.proof.scores import render_text as proof_text
 from backend.studio.service import Service
 from backend.training.jobs import ACTIVE
-from backend.training.plan import suggest_sweep
+from backend.training.plan import baseline_text, suggest_sweep
 from backend.training.progress import loss_parts
 
 console = Console()
@@ -185,8 +186,16 @@ def train(
     for problem in report.warnings:
         err.print(f"[yellow]warning[/] {problem}", highlight=False)
     err.print(judged_on(report.stats["split"]), highlight=False)
+    spec, plan = service.run_spec(name, imported.folder, base=base, goal=goal, lora=lora_kw, train=train_kw)
+    err.print(f"Task {plan.kind}; {spec_line(spec)}", highlight=False)
+    if plan.kind in CHECKABLE_TASKS and report.eval:
+        err.print("Scoring the base on the held-out rows before training ...", highlight=False)
+        baseline = service.baseline(imported.folder, plan.model_copy(update={"system_prompt": spec.train.system_prompt}),
+                                    base=base)
+        if baseline:
+            err.print(f"Before training, {baseline_text(baseline)}.", highlight=False)
     if sweep:
-        variations = suggest_sweep(len(report.train), max_runs=3)
+        variations = suggest_sweep(spec, max_runs=3)
         job_ids = service.train_sweep(spec, variations, imported.folder, data_hash=report.content_hash)
     else:
         job_ids = [service.train(spec, imported.folder, data_hash=report.content_hash)]
@@ -231,6 +240,8 @@ def _run_and_follow(service: Service, job_ids: list[int]) -> None:
         p = service.progress(jid)
         if p["status"] == "done":
             console.print(f"[green]done[/] {p['adapter']} -> {service.adapter(p['adapter'])['path']}")
+            for line in proof_lines(service.adapter_meta(p["adapter"])):
+                console.print(f"  {line}", highlight=False)
         else:
             failed = True
             console.print(f"[red]{p['status']}[/] {p['adapter']}: {p.get('error') or ''}")

@@ -60,7 +60,13 @@ class TrainSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    epochs: float = Field(3.0, gt=0, le=100, description="Passes over the training split; more fits tighter and risks overfitting.")
+    epochs: float = Field(3.0, gt=0, le=100, description="Passes over the training split; with early stopping the most it "
+                          "trains. More fits tighter and risks overfitting.")
+    early_stopping: bool = Field(True, description="Evaluate about once an epoch, keep the weights of the lowest held-out "
+                                 "loss, and stop when it has not improved for `patience` evaluations.")
+    patience: int = Field(2, ge=1, le=100, description="Evaluations without a better held-out loss before early stopping stops.")
+    time_budget_s: float | None = Field(None, gt=0, description="Stop after this many training seconds (evaluation "
+                                        "excluded) and keep the best weights; None: no limit.")
     learning_rate: float = Field(2e-4, gt=0, le=1e-1, description="Step size; LoRA wants ~1e-4 to 5e-4 (TRL's 2e-5 default is for full fine-tuning).")
     batch_size: int = Field(8, ge=1, le=512, description="Examples per optimizer step; larger is faster per token and uses more memory.")
     max_length: int = Field(512, ge=16, le=131072, description="Tokens per example; longer examples are refused by the data doctor.")
@@ -73,6 +79,8 @@ class TrainSpec(BaseModel):
     logging_steps: int = Field(1, ge=1, description="Report loss every N steps (TRL's default 10 hides short runs).")
     eval_steps: int | None = Field(None, ge=1, description="Evaluate every N steps; default: a few times per run.")
     save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps, for resume; default: about every 20% of the run.")
+    neftune_noise_alpha: float | None = Field(None, ge=0.0, le=100.0, description="NEFTune: noise added to the input "
+                                              "embeddings while training (5 is typical); helps small data generalize.")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory; off by default (small LoRA runs fit).")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto: bf16 where the hardware supports it (GPU, or a CPU with bf16 units), else fp32."

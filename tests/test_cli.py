@@ -102,7 +102,7 @@ def _wine_file(tmp_path, n=12):
 
 def test_train_end_to_end_writes_the_adapter_and_lists_it(home, tiny_llama, tmp_path):
     result = _run("train", "--data", _wine_file(tmp_path), "--base", tiny_llama, "--name", "wine",
-                  "--epochs", "1", "--batch-size", "4", "--max-length", "64", "--goal", "wine colour")
+                  "--epochs", "1", "--batch-size", "4", "--max-length", "128", "--goal", "wine colour")
     assert result.exit_code == 0, result.output
     assert "done" in result.output and "wine" in result.output
     folder = home / "adapters" / "wine"
@@ -110,6 +110,17 @@ def test_train_end_to_end_writes_the_adapter_and_lists_it(home, tiny_llama, tmp_
                                                         "tunelab.json"]
     meta = json.loads((folder / "tunelab.json").read_text())
     assert meta["goal"] == "wine colour" and meta["hyperparameters"]["train"]["epochs"] == 1.0
+    # defaults chosen from the data where no knob was set; the plan's system prompt lists the labels
+    train = meta["hyperparameters"]["train"]
+    assert train["early_stopping"] and train["learning_rate"] == 5e-4 and meta["hyperparameters"]["lora"]["r"] == 16
+    assert "white" in train["system_prompt"] and "red" in train["system_prompt"]
+    # the base was scored before training and the adapter after, on the same 3 held-out rows
+    assert "Before training, the base gets" in result.output and "suggestion:" in result.output
+    em = meta["proof"]["exact_match"]
+    assert {k: em[k]["total"] for k in ("base_zero_shot", "base_few_shot", "adapter")} == dict.fromkeys(
+        ("base_zero_shot", "base_few_shot", "adapter"), 3)
+    assert all(len(em[k]["ci95"]) == 2 for k in ("base_zero_shot", "base_few_shot", "adapter"))
+    assert meta["proof"]["verdict"]["suggestion"] in ("too_few_rows", "changed_nothing")  # 3 rows decide nothing
     listing = _run("adapters", "list")
     assert "wine" in listing.output and "done" in listing.output
     marked = _run("adapters", "mark", "wine", "success")

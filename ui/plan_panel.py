@@ -28,7 +28,8 @@ def build(ctx: Ctx) -> None:
     with gr.Accordion("Edit the plan", open=False, elem_id="plan-edit"):
         with gr.Row():
             name = gr.Textbox(label="Adapter name", elem_id="plan-name")
-            runs = gr.Slider(1, 5, value=3, step=1, label="Runs in the sweep", elem_id="plan-runs")
+            runs = gr.Slider(1, 5, value=1, step=1, label="Runs in the sweep (a CPU trains them one after another)",
+                             elem_id="plan-runs")
         system = gr.Textbox(label="System prompt", lines=2, elem_id="plan-system")
         probes = gr.Textbox(label="Probe prompts (one per line)", lines=4, elem_id="plan-probes")
         with gr.Row():
@@ -48,7 +49,7 @@ def build(ctx: Ctx) -> None:
     def render(state) -> list:
         plan = state.plan
         if plan is None:
-            return [NO_PLAN, gr.skip(), "", 3, "", "", None, None, None, ""]
+            return [NO_PLAN, gr.skip(), "", 1, "", "", None, None, None, ""]
         return [plan.render_markdown(), state.goal, plan.name, len(plan.sweep), plan.system_prompt,
                 "\n".join(plan.probe_prompts), plan.train.epochs, plan.train.learning_rate, plan.lora.r,
                 plan.model_dump_json(indent=2)]
@@ -67,7 +68,7 @@ def build(ctx: Ctx) -> None:
         try:
             state.plan = edit_plan(state.plan, name=name_v, system_prompt=system_v,
                                    probe_prompts=(probes_v or "").splitlines(), runs=int(runs_v or 1),
-                                   epochs=epochs_v, learning_rate=lr_v, rank=rank_v, n_examples=state.n_examples)
+                                   epochs=epochs_v, learning_rate=lr_v, rank=rank_v)
         except ValidationError as exc:
             raise gr.Error(f"The plan was not changed: {validation_message(exc)}") from None
         except TuneLabError as exc:

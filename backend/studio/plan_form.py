@@ -13,18 +13,16 @@ from backend.names import validate_name
 from backend.training.plan import PlanCard, sweep_for
 
 
-def resize_plan(plan: PlanCard, n_examples: int, runs: int | None = None) -> PlanCard:
-    """The same plan with its epochs and sweep sized to ``n_examples`` (and ``runs``)."""
-    train, sweep = sweep_for(n_examples, max_runs=runs or max(1, len(plan.sweep)))
-    return plan.model_copy(update={"train": plan.train.model_copy(update={"epochs": train.epochs}), "sweep": sweep})
+def resize_plan(plan: PlanCard, runs: int) -> PlanCard:
+    """The same plan with ``runs`` runs in its sweep (the default first, then variations
+    of the plan's own knobs)."""
+    return plan.model_copy(update={"sweep": sweep_for(plan.lora, plan.train, max_runs=runs)})
 
 
 def edit_plan(plan: PlanCard, *, name: str | None = None, system_prompt: str | None = None,
               probe_prompts: list[str] | None = None, runs: int | None = None, epochs: float | None = None,
-              learning_rate: float | None = None, rank: int | None = None, n_examples: int = 0) -> PlanCard:
+              learning_rate: float | None = None, rank: int | None = None) -> PlanCard:
     """Apply a person's edits from the plan form; validation errors come from pydantic/hparams."""
-    if runs is not None:
-        plan = resize_plan(plan, n_examples, runs)
     update: dict[str, Any] = {}
     if name:
         update["name"] = validate_name(name.strip())
@@ -46,13 +44,11 @@ def edit_plan(plan: PlanCard, *, name: str | None = None, system_prompt: str | N
         update["equalizer"] = None
     elif rank:
         update["lora"] = plan.lora.model_validate({**plan.lora.model_dump(), "r": int(rank), "alpha": int(rank) * 2})
+    if epochs or learning_rate or rank:  # the reasons were for the defaults, not for these knobs
+        update["defaults_why"] = []
     plan = plan.model_copy(update=update)
-    if epochs or learning_rate or rank:  # the default run's note follows the edited knobs
-        sweep = [s.model_copy() for s in plan.sweep]
-        if sweep:
-            sweep[0] = sweep[0].model_copy(update={
-                "note": f"default: r{plan.lora.r}, lr {plan.train.learning_rate:g}, {plan.train.epochs:g} epochs"})
-        plan = plan.model_copy(update={"sweep": sweep})
+    if runs is not None or epochs or learning_rate or rank:  # the sweep follows the edited knobs
+        plan = resize_plan(plan, runs or max(1, len(plan.sweep)))
     return plan
 
 

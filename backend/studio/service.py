@@ -11,6 +11,7 @@ importing the service loads no model library.
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import shutil
@@ -24,11 +25,12 @@ from backend.adapter_folder import AdapterMeta
 from backend.bases.resolve import BaseRef, list_bases, resolve_base
 from backend.data.doctor import DataReport, ImportResult, check_files, import_files
 from backend.data.formats import CSV_SUFFIXES, JSON_SUFFIXES, TEXT_SUFFIXES
-from backend.data.normalized import EVAL_FILE, TRAIN_FILE
+from backend.data.normalized import EVAL_FILE, TRAIN_FILE, read_rows
 from backend.data.samples import sample_file, sample_files
 from backend.errors import AdapterNotFound, TuneLabError
 from backend.hparams import LoraSpec, RunSpec, TrainSpec
 from backend.names import adapter_path, validate_name
+from backend.proof.scores import BASELINE_FILE, CHECKABLE_TASKS, REPORT_FILE, SPLIT_NOTE, judged_from_import
 from backend.serving.auth import api_token
 from backend.serving.client import ServingClient
 from backend.settings import Settings
@@ -36,7 +38,7 @@ from backend.store import VERDICTS, Store
 from backend.studio import leaderboard as board
 from backend.studio.ratings import BASE, tallies
 from backend.training.jobs import JobRunner
-from backend.training.plan import PlanCard, detect_kind, make_plan
+from backend.training.plan import DataFacts, PlanCard, kind_of_answers, labels_of, make_plan, task_of
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +139,63 @@ class Service:
         return loaded
 
     # goal and plan ----------------------------------------------------------------------
-    def plan(self, goal: str, *, n_examples: int = 0, name: str | None = None, max_runs: int = 3) -> PlanCard:
+    def plan(self, goal: str, *, data_dir: str | Path | None = None, n_examples: int = 0, name: str | None = None,
+             max_runs: int = 1) -> PlanCard:
+        """The plan card for ``goal``; with ``data_dir`` (an import) its defaults, probes and
+        "judged on" come from that data. One run unless ``max_runs`` asks for more."""
         if not goal or not goal.strip():
             raise TuneLabError("The goal is empty.", fix="Say in a few words what the adapter should do.")
-        return make_plan(goal, n_examples=n_examples, name=name, max_runs=max_runs)
+        data = self.data_facts(data_dir) if data_dir else None
+        return make_plan(goal, n_examples=n_examples, data=data, name=name, max_runs=max_runs)
+
+    def data_facts(self, data_dir: str | Path) -> DataFacts:
+        """What a plan needs to know about an import: row counts, answer length, where the
+        judging rows come from, the held-out rows themselves and the task they show."""
+        folder = Path(data_dir)
+        try:
+            stats = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8")).get("stats") or {}
+        except (OSError, ValueError):
+            stats = {}
+        train_file, eval_file = _data_files(folder)
+        train_rows = read_rows(train_file) if train_file.is_file() else []
+        held_out = read_rows(eval_file) if eval_file else []
+        tokens = stats.get("tokens") or {}
+        examples = stats.get("examples") or (len(train_rows) + len(held_out))
+        mean = tokens["answer_total"] / examples if tokens.get("answer_total") and examples else None
+        split = stats.get("split") or {}
+        kind = kind_of_answers(train_rows + held_out)
+        return DataFacts(train_rows=len(train_rows), eval_rows=len(held_out), mean_answer_tokens=mean,
+                         eval_source=split.get("eval_source", "split"),
+                         note=split.get("note") or (SPLIT_NOTE if held_out else "nothing is held out"),
+                         held_out=held_out[:200], answers_kind=kind,
+                         labels=labels_of(train_rows + held_out) if kind == "classification" else [])
+
+    def run_spec(self, name: str, data_dir: str | Path, *, base: str = "default", goal: str = "",
+                 lora: dict | None = None, train: dict | None = None) -> tuple[RunSpec, PlanCard]:
+        """What ``tunelab train`` runs: the plan's defaults for this data (rank, rate, batch,
+        epoch ceiling, early stopping, budget and system prompt), the knobs the person set
+        on top. A rank set without an alpha keeps the default's alpha / r."""
+        lora, train = dict(lora or {}), dict(train or {})
+        plan = make_plan(goal or "", data=self.data_facts(data_dir), name=name)
+        if "r" in lora and "alpha" not in lora:
+            lora["alpha"] = max(1, round(lora["r"] * plan.lora.alpha / plan.lora.r))
+        if "system_prompt" not in train:  # a goal-less style run has no prompt to speak of
+            train["system_prompt"] = plan.system_prompt if goal.strip() or plan.kind != "style" else None
+        spec = RunSpec(name=name, base=base, goal=goal, lora=plan.lora.model_validate({**plan.lora.model_dump(), **lora}),
+                       train=plan.train.model_validate({**plan.train.model_dump(), **train}))
+        return spec, plan
+
+    def baseline(self, data_dir: str | Path, plan: PlanCard, *, base: str | None = None) -> dict | None:
+        """The base scored on the import's held-out rows before any training, behind the
+        plan's system prompt (zero-shot and with examples in the prompt), for goals whose
+        answers can be checked; None for other goals or without held-out rows. Cached in
+        the import's folder, where every adapter's proof finds the same base answers."""
+        train_file, eval_file = _data_files(data_dir)
+        if plan.kind not in CHECKABLE_TASKS or eval_file is None:
+            return None
+        return _weights().baseline_scores(self.resolve_base(base), eval_file, train_file, plan.kind,
+                                          system_prompt=plan.system_prompt, goal=plan.goal,
+                                          cache_file=Path(data_dir) / BASELINE_FILE, settings=self.settings)
 
     # data -----------------------------------------------------------------------------------
     def check_data(self, files: list[str | Path], *, eval_files: list[str | Path] | None = None,
@@ -203,10 +258,12 @@ class Service:
             raise TuneLabError(f"Adapter {name!r} has no held-out split on record to evaluate on.",
                                fix="Train it from at least 5 examples imported by TuneLab (rows are held back "
                                "to judge it), or with a separate evaluation file (Data tab, --eval-data).")
-        kind = task or detect_kind(row.goal or "")
-        return _weights().evaluate_adapter(folder, self.resolve_base(row.base), eval_rows=job.request["eval_file"],
-                                           train_rows=job.request.get("train_file"), task=kind,
-                                           n_samples=n_samples, settings=self.settings)
+        eval_file, train_file = Path(job.request["eval_file"]), job.request.get("train_file")
+        kind = task or job.request.get("task") or task_of(row.goal or "", read_rows(train_file) if train_file else [])
+        return _weights().evaluate_adapter(folder, self.resolve_base(row.base), eval_rows=eval_file,
+                                           train_rows=train_file, task=kind, n_samples=n_samples,
+                                           judged=judged_from_import(eval_file.parent),
+                                           baseline_cache=eval_file.parent / BASELINE_FILE, settings=self.settings)
 
     # training -------------------------------------------------------------------------------
     def train(self, spec: RunSpec, data_dir: str | Path, *, data_hash: str = "") -> int:

@@ -28,7 +28,7 @@ from backend.studio.describe import describe_cancel, describe_job, describe_tall
 from backend.studio.leaderboard import sweep_summary
 from backend.studio.plan_form import resize_plan
 from backend.training.jobs import ACTIVE
-from backend.training.plan import PlanCard
+from backend.training.plan import PlanCard, baseline_text
 
 logger = logging.getLogger(__name__)
 
@@ -132,9 +132,24 @@ class AssistantTools:
     @_tool
     def set_goal(self, goal: str, runs: int | None = None) -> ToolResult:
         """Set the goal in the person's words and propose a plan card for it."""
-        plan = self.service.plan(goal, n_examples=self.state.n_examples, max_runs=runs or 3)
+        plan = self.service.plan(goal, data_dir=self.state.data_dir, max_runs=runs or 1)
         self.state.goal, self.state.plan, self.state.plan_edited = goal.strip(), plan, False
-        return ToolResult(True, plan.render_markdown(), {"plan": plan.model_dump()})
+        self._score_base()
+        return ToolResult(True, self.state.plan.render_markdown(), {"plan": self.state.plan.model_dump()})
+
+    def _score_base(self) -> None:
+        """Put the base's score on the held-out rows on the plan card (checkable goals only);
+        a failure is said on the card, never raised: the plan stands without it."""
+        plan, data_dir = self.state.plan, self.state.data_dir
+        if plan is None or not data_dir:
+            return
+        try:
+            baseline = self.service.baseline(data_dir, plan, base=self.state.base or None)
+        except Exception as exc:  # the base could not answer: say so on the card
+            logger.warning("baseline failed: %s", exc)
+            baseline = {"error": str(exc)}
+        if baseline is not None:
+            self.state.plan = plan.model_copy(update={"baseline": baseline})
 
     @_tool
     def show_plan(self, runs: int | None = None) -> ToolResult:
@@ -143,7 +158,7 @@ class AssistantTools:
             return ToolResult(False, "There is no plan yet: no goal has been set.")
         if runs is not None:
             try:
-                self.state.plan = resize_plan(self.state.plan, self.state.n_examples, runs)
+                self.state.plan = resize_plan(self.state.plan, runs)
             except ValidationError as exc:
                 return _fail(exc)
         return ToolResult(True, self.state.plan.render_markdown())
@@ -193,8 +208,14 @@ class AssistantTools:
         if report.warnings:
             text += f" {len(report.warnings)} warning(s): " + "; ".join(str(w) for w in report.warnings[:3])
         if self.state.plan is not None and not self.state.plan_edited:
-            self.state.plan = resize_plan(self.state.plan, self.state.n_examples)
-            text += f" The plan's sweep is now sized to {self.state.n_examples} examples."
+            plan = self.state.plan
+            self.state.plan = self.service.plan(plan.goal, data_dir=self.state.data_dir, name=plan.name,
+                                                max_runs=len(plan.sweep))
+            self._score_base()
+            text += (f" The plan's defaults are now chosen for {n_train} training examples, and "
+                     f"{n_eval} held-out rows will judge the result.")
+            if self.state.plan.baseline and not self.state.plan.baseline.get("error"):
+                text += f" Before training, {baseline_text(self.state.plan.baseline)}."
         return ToolResult(True, text, {"folder": self.state.data_dir})
 
     def _preview(self, report) -> list[str]:

@@ -1,13 +1,21 @@
 """Goal -> plan card. Pure functions: no model, no I/O.
 
 A plan card is what the assistant proposes after the person states a goal: the task
-kind, a system prompt, 3-5 probe prompts, what the examples should look like, and a
-sweep of 1-5 LoRA configurations sized to the data. The person edits it or says "go".
-Works in English and Korean for the core goal words.
+kind, a system prompt, 3-5 probe prompts, what the examples should look like, the
+default configuration chosen from the data (:mod:`backend.training.defaults`, with the
+reason for each knob), how many rows will judge the result, the base's score on them
+before training when the answers can be checked, and a sweep of 1-5 LoRA
+configurations. The person edits it or says "go". Works in English and Korean for the
+core goal words.
+
+Probe prompts are real inputs: once data is imported they are drawn from its held-out
+rows (varied across labels and lengths, :func:`probes_from_rows`); before that a
+classification or extraction plan says they will come from the data.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Literal
 
@@ -16,6 +24,7 @@ from pydantic import BaseModel, Field
 from backend.errors import ConfigError, InvalidName
 from backend.hparams import LoraSpec, RunSpec, TrainSpec
 from backend.names import NAME_RULE, slugify, validate_name
+from backend.training.defaults import choose
 
 TaskKind = Literal["style", "classification", "extraction", "sentiment", "chat"]
 
@@ -69,34 +78,87 @@ def variation_suffix(knob: str, value: float) -> str:
     return f"{prefix}{int(value) if knob == 'r' else short_number(float(value))}"
 
 
+class DataFacts(BaseModel):
+    """What a plan needs to know about imported data (the data doctor's report and the
+    held-out rows); built by the service, never by the page."""
+
+    train_rows: int = 0
+    eval_rows: int = 0
+    mean_answer_tokens: float | None = None
+    eval_source: str = "split"
+    note: str = ""
+    held_out: list[list[dict]] = Field(default_factory=list, description="Held-out rows (message lists), "
+                                       "where the probe prompts come from.")
+    answers_kind: TaskKind | None = Field(None, description="The task the answers show (kind_of_answers).")
+    labels: list[str] = Field(default_factory=list, description="The answers' labels, when they are labels.")
+
+
 class PlanCard(BaseModel):
     goal: str
     kind: TaskKind
     labels: list[str] = Field(default_factory=list)
     system_prompt: str
     probe_prompts: list[str]
+    probe_note: str = ""
     data_shape: str
     lora: LoraSpec = Field(default_factory=LoraSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
+    defaults_why: list[str] = Field(default_factory=list, description="Why each default knob has its value.")
+    judged_by: dict | None = Field(None, description="How many rows will judge the result and where they come from.")
+    baseline: dict | None = Field(None, description="The base's score on those rows before training.")
     sweep: list[SweepConfig] = Field(default_factory=list)
     name: str = "adapter"
     equalizer: dict | None = Field(None, description="The equalizer grid ``lora`` was compiled from "
                                    "(backend.bases.equalizer.Grid.model_dump()), saved with each run.")
 
     def render_markdown(self) -> str:
+        stop = (f"at most {self.train.epochs:g} epochs, stopping when the held-out loss stops falling"
+                if self.train.early_stopping else f"{self.train.epochs:g} epochs")
         lines = [
             f"**Plan** for *{self.goal}*",
             f"- **Task**: {self.kind}" + (f" ({' / '.join(self.labels)})" if self.labels else ""),
             f"- **System prompt**: {self.system_prompt}",
-            "- **Probe prompts**:",
+            "- **Probe prompts**" + (f" ({self.probe_note})" if self.probe_note else "") + ":",
             *[f"  {i}. {p}" for i, p in enumerate(self.probe_prompts, 1)],
             f"- **Examples should look like**: {self.data_shape}",
+            f"- **Judged on**: {judged_text(self.judged_by)}",
+        ]
+        if self.baseline:
+            lines.append(f"- **Before training**: {baseline_text(self.baseline)}")
+        lines += [
             f"- **Sweep** ({len(self.sweep)} run{'s' if len(self.sweep) != 1 else ''}, LoRA r{self.lora.r} "
             f"alpha {self.lora.alpha} on {self.lora.target_modules}, lr {self.train.learning_rate:g}, "
-            f"{self.train.epochs:g} epochs):",
+            f"batch {self.train.batch_size}, {stop}):",
             *[f"  - `{self.name}{c.suffix}`: {c.note}" for c in self.sweep],
         ]
+        if self.defaults_why:
+            lines += ["- **Why these defaults**:", *[f"  - {why}" for why in self.defaults_why]]
+        else:
+            lines.append("- **Knobs**: set by you (the defaults' reasons no longer apply)")
         return "\n".join(lines)
+
+
+def judged_text(judged: dict | None) -> str:
+    """How many rows will judge the result, and what that means."""
+    if not judged:
+        return "rows held back from your data once it is imported (20%, at least 20 where the data allows)"
+    rows = judged.get("eval_rows", judged.get("rows", 0))
+    if not rows:
+        return f"no rows: {judged.get('note', 'nothing is held out')}"
+    return f"{rows} rows {judged.get('note', '')}".strip()
+
+
+def baseline_text(baseline: dict) -> str:
+    """'the base gets 4/30 right zero-shot, 13/30 with 6 examples in the prompt'."""
+    if baseline.get("error"):
+        return f"the base could not be scored ({baseline['error']})"
+    zero, few = baseline.get("base_zero_shot"), baseline.get("base_few_shot")
+    if not zero:
+        return "the base is asked for the style in its prompt after training, beside the adapter"
+    text = f"the base gets {zero['correct']}/{zero['total']} right zero-shot"
+    if few and baseline.get("k"):
+        text += f", {few['correct']}/{few['total']} with {baseline['k']} examples in the prompt"
+    return text
 
 
 def names_a_task(text: str) -> bool:
@@ -111,6 +173,44 @@ def detect_kind(goal: str) -> TaskKind:
         if any(word in text for word in words):
             return kind
     return "style"
+
+
+MAX_LABELS = 12
+
+
+def kind_of_answers(rows: list[list[dict]]) -> TaskKind | None:
+    """The task the answers show when the goal does not say: every answer a JSON object ->
+    extraction; a few short labels (2-12 distinct answers of 1-3 words, most repeated) ->
+    classification; else None."""
+    answers = [str(m[-1]["content"]).strip() for m in rows if m]
+    if not answers:
+        return None
+    if all(a.startswith("{") and a.endswith("}") for a in answers):
+        try:
+            if all(isinstance(json.loads(a), dict) for a in answers):
+                return "extraction"
+        except ValueError:
+            pass
+    labels = {a.lower().rstrip(".") for a in answers}
+    if 2 <= len(labels) <= MAX_LABELS and all(len(a.split()) <= 3 for a in answers) and len(answers) >= 2 * len(labels):
+        return "classification"
+    return None
+
+
+def labels_of(rows: list[list[dict]]) -> list[str]:
+    """The distinct answers of label-like data, most frequent first (as written)."""
+    counts: dict[str, int] = {}
+    for m in rows:
+        label = str(m[-1]["content"]).strip()
+        counts[label] = counts.get(label, 0) + 1
+    return sorted(counts, key=lambda label: (-counts[label], label.lower()))[:MAX_LABELS]
+
+
+def task_of(goal: str, rows: list[list[dict]]) -> TaskKind:
+    """The goal's task when it names one, else the one the answers show, else style."""
+    if names_a_task(goal):
+        return detect_kind(goal)
+    return kind_of_answers(rows) or "style"
 
 
 def extract_labels(goal: str) -> list[str]:
@@ -152,7 +252,13 @@ def system_prompt_for(kind: TaskKind, goal: str, labels: list[str]) -> str:
     return f"You write with this style: {subject}."
 
 
+FROM_DATA = "drawn from your held-out rows once data is imported"
+DRAWN = "drawn from your held-out rows"
+
+
 def probe_prompts_for(kind: TaskKind, goal: str, labels: list[str]) -> list[str]:
+    """Probe prompts before any data: real inputs for the goals TuneLab knows, none for a
+    classification it cannot guess (they come from the data)."""
     if kind == "classification":
         text = goal.lower()
         if "wine" in text or "와인" in text:
@@ -162,10 +268,7 @@ def probe_prompts_for(kind: TaskKind, goal: str, labels: list[str]) -> list[str]
             return ["Hi, I was charged twice this month, can you refund one payment?",
                     "The app crashes every time I open the settings page.",
                     "Do you have a student discount?"]
-        label_text = " or ".join(labels) if labels else "one of your labels"
-        return [f"Here is a new example. Which is it: {label_text}?",
-                "A short, ambiguous example that could go either way.",
-                "A clear-cut example of the most common label."]
+        return []
     if kind == "sentiment":
         return ["I love how quiet this keyboard is.", "The delivery was late and the box was crushed.",
                 "It works. Nothing special.", "Best purchase I've made all year!"]
@@ -193,35 +296,53 @@ def data_shape_for(kind: TaskKind, labels: list[str]) -> str:
             "whose answers show the style. 20-200 paragraphs.")
 
 
-def sweep_for(n_examples: int, max_runs: int = 3) -> tuple[TrainSpec, list[SweepConfig]]:
-    """The default config plus one-knob-at-a-time variations, sized to the data.
+def probes_from_rows(rows: list[list[dict]], kind: TaskKind, k: int = 4) -> list[str]:
+    """Up to ``k`` real prompts from held-out rows (message lists): one per answer label
+    first for classification, then spread over prompt lengths (shortest, longest, middle)."""
+    prompts = [(str(m[-2]["content"]), str(m[-1]["content"]).strip().lower()) for m in rows
+               if len(m) >= 2 and m[-2].get("role") == "user"]
+    if not prompts:
+        return []
+    picked: list[str] = []
+    if kind in ("classification", "sentiment"):
+        by_label: dict[str, list[str]] = {}
+        for text, label in prompts:
+            by_label.setdefault(label, []).append(text)
+        for texts in by_label.values():
+            if len(picked) < k:
+                picked.append(texts[0])
+    by_length = sorted({text for text, _ in prompts if text not in picked}, key=len)
+    while by_length and len(picked) < k:
+        for index in (0, -1, len(by_length) // 2):
+            if by_length and len(picked) < k:
+                picked.append(by_length.pop(index if index < len(by_length) else -1))
+    return picked
+
+
+def sweep_for(lora: LoraSpec, train: TrainSpec, max_runs: int = 1) -> list[SweepConfig]:
+    """The default configuration, then variations that each differ from it in one knob
+    and from each other (a higher and a lower rank, a gentler and a faster rate), up to
+    ``max_runs`` runs. The epoch count is not varied: early stopping decides it.
 
     This is the one place that sizes sweeps (the plan card, the CLI's ``--sweep`` and
-    :func:`backend.training.jobs.suggest_sweep` all use it). Little data needs more passes to be
-    seen enough, and a higher rate is the cheap way to get there; a lot of data fits in
-    fewer passes, where more rank can pay off.
+    :func:`suggest_sweep` all use it).
     """
-    if n_examples < 50:
-        epochs = 5.0
-        variations = [SweepConfig(epochs=10.0, note="10 epochs: fits tighter"),
-                      SweepConfig(learning_rate=5e-4, note="lr 5e-4: faster fit"),
-                      SweepConfig(r=16, note="rank 16: more capacity"),
-                      SweepConfig(r=4, note="rank 4: smaller, less overfitting")]
-    elif n_examples < 500:
-        epochs = 3.0
-        variations = [SweepConfig(r=16, note="rank 16: more capacity"),
-                      SweepConfig(epochs=6.0, note="6 epochs: fits tighter"),
-                      SweepConfig(learning_rate=1e-4, note="lr 1e-4: gentler"),
-                      SweepConfig(r=4, note="rank 4: smaller, less overfitting")]
-    else:
-        epochs = 1.0
-        variations = [SweepConfig(r=16, note="rank 16: more capacity"),
-                      SweepConfig(epochs=2.0, note="2 epochs: fits tighter"),
-                      SweepConfig(learning_rate=1e-4, note="lr 1e-4: gentler"),
-                      SweepConfig(r=32, note="rank 32: most capacity")]
-    train = TrainSpec(epochs=epochs)
-    default = SweepConfig(note=f"default: r8, lr {train.learning_rate:g}, {epochs:g} epochs")
-    return train, ([default] + variations)[: max(1, min(5, max_runs))]
+    r, lr = lora.r, train.learning_rate
+    candidates = [SweepConfig(r=r * 2, note=f"rank {r * 2}: more capacity"),
+                  SweepConfig(learning_rate=lr / 2, note=f"lr {short_number(lr / 2)}: gentler"),
+                  SweepConfig(r=max(1, r // 2), note=f"rank {max(1, r // 2)}: smaller, less overfitting"),
+                  SweepConfig(learning_rate=min(1e-3, lr * 2), note=f"lr {short_number(min(1e-3, lr * 2))}: faster")]
+    seen = {("r", r), ("learning_rate", lr)}
+    variations = []
+    for config in candidates:
+        (knob, value), = config.variation().items()
+        if (knob, value) not in seen:
+            seen.add((knob, value))
+            variations.append(config)
+    default = SweepConfig(note=f"default: r{r}, lr {lr:g}, batch {train.batch_size}, "
+                               f"up to {train.epochs:g} epochs with early stopping" if train.early_stopping
+                          else f"default: r{r}, lr {lr:g}, {train.epochs:g} epochs")
+    return ([default] + variations)[: max(1, min(MAX_SWEEP, max_runs))]
 
 
 _STOPWORDS = {"make", "it", "write", "with", "an", "a", "the", "these", "those", "this", "into", "as", "to",
@@ -239,22 +360,39 @@ def short_name(goal: str, kind: TaskKind) -> str:
                     "sentiment": "sentiment", "chat": "chat"}[kind]
 
 
-def make_plan(goal: str, *, n_examples: int = 0, name: str | None = None, max_runs: int = 3) -> PlanCard:
+def make_plan(goal: str, *, n_examples: int = 0, data: DataFacts | None = None, name: str | None = None,
+              max_runs: int = 1, gpu: bool = False) -> PlanCard:
+    """The plan card for ``goal``: defaults chosen from ``data`` (or ``n_examples``
+    training rows when only a count is known), one run unless ``max_runs`` asks for more
+    (a CPU trains them one after another)."""
     goal = goal.strip()
-    kind = detect_kind(goal)
-    labels = extract_labels(goal) if kind == "classification" else []
-    train, sweep = sweep_for(n_examples, max_runs=max_runs)
+    data = data or DataFacts(train_rows=n_examples)
+    kind = detect_kind(goal) if names_a_task(goal) or data.answers_kind is None else data.answers_kind
+    labels = (extract_labels(goal) or data.labels) if kind == "classification" else []
+    probes_from_data = probes_from_rows(data.held_out, kind)
+    defaults = choose(data.train_rows, mean_answer_tokens=data.mean_answer_tokens, gpu=gpu)
     prompt = system_prompt_for(kind, goal, labels)
-    train = train.model_copy(update={"system_prompt": prompt})
+    train = defaults.train.model_copy(update={"system_prompt": prompt})
+    if probes_from_data:
+        probes, note = probes_from_data, DRAWN
+    else:
+        probes = probe_prompts_for(kind, goal, labels)
+        note = FROM_DATA if not probes else f"examples until data is imported; then {DRAWN}"
+    judged = ({"eval_rows": data.eval_rows, "eval_source": data.eval_source, "note": data.note}
+              if data.note else None)
     return PlanCard(
         goal=goal,
         kind=kind,
         labels=labels,
         system_prompt=prompt,
-        probe_prompts=probe_prompts_for(kind, goal, labels),
+        probe_prompts=probes,
+        probe_note=note,
         data_shape=data_shape_for(kind, labels),
+        lora=defaults.lora,
         train=train,
-        sweep=sweep,
+        defaults_why=defaults.lines(),
+        judged_by=judged,
+        sweep=sweep_for(defaults.lora, train, max_runs=max_runs),
         name=name or short_name(goal, kind),
     )
 
@@ -325,8 +463,7 @@ def sweep_specs(base: RunSpec, variations: list[dict[str, float]]) -> list[RunSp
     return specs
 
 
-def suggest_sweep(n_examples: int, max_runs: int = MAX_SWEEP) -> list[dict[str, float]]:
-    """Variations (besides the default config) sized to the data: the plan's sweep
-    (:func:`sweep_for`), as knob dicts for :func:`sweep_specs`."""
-    _, configs = sweep_for(n_examples, max_runs=max_runs)
-    return [c.variation() for c in configs if c.variation()]
+def suggest_sweep(base: RunSpec, max_runs: int = MAX_SWEEP) -> list[dict[str, float]]:
+    """Variations of ``base`` (the default config or the person's) for :func:`sweep_specs`:
+    the plan's sweep (:func:`sweep_for`), as knob dicts; none repeats ``base``."""
+    return [c.variation() for c in sweep_for(base.lora, base.train, max_runs=max_runs) if c.variation()]

@@ -43,7 +43,7 @@ from backend.atomic import staged_folder
 from backend.bases.load import load_model, load_tokenizer
 from backend.bases.resolve import BaseRef
 from backend.data.normalized import read_rows, split_rows, to_prompt_completion
-from backend.errors import ConfigError, JobError
+from backend.errors import ConfigError, DataError, JobError
 from backend.hardware.device import device_kind, resolve_precision
 from backend.hardware.threads import set_cpu_threads
 from backend.hparams import RunSpec
@@ -51,6 +51,7 @@ from backend.store import utcnow
 from backend.training.checkpoints import checkpoints_dir, last_checkpoint
 from backend.training.cpu.native import NativeBuild
 from backend.training.cpu.tuning import tune_for_device, use_eager_attention
+from backend.training.early_stop import KeepBest
 from backend.training.trainer import AnswerOnlySFTTrainer, ProgressCallback, ProgressFn, StopFn
 
 
@@ -79,7 +80,20 @@ def build_datasets(spec: RunSpec, train_file: Path, eval_file: Path | None) -> t
     return train, evals
 
 
-def make_sft_config(spec: RunSpec, work_dir: Path, *, has_eval: bool, precision: str, device: str) -> SFTConfig:
+def eval_interval(spec: RunSpec, n_train: int, world_size: int = 1) -> int | float:
+    """Steps between evaluations: the spec's, else about once an epoch with early stopping
+    (at most every 50 steps, so a long epoch is still judged often), else 4 times a run."""
+    t = spec.train
+    if t.eval_steps:
+        return t.eval_steps
+    if not t.early_stopping:
+        return 0.25
+    steps_per_epoch = max(1, -(-n_train // (t.batch_size * world_size)))
+    return max(1, min(steps_per_epoch, 50))
+
+
+def make_sft_config(spec: RunSpec, work_dir: Path, *, has_eval: bool, precision: str, device: str,
+                    eval_steps: int | float = 0.25) -> SFTConfig:
     """SFTConfig with TRL's small-run pitfalls overridden (fields checked against TRL 1.16)."""
     t = spec.train
     return SFTConfig(
@@ -95,11 +109,12 @@ def make_sft_config(spec: RunSpec, work_dir: Path, *, has_eval: bool, precision:
         data_seed=t.seed,
         max_length=t.max_length,
         completion_only_loss=True,
+        neftune_noise_alpha=t.neftune_noise_alpha,
         activation_checkpointing=t.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
         logging_strategy="steps",
         logging_steps=t.logging_steps,
         eval_strategy="steps" if has_eval else "no",
-        eval_steps=(t.eval_steps or 0.25) if has_eval else None,
+        eval_steps=eval_steps if has_eval else None,
         save_strategy="steps",
         save_steps=t.save_steps or 0.2,
         save_total_limit=2,
@@ -168,14 +183,29 @@ def train_adapter(
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"The LoRA configuration is invalid: {exc}") from exc
 
-    args = make_sft_config(spec, work_dir, has_eval=eval_ds is not None, precision=precision, device=device)
+    has_eval = eval_ds is not None
+    args = make_sft_config(spec, work_dir, has_eval=has_eval, precision=precision, device=device,
+                           eval_steps=eval_interval(spec, len(train_ds)))
     callback = ProgressCallback(on_progress, should_stop, should_pause)
+    keep_best = None
+    if has_eval and spec.train.early_stopping:
+        keep_best = KeepBest(patience=spec.train.patience, time_budget_s=spec.train.time_budget_s)
+    elif spec.train.time_budget_s is not None:  # no held-out rows to judge by: the budget alone stops
+        keep_best = KeepBest(patience=10**9, time_budget_s=spec.train.time_budget_s)
+    callbacks = [callback] + ([keep_best] if keep_best is not None else [])
     try:
         trainer = AnswerOnlySFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                                       processing_class=tokenizer, peft_config=peft_config, callbacks=[callback])
+                                       processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
     except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
         raise ConfigError(f"Could not apply the LoRA configuration to base {base_ref.spec!r}: {exc}") from exc
     callback.trainer = trainer
+    if len(trainer.train_dataset) == 0:  # TRL drops rows whose answer max_length cut off
+        raise DataError(
+            f"No training example keeps its answer within max_length {spec.train.max_length} tokens "
+            f"(the chat template and the system prompt count too; {len(train_ds)} examples were given).",
+            fix="Raise max_length (--max-length, the plan's max length), or shorten the examples or the system prompt.")
+    if keep_best is not None:
+        keep_best.model, keep_best.eval_seconds = trainer.model, lambda: trainer.eval_seconds
     tune_for_device(trainer.model, device=device, precision=precision, native_build=native_build)
 
     checkpoint = last_checkpoint(work_dir) if resume else None
@@ -189,7 +219,12 @@ def train_adapter(
         raise TrainingPaused(f"Training of {spec.name!r} was interrupted at step {trainer.state.global_step}; "
                              "it resumes from its checkpoint.")
 
-    eval_loss = _final_eval_loss(trainer, callback) if eval_ds is not None else None
+    eval_loss = _final_eval_loss(trainer, callback) if has_eval else None
+    stopping = None
+    if keep_best is not None:
+        keep_best.restore(trainer.state.global_step)  # the adapter written is the best judged one
+        eval_loss = keep_best.best_loss if keep_best.best_loss is not None else eval_loss
+        stopping = keep_best.summary()
     train_time = max(1e-9, runtime - trainer.eval_seconds)
     answer_tokens = trainer.answer_tokens * trainer.accelerator.num_processes
     train_losses = [h["loss"] for h in callback.history if h["loss"] is not None]
@@ -213,6 +248,8 @@ def train_adapter(
             "eval_examples": len(eval_ds) if eval_ds is not None else 0,
             "precision": precision,
             "device": device,
+            "epochs_trained": trainer.state.epoch,
+            "stopping": stopping,
         },
         "loss_history": callback.history,
         "status": "done",

@@ -19,7 +19,9 @@ def test_plan_edits_validate_and_apply(service, state):
                      probe_prompts=["a", " ", "b"], system_prompt="Write like October.")
     assert (plan.name, len(plan.sweep), plan.train.epochs, plan.lora.r, plan.lora.alpha) == ("fall-r4", 1, 2, 4, 8)
     assert plan.probe_prompts == ["a", "b"] and plan.train.system_prompt == "Write like October."
-    assert "r4, lr 0.001, 2 epochs" in plan.render_markdown()
+    text = plan.render_markdown()
+    assert "r4, lr 0.001, batch 4, up to 2 epochs" in text
+    assert "Why these defaults" not in text and "set by you" in text
     with pytest.raises(InvalidName):
         edit_plan(state.plan, name="Not A Name")
 

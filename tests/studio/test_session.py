@@ -20,7 +20,15 @@ def test_add_examples_imports_and_renders_a_preview_with_the_chat_template(servi
     assert state.data_files == ["wine.jsonl"] and state.data_hash
     assert len(state.data_preview) == 3 and "<|im_start|>user" in state.data_preview[0]
     assert "Deep ruby colour" in state.data_preview[0]
-    assert "sized to 12 examples" in result.text and state.plan.train.epochs == 5.0
+    # the plan is re-made for the data: defaults for 9 training rows, probes from the held-out rows,
+    # the base scored on them before training
+    assert "chosen for 9 training examples" in result.text and "3 held-out rows will judge" in result.text
+    assert state.plan.train.batch_size == 4 and state.plan.train.early_stopping
+    held_out = {m[-2]["content"] for m in service.data_facts(state.data_dir).held_out}
+    assert set(state.plan.probe_prompts) <= held_out and state.plan.probe_prompts
+    baseline = state.plan.baseline
+    assert baseline["base_zero_shot"]["total"] == 3 and "Before training, the base gets" in result.text
+    assert "3 rows held back" in state.plan.render_markdown()
 
 
 def test_a_bad_upload_reports_lines_and_keeps_the_previous_data(service, state, tmp_path):

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from backend.errors import ConfigError
-from backend.hparams import RunSpec
+from backend.hparams import LoraSpec, RunSpec, TrainSpec
 from backend.names import validate_name
-from backend.training.plan import detect_kind, extract_labels, make_plan, make_sweep, suggest_sweep, sweep_for
+from backend.training.defaults import MAX_EPOCHS, MIN_EPOCHS, choose
+from backend.training.plan import (DataFacts, detect_kind, extract_labels, kind_of_answers, labels_of, make_plan,
+                                   make_sweep, suggest_sweep, sweep_specs, task_of)
 
 
 @pytest.mark.parametrize("goal, kind", [
@@ -49,15 +51,62 @@ def test_plan_card_is_complete_and_names_are_valid():
     assert "classification" in text and card.probe_prompts[0] in text
 
 
-def test_sweep_is_sized_to_the_data_and_varies_one_knob_at_a_time():
-    small, _ = sweep_for(20)
-    large, _ = sweep_for(5000)
-    assert small.epochs > large.epochs
-    _, configs = sweep_for(100, max_runs=5)
-    assert len(configs) == 5 and configs[0].suffix == ""
+def test_sweep_runs_differ_from_the_default_and_from_each_other():
+    card = make_plan("sort emails into billing / bug / other", n_examples=100, max_runs=5)
+    configs = card.sweep
+    assert len(configs) == 5 and configs[0].suffix == "" and "default" in configs[0].note
+    seen = {("r", card.lora.r), ("learning_rate", card.train.learning_rate)}
     for config in configs[1:]:
-        changed = [k for k in ("epochs", "learning_rate", "r") if getattr(config, k) is not None]
-        assert len(changed) == 1
+        (knob, value), = config.variation().items()  # one knob each
+        assert (knob, value) not in seen, f"{config.suffix} repeats the default or another run"
+        seen.add((knob, value))
+    specs = sweep_specs(RunSpec(name="x", lora=card.lora, train=card.train), [c.variation() for c in configs[1:]])
+    assert len({(s.lora.r, s.train.learning_rate) for s in specs}) == 5
+
+
+def test_a_cpu_plan_proposes_one_run_unless_asked():
+    assert len(make_plan("write with an autumn mood", n_examples=80).sweep) == 1
+    assert len(make_plan("write with an autumn mood", n_examples=80, max_runs=3).sweep) == 3
+
+
+def test_defaults_are_chosen_from_the_data():
+    small, large = choose(60), choose(5000)
+    assert small.train.batch_size < large.train.batch_size
+    assert small.train.epochs >= large.train.epochs and MIN_EPOCHS <= large.train.epochs <= MAX_EPOCHS
+    assert choose(60, mean_answer_tokens=400).train.learning_rate < choose(60, mean_answer_tokens=3).train.learning_rate
+    for defaults in (small, large):
+        assert defaults.train.early_stopping and defaults.train.time_budget_s
+        assert set(defaults.why) == {"rank", "learning rate", "batch", "stopping"}
+    assert choose(60, gpu=True).train.time_budget_s > choose(60).train.time_budget_s
+
+
+def _row(text, answer):
+    return [{"role": "user", "content": text}, {"role": "assistant", "content": answer}]
+
+
+def test_probes_are_real_prompts_drawn_from_held_out_rows():
+    before = make_plan("classify these texts", n_examples=0)
+    assert before.probe_prompts == [] and "held-out rows once data is imported" in before.render_markdown()
+    assert not any("ambiguous example" in p for p in make_plan("classify x as a or b").probe_prompts)
+    held_out = [_row("a short one", "billing"), _row("another billing case, a bit longer", "billing"),
+                _row("the app crashes", "bug"), _row("where is my parcel?", "shipping"),
+                _row("a much longer shipping question about a parcel that never came at all", "shipping")]
+    data = DataFacts(train_rows=80, eval_rows=5, held_out=held_out, note="held back")
+    card = make_plan("classify tickets", data=data)
+    assert card.probe_prompts[:3] == ["a short one", "the app crashes", "where is my parcel?"]  # one per label
+    assert set(card.probe_prompts) <= {m[0]["content"] for m in held_out} and len(card.probe_prompts) == 4
+    assert "5 rows held back" in card.render_markdown()
+
+
+def test_the_task_and_labels_come_from_the_data_when_the_goal_does_not_say():
+    rows = [_row(f"text {i}", label) for i, label in enumerate(["red", "white", "red", "rose"] * 5)]
+    assert kind_of_answers(rows) == "classification" and labels_of(rows) == ["red", "rose", "white"]
+    card = make_plan("my wine data", data=DataFacts(train_rows=20, answers_kind="classification",
+                                                   labels=labels_of(rows)))
+    assert card.kind == "classification" and "red, rose, white" in card.system_prompt
+    json_rows = [_row("x", '{"a": 1}'), _row("y", '{"a": 2}')]
+    assert kind_of_answers(json_rows) == "extraction" and task_of("", json_rows) == "extraction"
+    assert task_of("write with an autumn mood", rows) == "style" and task_of("", [_row("x", "a long answer here ok")]) == "style"
 
 
 def test_sweep_varies_one_knob_at_a_time():
@@ -72,9 +121,9 @@ def test_sweep_varies_one_knob_at_a_time():
         make_sweep(base, epochs=[1, 2, 4, 5, 6])
 
 
-def test_suggested_sweep_gives_tiny_data_more_epochs():
-    small, large = suggest_sweep(20), suggest_sweep(20000)
-    assert 1 <= len(small) + 1 <= 5 and 1 <= len(large) + 1 <= 5
-    most_epochs = lambda vs: max((v["epochs"] for v in vs if "epochs" in v), default=0)  # noqa: E731
-    assert most_epochs(small) > most_epochs(large)
-    assert all(len(make_sweep(RunSpec(name="x"), **{k: [v] for k, v in var.items()})) == 2 for var in small)
+def test_suggested_sweep_never_repeats_the_base():
+    base = RunSpec(name="x", lora=LoraSpec(r=16, alpha=32), train=TrainSpec(learning_rate=5e-4))
+    variations = suggest_sweep(base, max_runs=3)
+    assert len(variations) == 2
+    specs = sweep_specs(base, variations)
+    assert len({(s.lora.r, s.train.learning_rate) for s in specs}) == 3

@@ -110,3 +110,32 @@ def test_real_default_base_trains_a_few_steps(settings, tmp_path):
     assert read_meta(out)["status"] == "done"
     assert PeftModel.from_pretrained(load_model(ref), out) is not None
     assert [s["step"] for s in steps if s.get("loss") is not None] == [1, 2]
+
+
+def test_early_stopping_judges_each_epoch_stops_and_writes_the_best_weights(tiny_llama, native_build, tmp_path):
+    """A rate far too high for the tiny model: the held-out loss stops falling, the run
+    stops long before its 30-epoch ceiling, and the loss recorded is the best judged
+    (restoring the best weights is checked in test_early_stop.py)."""
+    data = write_color_data(tmp_path / "data")
+    spec = tiny_spec("early", tiny_llama, epochs=30, learning_rate=5e-2, patience=1)
+    meta = train_adapter(spec, base_ref=folder_ref(tiny_llama), train_file=data, eval_file=None,
+                         out_dir=tmp_path / "adapters" / "early", work_dir=tmp_path / "work", native_build=native_build)
+    metrics, stopping = meta["metrics"], meta["metrics"]["stopping"]
+    per_epoch = -(-metrics["examples"] // 4)
+    assert stopping["stopped_because"] == "the held-out loss stopped falling"
+    assert metrics["steps"] < 30 * per_epoch and metrics["epochs_trained"] < 30
+    evals = [(h["step"], h["eval_loss"]) for h in meta["loss_history"] if h["eval_loss"] is not None]
+    assert [s for s, _ in evals][:2] == [per_epoch, 2 * per_epoch]  # once an epoch
+    best_step, best = min(evals, key=lambda e: e[1])
+    assert (stopping["best_step"], stopping["best_eval_loss"], metrics["eval_loss"]) == (best_step, best, best)
+
+
+def test_answers_cut_off_by_max_length_are_a_clear_error(tiny_llama, native_build, tmp_path):
+    from backend.errors import DataError
+
+    data = write_color_data(tmp_path / "data")
+    spec = tiny_spec("cut", tiny_llama, max_length=16, system_prompt="A long system prompt " * 10)
+    with pytest.raises(DataError, match="max_length 16"):
+        train_adapter(spec, base_ref=folder_ref(tiny_llama), train_file=data, eval_file=None,
+                      out_dir=tmp_path / "adapters" / "cut", work_dir=tmp_path / "work", native_build=native_build)
+    assert not (tmp_path / "adapters" / "cut").exists()

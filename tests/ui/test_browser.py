@@ -128,6 +128,8 @@ def test_goal_upload_train_compare_rate_mark_and_switch(page, tmp_path):
     expect(page.locator("#assistant-input [aria-label='File thumbnail']")).to_have_count(1)
     page.locator("#assistant-input textarea").press("Enter")
     expect(chat).to_contain_text(re.compile(r"Imported \d+ training and \d+ eval examples from wine\.jsonl"))
+    expect(chat).to_contain_text("Before training, the base gets")  # scored on the held-out rows
+    expect(page.locator("#plan-card")).to_contain_text("Judged on")
     expect(page.locator("#data-status")).to_contain_text(f"{len(WINES)} examples")
     expect(page.locator("#data-preview")).to_contain_text("<|im_start|>user")
     expect(page.locator("#data-preview")).to_contain_text("Deep ruby colour")
@@ -209,6 +211,6 @@ def test_goal_upload_train_compare_rate_mark_and_switch(page, tmp_path):
     detail = page.locator("#adapters-detail")
     expect(detail).to_contain_text("success")
     expect(detail).to_contain_text("classify wine as red or white")
-    expect(detail).to_contain_text("LoRA r8 alpha 16")
+    expect(detail).to_contain_text("LoRA r16 alpha 32")  # the defaults chosen from the data
     expect(detail).to_contain_text("1 👍")
     shot(page, "09-adapters")
