@@ -219,7 +219,7 @@ def _run_and_follow(service: Service, job_ids: list[int]) -> None:
                 done = True
                 for jid, task in tasks.items():
                     p = service.progress(jid)
-                    info = " ".join([p["status"], *loss_parts(p)])
+                    info = " ".join(["scoring" if p.get("phase") == "scoring" else p["status"], *loss_parts(p)])
                     if p.get("tokens_per_s"):
                         info += f" {p['tokens_per_s']:.0f} answer tok/s"
                     bar.update(task, description=f"{p['adapter']}", completed=p.get("step") or 0,

@@ -26,7 +26,9 @@ def progress_details(p: dict) -> list[str]:
     details += loss_parts(p)
     if p.get("tokens_per_s"):
         details.append(f"{p['tokens_per_s']:.0f} tok/s")
-    if p.get("status") == "running":
+    if p.get("phase") == "scoring":
+        details.append("training done; scoring the adapter on the held-out rows")
+    elif p.get("status") == "running":
         details.append(eta_text(p.get("eta_s")))
     return [d for d in details if d]
 

@@ -436,6 +436,9 @@ class JobRunner:
             "loss_history": [{"step": e.step, "loss": e.loss, "eval_loss": e.eval_loss}
                              for e in progress if e.loss is not None or e.eval_loss is not None],
             "cancel_requested": job.cancel_requested,
+            # after training the worker scores the adapter (backend/proof) before the job is done
+            "phase": ("scoring" if job.status == "running" and events and events[-1].kind == "proof"
+                      else "training" if job.status == "running" else None),
         }
 
     def jobs(self, statuses: tuple[str, ...] | None = None) -> list[dict]:

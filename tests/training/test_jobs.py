@@ -278,3 +278,25 @@ def test_the_worker_builds_the_settings_the_runner_has(settings, tmp_path, monke
     assert (theirs.home, theirs.db_url, theirs.native_kernels, theirs.paths.models) == \
         (mine.home, mine.db_url, False, mine.paths.models)
     assert JobRunner(settings).worker_env()["TUNELAB_NATIVE_KERNELS"] == "true"
+
+
+def test_a_run_with_held_out_rows_is_scored_before_it_is_done(runner, tiny_llama, tmp_path):
+    """The worker proves the adapter after training (base vs adapter on the held-out rows,
+    the same rows and prompts as the baseline) and says so while it does."""
+    from backend.data.normalized import read_rows, split_rows, write_rows
+
+    train, held = split_rows(read_rows(write_color_data(tmp_path / "all")), eval_fraction=0.25, seed=1)
+    write_rows(tmp_path / "train.jsonl", train)
+    write_rows(tmp_path / "eval.jsonl", held)
+    spec = tiny_spec("proved", tiny_llama, epochs=2, system_prompt="Say the color.")
+    job_id = runner.submit(spec, tmp_path / "train.jsonl", tmp_path / "eval.jsonl")
+    runner.run_pending()
+    kinds = [e["kind"] for e in runner.events(job_id)]
+    assert kinds[-2:] == ["proof", "done"]
+    proof = read_meta(runner.settings.paths.adapters / "proved")["proof"]
+    # the goal names no task; red/white answers are labels, so it is scored as a classification
+    assert proof["task"] == "classification" and proof["system_prompt"] == "Say the color."
+    assert proof["judged_by"]["rows"] == len(held)
+    assert [proof["exact_match"][k]["total"] for k in ("base_zero_shot", "base_few_shot", "adapter")] == [len(held)] * 3
+    assert proof["verdict"]["suggestion"] in ("too_few_rows", "changed_nothing")
+    assert (tmp_path / "baseline.json").is_file()  # the base's answers, cached beside the import
