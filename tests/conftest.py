@@ -65,3 +65,21 @@ def served(settings, tiny_llama):
     yield svc
     svc.close()
     stop()
+
+
+@pytest.fixture()
+def service(settings):
+    """The studio's one door over the temporary home (no model loaded until asked)."""
+    from backend.studio.service import Service
+
+    svc = Service(settings)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture()
+def state(tiny_llama):
+    """A fresh session that trains on the tiny Llama."""
+    from backend.studio.session import SessionState
+
+    return SessionState(base=str(tiny_llama))

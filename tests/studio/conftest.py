@@ -16,22 +16,8 @@ from backend.serving.auth import api_token
 from backend.serving.http.app import create_app, start_in_thread
 from backend.settings import Settings
 from backend.studio.service import Service
-from backend.studio.session import SessionState
 
 WINE_GOAL = "classify wine as red or white"
-
-
-@pytest.fixture()
-def service(settings):
-    svc = Service(settings)
-    yield svc
-    svc.close()
-
-
-@pytest.fixture()
-def state(tiny_llama) -> SessionState:
-    """A fresh session that trains on the tiny Llama."""
-    return SessionState(base=str(tiny_llama))
 
 
 @pytest.fixture()

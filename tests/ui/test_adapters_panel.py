@@ -3,19 +3,9 @@ recommended one of each sweep marked with why; rows without a score listed, neve
 
 from __future__ import annotations
 
-import pytest
-
-from backend.studio.service import Service
 from tests.builders import add_finished_adapter, exact_match_proof
 from ui.adapters_panel import board_html
 from ui.common import leaderboard_html
-
-
-@pytest.fixture()
-def service(settings):
-    svc = Service(settings)
-    yield svc
-    svc.close()
 
 
 def test_every_sweep_is_ranked_with_its_recommended_adapter_marked(service):

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
-from backend.studio.service import Service
 from backend.studio.session import SessionState
 from tests.builders import add_finished_adapter, exact_match_proof
 from ui.assistant_panel import news_html
-
-
-@pytest.fixture()
-def service(settings):
-    svc = Service(settings)
-    yield svc
-    svc.close()
 
 
 def test_the_best_adapter_of_the_sessions_finished_sweep_is_said_under_the_chat(service):

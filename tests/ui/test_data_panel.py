@@ -11,23 +11,9 @@ from pathlib import Path
 import pytest
 
 from backend.data.formats import CSV_SUFFIXES, JSON_SUFFIXES, TEXT_SUFFIXES
-from backend.studio.service import Service
-from backend.studio.session import SessionState
 from tests.builders import WINES, write_wines
 from ui.app import create_ui
 from ui.data_panel import EVAL_LABEL, _status, add_examples, judge_with
-
-
-@pytest.fixture()
-def service(settings):
-    svc = Service(settings)
-    yield svc
-    svc.close()
-
-
-@pytest.fixture()
-def state(tiny_llama) -> SessionState:
-    return SessionState(base=str(tiny_llama))
 
 
 def _held_out(tmp_path, rows) -> str:

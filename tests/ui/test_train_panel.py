@@ -7,17 +7,9 @@ from __future__ import annotations
 import gradio as gr
 import pytest
 
-from backend.studio.service import Service
 from ui.common import edge
 from tests.builders import add_finished_adapter, exact_match_proof
 from ui.train_panel import board_html, cancel_note, runs_html
-
-
-@pytest.fixture()
-def service(settings):
-    svc = Service(settings)
-    yield svc
-    svc.close()
 
 
 def _job(service, name: str, status: str = "queued") -> int:
