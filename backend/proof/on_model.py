@@ -292,7 +292,8 @@ def baseline_scores(base_ref: BaseRef, eval_rows, train_rows, task: str, *, sett
     model.eval()
     result = _baseline(model, tokenizer, base_ref, rows, train, task, system_prompt=system_prompt, goal=goal, k=k,
                        seed=seed, cache=Baselines(cache_file), batch_size=batch_size)
-    return {name: value for name, value in result.items() if name != "outputs"}
+    return {name: ({k: v for k, v in value.items() if k != "per_row"} if isinstance(value, dict) else value)
+            for name, value in result.items() if name != "outputs"}
 
 
 def _style_proof(model, tokenizer, rows, train, base: dict, *, system_prompt: str | None, seed: int,

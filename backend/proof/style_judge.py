@@ -39,6 +39,7 @@ made make many more most much must never only other over same should since some 
 then there these they thing things this those through time under until very want well were what when where
 which while will with would your yours shall little long still back away feel feels make makes look looks
 seem seems just really quite something anything everything nothing someone people today write short
+think thought first last past next pass step edge heavy somewhere light once often almost always beside
 """.split())
 REQUEST_WORDS = frozenset("""
 describe description write tell give say something about short note sentence sentences lines line words few

@@ -290,6 +290,7 @@ def test_the_base_is_scored_once_and_reused_from_the_cache(sharp_llama, adapters
     ref = BaseRef(spec=str(sharp_llama), kind="folder", name="sharp", path=str(sharp_llama))
     before = baseline_scores(ref, EVAL_ROWS, TRAIN_ROWS, "classification", k=2, settings=settings, cache_file=cache)
     assert before["base_zero_shot"]["total"] == 6 and "outputs" not in before and cache.is_file()
+    assert "per_row" not in before["base_few_shot"] and len(before["base_few_shot"]["ci95"]) == 2
     stored = json.loads(cache.read_text())
     (key, entry), = stored.items()
     entry["base_few_shot"]["correct"] = 5  # a cached figure is what every later proof reports
