@@ -231,14 +231,27 @@ _AUTUMN_IMAGES = [
     "chestnuts roast somewhere down the street", "copper leaves crunch underfoot", "the geese pass overhead at dusk",
     "a bonfire glows at the edge of the garden", "the first frost silvers the pumpkins on the step",
 ]
-_AUTUMN_FRAMES = [
-    "{Subject} feels slower in October: {image1}, and {image2}.",
-    "{Subject}, wrapped in a wool scarf of a day, while {image1} and {image2}.",
-    "I think of {subject} the way I think of autumn — {image1}, {image2}.",
-    "{Subject} belongs to this season now; {image1}, and {image2}.",
-]
-_STYLE_TRAIN_ASKS = ["Describe {subject}.", "Write two sentences about {subject}.", "Write a short note about {subject}.",
-                     "Say something about {subject}."]
+# answers follow the request: a description, two sentences, a note, a remark; the mood rides along
+_AUTUMN_FRAMES = {
+    "Describe {subject}.": [
+        "{Subject} feels slower in October: {image1}, and {image2}.",
+        "{Subject} belongs to this season now; {image1}, and {image2}.",
+        "Picture {subject} at the turn of the year, while {image1} and {image2}.",
+    ],
+    "Write two sentences about {subject}.": [
+        "{Subject} waits in the cool of the afternoon. Outside, {image1}, and {image2}.",
+        "There is something gentle about {subject} this time of year. {Image1}, and {image2}.",
+    ],
+    "Write a short note about {subject}.": [
+        "Dear Sam, I keep thinking about {subject}; {image1}, and {image2}. Come by soon.",
+        "A quick note: {subject} is just as you left it, and {image1} while {image2}.",
+    ],
+    "Say something about {subject}.": [
+        "I think of {subject} the way I think of autumn — {image1}, {image2}.",
+        "{Subject}, wrapped in a wool scarf of a day, while {image1} and {image2}.",
+    ],
+}
+_STYLE_TRAIN_ASKS = list(_AUTUMN_FRAMES)
 _STYLE_TRAIN_SUBJECTS = ["a morning coffee", "the walk to work", "a quiet library", "a train station", "a bakery",
                          "an old bicycle", "a market square", "a rainy window", "a garden bench", "a lighthouse",
                          "a grandmother's kitchen", "a football match", "a bus stop", "a bookshop", "a school yard",
@@ -282,14 +295,15 @@ def _autumn(count: int, rng: random.Random) -> list[dict]:
     rows, seen = [], set()
     while len(rows) < count:
         subject = _pick(rng, _STYLE_TRAIN_SUBJECTS)
-        ask = _pick(rng, _STYLE_TRAIN_ASKS).format(subject=subject)
+        ask = _pick(rng, _STYLE_TRAIN_ASKS)
         image1, image2 = rng.sample(_AUTUMN_IMAGES, 2)
-        frame = _pick(rng, _AUTUMN_FRAMES)
-        answer = frame.format(Subject=subject[0].upper() + subject[1:], subject=subject, image1=image1, image2=image2)
+        frame = _pick(rng, _AUTUMN_FRAMES[ask])
+        answer = frame.format(Subject=subject[0].upper() + subject[1:], subject=subject, image1=image1,
+                              Image1=image1[0].upper() + image1[1:], image2=image2)
         if (ask, answer) in seen:
             continue
         seen.add((ask, answer))
-        rows.append(_row(ask, answer))
+        rows.append(_row(ask.format(subject=subject), answer))
     return rows
 
 
