@@ -39,6 +39,8 @@ def describe_job(p: dict) -> str:
     if p.get("total_steps"):
         parts.append(f"step {p.get('step') or 0}/{p['total_steps']}")
     parts += loss_parts(p)
+    if p.get("phase") == "scoring":
+        parts.append("training done, scoring the adapter on the held-out rows")
     if p.get("error"):
         parts.append(f"error: {p['error']}")
     return ", ".join(parts)
