@@ -1,9 +1,13 @@
 """The proof on a real model: the weight change read from the adapter's files, the answer
 loss of base and adapter, and generation for the scores of :mod:`backend.proof.scores`.
 
+:func:`baseline_scores` scores the base on an import's held-out rows before training
+(the plan card's baseline) and caches its answers (:class:`Baselines`);
 :func:`evaluate_adapter` loads the base once on CPU, puts the adapter on top (switched
-off for "base"), computes every piece of proof and stores it in ``tunelab.json``.
-Imports torch, transformers and peft at its top: the service reaches it lazily.
+off for "base"), takes the base's side from that cache (or computes it), computes every
+piece of proof and stores it in ``tunelab.json``. The training worker calls it after
+every run; the service for ``tunelab evaluate`` and the page. Imports torch,
+transformers and peft at its top: callers reach it lazily.
 """
 
 from __future__ import annotations
@@ -23,18 +27,19 @@ from safetensors.torch import load_file
 from transformers import GenerationConfig
 
 from backend.adapter_folder import WEIGHTS_FILE, AdapterMeta, LoraConfigView, base_module_name, update_meta
+from backend.atomic import replace_file
 from backend.bases.inspect import model_structure
 from backend.bases.load import load_model, load_tokenizer
 from backend.bases.module_kinds import LAYER_PATH
 from backend.bases.resolve import BaseRef, resolve_base
 from backend.data.normalized import answer_of, prompt_of
 from backend.errors import AdapterMismatch, DataError
-from backend.settings import Settings
 from backend.proof.change_checks import GENERAL_PROMPTS, changed_nothing, divergence, forgetting
-from backend.proof.scores import (CHECKABLE_TASKS, CLASSIFY_TASKS, SHOWN_CHARS, TASKS, Generator, Messages, best_base, finite,
-                                  judged_by, load_rows, score_adapter, score_base, self_consistency, suggest_verdict,
-                                  with_system)
+from backend.proof.scores import (CHECKABLE_TASKS, CLASSIFY_TASKS, SHOWN_CHARS, TASKS, Generator, Messages,
+                                  best_base, finite, judged_by, load_rows, score_adapter, score_base,
+                                  self_consistency, suggest_verdict, with_system)
 from backend.proof.style_judge import judge_answers, style_markers
+from backend.settings import Settings
 
 
 
@@ -240,9 +245,7 @@ class Baselines:
     def put(self, key: str, value: dict) -> None:
         self.entries[key] = value
         if self.cache_file:
-            tmp = self.cache_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(finite(self.entries), ensure_ascii=False), encoding="utf-8")
-            tmp.replace(self.cache_file)
+            replace_file(self.cache_file, json.dumps(finite(self.entries), ensure_ascii=False))
 
 
 def _style_prompt(system_prompt: str | None, goal: str) -> str:

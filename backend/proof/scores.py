@@ -17,11 +17,14 @@ Four pieces of evidence, each computed the same way for every adapter and stored
    (:func:`suggest_verdict`) only says "beats the base" when the intervals do.
 4. **Self-consistency** (classification, sentiment): N seeded samples (temperature 0.7)
    per row from the adapter; confidence = share that agree with the majority answer.
+5. **Style** (every other goal): generated answers judged
+   (:mod:`backend.proof.style_judge`), and the checks of :mod:`backend.proof.change_checks`
+   (divergence, "changed nothing", forgetting).
 
-This module holds the scoring (3 and 4), which takes the generations as data or as
-callables so it can be checked against known answers, and the proof's text. It imports
-no torch: :mod:`backend.proof.on_model` computes 1 and 2 on a real model and wires
-everything together in :func:`~backend.proof.on_model.evaluate_adapter`.
+This module holds the scoring (3 and 4) and the verdict, which take the generations as
+data or as callables so they can be checked against known answers, and the proof's text.
+It imports no torch: :mod:`backend.proof.on_model` computes the rest on a real model and
+wires everything together in :func:`~backend.proof.on_model.evaluate_adapter`.
 """
 
 from __future__ import annotations
