@@ -14,6 +14,9 @@ templates; docs/training.md has the table behind each rule. In short:
   stayed at two thirds on unseen rows. Long answers (mean over
   :data:`LONG_ANSWER_TOKENS` tokens) get 2e-4: more loss tokens per step, less noise.
 * **batch 4 below 200 rows** (8 from there): small data needs steps more than big batches.
+* **NEFTune noise 5** on the input embeddings while training: rows held back from the
+  file share its phrasings, new inputs do not; with the noise the 3-label task went from
+  27/30 to 29/30 on unseen rows, the 5-label and extraction tasks stayed within a row.
 * **stop on evidence.** The epoch count is a ceiling sized so the run can take about
   :data:`TARGET_STEPS` optimizer steps (3 to 10 epochs); the held-out loss is measured
   about once an epoch, the best weights are kept, and two evaluations without
@@ -35,6 +38,7 @@ SMALL_DATA_ROWS = 200
 TARGET_STEPS = 120
 MIN_EPOCHS, MAX_EPOCHS = 3.0, 10.0
 PATIENCE = 2
+NEFTUNE_ALPHA = 5.0
 CPU_BUDGET_S = 600.0
 GPU_BUDGET_S = 1800.0
 
@@ -71,6 +75,8 @@ def choose(n_train: int, *, mean_answer_tokens: float | None = None, gpu: bool =
         "batch": (f"{batch}: {n_train} training rows " + ("(small data needs steps more than big batches)"
                                                           if batch == 4 else "(enough rows for batches of 8)")
                   if known else f"{batch} until data is imported; then sized to it"),
+        "noise": (f"NEFTune {NEFTUNE_ALPHA:g}: noise on the input embeddings while training helps new phrasings "
+                  "(measured on unseen rows)"),
         "stopping": (f"at most {epochs:g} epochs (about {TARGET_STEPS} steps), stopping when the held-out loss "
                      f"stops falling (patience {PATIENCE}), the best weights kept, and within "
                      f"{budget / 60:g} minutes of training"),
@@ -78,6 +84,6 @@ def choose(n_train: int, *, mean_answer_tokens: float | None = None, gpu: bool =
     return Defaults(
         lora=LoraSpec(r=RANK, alpha=ALPHA),
         train=TrainSpec(epochs=epochs, learning_rate=lr, batch_size=batch, early_stopping=True, patience=PATIENCE,
-                        time_budget_s=budget),
+                        time_budget_s=budget, neftune_noise_alpha=NEFTUNE_ALPHA),
         why=why,
     )

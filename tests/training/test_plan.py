@@ -76,7 +76,8 @@ def test_defaults_are_chosen_from_the_data():
     assert choose(60, mean_answer_tokens=400).train.learning_rate < choose(60, mean_answer_tokens=3).train.learning_rate
     for defaults in (small, large):
         assert defaults.train.early_stopping and defaults.train.time_budget_s
-        assert set(defaults.why) == {"rank", "learning rate", "batch", "stopping"}
+        assert set(defaults.why) == {"rank", "learning rate", "batch", "noise", "stopping"}
+        assert defaults.train.neftune_noise_alpha == 5
     assert choose(60, gpu=True).train.time_budget_s > choose(60).train.time_budget_s
 
 
