@@ -214,8 +214,10 @@ class AssistantTools:
             self._score_base()
             text += (f" The plan's defaults are now chosen for {n_train} training examples, and "
                      f"{n_eval} held-out rows will judge the result.")
-            if self.state.plan.baseline and not self.state.plan.baseline.get("error"):
-                text += f" Before training, {baseline_text(self.state.plan.baseline)}."
+        elif self.state.plan is not None:  # the person's edits stand; only the baseline is new
+            self._score_base()
+        if self.state.plan is not None and self.state.plan.baseline and not self.state.plan.baseline.get("error"):
+            text += f" Before training, {baseline_text(self.state.plan.baseline)}."
         return ToolResult(True, text, {"folder": self.state.data_dir})
 
     def _preview(self, report) -> list[str]:
