@@ -75,10 +75,19 @@ def test_export_writes_a_peft_folder_plain_peft_loads(trained, tiny_llama, tmp_p
 
 
 def test_evaluate_uses_the_held_out_split_and_stores_the_proof(trained, wine_copy):
+    automatic = trained.adapter_meta("wine").proof  # the worker proved the run when it finished
+    assert automatic["judged_by"]["rows"] == 3 and "share its phrasings" in automatic["judged_by"]["note"]
     result = trained.evaluate(wine_copy, n_samples=2)
     assert result["eval"]["adapter"]["loss"] > 0 and result["eval"]["base"]["loss"] > 0
     assert trained.adapter(wine_copy)["meta"]["proof"] == result
     assert trained.adapter_meta(wine_copy).proof == result
+    # the goal names a classification: every exact-match figure has its count, rows and interval,
+    # and the base's side is the very one the worker's proof used (cached beside the import)
+    em = result["exact_match"]
+    for name in ("base_zero_shot", "base_few_shot", "adapter"):
+        assert set(em[name]) == {"correct", "total", "score", "ci95"} and em[name]["total"] == 3
+    assert em["base_few_shot"] == automatic["exact_match"]["base_few_shot"]
+    assert result["verdict"]["suggestion"] in ("too_few_rows", "changed_nothing")
 
 
 def test_comparison_uses_the_system_prompt_the_adapters_were_trained_with(trained, wine_copy):
