@@ -16,6 +16,9 @@ What this module changes from TRL's defaults, and why:
   (peft's ``autocast_adapter_dtype``) and the saved adapter is unchanged;
 * the trainer (:mod:`backend.training.trainer`) batches examples of similar length and
   runs the LM head on answer positions only;
+* with held-out rows and ``early_stopping`` it evaluates about once an epoch, keeps the
+  best LoRA weights and stops when the held-out loss stops falling or the time budget is
+  spent (:mod:`backend.training.early_stop`); the adapter written is the best judged;
 * on CPU, :func:`~backend.training.cpu.tuning.tune_for_device` installs the CPU kernels
   (and, where ``native_build`` allows, their native C versions). Batches of more rows
   than the spec's do not help on CPU (padding grows), so the batch size stays the spec's.
