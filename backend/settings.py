@@ -104,6 +104,11 @@ class Settings(BaseSettings):
         default=False,
         description="Allow bases whose architecture needs trust_remote_code (runs their code).",
     )
+    max_line_kb: int = Field(
+        default=1024, ge=1,
+        description="The data doctor refuses a line of an uploaded file longer than this many KB "
+        "(1 KB = 1024 bytes) at once, unread and untokenized (docs/data.md).",
+    )
 
     @property
     def paths(self) -> "Paths":

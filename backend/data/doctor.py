@@ -178,6 +178,7 @@ def check_files(
     eval_files: list[Path] | None = None,
     tokenizer=None,
     max_tokens: int | None = None,
+    max_line_bytes: int | None = None,
     goal: str | None = None,
     min_examples: int = 10,
     eval_fraction: float | None = None,
@@ -190,7 +191,9 @@ def check_files(
 
     ``tokenizer`` (a transformers tokenizer with a chat template) enables token-length
     stats and, with ``max_tokens`` (pass min(base context, training max_length)), the
-    too-long check. ``goal`` words the prompt paired with style text.
+    too-long check. ``max_line_bytes`` (pass the setting ``max_line_kb`` × 1024) refuses a
+    longer line before it is parsed. Only rows without errors are tokenized. ``goal`` words
+    the prompt paired with style text.
 
     The rows that judge the adapter: with ``eval_files`` (read and checked like the
     training files), every training row trains and the evaluation files' rows are the
@@ -207,7 +210,8 @@ def check_files(
     eval_names = names[len(paths):]
     prompt = style_prompt(goal)
     columns = CsvColumns(input_column, output_column)
-    reads: list[FileRead] = [read_file(path, name, style_prompt=prompt, columns=columns)
+    reads: list[FileRead] = [read_file(path, name, style_prompt=prompt, columns=columns,
+                                       max_line_bytes=max_line_bytes)
                              for path, name in zip(paths + eval_paths, names)]
     late: list[Problem] = []  # upload-wide checks, attached to their file later
     late += [EVAL_IS_TRAINING.problem(names[training.index(_same_file(p))])  # on the training file's name
@@ -258,6 +262,7 @@ def check_files(
     settings = {
         "goal": goal, "style_prompt": prompt, "system_prompt": system_prompt, "min_examples": min_examples,
         "eval_fraction": eval_fraction, "eval_files": eval_names, "seed": seed, "max_tokens": max_tokens,
+        "max_line_bytes": max_line_bytes,
         "input_column": input_column, "output_column": output_column,
         "tokenizer": _tokenizer_name(tokenizer) if tokenizer is not None else None,
     }

@@ -21,17 +21,23 @@ from pathlib import Path
 from backend.data.csv_rows import CsvColumns, read_csv
 from backend.data.file_read import FileRead, RawExample
 from backend.data.json_records import read_json
-from backend.data.problems import EMPTY_FILE, FILE_NOT_FOUND, NOT_UTF8, UNSUPPORTED_FILE
+from backend.data.problems import EMPTY_FILE, FILE_NOT_FOUND, LINE_TOO_LONG, NOT_UTF8, UNSUPPORTED_FILE
 from backend.data.style_text import paragraphs, style_example
 
 JSON_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 CSV_SUFFIXES = {".csv", ".tsv"}
 TEXT_SUFFIXES = {".txt", ".md", ".text"}
 ACCEPTED_FILES = ", ".join([*sorted(JSON_SUFFIXES), *sorted(CSV_SUFFIXES), *sorted(TEXT_SUFFIXES)])
+LINE_BY_LINE_SUFFIXES = {".jsonl", ".ndjson"}  # one record per line: a refused line leaves the others
 
 
-def read_file(path: Path, name: str, *, style_prompt: str, columns: CsvColumns = CsvColumns()) -> FileRead:
-    """Read one file into normalized examples, collecting every problem on the way."""
+def read_file(path: Path, name: str, *, style_prompt: str, columns: CsvColumns = CsvColumns(),
+              max_line_bytes: int | None = None) -> FileRead:
+    """Read one file into normalized examples, collecting every problem on the way.
+
+    A line longer than ``max_line_bytes`` is refused before it is parsed (the caller passes
+    the setting ``max_line_kb``): in JSON lines the other lines are still read; any other
+    file (an array, one object, CSV, text) cannot lose a line and is refused whole."""
     result = FileRead(name)
     path = Path(path)
     if not path.is_file():
@@ -39,6 +45,16 @@ def read_file(path: Path, name: str, *, style_prompt: str, columns: CsvColumns =
         return result
     suffix = path.suffix.lower()
     data = path.read_bytes()
+    long_lines = _long_lines(data, max_line_bytes)
+    for line, size in long_lines:
+        result.add(LINE_TOO_LONG, line, None, size=_kb(size), limit=f"{max_line_bytes / 1024:,.0f} KB",
+                   rest="" if suffix in LINE_BY_LINE_SUFFIXES else
+                   "; a record cannot be cut out of this kind of file, so the whole file is refused")
+    if long_lines and suffix not in LINE_BY_LINE_SUFFIXES:
+        return result
+    if long_lines:  # blank the refused lines (numbers of the others unchanged)
+        refused = {line for line, _ in long_lines}
+        data = b"\n".join(b"" if number in refused else raw for number, raw in enumerate(data.split(b"\n"), 1))
     text = _decode(data, result)
     if not text.strip():
         result.add(EMPTY_FILE, detail="it is empty")
@@ -58,6 +74,24 @@ def read_file(path: Path, name: str, *, style_prompt: str, columns: CsvColumns =
     if not result.examples and not result.failed:
         result.add(EMPTY_FILE, detail="only blank lines" if kind != "csv" else "a header and no rows")
     return result
+
+
+def _long_lines(data: bytes, limit: int | None) -> list[tuple[int, int]]:
+    """(line, size in bytes) of every line longer than ``limit``; cheap, nothing is decoded."""
+    if limit is None or len(data) <= limit:
+        return []
+    found, start, number = [], 0, 1
+    while start <= len(data):
+        end = data.find(b"\n", start)
+        end = len(data) if end < 0 else end
+        if end - start > limit:
+            found.append((number, end - start))
+        start, number = end + 1, number + 1
+    return found
+
+
+def _kb(size: int) -> str:
+    return f"{size / 1024:,.0f} KB" if size < 1024 * 1024 else f"{size / (1024 * 1024):,.1f} MB"
 
 
 def _kind(suffix: str, text: str) -> str | None:

@@ -29,6 +29,7 @@ from backend.data.problems import (
     NO_ASSISTANT,
     NO_USER,
     NOT_OBJECT,
+    TOO_DEEP,
     UNKNOWN_FORMAT,
     UNKNOWN_ROLE,
     WRONG_TYPE,
@@ -39,7 +40,15 @@ from backend.data.style_text import style_example
 def read_json(text: str, suffix: str, result: FileRead, style_prompt: str) -> None:
     """Every record of a JSON file into ``result``: its examples and its problems."""
     for line, record in _json_records(text, suffix, result):
-        _read_record(record, line, result, style_prompt)
+        before = len(result.problems), len(result.examples)
+        try:
+            _read_record(record, line, result, style_prompt)
+        except RecursionError:  # parsed, but too deep to walk: one problem, nothing kept from it
+            del result.problems[before[0]:], result.examples[before[1]:]
+            result.add(TOO_DEEP, line, None, error="too deep to walk")
+
+
+_DEEP = "lists or objects nested deeper than Python's JSON reader can follow"
 
 
 def _json_records(text: str, suffix: str, result: FileRead):
@@ -53,6 +62,9 @@ def _json_records(text: str, suffix: str, result: FileRead):
             value = json.loads(text)
         except json.JSONDecodeError:
             pass  # JSON lines saved as .json: read line by line below
+        except RecursionError:
+            result.add(TOO_DEEP, text.count("\n", 0, text.index("{")) + 1, None, error=_DEEP)
+            return
         else:
             yield text.count("\n", 0, text.index("{")) + 1, value
             return
@@ -61,9 +73,13 @@ def _json_records(text: str, suffix: str, result: FileRead):
         if not raw:
             continue
         try:
-            yield number, json.loads(raw)
+            value = json.loads(raw)
         except json.JSONDecodeError as exc:
             result.add(BAD_JSON, number, None, error=f"{exc.msg} at column {exc.colno}")
+        except RecursionError:
+            result.add(TOO_DEEP, number, None, error=_DEEP)
+        else:
+            yield number, value
 
 
 def _json_array(text: str, result: FileRead):
@@ -79,6 +95,10 @@ def _json_array(text: str, result: FileRead):
             value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             result.add(BAD_JSON, exc.lineno, None, error=f"{exc.msg} at column {exc.colno}")
+            return
+        except RecursionError:  # the rest of the array cannot be found without this element's end
+            result.add(TOO_DEEP, text.count("\n", 0, pos) + 1, None, error=_DEEP + "; the rest of the array "
+                       "was not read")
             return
         yield text.count("\n", 0, pos) + 1, value
         pos = end

@@ -80,6 +80,14 @@ BAD_JSON = Rule(
     "bad_json", "error",
     "This line is not valid JSON ({error}). Write exactly one JSON object per line, "
     "with double-quoted keys and strings.")
+TOO_DEEP = Rule(
+    "too_deep", "error",
+    "This record is nested too deeply to read ({error}). An example is a JSON object holding "
+    "turns of text; write it without lists or objects nested inside each other.")
+LINE_TOO_LONG = Rule(
+    "line_too_long", "error",
+    "This line is {size} long; lines over {limit} are refused unread{rest}. Split the example, "
+    "shorten it, or raise the limit with TUNELAB_MAX_LINE_KB (the setting max_line_kb).")
 NOT_OBJECT = Rule("not_object", "error",
                   "Expected a JSON object ({{...}}), got a JSON {kind}. Write one object per example.")
 UNKNOWN_FORMAT = Rule(
@@ -144,7 +152,7 @@ EVAL_IS_TRAINING = Rule(
     "held back from the training file.")
 
 RULES = {rule.code: rule for rule in (
-    FILE_NOT_FOUND, UNSUPPORTED_FILE, NOT_UTF8, EMPTY_FILE, BAD_JSON, NOT_OBJECT, UNKNOWN_FORMAT,
-    MISSING_FIELD, WRONG_TYPE, UNKNOWN_ROLE, EMPTY_TEXT, NO_ASSISTANT, LAST_NOT_ASSISTANT, NO_USER,
+    FILE_NOT_FOUND, UNSUPPORTED_FILE, NOT_UTF8, EMPTY_FILE, BAD_JSON, TOO_DEEP, LINE_TOO_LONG, NOT_OBJECT,
+    UNKNOWN_FORMAT, MISSING_FIELD, WRONG_TYPE, UNKNOWN_ROLE, EMPTY_TEXT, NO_ASSISTANT, LAST_NOT_ASSISTANT, NO_USER,
     CSV_MISSING_COLUMNS, CSV_UNKNOWN_COLUMN, TEMPLATE_FAILED, TOO_LONG, DUPLICATE, TOO_FEW,
     NO_EXAMPLES, EVAL_IN_TRAINING, EVAL_IS_TRAINING)}

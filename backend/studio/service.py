@@ -206,7 +206,8 @@ class Service:
         tokenizer, limit = _weights().tokenizer_and_limit(self.resolve_base(base), self.settings,
                                                           max_length or TrainSpec().max_length)
         return check_files([Path(f) for f in files], eval_files=[Path(f) for f in eval_files or []],
-                           tokenizer=tokenizer, max_tokens=limit, goal=goal, **kwargs)
+                           tokenizer=tokenizer, max_tokens=limit, max_line_bytes=self.max_line_bytes, goal=goal,
+                           **kwargs)
 
     def import_data(self, files: list[str | Path], *, eval_files: list[str | Path] | None = None,
                     base: str | None = None, goal: str | None = None, max_length: int | None = None,
@@ -218,7 +219,12 @@ class Service:
                                                           max_length or TrainSpec().max_length)
         return import_files([Path(f) for f in files], self.paths.uploads,
                             eval_files=[Path(f) for f in eval_files or []], tokenizer=tokenizer, max_tokens=limit,
-                            goal=goal, **kwargs)
+                            max_line_bytes=self.max_line_bytes, goal=goal, **kwargs)
+
+    @property
+    def max_line_bytes(self) -> int:
+        """The data doctor's line limit, from the setting ``max_line_kb``."""
+        return self.settings.max_line_kb * 1024
 
     def render_chat(self, conversations: list[list[dict]], *, base: str | None = None) -> list[str]:
         """Examples as the base's chat template renders them (the data panel's preview)."""
