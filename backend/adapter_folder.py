@@ -30,6 +30,7 @@ CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
 META_FILE = "tunelab.json"
 ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE, META_FILE)
+MAX_CONFIG_BYTES = 1024 * 1024  # a bigger adapter_config.json is not a LoRA config
 PEFT_KEY_PREFIX = "base_model.model."  # what peft puts before a base module's name in its weight keys
 
 
@@ -191,15 +192,21 @@ def read_peft_config(path: Path) -> dict[str, Any]:
         raise AdapterMismatch(f"Adapter path {str(path)!r} is not a folder.",
                               fix="Give the folder that holds adapter_config.json.")
     if not config_file.is_file():
-        present = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
+        # say what is missing, never what is there: the folder may be anyone's
         raise AdapterMismatch(
-            f"Folder {str(path)!r} is not a PEFT adapter: it has no {CONFIG_FILE} (it holds: {present}).",
+            f"Folder {str(path)!r} is not a PEFT adapter: it has no {CONFIG_FILE}.",
             fix="Point at a folder written by peft's save_pretrained or by TuneLab.",
         )
+    if config_file.stat().st_size > MAX_CONFIG_BYTES:
+        raise AdapterMismatch(f"{config_file} is over {MAX_CONFIG_BYTES // 1024} KiB; a LoRA config is a few KiB.")
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise AdapterMismatch(f"{config_file} is not valid JSON: {exc}.") from exc
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError; nesting too deep
+        why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise AdapterMismatch(f"{config_file} is not valid JSON: {why}.") from exc
+    if not isinstance(config, dict):
+        raise AdapterMismatch(f"{config_file} holds a JSON {type(config).__name__}, not an object.",
+                              fix="adapter_config.json is the object peft's save_pretrained writes.")
     peft_type = str(config.get("peft_type", "")).upper()
     if peft_type != "LORA":
         raise AdapterMismatch(

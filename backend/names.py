@@ -2,7 +2,8 @@
 
 A name matches ``^[a-z0-9][a-z0-9._-]{0,63}$``; the resolved folder must stay inside
 ``adapters/`` (no ``..``, no symlink escape). This is the only place that turns a
-name into a path.
+name into a path. :func:`inside_roots` holds a given adapter path (the endpoint's
+``lora_path``) to the same rule: inside ``adapters/`` or another allowed folder.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from backend.errors import InvalidName
+from backend.errors import AdapterMismatch, InvalidName
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 NAME_RULE = (
@@ -21,7 +22,8 @@ _NAME_RE = re.compile(NAME_PATTERN)
 
 
 def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name) or name in {".", ".."}:
+    # fullmatch: the pattern's ``$`` alone would let a trailing newline through ("nl\n")
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or name in {".", ".."}:
         raise InvalidName(f"Invalid adapter name {name!r}.", fix=NAME_RULE)
     if ".." in name:
         raise InvalidName(f"Invalid adapter name {name!r}: it may not contain '..'.", fix=NAME_RULE)
@@ -37,6 +39,19 @@ def adapter_path(adapters_root: Path, name: str) -> Path:
         raise InvalidName(
             f"Adapter name {name!r} resolves to {path}, outside {root}.", fix=NAME_RULE
         )
+    return path
+
+
+def inside_roots(given: str | Path, roots: list[Path]) -> Path:
+    """``given`` resolved (symlinks followed, ``..`` collapsed), if it lies inside one of
+    ``roots``; :class:`AdapterMismatch` otherwise. The refusal echoes what was given and
+    nothing about the disk (not the resolved target, not whether it exists)."""
+    path = Path(given).expanduser().resolve()
+    if not any(path.is_relative_to(Path(root).expanduser().resolve()) for root in roots):
+        raise AdapterMismatch(
+            f"lora_path {str(given)!r} is outside the folders this server loads adapters from.",
+            fix="Put the adapter in the adapters folder of the server's home (adapters/<name>/), or start "
+            "the server with its folder listed in TUNELAB_ADAPTER_ROOTS.")
     return path
 
 

@@ -10,10 +10,13 @@ disk: :class:`Paths` only computes locations; callers create what they need
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_ROOT.parent  # a checkout's folder; site-packages when installed as a package
@@ -104,6 +107,22 @@ class Settings(BaseSettings):
         default=False,
         description="Allow bases whose architecture needs trust_remote_code (runs their code).",
     )
+    adapter_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders, besides <home>/adapters, whose adapters the serving endpoint's "
+        "load_lora_adapter accepts (a JSON list or paths separated by ':'). A lora_path anywhere "
+        "else (symlinks resolved first) is refused.",
+    )
+
+    @field_validator("adapter_roots", mode="before")
+    @classmethod
+    def _roots_from_text(cls, value):
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part for part in text.split(os.pathsep) if part.strip()]
+        return value
     max_line_kb: int = Field(
         default=1024, ge=1,
         description="The data doctor refuses a line of an uploaded file longer than this many KB "

@@ -361,7 +361,13 @@ class AdapterRegistry:
         trained_on = config.get("base_model_name_or_path")
         if trained_on and not _names_match(trained_on, self.base_name, self.base_path):
             problems.append(f"it was trained for base {trained_on!r}, this server runs {self.base_name!r}")
-        problems += self._shape_problems(path)
+        try:
+            problems += self._shape_problems(path)
+        except Exception as exc:  # safetensors' own error: garbage bytes, a header longer than the file
+            raise AdapterMismatch(
+                f"Adapter {str(path)!r} has an adapter_model.safetensors that is not a readable safetensors "
+                f"file ({error_text(exc)}).",
+                fix="Re-export the adapter with peft's save_pretrained (safe_serialization).") from exc
         if problems:
             raise AdapterMismatch(
                 f"Adapter {str(path)!r} does not fit base {self.base_name!r}: " + "; ".join(problems) + ".",
@@ -410,7 +416,8 @@ def _trained_system_prompt(path: Path) -> str | None:
         if prompt is not None and not isinstance(prompt, str):
             raise ValueError(f"train.system_prompt is {prompt!r}, not a string")
         return prompt
-    except (OSError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError and pydantic's are ValueErrors
+    except (OSError, ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError and pydantic's are
+        # ValueErrors; RecursionError: JSON nested too deeply
         raise AdapterMismatch(
             f"Adapter {str(path)!r} has a tunelab.json that cannot be read ({error_text(exc)}), so the "
             "system prompt it was trained behind is unknown.",

@@ -29,9 +29,10 @@ def server_loras(tiny_llama, tmp_path_factory) -> list[Path]:
 @pytest.fixture(scope="module")
 def server(tiny_llama, tmp_path_factory) -> Served:
     """The real HTTP endpoint around an engine on the tiny Llama, on a free loopback port
-    (one per test module); its management token is ``server.settings.api_token``."""
+    (one per test module); its management token is ``server.settings.api_token``. The tests
+    load adapters they write under pytest's temporary folder, so it is an adapter root."""
     home = tmp_path_factory.mktemp("server-home")
-    settings = Settings(home=home, api_token="test-token-123")
+    settings = Settings(home=home, api_token="test-token-123", adapter_roots=[tmp_path_factory.getbasetemp()])
     engine = make_engine(tiny_llama)
     url, stop = start_in_thread(create_app(engine, settings=settings))
     yield Served(url, engine, settings)

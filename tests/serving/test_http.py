@@ -282,8 +282,8 @@ def test_overloaded_is_429_with_retry_after(tiny_llama, tmp_path):
 
 
 def test_restart_restores_adapters(tiny_llama, server_loras, tmp_path, caplog):
-    settings = Settings(home=tmp_path, api_token=TOKEN)
-    doomed = make_lora(tiny_llama, tmp_path / "doomed", seed=99)
+    settings = Settings(home=tmp_path, api_token=TOKEN, adapter_roots=[server_loras[0].parent])
+    doomed = make_lora(tiny_llama, settings.paths.adapters / "doomed", seed=99)
     url, stop = start_in_thread(create_app(settings=settings, base=str(tiny_llama)))
     try:
         with ServingClient(url, TOKEN) as c:

@@ -49,7 +49,7 @@ def create_app(engine=None, *, settings: Settings, base: str | None = None, toke
                 Engine.from_base, base or settings.default_base, settings, **(engine_options or {}))
         app.state.engine.start()
         if restore:
-            await run_in_threadpool(app.state.saved_adapters.restore, app.state.engine)
+            await run_in_threadpool(app.state.saved_adapters.restore, app.state.engine, app.state.adapter_roots)
         try:
             yield
         finally:
@@ -62,6 +62,8 @@ def create_app(engine=None, *, settings: Settings, base: str | None = None, toke
     app.state.token = token or api_token(settings)
     app.state.token_file = settings.paths.api_token_file
     app.state.saved_adapters = SavedAdapters(state_path or settings.paths.server_state)
+    # the folders load_lora_adapter accepts a lora_path in (symlinks resolved first)
+    app.state.adapter_roots = [settings.paths.adapters, *settings.adapter_roots]
     app.add_exception_handler(Unauthorized, unauthorized)
     app.add_exception_handler(InvalidRequest, invalid_request)
     app.include_router(openai.router)

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.concurrency import run_in_threadpool
 
 from backend.errors import AdapterMismatch, TuneLabError
-from backend.names import validate_name
+from backend.names import inside_roots, validate_name
 from backend.serving.http.errors import Unauthorized, openai_error, openai_failure, status_of
 from backend.serving.http.protocol import (ChatCompletionRequest, CompletionRequest, LoadLoraAdapterRequest,
                                            UnloadLoraAdapterRequest, parse_body)
@@ -154,7 +154,8 @@ async def load_lora_adapter(request: Request):
     try:
         body = parse_body(LoadLoraAdapterRequest, await request.body())
         validate_name(body.lora_name)
-        await run_in_threadpool(state.engine.load_adapter, body.lora_name, body.lora_path,
+        path = inside_roots(body.lora_path, state.adapter_roots)
+        await run_in_threadpool(state.engine.load_adapter, body.lora_name, path,
                                 inplace=bool(body.load_inplace))
     except (TuneLabError, ValueError, TypeError) as exc:
         state.metrics.adapter_ops.labels("load", "refused").inc()

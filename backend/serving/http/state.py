@@ -11,6 +11,7 @@ from pathlib import Path
 
 from backend.atomic import replace_file
 from backend.errors import TuneLabError
+from backend.names import inside_roots
 
 log = logging.getLogger("tunelab.server")
 
@@ -42,14 +43,15 @@ class SavedAdapters:
         with self._lock:
             write_state(self.path, engine.base_name, {n: i.path for n, i in engine.adapters().items()})
 
-    def restore(self, engine) -> None:
-        """Load every adapter the file lists that the engine lacks; one that no longer loads is
-        skipped with a warning (and dropped from the file)."""
+    def restore(self, engine, roots: list[Path]) -> None:
+        """Load every adapter the file lists that the engine lacks; one that no longer loads, or
+        lies outside ``roots`` (the folders load_lora_adapter accepts), is skipped with a warning
+        (and dropped from the file)."""
         for name, path in read_state(self.path).items():
             if name in engine.adapters():
                 continue
             try:
-                engine.load_adapter(name, path)
+                engine.load_adapter(name, inside_roots(path, roots))
                 log.info("restored adapter %s from %s", name, path)
             except TuneLabError as exc:
                 log.warning("could not restore adapter %s from %s: %s", name, path, exc)
