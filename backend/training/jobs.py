@@ -15,6 +15,9 @@ Life of a job::
   and SIGTERM, stops after its current step, writes no adapter.
 * SIGTERM without a cancel request (app or system shutdown) pauses: the worker saves a
   checkpoint and the job goes back to the queue, to resume from it.
+* a worker gone without saying how it ended (killed, crashed) ends its job at the first
+  look (:meth:`JobRunner.settle_if_gone`, from ``progress``/``wait``/``follow``/``cancel``):
+  cancelled if asked, else failed with its log's tail, warnings left out.
 * ``recover()`` at start-up re-queues jobs marked running whose process is gone; they
   resume from their last checkpoint, up to ``max_attempts`` tries.
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -79,11 +83,39 @@ def worker_alive(pid: int | None, job_id: int) -> bool:
     return True
 
 
+ATTEMPT_BANNER = "===== attempt "
+_WARNING_LINE = re.compile(r"^\S.*:\d+: \w*Warning: ")
+
+
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` of the latest attempt's log, without Python's warning lines (a
+    ``FutureWarning`` is not why a run failed): the reason of a worker that died without
+    storing one."""
     if not path.is_file():
         return ""
-    text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-    return "\n".join(text[-lines:])
+    text = path.read_text(encoding="utf-8", errors="replace")
+    text = text[text.rfind(ATTEMPT_BANNER):] if ATTEMPT_BANNER in text else text
+    kept: list[str] = []
+    skip_source = False
+    for line in text.splitlines():
+        if line.startswith(ATTEMPT_BANNER) or not line.strip():
+            continue
+        if _WARNING_LINE.match(line):
+            skip_source = True  # warnings.warn prints the warning, then its source line, indented
+            continue
+        if skip_source and line.startswith((" ", "\t")):
+            continue
+        skip_source = False
+        kept.append(line)
+    return "\n".join(kept[-lines:])
+
+
+def _waiting_parent(pid: int) -> bool:
+    """True when ``pid`` has exited but its parent has not reaped it yet (a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[-1][:1] == "Z"
+    except OSError:
+        return False
 
 
 def settle_adapter(store: Store, adapters_root: Path, name: str, status: str, reason: str | None = None,
@@ -198,7 +230,7 @@ class JobRunner:
         self.store.update_job(job_id, cancel_requested=True)
         self.store.add_event(job_id, kind="cancel", message="cancel requested")
         self._signal(job_id, job.pid)
-        return "running"
+        return self.settle_if_gone(job_id)
 
     def _signal(self, job_id: int, pid: int | None, sig: int = signal.SIGTERM) -> None:
         with self._lock:
@@ -246,7 +278,7 @@ class JobRunner:
         run_dir = self.paths.run_dir(job.id)
         run_dir.mkdir(parents=True, exist_ok=True)
         env = self.worker_env()
-        banner = f"\n===== attempt {job.attempts} at {utcnow().isoformat(timespec='seconds')}Z =====\n"
+        banner = f"\n{ATTEMPT_BANNER}{job.attempts} at {utcnow().isoformat(timespec='seconds')}Z =====\n"
         with open(run_dir / "stdout.log", "a") as out, open(run_dir / "stderr.log", "a") as err:
             out.write(banner)
             err.write(banner)
@@ -257,12 +289,11 @@ class JobRunner:
         self.store.update_job(job.id, pid=proc.pid)
         with self._lock:
             self._current = (job.id, proc)
-        try:
-            code = self._wait(job.id, proc)
+        try:  # the job stays ours until _after_exit has said how it ended
+            return self._after_exit(job.id, self._wait(job.id, proc))
         finally:
             with self._lock:
                 self._current = None
-        return self._after_exit(job.id, code)
 
     def _wait(self, job_id: int, proc: subprocess.Popen) -> int:
         signalled_at = None
@@ -312,6 +343,26 @@ class JobRunner:
         if status == "cancelled":
             drop_checkpoints(self.paths.run_dir(job_id))
         return status
+
+    def settle_if_gone(self, job_id: int) -> str:
+        """The job's status, ended at once when its worker process is gone without having
+        said how it ended (killed, crashed, or stopped while no runner waited for it):
+        cancelled if a cancel was asked, else failed with the latest log's tail. A worker
+        that is still a zombie has a parent runner that reaps it and says more; a job
+        without a pid is still being started."""
+        job = self.store.get_job(job_id)
+        if job is None or job.status != "running" or not job.pid or _waiting_parent(job.pid):
+            return job.status if job is not None else ""
+        with self._lock:
+            if self._current is not None and self._current[0] == job_id:
+                return job.status  # ours: _after_exit says how it ended, with its exit code
+        if worker_alive(job.pid, job.id):
+            return job.status
+        if job.cancel_requested:
+            return self._finish(job_id, "cancelled", "cancelled (the worker was stopped)")
+        tail = log_tail(self.paths.run_dir(job_id) / "stderr.log")
+        return self._finish(job_id, "failed", "The training process stopped without finishing."
+                            + (f"\n{tail}" if tail else ""))
 
     def _adopt_running(self) -> None:
         """Wait for workers started by an earlier app process that are still alive."""
@@ -388,6 +439,7 @@ class JobRunner:
         """Yield the job's events as they arrive, until it ends (or ``timeout`` seconds pass)."""
         last, deadline = 0, (time.monotonic() + timeout) if timeout else None
         while True:
+            self.settle_if_gone(job_id)
             job = self.store.get_job(job_id)
             if job is None:
                 raise JobError(f"No job {job_id}.")
@@ -405,6 +457,7 @@ class JobRunner:
         """Block until the job ends; returns its status."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            self.settle_if_gone(job_id)
             job = self.store.get_job(job_id)
             if job.status in TERMINAL:
                 return job.status
@@ -413,6 +466,7 @@ class JobRunner:
 
     def progress(self, job_id: int) -> dict[str, Any]:
         """A snapshot for a progress bar and a loss curve."""
+        self.settle_if_gone(job_id)  # a worker gone without a word ends its job now
         job = self.store.get_job(job_id)
         if job is None:
             raise JobError(f"No job {job_id}.", fix="List jobs to see their ids.")

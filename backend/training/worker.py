@@ -78,9 +78,10 @@ def _is_main_rank() -> bool:
 
 
 def run(job_id: int, settings: Settings) -> int:
-    """Train job ``job_id`` of the store in ``settings``; returns the process's exit code."""
-    from backend.training import run as train  # the one heavy import: torch, transformers, peft, trl
+    """Train job ``job_id`` of the store in ``settings``; returns the process's exit code.
 
+    The SIGTERM handler is installed and the job marked running before the heavy import,
+    so a cancel or a failure at any moment ends the job with its status and reason."""
     main = _is_main_rank()
     store = Store(settings.db_url)
     job = store.get_job(job_id)
@@ -114,6 +115,11 @@ def run(job_id: int, settings: Settings) -> int:
         store.upsert_adapter(job.adapter, status="running", job_id=job_id, error=None)
         record("attempt", step=checkpoint_step(checkpoint),
                message=f"attempt {job.attempts}" + (f", resuming from {checkpoint.name}" if checkpoint else ""))
+    try:
+        from backend.training import run as train  # the one heavy import: torch, transformers, peft, trl
+    except Exception as exc:  # a broken install: the reason is the import's error
+        traceback.print_exc()
+        return end("failed", f"{type(exc).__name__}: {exc}", code=EXIT_FAILED)
     if flags.cancel_requested():
         return end("cancelled", "cancelled before training started")
 
