@@ -8,12 +8,14 @@ wrong), that nothing was loaded (GET /v1/models unchanged) and that the server s
   ``../``, a symlink inside adapters/ pointing out) is refused, even when it is a valid adapter;
 * leaks: a refused folder's file names never appear in the message;
 * names: ``"nl\\n"`` is not a name (the pattern is matched whole);
-* broken folders: a config that is a JSON list or nested 100k levels deep, garbage or a
-  lying-header ``adapter_model.safetensors`` are 400s, not 500s.
+* broken folders: a config that is a JSON list or nested 100k levels deep, a ``tunelab.json``
+  nested as deep, garbage or a lying-header ``adapter_model.safetensors`` are 400s, not 500s;
+* restart: ``server_state.json`` naming a folder outside the roots restores nothing from it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -178,6 +180,10 @@ def _config_nested_deep(folder: Path) -> None:
     (folder / "adapter_config.json").write_text("[" * 100_000 + "]" * 100_000)
 
 
+def _meta_nested_deep(folder: Path) -> None:
+    (folder / "tunelab.json").write_text("{\"a\":" * 100_000 + "1" + "}" * 100_000)
+
+
 def _weights_are_garbage(folder: Path) -> None:
     (folder / "adapter_model.safetensors").write_bytes(b"this is no safetensors file, only text " * 8)
 
@@ -190,10 +196,32 @@ def _weights_header_lies(folder: Path) -> None:
 @pytest.mark.parametrize("break_it, said", [
     (_config_is_a_list, "adapter_config.json holds a JSON list, not an object"),
     (_config_nested_deep, "adapter_config.json is not valid JSON: nested too deeply"),
+    (_meta_nested_deep, "has a tunelab.json that cannot be read"),
     (_weights_are_garbage, "adapter_model.safetensors that is not a readable safetensors file"),
     (_weights_header_lies, "adapter_model.safetensors that is not a readable safetensors file"),
-], ids=["config-list", "config-nested", "weights-garbage", "weights-lying-header"])
+], ids=["config-list", "config-nested", "meta-nested", "weights-garbage", "weights-lying-header"])
 def test_a_broken_folder_is_a_400_that_says_what_is_wrong(endpoint, break_it, said):
     folder = copy_good(endpoint, endpoint.adapters / f"broken-{break_it.__name__.strip('_')}")
     break_it(folder)
     assert_refused(endpoint, "broken", folder, said)
+
+
+# --- restart -----------------------------------------------------------------------------------
+
+
+def test_a_restart_does_not_restore_an_adapter_outside_the_roots(tiny_llama, tmp_path, endpoint):
+    """server_state.json is a list of paths too: one outside the roots is skipped, not loaded."""
+    settings = Settings(home=tmp_path / "home", api_token=TOKEN)
+    inside = copy_good(endpoint, settings.paths.adapters / "kept")
+    settings.paths.server_state.parent.mkdir(parents=True)
+    settings.paths.server_state.write_text(json.dumps(
+        {"base": "tiny-llama", "adapters": {"kept": str(inside), "smuggled": str(endpoint.good)}}))
+    engine = make_engine(tiny_llama)
+    url, stop = start_in_thread(create_app(engine, settings=settings))
+    try:
+        assert models(url) == ["kept", "tiny-llama"]
+        assert_still_serves(url)
+    finally:
+        stop()
+        engine.stop()
+    assert set(json.loads(settings.paths.server_state.read_text())["adapters"]) == {"kept"}
