@@ -66,6 +66,11 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Address the server and page bind to.")
     port: int = Field(default=8000, description="Port of the serving endpoint.")
+    max_body_mb: float = Field(
+        default=32, gt=0, allow_inf_nan=False,
+        description="Largest request body the serving endpoint reads, in MB (1 MB = 1024 * 1024 bytes); "
+        "a larger one is answered 413 without being read whole.",
+    )
     ui_port: int = Field(default=7860, description="Port of the Gradio page.")
     auth: str | None = Field(
         default=None, description="Optional 'user:password' login for the page."

@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from backend.serving.auth import api_token
 from backend.serving.http import metrics, openai, tgi
-from backend.serving.http.errors import Unauthorized, invalid_request, unauthorized
+from backend.serving.http.errors import BodyLimit, Unauthorized, invalid_request, unauthorized
 from backend.serving.http.protocol import InvalidRequest
 from backend.serving.http.state import SavedAdapters
 from backend.settings import Settings
@@ -64,6 +64,7 @@ def create_app(engine=None, *, settings: Settings, base: str | None = None, toke
     app.state.saved_adapters = SavedAdapters(state_path or settings.paths.server_state)
     # the folders load_lora_adapter accepts a lora_path in (symlinks resolved first)
     app.state.adapter_roots = [settings.paths.adapters, *settings.adapter_roots]
+    app.add_middleware(BodyLimit, limit=int(settings.max_body_mb * 1024 * 1024))
     app.add_exception_handler(Unauthorized, unauthorized)
     app.add_exception_handler(InvalidRequest, invalid_request)
     app.include_router(openai.router)

@@ -87,3 +87,53 @@ async def unauthorized(request: Request, exc: Unauthorized) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": "authentication_error", "param": None,
                                    "code": "invalid_api_key"}}, status_code=401,
                         headers={"WWW-Authenticate": "Bearer"})
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is answered 413 in the route's
+    error shape, from its ``Content-Length`` before a byte of it is read, or, for a body
+    sent without one (chunked), as soon as what was read passes the limit. A body within
+    the limit is read here and handed on unchanged."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(scope, receive, send, int(declared))
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None  # the client went away before sending its whole body
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.limit:
+                return await self._refuse(scope, receive, send, None)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()  # what comes next: the client's disconnect
+
+        return await self.app(scope, replay, send)
+
+    async def _refuse(self, scope, receive, send, declared: int | None):
+        mb = 1024 * 1024
+        given = f"is {declared / mb:.1f} MB" if declared is not None else f"is over {self.limit / mb:g} MB"
+        message = (f"The request body {given}; this endpoint reads at most {self.limit / mb:g} MB "
+                   "(TUNELAB_MAX_BODY_MB). Send a shorter prompt, or raise the limit.")
+        if scope["path"].startswith("/v1/"):
+            content = {"error": {"message": message, "type": "invalid_request_error", "param": None,
+                                 "code": "body_too_large"}}
+        else:
+            content = {"error": message, "error_type": "validation"}
+        await JSONResponse(content, status_code=413, headers={"Connection": "close"})(scope, receive, send)

@@ -56,7 +56,8 @@ async def chat_completions(request: Request):
     try:
         body = parse_body(ChatCompletionRequest, await request.body())
         adapter = engine.resolve_model(body.model)
-        prompt = engine.encode_chat(body.conversation(), adapter)
+        # tokenizing a long prompt takes seconds: off the event loop, so other clients are answered meanwhile
+        prompt = await run_in_threadpool(engine.encode_chat, body.conversation(), adapter)
         handle = engine.submit(prompt, adapter, body.sampling(), asynchronous=True)
     except (TuneLabError, ValueError, TypeError) as exc:
         request.app.state.metrics.requests.labels("chat", str(status_of(exc)[0])).inc()
@@ -70,7 +71,8 @@ async def completions(request: Request):
     try:
         body = parse_body(CompletionRequest, await request.body())
         adapter = engine.resolve_model(body.model)
-        handle = engine.submit(engine.encode_text(body.prompt), adapter, body.sampling(), asynchronous=True)
+        prompt = await run_in_threadpool(engine.encode_text, body.prompt)  # off the event loop
+        handle = engine.submit(prompt, adapter, body.sampling(), asynchronous=True)
     except (TuneLabError, ValueError, TypeError) as exc:
         request.app.state.metrics.requests.labels("completions", str(status_of(exc)[0])).inc()
         return openai_error(exc)

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError,
+                      field_validator)
 
 from backend.serving.requests import SamplingParams
 
 TGI_MAX_NEW_TOKENS = 100  # answer length when a TGI request names none
+SEED_MAX = 2**64 - 1  # a seed is an unsigned 64-bit integer, as TGI's and torch's generators take
 
 
 class InvalidRequest(ValueError):
@@ -28,7 +30,8 @@ class InvalidRequest(ValueError):
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    # strict types (no "5" for 5, no true for 1, no 1.5 for an integer) and finite numbers only
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
 
 
 def _stop_strings(value: Any) -> list[str]:
@@ -45,8 +48,19 @@ def _stop_strings(value: Any) -> list[str]:
 
 
 class ChatMessage(_Body):
-    role: str = "user"
+    role: StrictStr = "user"
     content: Any = None  # a string, a list of {"type": "text", "text": ...} parts, or null
+
+    @field_validator("content")
+    @classmethod
+    def _content(cls, value):
+        if value is None or isinstance(value, str):
+            return value
+        if isinstance(value, list) and all(isinstance(part, dict) and isinstance(part.get("text", ""), str)
+                                           for part in value):
+            return value
+        raise ValueError(f"must be a string, null or a list of {{\"type\": \"text\", \"text\": <string>}} parts, "
+                         f"got {json.dumps(value, default=str)[:80]}")
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -57,23 +71,23 @@ class ChatMessage(_Body):
 
 
 class StreamOptions(_Body):
-    include_usage: bool | None = None
+    include_usage: StrictBool | None = None
 
 
 class _OpenAISampling(_Body):
     """The fields chat and text completions share."""
 
     default_max_tokens: ClassVar[int]  # answer length when a request names none
-    model: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
-    seed: int | None = None
+    model: StrictStr | None = None
+    max_tokens: StrictInt | None = Field(None, ge=1)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1)
+    temperature: StrictFloat | None = Field(None, ge=0, le=2)
+    top_p: StrictFloat | None = Field(None, ge=0, le=1)
+    seed: StrictInt | None = Field(None, ge=0, le=SEED_MAX)
     stop: list[str] = Field(default_factory=list)  # a string or a list of strings
-    n: int | None = None
-    ignore_eos: bool | None = None  # vLLM's knob: keep generating past end-of-sequence
-    stream: bool | None = None
+    n: StrictInt | None = None
+    ignore_eos: StrictBool | None = None  # vLLM's knob: keep generating past end-of-sequence
+    stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
 
     @field_validator("stop", mode="before")
@@ -132,30 +146,30 @@ class CompletionRequest(_OpenAISampling):
 class LoadLoraAdapterRequest(_Body):
     """``POST /v1/load_lora_adapter``."""
 
-    lora_name: str = Field(min_length=1)
-    lora_path: str = Field(min_length=1)
-    load_inplace: bool | None = None
+    lora_name: StrictStr = Field(min_length=1)
+    lora_path: StrictStr = Field(min_length=1)
+    load_inplace: StrictBool | None = None
 
 
 class UnloadLoraAdapterRequest(_Body):
     """``POST /v1/unload_lora_adapter``."""
 
-    lora_name: str = Field(min_length=1)
+    lora_name: StrictStr = Field(min_length=1)
 
 
 # --- TGI ------------------------------------------------------------------------------------------
 
 
 class GenerateParameters(_Body):
-    adapter_id: str | None = None  # absent: the base
-    do_sample: bool | None = None
-    temperature: float | None = Field(None, ge=0, le=100)
-    top_p: float | None = Field(None, ge=0, le=1)
-    max_new_tokens: int | None = Field(None, ge=1)
-    seed: int | None = None
+    adapter_id: StrictStr | None = None  # absent: the base
+    do_sample: StrictBool | None = None
+    temperature: StrictFloat | None = Field(None, ge=0, le=100)
+    top_p: StrictFloat | None = Field(None, ge=0, le=1)
+    max_new_tokens: StrictInt | None = Field(None, ge=1)
+    seed: StrictInt | None = Field(None, ge=0, le=SEED_MAX)
     stop: list[str] = Field(default_factory=list)
-    return_full_text: bool | None = None
-    details: bool | None = None
+    return_full_text: StrictBool | None = None
+    details: StrictBool | None = None
 
     @field_validator("stop", mode="before")
     @classmethod
@@ -173,9 +187,9 @@ class GenerateParameters(_Body):
 class GenerateRequest(_Body):
     """``POST /generate``, ``/generate_stream`` and ``/`` (``stream`` picks the answer's shape there)."""
 
-    inputs: str = Field(min_length=1)
+    inputs: StrictStr = Field(min_length=1)
     parameters: GenerateParameters = Field(default_factory=GenerateParameters)
-    stream: bool | None = None
+    stream: StrictBool | None = None
 
     @field_validator("parameters", mode="before")
     @classmethod

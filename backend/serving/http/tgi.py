@@ -11,6 +11,7 @@ import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
 from backend.errors import TuneLabError
 from backend.serving.http.errors import status_of, tgi_error, tgi_failure
@@ -69,11 +70,12 @@ async def health(request: Request):
             "queue_depth": engine.queue_depth(), "running": engine.running()}
 
 
-def _submit(request: Request, body: GenerateRequest):
+async def _submit(request: Request, body: GenerateRequest):
     engine = request.app.state.engine
     adapter = engine.resolve_model(body.parameters.adapter_id)
     params = body.parameters.sampling()
-    return engine.submit(engine.encode_text(body.inputs), adapter, params, asynchronous=True), params
+    prompt = await run_in_threadpool(engine.encode_text, body.inputs)  # a long prompt: off the event loop
+    return engine.submit(prompt, adapter, params, asynchronous=True), params
 
 
 def _full_text(body: GenerateRequest, text: str) -> str:
@@ -94,7 +96,7 @@ def _token(event: TokenEvent) -> dict:
 async def _generate(request: Request, body: GenerateRequest):
     metrics = request.app.state.metrics
     try:
-        handle, params = _submit(request, body)
+        handle, params = await _submit(request, body)
     except (TuneLabError, ValueError, TypeError) as exc:
         metrics.requests.labels("generate", str(status_of(exc)[0])).inc()
         return tgi_error(exc)
@@ -116,7 +118,7 @@ async def _generate(request: Request, body: GenerateRequest):
 async def _generate_stream(request: Request, body: GenerateRequest):
     metrics = request.app.state.metrics
     try:
-        handle, params = _submit(request, body)
+        handle, params = await _submit(request, body)
     except (TuneLabError, ValueError, TypeError) as exc:
         metrics.requests.labels("generate_stream", str(status_of(exc)[0])).inc()
         return tgi_error(exc)
