@@ -188,7 +188,8 @@ def test_a_chunked_body_over_the_limit_is_413_too(small_limit_server):
     assert response.status_code == 413 and response.json()["error"]["code"] == "body_too_large"
 
 
-def test_health_answers_while_a_large_prompt_is_tokenized(small_limit_server):
+@pytest.mark.parametrize("route", ["/v1/completions", "/v1/chat/completions", "/generate"])
+def test_health_answers_while_a_large_prompt_is_tokenized(small_limit_server, route):
     """A long prompt (2 MB, under the limit; 10 MB behaves the same, only slower) is
     tokenized in a worker thread: /health keeps answering promptly for other clients
     meanwhile (on the event loop it would wait the whole tokenization), and the prompt is
@@ -199,7 +200,10 @@ def test_health_answers_while_a_large_prompt_is_tokenized(small_limit_server):
 
     def big():
         started = time.perf_counter()
-        response = httpx.post(url + "/v1/completions", json={"prompt": words, "max_tokens": 1}, timeout=300)
+        body = {"/v1/completions": {"prompt": words, "max_tokens": 1},
+                "/v1/chat/completions": {"messages": [{"role": "user", "content": words}], "max_tokens": 1},
+                "/generate": {"inputs": words, "parameters": {"max_new_tokens": 1}}}[route]
+        response = httpx.post(url + route, json=body, timeout=300)
         result["status"], result["seconds"] = response.status_code, time.perf_counter() - started
         result["body"] = response.json()
 
@@ -212,6 +216,9 @@ def test_health_answers_while_a_large_prompt_is_tokenized(small_limit_server):
         latencies.append(time.perf_counter() - started)
         time.sleep(0.05)
     thread.join()
-    assert result["status"] == 400 and result["body"]["error"]["code"] == "context_length_exceeded"
+    if route.startswith("/v1/"):
+        assert result["status"] == 400 and result["body"]["error"]["code"] == "context_length_exceeded"
+    else:
+        assert result["status"] == 422 and "context" in result["body"]["error"]
     assert len(latencies) >= 3, f"the big request took only {result['seconds']:.2f} s"
     assert max(latencies) < max(1.0, result["seconds"] / 2), (max(latencies), result["seconds"])
