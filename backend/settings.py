@@ -112,6 +112,11 @@ class Settings(BaseSettings):
         default=False,
         description="Allow bases whose architecture needs trust_remote_code (runs their code).",
     )
+    max_line_kb: int = Field(
+        default=1024, ge=1,
+        description="The data doctor refuses a line of an uploaded file longer than this many KB "
+        "(1 KB = 1024 bytes) at once, unread and untokenized (docs/data.md).",
+    )
     adapter_roots: Annotated[list[Path], NoDecode] = Field(
         default_factory=list,
         description="Folders, besides <home>/adapters, whose adapters the serving endpoint's "
@@ -128,11 +133,6 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part for part in text.split(os.pathsep) if part.strip()]
         return value
-    max_line_kb: int = Field(
-        default=1024, ge=1,
-        description="The data doctor refuses a line of an uploaded file longer than this many KB "
-        "(1 KB = 1024 bytes) at once, unread and untokenized (docs/data.md).",
-    )
 
     @property
     def paths(self) -> "Paths":
