@@ -356,7 +356,15 @@ class AdapterRegistry:
     # --- does it fit ---------------------------------------------------------------------------
 
     def check_fits(self, path: Path, config: dict) -> None:
-        """Refuse, before touching the model, an adapter trained for another base or shape."""
+        """Refuse, before touching the model, an adapter trained for another base or shape,
+        or one the engine cannot put in a mixed batch (DoRA: peft refuses ``adapter_names``
+        with it, so one request to it would fail every request of its batch)."""
+        if config.get("use_dora"):
+            raise AdapterMismatch(
+                f"Adapter {str(path)!r} is a DoRA adapter (use_dora: true in adapter_config.json); this "
+                "server batches requests to the base and many adapters together, which DoRA does not support.",
+                fix="Retrain it without DoRA (use_dora off), or merge it into the base (peft's "
+                "merge_and_unload) and serve the merged model as a base.")
         problems = []
         trained_on = config.get("base_model_name_or_path")
         if trained_on and not _names_match(trained_on, self.base_name, self.base_path):
