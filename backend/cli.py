@@ -348,15 +348,24 @@ def adapters_blend(a: str, b: str, wa: float = typer.Option(0.5), wb: float = ty
 # --- serving and the app ---------------------------------------------------------------------------
 
 
+INSECURE_HELP = "Bind beyond loopback with no login (anyone on the network can use it)."
+
+
+def _open_settings(insecure_no_auth: bool) -> Settings:
+    settings = _settings()
+    return settings.model_copy(update={"insecure_no_auth": True}) if insecure_no_auth else settings
+
+
 @app.command("serve")
 def serve(base: Optional[str] = typer.Option(None, help="default, hub id, folder or .gguf"),
           host: Optional[str] = typer.Option(None, help="Bind address (default 127.0.0.1)."),
           port: Optional[int] = typer.Option(None, help="Port (default 8000)."),
-          threads: Optional[int] = typer.Option(None, help="CPU threads for serving (default: every core).")) -> None:
+          threads: Optional[int] = typer.Option(None, help="CPU threads for serving (default: every core)."),
+          insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth", help=INSECURE_HELP)) -> None:
     """Start the serving endpoint (OpenAI + TGI protocols, runtime LoRA loading)."""
     from backend.serving.http.app import serve as run_server  # uvicorn and the server load only for this command
 
-    run_server(_settings(), base=base, host=host, port=port, threads=threads)
+    run_server(_open_settings(insecure_no_auth), base=base, host=host, port=port, threads=threads)
 
 
 @app.command("up")
@@ -364,11 +373,12 @@ def up(base: Optional[str] = typer.Option(None, help="default, hub id, folder or
        host: Optional[str] = typer.Option(None, help="Bind address of page and endpoint (default 127.0.0.1)."),
        port: Optional[int] = typer.Option(None, help="Port of the page (default 7860; 0 = any free)."),
        server_port: Optional[int] = typer.Option(None, help="Port of the serving endpoint (default 8000; "
-                                                            "0 = any free).")) -> None:
+                                                            "0 = any free)."),
+       insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth", help=INSECURE_HELP)) -> None:
     """Start the serving endpoint, the job runner and the page together; Ctrl-C stops them."""
     from backend.up import up as run_up  # the page: gradio loads only for this command
 
-    run_up(_settings(), base=base, host=host, port=port, server_port=server_port)
+    run_up(_open_settings(insecure_no_auth), base=base, host=host, port=port, server_port=server_port)
 
 
 @app.command("inspect")

@@ -18,6 +18,10 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from backend.errors import ConfigError
+
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PROJECT_ROOT = PACKAGE_ROOT.parent  # a checkout's folder; site-packages when installed as a package
 USER_HOME = Path("~") / ".tunelab"
@@ -73,7 +77,20 @@ class Settings(BaseSettings):
     )
     ui_port: int = Field(default=7860, description="Port of the Gradio page.")
     auth: str | None = Field(
-        default=None, description="Optional 'user:password' login for the page."
+        default=None, description="Optional 'user:password' login for the page. Required to bind the "
+        "page beyond loopback (a host other than 127.0.0.1, ::1, localhost) unless insecure_no_auth is set.",
+    )
+    insecure_no_auth: bool = Field(
+        default=False,
+        description="Allow binding beyond loopback with no login (the page without TUNELAB_AUTH; "
+        "`tunelab serve`, whose chat routes have no login, at all). Same as --insecure-no-auth. "
+        "Anyone who reaches the port can then use the page's functions or the chat routes.",
+    )
+    export_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders, besides the home, into which the page and the assistant may export "
+        "adapters (a JSON list or paths separated by ':'); any other destination (symlinks resolved "
+        "first) is refused. `tunelab adapters export` at a terminal writes anywhere.",
     )
     assistant_url: str | None = Field(
         default=None,
@@ -124,7 +141,7 @@ class Settings(BaseSettings):
         "else (symlinks resolved first) is refused.",
     )
 
-    @field_validator("adapter_roots", mode="before")
+    @field_validator("adapter_roots", "export_roots", mode="before")
     @classmethod
     def _roots_from_text(cls, value):
         if isinstance(value, str):
@@ -133,6 +150,33 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [part for part in text.split(os.pathsep) if part.strip()]
         return value
+
+    def check_open_bind(self, host: str | None, *, login: bool, what: str) -> None:
+        """Refuse, before anything binds, to serve beyond loopback with no login.
+
+        ``login`` says whether what binds asks for one (the page with TUNELAB_AUTH set),
+        ``what`` names what has none; insecure_no_auth (``--insecure-no-auth``) lets it through.
+        """
+        host = (host or self.host).strip()
+        if login or self.insecure_no_auth or host.strip("[]").lower() in LOOPBACK_HOSTS:
+            return
+        raise ConfigError(
+            f"Refusing to bind host {host!r}: {what}, so anyone who can reach this address could use it.",
+            fix="Set TUNELAB_AUTH=user:password (for the page), bind 127.0.0.1 (--host 127.0.0.1), or pass "
+            "--insecure-no-auth (TUNELAB_INSECURE_NO_AUTH=1) to accept that risk. Nothing was started.")
+
+    def export_destination(self, dest: str | Path) -> Path:
+        """``dest`` when it resolves (symlinks followed) inside the home or a folder of
+        export_roots; else a refusal that names the allowed folders."""
+        path = Path(dest).expanduser()
+        resolved = path.resolve()
+        roots = [self.paths.home] + [Path(r).expanduser().resolve() for r in self.export_roots]
+        if any(resolved == root or resolved.is_relative_to(root) for root in roots):
+            return path
+        allowed = ", ".join(str(r) for r in roots)
+        raise ConfigError(f"Export folder {str(dest)!r} is outside the folders the page may write: {allowed}.",
+                          fix="Choose a folder inside one of them, add its parent to TUNELAB_EXPORT_ROOTS, "
+                          "or run `tunelab adapters export` at a terminal. Nothing was written.")
 
     @property
     def paths(self) -> "Paths":

@@ -7,7 +7,10 @@ the Gradio page. Ctrl-C stops them in the reverse order: the page, the runner (a
 running job is paused at a checkpoint and resumes next time), the endpoint.
 
 Everything binds 127.0.0.1 unless ``--host`` says otherwise; set ``TUNELAB_AUTH`` to
-``user:password`` before binding the page beyond loopback. ``tunelab up`` (backend/cli.py)
+``user:password`` before binding the page beyond loopback (without it, or
+``--insecure-no-auth``, start refuses before anything binds). Beyond loopback the
+endpoint, whose chat routes have no login, still binds 127.0.0.1 unless
+``--insecure-no-auth``. ``tunelab up`` (backend/cli.py)
 is the one command line; this module takes the settings it is given.
 """
 
@@ -21,7 +24,7 @@ from typing import Callable
 
 from backend.serving.auth import api_token
 from backend.serving.http.app import create_app, start_in_thread
-from backend.settings import Settings
+from backend.settings import LOOPBACK_HOSTS, Settings
 from backend.studio.service import Service
 from ui.app import create_ui, launch_kwargs
 
@@ -71,17 +74,20 @@ def start(settings: Settings, *, host: str | None = None, port: int | None = Non
     host = host or settings.host
     server_port = settings.port if server_port is None else server_port
     ui_port = settings.ui_port if port is None else port
+    settings.check_open_bind(host, login=bool(settings.auth), what="the page has no login (TUNELAB_AUTH is unset)")
     kwargs = launch_kwargs(settings, host, ui_port or None)  # checks TUNELAB_AUTH before loading anything
+    # The endpoint's chat routes have no login: beyond loopback it stays on 127.0.0.1 unless --insecure-no-auth.
+    server_host = host if settings.insecure_no_auth or host.strip("[]").lower() in LOOPBACK_HOSTS else "127.0.0.1"
     stops: list[Callable[[], None]] = []
     try:
         if settings.server_url:  # an external endpoint (e.g. vLLM): nothing to start here
             server_url = settings.server_url
         else:
             app = create_app(settings=settings, base=base or settings.default_base, token=api_token(settings))
-            server_url, stop_server = start_in_thread(app, host=host, port=server_port, timeout=600)
+            server_url, stop_server = start_in_thread(app, host=server_host, port=server_port, timeout=600)
             stops.append(stop_server)
-            if host in ("0.0.0.0", "::"):
-                server_url = server_url.replace(f"//{host}:", "//127.0.0.1:")
+            if server_host in ("0.0.0.0", "::"):
+                server_url = server_url.replace(f"//{server_host}:", "//127.0.0.1:")
         # New runs train on the base the endpoint serves, so their adapters load into it.
         update = {"server_url": server_url, **({"default_base": base} if base else {})}
         settings = settings.model_copy(update=update)

@@ -454,8 +454,9 @@ class AssistantTools:
 
     @_tool
     def export(self, adapter: str, dest: str, merged: bool = False) -> ToolResult:
-        """Export an adapter as a PEFT folder (or a merged model) into an empty folder."""
-        path = self.service.export(adapter, dest, merged=merged)
+        """Export an adapter as a PEFT folder (or a merged model) into an empty folder inside
+        the home or a folder of TUNELAB_EXPORT_ROOTS (the page and the assistant write nowhere else)."""
+        path = self.service.export(adapter, self.service.settings.export_destination(dest), merged=merged)
         kind = "merged model" if merged else "PEFT adapter folder"
         return ToolResult(True, f"Exported {adapter} as a {kind} to {path}.", {"path": str(path)})
 

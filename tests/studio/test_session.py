@@ -97,7 +97,7 @@ def test_every_tool_from_goal_to_export_with_the_real_endpoint_and_runner(served
     assert assistant.respond("use base").ok and state.chat_model == BASE_CHOICE
     assert served.chat("wine", [{"role": "user", "content": "hi"}], max_tokens=4) is not None
 
-    dest = tmp_path / "export"
+    dest = served.settings.home / "export"  # the page and the assistant export only inside the home
     reply = assistant.respond(f"export wine to {dest}")
     assert reply.ok and (dest / "adapter_config.json").is_file() and (dest / "tunelab.json").is_file()
     assert not tools.export("wine", str(dest)).ok  # not empty any more: refused, not overwritten

@@ -82,6 +82,7 @@ def serve(settings: Settings, base: str | None = None, host: str | None = None, 
     cores, leaving the rest to training runs beside it). Only the engine's scheduler
     thread uses them (:meth:`backend.serving.engine.Engine.from_base`).
     """
+    settings.check_open_bind(host, login=False, what="the endpoint's chat routes have no login")
     engine_options = {"threads": threads or os.cpu_count() or 1, **(app_options.pop("engine_options", None) or {})}
     app = create_app(settings=settings, base=base, engine_options=engine_options, **app_options)
     uvicorn.run(app, host=host or settings.host, port=port or settings.port, log_level="info",
