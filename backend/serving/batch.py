@@ -52,11 +52,13 @@ class Batch:
             layer.values = layer.values[index, :, start:]
 
 
-def prefill_inputs(requests: list[Request], pad_id: int):
-    """The prompts left-padded to one width: (input ids, attention mask)."""
-    width = max(len(r.prompt_ids) for r in requests)
-    input_ids = torch.tensor([[pad_id] * (width - len(r.prompt_ids)) + r.prompt_ids for r in requests])
-    mask = torch.tensor([[0] * (width - len(r.prompt_ids)) + [1] * len(r.prompt_ids) for r in requests])
+def prefill_inputs(requests: list[Request], pad_id: int, *, resume: bool = False):
+    """The prompts left-padded to one width: (input ids, attention mask). With ``resume``
+    each row is its prompt followed by the tokens it already generated."""
+    rows = [r.prompt_ids + r.generated if resume else r.prompt_ids for r in requests]
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in rows])
+    mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rows])
     return input_ids, mask
 
 

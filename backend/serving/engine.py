@@ -36,7 +36,7 @@ import torch
 
 from backend.bases.load import context_length, decoder_of, load_model, load_tokenizer, scales_logits
 from backend.bases.resolve import resolve_base
-from backend.errors import Overloaded, PromptTooLong
+from backend.errors import Overloaded, PromptTooLong, TuneLabError
 from backend.hardware.device import serving_dtype
 from backend.hardware.prepack import prepack_linears
 from backend.hardware.threads import own_intraop_threads, single_threaded_by_default
@@ -309,13 +309,11 @@ class Engine:
                         elif batch is not None:
                             self._step(batch)
                             self._emit_and_prune(batch)
-                except Exception as exc:  # keep serving: fail this batch, not the server
+                except Exception as exc:  # keep serving: fail the rows that broke it, not their batch-mates
                     log.exception("generation step failed")
-                    failed = (batch.requests if batch else []) + [r for r in newcomers if not r.done
-                                                                  and (batch is None or r not in batch.requests)]
-                    for request in failed:
-                        self._end(request, "error", error=error_text(exc))
-                    batch = None
+                    involved = (batch.requests if batch else []) + [r for r in newcomers if not r.done
+                                                                    and (batch is None or r not in batch.requests)]
+                    batch = self._isolate(involved, exc)
                 if batch is not None and batch.size == 0:
                     batch = None
                 self._active = batch.requests if batch else []
@@ -324,6 +322,45 @@ class Engine:
             self._apply_changes()
             for request in (batch.requests if batch else []) + list(self._pending):
                 self._end(request, "cancelled", error="the server is shutting down")
+
+    def _isolate(self, requests: list[Request], exc: Exception) -> Batch | None:
+        """After a failed step: each row again alone, from its prompt and the tokens it has.
+
+        A row that fails alone (its own input or adapter broke the step) ends with its
+        own error; the others go on as one batch from their recomputed next token, so one
+        broken request never fails its batch-mates. The failed step may have left the
+        batch's cache half-updated, so nothing of it is reused.
+        """
+        survivors: list[Batch] = []
+        for request in requests:
+            if request.done:
+                continue
+            if request.cancelled:
+                self._end(request, "cancelled")
+                continue
+            try:
+                with self._model_lock:
+                    survivors.append(self._prefill([request], resume=True))
+            except Exception as own:
+                log.warning("request %s failed alone too: %s", request.id, error_text(own))
+                self._end(request, "error", error=error_text(own))
+        if not survivors:
+            return None
+        try:
+            with self._model_lock:
+                batch = survivors[0]
+                for solo in survivors[1:]:
+                    if not self._can_join:
+                        raise TuneLabError("this base's cache cannot merge rows")
+                    batch = merge(batch, solo)
+                self._emit_and_prune(batch)
+            return batch
+        except Exception:  # cannot rebuild the batch: fail what is left, with the step's error
+            log.exception("could not rebuild the batch after a failed step")
+            for solo in survivors:
+                for request in solo.requests:
+                    self._end(request, "error", error=error_text(exc))
+            return None
 
     def _take_pending(self, room: int) -> list[Request]:
         taken = []
@@ -336,9 +373,11 @@ class Engine:
                 taken.append(request)
         return taken
 
-    def _prefill(self, requests: list[Request]) -> Batch:
+    def _prefill(self, requests: list[Request], *, resume: bool = False) -> Batch:
+        """Prefill ``requests`` as one new batch; with ``resume`` each row's input is its
+        prompt and the tokens it already generated (rebuilding a row after a failed step)."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids, mask = prefill_inputs(requests, pad)
+        input_ids, mask = prefill_inputs(requests, pad, resume=resume)
         cache = new_cache(self.model.get_base_model().config)
         logits = self._forward(input_ids, mask, cache, [r.internal_adapter for r in requests])
         batch = Batch(requests=list(requests), mask=mask, cache=cache, next_ids=None)
