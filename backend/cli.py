@@ -31,8 +31,7 @@ from backend.settings import Settings
 from backend.studio.describe import describe_cancel, proof_lines, spec_line
 from backend.studio.leaderboard import best_line, by_sweep, verdict_words
 from backend.studio.plan_form import validation_message
-from backend.proof.scores import CHECKABLE_TASKS
-from backend.proof.scores import render_text as proof_text
+from backend.proof.scores import CHECKABLE_TASKS, render_text as proof_text
 from backend.studio.service import Service
 from backend.training.jobs import ACTIVE
 from backend.training.plan import baseline_text, suggest_sweep

@@ -54,10 +54,13 @@ from backend.errors import BaseModelError, DataError
 
 __all__ = [
     "Example", "DataReport", "ImportResult", "Problem", "Rule", "RULES", "check_files", "import_files",
-    "style_prompt", "content_hash", "chat_token_lengths", "judged_on", "REPORT_FILE",
+    "style_prompt", "content_hash", "chat_token_lengths", "judged_on", "REPORT_FILE", "SPLIT_NOTE",
 ]
 
 REPORT_FILE = "report.json"
+# what rows held back from the training file mean for a score (the report, the plan card, the proof)
+SPLIT_NOTE = ("held back from the training file: they share its phrasings, so a score on them can flatter the "
+              "adapter; drop in a separate evaluation file to judge on new inputs")
 PREVIEW_COUNT = 3
 _TOKENIZE_BATCH = 64
 
@@ -433,8 +436,7 @@ def _split(n_training: int, n_eval: int, eval_names: list[str], eval_fraction: f
         files = "files" if len(eval_names) > 1 else "file"
         split["note"] = f"from your evaluation {files} {', '.join(eval_names)}"
     elif n_eval:
-        split["note"] = ("held back from the training file: they share its phrasings, so a score on them can "
-                         "flatter the adapter; drop in a separate evaluation file to judge on new inputs")
+        split["note"] = SPLIT_NOTE
     else:
         why = (f"fewer than {MIN_EXAMPLES_FOR_EVAL} examples" if n_training < MIN_EXAMPLES_FOR_EVAL
                else "the eval fraction is 0")

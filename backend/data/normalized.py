@@ -137,13 +137,20 @@ def answer_of(messages: Messages) -> str:
     return str(messages[-1]["content"])
 
 
+def behind_system(messages: Messages, system_prompt: str | None) -> Messages:
+    """``messages`` with ``system_prompt`` as the first turn when they do not start with a
+    system turn of their own: the one rule by which training, the proof and the serving
+    endpoint put an adapter's trained system prompt in front."""
+    if not system_prompt or (messages and messages[0].get("role") == "system"):
+        return list(messages)
+    return [{"role": "system", "content": system_prompt}, *messages]
+
+
 def to_prompt_completion(messages: Messages, system_prompt: str | None = None) -> dict:
     """TRL's conversational prompt/completion row (the loss covers the answer only), with
-    ``system_prompt`` as the first turn of a prompt that has none."""
-    prompt = prompt_of(messages)
-    if system_prompt and prompt[0]["role"] != "system":
-        prompt.insert(0, {"role": "system", "content": system_prompt})
-    return {"prompt": prompt, "completion": [{"role": "assistant", "content": answer_of(messages)}]}
+    ``system_prompt`` as the first turn of a prompt that has none (:func:`behind_system`)."""
+    return {"prompt": prompt_of(behind_system(messages, system_prompt)),
+            "completion": [{"role": "assistant", "content": answer_of(messages)}]}
 
 
 def _messages(row: Any) -> Messages:

@@ -37,7 +37,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from backend.data.normalized import answer_of, check_rows, prompt_of, read_rows
+from backend.data.doctor import REPORT_FILE, SPLIT_NOTE
+from backend.data.normalized import answer_of, behind_system, check_rows, prompt_of, read_rows
 from backend.proof.intervals import describe, scored, wilson
 
 CLASSIFY_TASKS = {"classification", "sentiment"}
@@ -65,10 +66,6 @@ def load_rows(rows_or_path: Sequence[dict] | str | Path | None, what: str = "eva
 
 
 BASELINE_FILE = "baseline.json"  # in an import's folder: the base's scores on its held-out rows
-REPORT_FILE = "report.json"  # the data doctor's report of the import (backend.data.doctor.REPORT_FILE)
-
-SPLIT_NOTE = ("held back from the training file: they share its phrasings, so a score on them can flatter the "
-              "adapter; drop in a separate evaluation file to judge on new inputs")
 
 
 def judged_by(rows: int, source: str = "split", note: str | None = None) -> dict[str, Any]:
@@ -181,11 +178,8 @@ def few_shot_prompt(row: dict, shots: list[dict]) -> Messages:
 
 def with_system(row: dict, system_prompt: str | None) -> dict:
     """The row as training saw it: ``system_prompt`` first when the row has no system turn
-    (:func:`backend.data.normalized.to_prompt_completion`'s rule)."""
-    messages = list(row["messages"])
-    if system_prompt and messages[0].get("role") != "system":
-        messages.insert(0, {"role": "system", "content": system_prompt})
-    return {"messages": messages}
+    (:func:`backend.data.normalized.behind_system`, training's rule)."""
+    return {"messages": behind_system(row["messages"], system_prompt)}
 
 
 def score_base(eval_rows: list[dict], train_rows: list[dict], generate_base: Generator, task: str, *,

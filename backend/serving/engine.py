@@ -36,6 +36,7 @@ import torch
 
 from backend.bases.load import context_length, decoder_of, load_model, load_tokenizer, scales_logits
 from backend.bases.resolve import resolve_base
+from backend.data.normalized import behind_system
 from backend.errors import Overloaded, PromptTooLong, TuneLabError
 from backend.hardware.device import serving_dtype
 from backend.hardware.prepack import prepack_linears
@@ -204,12 +205,9 @@ class Engine:
         """``messages`` as the model is asked them: a conversation to an adapter trained behind
         a system prompt that does not start with a system message of its own gets that prompt
         as its first turn, by training's own rule
-        (:func:`backend.data.normalized.to_prompt_completion`). Without it the base's template
+        (:func:`backend.data.normalized.behind_system`). Without it the base's template
         would put its own default system prompt (or none) where the adapter saw the trained one."""
-        prompt = self.system_prompt(adapter)
-        if not prompt or (messages and messages[0].get("role") == "system"):
-            return list(messages)
-        return [{"role": "system", "content": prompt}, *messages]
+        return behind_system(messages, self.system_prompt(adapter))
 
     def encode_chat(self, messages: list[dict], adapter: str | None = None) -> list[int]:
         """The prompt ids of a chat request to ``adapter`` (None: the base): its chat template

@@ -23,14 +23,14 @@ from typing import Iterator
 from backend import adapter_folder as adapter_files
 from backend.adapter_folder import AdapterMeta
 from backend.bases.resolve import BaseRef, list_bases, resolve_base
-from backend.data.doctor import DataReport, ImportResult, check_files, import_files
+from backend.data.doctor import REPORT_FILE, SPLIT_NOTE, DataReport, ImportResult, check_files, import_files
 from backend.data.formats import CSV_SUFFIXES, JSON_SUFFIXES, TEXT_SUFFIXES
 from backend.data.normalized import EVAL_FILE, TRAIN_FILE, read_rows
 from backend.data.samples import sample_file, sample_files
 from backend.errors import AdapterNotFound, TuneLabError
 from backend.hparams import LoraSpec, RunSpec, TrainSpec
 from backend.names import adapter_path, validate_name
-from backend.proof.scores import BASELINE_FILE, CHECKABLE_TASKS, REPORT_FILE, SPLIT_NOTE, judged_from_import
+from backend.proof.scores import BASELINE_FILE, CHECKABLE_TASKS, judged_from_import
 from backend.serving.auth import api_token
 from backend.serving.client import ServingClient
 from backend.settings import Settings
