@@ -54,7 +54,7 @@ from backend.errors import BaseModelError, DataError
 
 __all__ = [
     "Example", "DataReport", "ImportResult", "Problem", "Rule", "RULES", "check_files", "import_files",
-    "style_prompt", "content_hash", "chat_token_lengths", "judged_on", "REPORT_FILE", "SPLIT_NOTE",
+    "style_prompt", "content_hash", "chat_token_lengths", "judged_on", "saved_report", "REPORT_FILE", "SPLIT_NOTE",
 ]
 
 REPORT_FILE = "report.json"
@@ -541,11 +541,17 @@ def import_files(paths: list[Path], uploads_dir: Path, **check_kwargs) -> Import
     return ImportResult(final, report)
 
 
-def _same_import(folder: Path, report: DataReport) -> bool:
+def saved_report(folder: Path) -> dict[str, Any]:
+    """The ``report.json`` an import wrote, as a dict; {} when it is missing or unreadable."""
     try:
-        saved = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8"))
+        saved = json.loads((Path(folder) / REPORT_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return (saved.get("content_hash") == report.content_hash
+        return {}
+    return saved if isinstance(saved, dict) else {}
+
+
+def _same_import(folder: Path, report: DataReport) -> bool:
+    saved = saved_report(folder)
+    return (bool(saved) and saved.get("content_hash") == report.content_hash
             and saved.get("stats", {}).get("split") == report.stats["split"]
             and (folder / TRAIN_FILE).is_file() and (folder / EVAL_FILE).is_file())

@@ -37,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from backend.data.doctor import REPORT_FILE, SPLIT_NOTE
+from backend.data.doctor import SPLIT_NOTE, saved_report
 from backend.data.normalized import answer_of, behind_system, check_rows, prompt_of, read_rows
 from backend.proof.intervals import describe, scored, wilson
 
@@ -76,11 +76,9 @@ def judged_by(rows: int, source: str = "split", note: str | None = None) -> dict
 
 def judged_from_import(folder: Path) -> dict[str, Any] | None:
     """:func:`judged_by` from an import's report (its held-out rows and where they come from)."""
-    try:
-        split = json.loads((Path(folder) / REPORT_FILE).read_text(encoding="utf-8"))["stats"]["split"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    rows = split.get("eval_rows")
+    stats = saved_report(folder).get("stats")
+    split = stats.get("split") if isinstance(stats, dict) else None
+    rows = split.get("eval_rows") if isinstance(split, dict) else None
     if rows is None:
         return None
     return judged_by(rows, split.get("eval_source", "split"), split.get("note"))

@@ -11,7 +11,6 @@ importing the service loads no model library.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import shutil
@@ -23,7 +22,7 @@ from typing import Iterator
 from backend import adapter_folder as adapter_files
 from backend.adapter_folder import AdapterMeta
 from backend.bases.resolve import BaseRef, list_bases, resolve_base
-from backend.data.doctor import REPORT_FILE, SPLIT_NOTE, DataReport, ImportResult, check_files, import_files
+from backend.data.doctor import SPLIT_NOTE, DataReport, ImportResult, check_files, import_files, saved_report
 from backend.data.formats import CSV_SUFFIXES, JSON_SUFFIXES, TEXT_SUFFIXES
 from backend.data.normalized import EVAL_FILE, TRAIN_FILE, read_rows
 from backend.data.samples import sample_file, sample_files
@@ -152,10 +151,7 @@ class Service:
         """What a plan needs to know about an import: row counts, answer length, where the
         judging rows come from, the held-out rows themselves and the task they show."""
         folder = Path(data_dir)
-        try:
-            stats = json.loads((folder / REPORT_FILE).read_text(encoding="utf-8")).get("stats") or {}
-        except (OSError, ValueError):
-            stats = {}
+        stats = saved_report(folder).get("stats") or {}
         train_file, eval_file = _data_files(folder)
         train_rows = read_rows(train_file) if train_file.is_file() else []
         held_out = read_rows(eval_file) if eval_file else []
