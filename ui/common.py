@@ -218,7 +218,7 @@ def loss_svg(history: list[dict], title: str = "Loss", width: int = 640, height:
     if y1 - y0 < 1e-9:
         y0, y1 = y0 - 0.5, y1 + 0.5
     pad = (y1 - y0) * 0.08
-    y0, y1 = y0 - pad, y1 + pad
+    y0, y1 = max(0.0, y0 - pad), y1 + pad  # a loss is never negative: the axis stops at 0
 
     def sx(step):
         return left + (step - x0) / (x1 - x0) * (width - left - right)
