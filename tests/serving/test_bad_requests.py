@@ -54,6 +54,8 @@ BAD = [
     ("/generate", _tgi()[:-2] + ', "temperature": NaN}}', "parameters.temperature"),
     ("/generate", _tgi()[:-2] + ', "top_p": NaN}}', "parameters.top_p"),
     ("/v1/chat/completions", _chat(messages=[{"role": 5, "content": "hi"}]), "messages[0].role"),
+    ("/v1/chat/completions", _chat(messages=[{"role": "tool", "content": "hi"}]), "messages[0].role"),
+    ("/v1/chat/completions", _chat(messages=[{"role": "", "content": "hi"}]), "messages[0].role"),
     ("/v1/chat/completions", _chat(model=["a"]), "model"),
     ("/v1/completions", json.dumps({"prompt": "hi", "model": ["a"]}), "model"),
     ("/v1/chat/completions", _chat(messages=[{"role": "user", "content": [{"type": "text", "text": 5}]}]),
@@ -92,6 +94,19 @@ def test_bad_bodies_are_4xx_in_the_protocols_shape_naming_the_field(server, rout
     ok = httpx.post(url + "/v1/chat/completions", json={**CHAT, "temperature": 0}, timeout=60)
     assert ok.status_code == 200, ok.text
     assert httpx.post(url + "/generate", json=TGI, timeout=60).status_code == 200
+
+
+def test_the_developer_role_is_served_as_system(server):
+    """OpenAI's newer clients send "developer" where older ones send "system": both are
+    accepted and answered alike (the other roles a chat template cannot render are refused above)."""
+    answers = {}
+    for role in ("system", "developer"):
+        body = {**CHAT, "max_tokens": 6, "temperature": 0,
+                "messages": [{"role": role, "content": "Answer in one word."}, *MESSAGES]}
+        response = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=60)
+        assert response.status_code == 200, response.text
+        answers[role] = response.json()["choices"][0]["message"]["content"]
+    assert answers["developer"] == answers["system"]
 
 
 # --- any JSON body: never a 500 -------------------------------------------------------------------
@@ -153,7 +168,8 @@ def small_limit_server(tiny_llama, tmp_path_factory):
     engine.stop()
 
 
-@pytest.mark.parametrize("route", ["/v1/chat/completions", "/generate"])
+@pytest.mark.parametrize("route", ["/v1/chat/completions", "/v1/completions", "/generate", "/generate_stream", "/",
+                                   "/v1/load_lora_adapter"])
 def test_a_body_over_max_body_mb_is_413_without_being_read_whole(small_limit_server, route):
     """The server answers 413 from the Content-Length alone: the client is still sending
     (most of the body never leaves it) when the answer arrives."""

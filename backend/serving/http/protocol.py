@@ -47,6 +47,9 @@ def _stop_strings(value: Any) -> list[str]:
 # --- OpenAI -------------------------------------------------------------------------------------
 
 
+ROLES = ("system", "user", "assistant", "developer")  # "developer" is OpenAI's newer name for "system"
+
+
 class ChatMessage(_Body):
     role: StrictStr = "user"
     content: Any = None  # a string, a list of {"type": "text", "text": ...} parts, or null
@@ -61,6 +64,13 @@ class ChatMessage(_Body):
             return value
         raise ValueError(f"must be a string, null or a list of {{\"type\": \"text\", \"text\": <string>}} parts, "
                          f"got {json.dumps(value, default=str)[:80]}")
+
+    @field_validator("role")
+    @classmethod
+    def _role(cls, value):
+        if value not in ROLES:  # a chat template renders only these; "tool" turns need tools, which are not served
+            raise ValueError(f"must be one of {', '.join(ROLES)}, got {value[:40]!r}")
+        return value
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -121,7 +131,7 @@ class ChatCompletionRequest(_OpenAISampling):
     messages: list[ChatMessage] = Field(min_length=1)
 
     def conversation(self) -> list[dict]:
-        return [{"role": m.role, "content": m.text()} for m in self.messages]
+        return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
 
 
 class CompletionRequest(_OpenAISampling):
