@@ -35,6 +35,7 @@ from backend.serving.client import ServingClient
 from backend.settings import Settings
 from backend.store import VERDICTS, Store
 from backend.studio import leaderboard as board
+from backend.studio import trust
 from backend.studio.ratings import BASE, tallies
 from backend.training.jobs import JobRunner
 from backend.training.plan import DataFacts, PlanCard, kind_of_answers, labels_of, make_plan, task_of
@@ -73,10 +74,23 @@ class Comparison:
     prompt: str
     blind: bool
     answers: list[Answer] = field(default_factory=list)
+    # what every model was asked with (the same for all): backend.studio.trust says it in words
+    temperature: float = 0.0
+    max_tokens: int = trust.COMPARE_MAX_TOKENS
+    seed: int | None = None
+    system_prompt: str | None = None
+
+    @property
+    def settings_text(self) -> str:
+        """``all answered greedily, same prompt, max 64 tokens``."""
+        return trust.sampling_text(self.temperature, self.max_tokens, seed=self.seed,
+                                   system_prompt=self.system_prompt)
 
     def to_dict(self) -> dict:
         return {"id": self.id, "prompt": self.prompt, "blind": self.blind,
-                "answers": [a.__dict__ for a in self.answers]}
+                "answers": [a.__dict__ for a in self.answers], "temperature": self.temperature,
+                "max_tokens": self.max_tokens, "seed": self.seed, "system_prompt": self.system_prompt,
+                "settings": self.settings_text}
 
 
 class Service:
@@ -316,6 +330,16 @@ class Service:
             raise AdapterNotFound(name, self.adapter_names())
         return self._describe(row, tallies(self.store.ratings()))  # win rates need the base rows too
 
+    def badges(self) -> dict[str, str]:
+        """Each adapter's badge, shown wherever the page lists adapters: the person's verdict and,
+        where there is one, the proof's suggestion (:func:`backend.studio.trust.verdict_badge`)."""
+        badges = {}
+        for row in self.store.list_adapters():
+            verdict = (self.adapter_meta(row.name).proof or {}).get("verdict")
+            suggestion = verdict.get("suggestion") if isinstance(verdict, dict) else None
+            badges[row.name] = trust.verdict_badge(row.verdict, suggestion)
+        return badges
+
     def adapter_meta(self, name: str) -> AdapterMeta:
         """The typed view of an adapter's ``tunelab.json`` (empty while it has none)."""
         return AdapterMeta.of(adapter_path(self.paths.adapters, name))
@@ -391,16 +415,27 @@ class Service:
         return self.client.stream_chat(model, messages, **params)
 
     def compare(self, prompt: str, models: list[str], *, system_prompt: str | None = None,
-                blind: bool = False, max_tokens: int = 64, seed: int | None = None) -> Comparison:
-        """One prompt answered by each model (one batch in the engine), optionally blind."""
+                blind: bool = False, max_tokens: int = trust.COMPARE_MAX_TOKENS, seed: int | None = None,
+                temperature: float = 0.0) -> Comparison:
+        """One prompt answered by each model (one batch in the engine), optionally blind.
+
+        Every model gets the same messages and the same sampling: greedy by default; with a
+        temperature, one seed (``seed``, else one drawn here) for all, recorded on the result."""
         if not prompt.strip():
             raise TuneLabError("The comparison prompt is empty.", fix="Type a prompt or pick a probe prompt.")
+        if not 0 <= temperature <= 2:
+            raise TuneLabError(f"Temperature {temperature!r} is not between 0 and 2.", fix="Use 0 for greedy.")
         if system_prompt is None:
             system_prompt = self.shared_system_prompt(models)
         messages = ([{"role": "system", "content": system_prompt}] if system_prompt else []) + [
             {"role": "user", "content": prompt}]
-        texts = self.client.compare(messages, models, max_tokens=max_tokens)
-        comparison = Comparison(id=uuid.uuid4().hex[:12], prompt=prompt, blind=blind)
+        sample_seed = (seed if seed is not None else random.randrange(2**31)) if temperature else None
+        params = dict(max_tokens=max_tokens, temperature=float(temperature))
+        if sample_seed is not None:
+            params["seed"] = sample_seed
+        texts = self.client.compare(messages, models, **params)
+        comparison = Comparison(id=uuid.uuid4().hex[:12], prompt=prompt, blind=blind, temperature=float(temperature),
+                                max_tokens=max_tokens, seed=sample_seed, system_prompt=system_prompt or None)
         order = list(models)
         if blind:
             random.Random(seed).shuffle(order)

@@ -23,10 +23,12 @@ from pydantic import ValidationError
 
 from backend.bases.inspect_views import heatmap, render_text
 from backend.data.doctor import judged_on
+from backend.data.samples import SAMPLES_DIR
 from backend.errors import DataError, TuneLabError
 from backend.studio.describe import describe_cancel, describe_job, describe_tally
 from backend.studio.leaderboard import sweep_summary
 from backend.studio.plan_form import resize_plan
+from backend.studio.trust import default_temperature
 from backend.training.jobs import ACTIVE
 from backend.training.plan import PlanCard, baseline_text
 
@@ -57,6 +59,9 @@ class SessionState:
     data_preview: list[str] = field(default_factory=list)
     base: str = ""  # "" = the settings' default base (the one `tunelab up --base` serves)
     chat_model: str = BASE_CHOICE
+    # the person's temperature in Compare / Chat; None: the goal's default (trust.default_temperature)
+    compare_temperature: float | None = None
+    chat_temperature: float | None = None
     job_ids: list[int] = field(default_factory=list)
     told_jobs: list[int] = field(default_factory=list)  # runs of sweeps whose outcome the assistant has said
     adapter_names: list[str] = field(default_factory=list)
@@ -64,6 +69,12 @@ class SessionState:
     served_base: str = ""  # the endpoint's name for the base in the last comparison
     rated: dict[str, dict] = field(default_factory=dict)  # model -> {"score", "best"} in this comparison
     history: list[dict] = field(default_factory=list)  # the assistant conversation (role/content)
+
+    def temperature(self, tab: str) -> float:
+        """The temperature ``tab`` ('compare' or 'chat') asks with: the person's choice, else the
+        goal's default, greedy where the answers can be checked (:mod:`backend.studio.trust`)."""
+        chosen = self.compare_temperature if tab == "compare" else self.chat_temperature
+        return chosen if chosen is not None else default_temperature(self.plan.kind if self.plan else None)
 
     @property
     def revealed(self) -> bool:
@@ -176,6 +187,8 @@ class AssistantTools:
         held = [str(p) for p in (self.state.eval_paths if eval_paths is None else eval_paths) if str(p).strip()]
         if not files:
             return ToolResult(False, "No files were given.")
+        for given in files + held:  # the page and the assistant read example files only inside the home,
+            self.service.settings.data_source(given, SAMPLES_DIR)  # TUNELAB_DATA_ROOTS or the samples
         missing = [f for f in files + held if not Path(f).is_file()]
         if missing:
             return ToolResult(False, f"These files do not exist: {', '.join(missing)}.")
@@ -350,9 +363,10 @@ class AssistantTools:
             return ToolResult(False, "No adapter is loaded in the serving endpoint yet, "
                                      "so there is nothing to compare the base with.")
         system = state.plan.system_prompt if state.plan else None
-        comparison = self.service.compare(prompt, [base_name, *chosen], system_prompt=system, blind=blind)
+        comparison = self.service.compare(prompt, [base_name, *chosen], system_prompt=system, blind=blind,
+                                          temperature=state.temperature("compare"))
         state.comparison, state.rated, state.served_base = comparison, {}, base_name
-        lines = [f"Compared on: {prompt}"]
+        lines = [f"Compared on: {prompt}", f"({comparison.settings_text})"]
         for answer in comparison.answers:
             label = answer.label if comparison.blind else ("Base" if answer.model == base_name else answer.model)
             lines.append(f"- **{label}**: {answer.text.strip() or '(empty answer)'}")
@@ -430,18 +444,18 @@ class AssistantTools:
 
     @_tool
     def use_base(self) -> ToolResult:
-        """Switch the playground chat to the untouched base model (the conversation stays)."""
+        """Switch the playground chat to the untouched base model (in a fresh conversation)."""
         self.state.chat_model = BASE_CHOICE
-        return ToolResult(True, "The playground chat now answers with the base model.")
+        return ToolResult(True, "The playground chat now answers with the base model, in a fresh conversation.")
 
     @_tool
     def use_adapter(self, name: str) -> ToolResult:
-        """Switch the playground chat to an adapter (the conversation stays)."""
+        """Switch the playground chat to an adapter (in a fresh conversation)."""
         row = self.service.adapter(name.strip())
         if row["status"] != "done":
             return ToolResult(False, f"Adapter {name} is {row['status']}, not ready to chat with.")
         self.state.chat_model = row["name"]
-        return ToolResult(True, f"The playground chat now answers with {row['name']}.")
+        return ToolResult(True, f"The playground chat now answers with {row['name']}, in a fresh conversation.")
 
     @_tool
     def list_adapters(self) -> ToolResult:

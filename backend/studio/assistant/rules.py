@@ -146,7 +146,7 @@ class RuleAssistant:
             return self._say(result, next_step="Rate the answers: *A 👍*, *B 👎* or *A is best* "
                                                "(or use the buttons in Compare).")
         if _USE_BASE.match(cleaned):
-            return self._say(tools.use_base(), next_step="Chat in the **Chat** tab; your conversation is kept. "
+            return self._say(tools.use_base(), next_step="Chat in the **Chat** tab (a fresh conversation). "
                                                          "Say *use <adapter>* to switch back.")
         for pattern in _PICK_BASE:
             match = pattern.search(cleaned)
@@ -179,7 +179,7 @@ class RuleAssistant:
         if use:
             name = use.group("name") or use.group("name_ko")
             if not looks_like_goal(cleaned):
-                return self._say(tools.use_adapter(name), next_step="Say *use base* to switch back; the chat is kept.")
+                return self._say(tools.use_adapter(name), next_step="Say *use base* to switch back (each switch starts a fresh chat).")
         if _PLAN.match(cleaned) or (_runs(cleaned) and state.plan is not None and not looks_like_goal(cleaned)):
             return self._say(tools.show_plan(_runs(cleaned)), next_step=self._next_after_plan())
         goal = _GOAL_PREFIX.match(cleaned)
