@@ -29,6 +29,7 @@ from backend.data.problems import (
     NO_ASSISTANT,
     NO_USER,
     NOT_OBJECT,
+    PREFERENCE_FILE,
     TOO_DEEP,
     UNKNOWN_FORMAT,
     UNKNOWN_ROLE,
@@ -136,6 +137,8 @@ def _read_record(record: Any, line: int, result: FileRead, style_prompt: str) ->
 
 
 def _reader_for(record: dict):
+    if "chosen" in record or "rejected" in record:
+        return _from_preference
     if "messages" in record:
         return _from_messages
     if "contents" in record:
@@ -238,6 +241,13 @@ def _from_messages(record: dict, line: int, result: FileRead, style_prompt: str)
                        roles=CHAT_ROLES, accepted="system, user, assistant (or 'model')",
                        text_of=_chat_content)
     return "messages", turns, "messages"
+
+
+def _from_preference(record: dict, line: int, result: FileRead, style_prompt: str):
+    """A preference pair among examples to imitate: said, with the command that trains it
+    (:mod:`backend.data.preference` reads such files)."""
+    result.add(PREFERENCE_FILE, line, None)
+    return "preference", None, ""
 
 
 def _from_gemini(record: dict, line: int, result: FileRead, style_prompt: str):

@@ -151,8 +151,17 @@ EVAL_IS_TRAINING = Rule(
     "hold rows the adapter does not train on. Drop in a separate file, or leave it out and rows are "
     "held back from the training file.")
 
+SAME_ANSWER = Rule(
+    "same_answer", "error",
+    "'chosen' and 'rejected' are the same text, so the pair prefers nothing. Give two different answers, "
+    "or remove this pair.")
+PREFERENCE_FILE = Rule(
+    "preference_file", "error",
+    "This is a preference pair (prompt/chosen/rejected), not an example to imitate. Train pairs as a "
+    "preference round: `tunelab train --data FILE --method dpo --from ADAPTER --name NEW`.")
+
 RULES = {rule.code: rule for rule in (
     FILE_NOT_FOUND, UNSUPPORTED_FILE, NOT_UTF8, EMPTY_FILE, BAD_JSON, TOO_DEEP, LINE_TOO_LONG, NOT_OBJECT,
     UNKNOWN_FORMAT, MISSING_FIELD, WRONG_TYPE, UNKNOWN_ROLE, EMPTY_TEXT, NO_ASSISTANT, LAST_NOT_ASSISTANT, NO_USER,
     CSV_MISSING_COLUMNS, CSV_UNKNOWN_COLUMN, TEMPLATE_FAILED, TOO_LONG, DUPLICATE, TOO_FEW,
-    NO_EXAMPLES, EVAL_IN_TRAINING, EVAL_IS_TRAINING)}
+    NO_EXAMPLES, EVAL_IN_TRAINING, EVAL_IS_TRAINING, SAME_ANSWER, PREFERENCE_FILE)}

@@ -62,3 +62,69 @@ def tallies(rows) -> dict[str, Tally]:
             tally.comparisons_with_base += 1
             tally.wins_vs_base += 1.0 if points > base_points else 0.5 if points == base_points else 0.0
     return out
+
+
+# --- preference pairs ----------------------------------------------------------------------------
+
+MIN_PAIRS = 8  # a preference round on fewer pairs trains on noise
+
+
+def latest_votes(rows) -> dict[str, dict[str, object]]:
+    """comparison -> model -> its latest rating row there (a changed vote replaces the first)."""
+    out: dict[str, dict[str, object]] = defaultdict(dict)
+    for row in sorted(rows, key=lambda r: getattr(r, "id", 0) or 0):
+        out[row.comparison][row.model] = row
+    return out
+
+
+def preference_pairs(rows, system_of=lambda models: None) -> list[dict]:
+    """Preference pairs from rating rows: for one prompt (and the system prompt it was asked
+    behind, ``system_of(models of the comparison)``), every answer voted 👍 or picked best
+    against every answer voted 👎, and a best answer against the others of its comparison.
+    Each pair: ``prompt, system, chosen, rejected, chosen_model, rejected_model, rating_ids``
+    ([chosen's id, rejected's id]); pairs whose two texts are the same are left out."""
+    groups: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: {"up": [], "down": [], "beaten": []})
+    for by_model in latest_votes(rows).values():
+        shown = list(by_model.values())
+        system = system_of(sorted(by_model)) or ""
+        group = groups[(shown[0].prompt, system)]
+        for row in shown:
+            if row.best or row.score > 0:
+                group["up"].append(row)
+            elif row.score < 0:
+                group["down"].append(row)
+        for winner in (r for r in shown if r.best):
+            group["beaten"] += [(winner, r) for r in shown if not r.best and r.score >= 0]
+    pairs, seen = [], set()
+    for (prompt, system), group in groups.items():
+        candidates = [(u, d) for u in group["up"] for d in group["down"]] + group["beaten"]
+        for chosen, rejected in candidates:
+            key = (prompt, system, chosen.output.strip(), rejected.output.strip())
+            if key[2] == key[3] or key in seen:
+                continue
+            seen.add(key)
+            pairs.append({"prompt": prompt, "system": system or None, "chosen": chosen.output,
+                          "rejected": rejected.output, "chosen_model": chosen.model,
+                          "rejected_model": rejected.model, "rating_ids": [chosen.id, rejected.id]})
+    return pairs
+
+
+def trl_row(pair: dict) -> dict:
+    """A pair in TRL's preference format: standard (strings), or conversational (message
+    lists) when the prompt was asked behind a system prompt. ``rating_ids`` rides along."""
+    if pair.get("system"):
+        row = {"prompt": [{"role": "system", "content": pair["system"]}, {"role": "user", "content": pair["prompt"]}],
+               "chosen": [{"role": "assistant", "content": pair["chosen"]}],
+               "rejected": [{"role": "assistant", "content": pair["rejected"]}]}
+    else:
+        row = {"prompt": pair["prompt"], "chosen": pair["chosen"], "rejected": pair["rejected"]}
+    row["rating_ids"] = list(pair["rating_ids"])
+    return row
+
+
+def votes_needed(pairs: int, minimum: int = MIN_PAIRS) -> str:
+    """Why a round cannot start yet, in words: how many pairs are missing and how to get them."""
+    missing = max(0, minimum - pairs)
+    return (f"{pairs} preference pair(s) from your ratings; a round needs at least {minimum}, so {missing} more. "
+            f"Each prompt with one answer rated 👍 (or picked Best) and another rated 👎 (or beaten by the Best) "
+            f"makes a pair: about {missing} more such comparison(s) would do.")
