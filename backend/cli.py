@@ -24,12 +24,14 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from backend.bases.resolve import pull_default
+from backend.cli_ratings import ratings_app
 from backend.data.doctor import judged_on
 from backend.errors import ConfigError, DataError, TuneLabError
 from backend.hparams import LoraSpec, RunSpec, TrainSpec
 from backend.settings import Settings
 from backend.studio.describe import describe_cancel, proof_lines, spec_line
 from backend.studio.leaderboard import best_line, by_sweep, verdict_words
+from backend.studio import rounds
 from backend.studio.plan_form import validation_message
 from backend.proof.scores import CHECKABLE_TASKS, render_text as proof_text
 from backend.studio.service import Service
@@ -66,6 +68,7 @@ app.add_typer(bases_app, name="bases")
 app.add_typer(data_app, name="data")
 app.add_typer(adapters_app, name="adapters")
 app.add_typer(jobs_app, name="jobs")
+app.add_typer(ratings_app, name="ratings")
 
 
 def _help(model, name: str) -> str:
@@ -170,6 +173,9 @@ def train(
     system_prompt: Optional[str] = typer.Option(None, help=_help(TrainSpec, "system_prompt")),
     sweep: bool = typer.Option(False, help="Also queue one-knob variations (rank, epochs, lr) sized to the data."),
     detach: bool = typer.Option(False, help="Queue and return; `tunelab jobs run` or the app trains it."),
+    method: str = typer.Option("sft", "--method", help="sft (examples) or dpo (a preference round on "
+                               "prompt/chosen/rejected pairs, from the adapter --from; docs/ratings.md)."),
+    parent: Optional[str] = typer.Option(None, "--from", help="dpo: the adapter the round continues from."),
 ) -> None:
     """Check the data, train one LoRA adapter (or a sweep) with a progress bar."""
     lora_kw = {k: v for k, v in {"r": rank, "alpha": alpha, "dropout": dropout,
@@ -177,6 +183,14 @@ def train(
     train_kw = {k: v for k, v in {"epochs": epochs, "learning_rate": lr, "batch_size": batch_size,
                                   "max_length": max_length, "seed": seed, "system_prompt": system_prompt}.items()
                 if v is not None}
+    if method not in ("sft", "dpo") or (method == "dpo") != bool(parent):
+        raise ConfigError(f"--method {method!r} with --from {parent!r} does not go together.",
+                          fix="Use --method sft (no --from), or --method dpo --from ADAPTER.")
+    if method == "dpo":  # the pairs are checked by the round, which continues from --from
+        service = _service()
+        job_ids = [rounds.start_round(service, parent, name, data, train=train_kw)]
+        console.print(f"Queued job {job_ids[0]}: preference round {name} from {parent}.")
+        return None if detach else _run_and_follow(service, job_ids)
     spec = _run_spec(name, base, goal, lora_kw, train_kw)
     service = _service()
     imported = service.import_data(data, eval_files=eval_data or None, base=base, goal=goal or None,

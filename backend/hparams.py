@@ -86,6 +86,8 @@ class TrainSpec(BaseModel):
         "auto", description="auto: bf16 where the hardware supports it (GPU, or a CPU with bf16 units), else fp32."
     )
     system_prompt: str | None = Field(None, description="Prepended as a system turn to examples that have none.")
+    beta: float = Field(0.1, gt=0, le=10, description="DPO only: how far the round may move from the adapter it "
+                        "starts from; lower moves further (TRL's 0.1 is typical).")
 
 
 class RunSpec(BaseModel):
@@ -99,3 +101,12 @@ class RunSpec(BaseModel):
     lora: LoraSpec = Field(default_factory=LoraSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     equalizer: dict | None = Field(None, description="The equalizer grid this LoRA config was compiled from, if any.")
+    method: Literal["sft", "dpo"] = Field("sft", description="sft: learn from examples; dpo: a preference round "
+                                          "(prompt/chosen/rejected pairs) continuing from the adapter `parent`.")
+    parent: str | None = Field(None, description="DPO only: the adapter the round starts from (and its reference).")
+
+    @model_validator(mode="after")
+    def _check_method(self) -> "RunSpec":
+        if self.method == "dpo" and not self.parent:
+            raise ValueError("method 'dpo' continues from an adapter: name it as parent (--from NAME).")
+        return self

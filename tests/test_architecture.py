@@ -24,7 +24,7 @@ MAX_LINES = 600
 HEAVY_LIBRARIES = {"torch", "transformers", "peft", "trl", "gradio", "datasets", "accelerate", "safetensors",
                    "gguf", "langchain", "langchain_core", "langchain_openai", "uvicorn", "numpy"}
 # the entry points that build Settings from the environment; everything else is handed one
-SETTINGS_EDGES = {"backend/cli.py", "backend/training/worker.py", "backend/settings.py"}
+SETTINGS_EDGES = {"backend/cli.py", "backend/cli_ratings.py", "backend/training/worker.py", "backend/settings.py"}
 
 
 def source_files() -> list[Path]:

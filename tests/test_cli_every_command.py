@@ -36,6 +36,9 @@ INVOCATIONS: dict[str, tuple[list[str], int]] = {
     "up": (["--help"], 0),
     "inspect": (["{tiny}"], 0),
     "evaluate": (["nope"], REFUSED),
+    "ratings leaderboard": ([], 0),
+    "ratings add": (["nope", "--prompt", "p", "--output", "o", "--score", "up"], REFUSED),
+    "ratings export": (["--out", "{tmp}/pairs.jsonl"], 0),
 }
 
 

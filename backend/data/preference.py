@@ -41,6 +41,7 @@ SIDES = ("prompt", "chosen", "rejected")
 NEEDS = "'prompt', 'chosen' and 'rejected'"
 ROLES = ("system", "user", "assistant")
 PAIRS_FILE = "pairs.jsonl"
+MIN_PAIRS = 8  # a preference round on fewer pairs trains on noise
 
 
 @dataclass

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
+from backend.data.preference import MIN_PAIRS
+
 BASE = "base"
 
 
@@ -65,9 +67,6 @@ def tallies(rows) -> dict[str, Tally]:
 
 
 # --- preference pairs ----------------------------------------------------------------------------
-
-MIN_PAIRS = 8  # a preference round on fewer pairs trains on noise
-
 
 def latest_votes(rows) -> dict[str, dict[str, object]]:
     """comparison -> model -> its latest rating row there (a changed vote replaces the first)."""

@@ -132,7 +132,7 @@ def run(job_id: int, settings: Settings) -> int:
     try:
         spec = RunSpec.model_validate(request["spec"])
         base_ref = resolve_base(spec.base, settings)
-        meta = train.train_adapter(
+        meta = (train.train_adapter if spec.method == "sft" else preference_round(paths))(
             spec,
             base_ref=base_ref,
             train_file=Path(request["train_file"]),
@@ -164,6 +164,19 @@ def run(job_id: int, settings: Settings) -> int:
         record("proof", message="scoring the adapter on the held-out rows")
         meta["proof"] = prove(request, spec, base_ref, settings, adapter_folder(paths.adapters, spec.name))
     return end("done", meta=meta)
+
+
+def preference_round(paths):
+    """What runs a ``method: dpo`` job in place of :func:`backend.training.run.train_adapter`:
+    the preference round (:mod:`backend.training.dpo`) on the job's pairs file, from its
+    parent adapter's folder. Same call, so the job's life (cancel, pause, end) is the same."""
+    from backend.training import dpo  # heavy: torch, transformers, peft, trl
+
+    def run_round(spec: RunSpec, *, train_file: Path, eval_file=None, resume=False, native_build=None, **kwargs):
+        parent = adapter_folder(paths.adapters, spec.parent)
+        return dpo.train_dpo_adapter(spec, pairs_file=train_file, parent_dir=parent, **kwargs)
+
+    return run_round
 
 
 def prove(request: dict, spec: RunSpec, base_ref, settings: Settings, folder: Path) -> dict | None:
