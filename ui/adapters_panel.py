@@ -12,7 +12,7 @@ import gradio as gr
 
 from backend.studio.session import AssistantTools
 
-from . import adapter_shaping_panel
+from . import adapter_shaping_panel, arena_panel
 from .common import Ctx, edge, esc, leaderboard_html, loss_svg, pct
 
 
@@ -59,6 +59,7 @@ def board_html(service) -> str:
 
 def build(ctx: Ctx) -> None:
     board = gr.HTML("", elem_id="adapters-leaderboard")
+    arena_panel.build(ctx, elem_id="adapters-arena")
     with gr.Row():
         pick = gr.Dropdown([], label="Adapter", elem_id="adapters-pick", scale=3)
         refresh = gr.Button("Refresh", elem_id="adapters-refresh", scale=1)

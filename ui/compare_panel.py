@@ -12,6 +12,7 @@ import gradio as gr
 
 from backend.studio.session import AssistantTools
 
+from . import arena_panel
 from .common import Ctx, edge, esc, pct
 
 MAX_ANSWERS = 5  # the base + up to four adapters at once
@@ -102,6 +103,7 @@ def build(ctx: Ctx) -> None:
     gr.Markdown("#### Tallies")
     tallies = gr.Dataframe(headers=["adapter", "ratings", "👍", "👎", "best", "win rate vs base", "comparisons"],
                            value=[], interactive=False, elem_id="compare-tallies", wrap=True)
+    arena_panel.build(ctx, elem_id="compare-arena", with_round=True)
     with gr.Row():
         mark_pick = gr.Dropdown([], label="Adapter", elem_id="mark-adapter", scale=2)
         mark_tally = gr.Markdown(elem_id="mark-tally")

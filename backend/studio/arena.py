@@ -21,8 +21,12 @@ so the models' mean is 0: a difference of 1 means odds of e ≈ 2.7 to 1.
 
 Intervals (:func:`ranking`): the fit is repeated on ``resamples`` bootstrap resamples of
 the comparisons (a comparison's games stay together), with a fixed seed, so the same
-votes give the same table; ``ci95`` is the 2.5th–97.5th percentile of each score, and
-``p_best`` the share of resamples in which the model ranks first.
+votes give the same table; ``ci95`` spans both the 2.5th–97.5th percentile of each score
+and the Laplace approximation's ±1.96 sd (the bootstrap alone is a point when the votes
+all agree), and ``p_best`` the share of resamples in which the model ranks first. How sure the leader is
+better than another (``sure_leader_better``, which decides "clear") is the more doubtful
+of the bootstrap's share and the Laplace approximation's Φ(difference / sd): the bootstrap
+alone is certain after three unanimous votes, the curvature of the fit is not.
 """
 
 from __future__ import annotations
@@ -69,11 +73,12 @@ def games(rows) -> list[Game]:
 
 
 def fit(models: Iterable[str], outcomes: Iterable[Game], *, prior: float = PRIOR, iterations: int = 2000,
-        tolerance: float = 1e-10) -> dict[str, float]:
+        tolerance: float = 1e-10, raw: bool = False) -> dict[str, float]:
     """Bradley–Terry scores (ln strength, mean 0) of ``models`` from ``outcomes``.
 
     ``prior`` 0 is the plain maximum-likelihood fit (finite only when every model has won
     and lost within a connected set of games); a model without games scores 0 under a prior.
+    ``raw``: ln strengths against the prior's opponent, not centred.
     """
     names = sorted(set(models) | {g.winner for g in outcomes} | {g.loser for g in outcomes})
     if not names:
@@ -107,8 +112,57 @@ def fit(models: Iterable[str], outcomes: Iterable[Game], *, prior: float = PRIOR
         if change < tolerance:
             break
     logs = {k: math.log(v) for k, v in strength.items()}
+    if raw:
+        return logs
     centre = sum(logs.values()) / len(logs)
     return {k: v - centre for k, v in logs.items()}
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def covariance(names: list[str], outcomes: list[Game], raw: dict[str, float], prior: float) -> list[list[float]]:
+    """The Laplace approximation: the inverse of the penalized log-likelihood's curvature at
+    the fit (``raw``: ln strengths against the prior's strength-1 opponent)."""
+    index = {n: i for i, n in enumerate(names)}
+    size = len(names)
+    h = [[0.0] * size for _ in range(size)]
+    for g in outcomes:
+        i, j = index[g.winner], index[g.loser]
+        p = _sigmoid(raw[g.winner] - raw[g.loser])
+        w = p * (1 - p)
+        h[i][i] += w
+        h[j][j] += w
+        h[i][j] -= w
+        h[j][i] -= w
+    for n, i in index.items():
+        q = _sigmoid(raw[n])
+        h[i][i] += 2 * max(prior, 1e-6) * q * (1 - q)
+    return _inverse(h)
+
+
+def _inverse(m: list[list[float]]) -> list[list[float]]:
+    """Gauss–Jordan inverse of a small symmetric positive definite matrix."""
+    size = len(m)
+    a = [row[:] + [1.0 if i == j else 0.0 for j in range(size)] for i, row in enumerate(m)]
+    for col in range(size):
+        pivot = max(range(col, size), key=lambda r: abs(a[r][col]))
+        a[col], a[pivot] = a[pivot], a[col]
+        scale = a[col][col]
+        a[col] = [v / scale for v in a[col]]
+        for r in range(size):
+            if r != col and a[r][col]:
+                factor = a[r][col]
+                a[r] = [v - factor * c for v, c in zip(a[r], a[col])]
+    return [row[size:] for row in a]
+
+
+def sure_better(a: str, b: str, names: list[str], cov: list[list[float]], scores: dict[str, float]) -> float:
+    """P(a's strength is above b's) under the Laplace approximation: Φ(difference / its sd)."""
+    i, j = names.index(a), names.index(b)
+    var = max(cov[i][i] + cov[j][j] - 2 * cov[i][j], 1e-12)
+    return 0.5 * (1 + math.erf((scores[a] - scores[b]) / math.sqrt(2 * var)))
 
 
 def win_probability(score_a: float, score_b: float) -> float:
@@ -142,6 +196,7 @@ def ranking(rows, models: Iterable[str] = (), *, prior: float = PRIOR, resamples
         return {"rows": [], "games": 0, "comparisons": 0, "votes": 0, "leader": None, "clear": False,
                 "summary": "No models and no votes yet.", "next_pair": None}
     scores = fit(names, outcomes, prior=prior)
+    cov = covariance(names, outcomes, fit(names, outcomes, prior=prior, raw=True), prior)
     by_comparison: dict[str, list[Game]] = defaultdict(list)
     for g in outcomes:
         by_comparison[g.comparison].append(g)
@@ -166,13 +221,22 @@ def ranking(rows, models: Iterable[str] = (), *, prior: float = PRIOR, resamples
     firsts = defaultdict(int)
     for sample in samples:
         firsts[max(names, key=lambda n: (sample[n], n == leader))] += 1
+    size = len(names)
+    total = sum(sum(row) for row in cov) / size ** 2
     table = []
     for rank, name in enumerate(order, 1):
         spread = [s[name] for s in samples]
-        above = sum(1 for s in samples if s[leader] > s[name]) / len(samples)
+        i = names.index(name)
+        sd = math.sqrt(max(cov[i][i] - 2 * sum(cov[i]) / size + total, 0.0))  # of the centred score
+        lo = min(_percentile(spread, 0.025), scores[name] - 1.96 * sd)
+        hi = max(_percentile(spread, 0.975), scores[name] + 1.96 * sd)
+        # how sure the leader is better: the more doubtful of the bootstrap (which is overconfident
+        # when a few votes all agree) and the Laplace approximation (which is not)
+        above = min(sum(1 for s in samples if s[leader] > s[name]) / len(samples),
+                    sure_better(leader, name, names, cov, scores)) if name != leader else 1.0
         table.append({
             "name": name, "rank": rank, "score": round(scores[name], 4),
-            "ci95": [round(_percentile(spread, 0.025), 4), round(_percentile(spread, 0.975), 4)],
+            "ci95": [round(lo, 4), round(hi, 4)],
             "votes": votes[name], "wins": wins[name], "losses": losses[name],
             "p_best": round(firsts[name] / len(samples), 4),
             "p_leader_wins": None if name == leader else round(win_probability(scores[leader], scores[name]), 4),

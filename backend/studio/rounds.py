@@ -127,3 +127,48 @@ def round_line(meta: adapter_files.AdapterMeta) -> str | None:
         return None
     return (f"a preference round from {extra.get('parent')} on {preference.get('pairs')} pairs "
             f"({len(preference.get('rating_ids') or [])} ratings)")
+
+
+# --- in the assistant's words -------------------------------------------------------------------
+
+
+def ranking_reply(service) -> str:
+    """The arena's table and its one-sentence verdict, as the assistant says it."""
+    result = table(service)
+    if not result["rows"]:
+        return result["summary"]
+    return ("Ranking from all your votes (Bradley–Terry; score with its 95% interval):\n"
+            + "\n".join(f"- {line}" for line in arena.table_lines(result)) + f"\n\n{result['summary']}")
+
+
+def round_parent(service, text: str = "") -> str | None:
+    """The adapter a round starts from: one named in ``text``, else the arena's best adapter."""
+    done = service.adapter_names(status="done")
+    named = [n for n in done if n in text.lower()]
+    if named:
+        return max(named, key=len)
+    ranked = [r["name"] for r in table(service)["rows"] if r["name"] != BASE]
+    return ranked[0] if ranked else None
+
+
+def free_name(service, parent: str) -> str:
+    taken = set(service.adapter_names())
+    stem = f"{parent}-dpo"[:60]
+    return next(f"{stem}{i if i > 1 else ''}" for i in range(1, 1000) if f"{stem}{i if i > 1 else ''}" not in taken)
+
+
+def train_from_ratings(service, text: str = "", name: str | None = None) -> tuple[bool, str]:
+    """"Train from my ratings": a round from the best-rated (or named) adapter on the pairs the
+    stored votes make; (started, what to say)."""
+    parent = round_parent(service, text)
+    if parent is None:
+        return False, "There is no finished adapter to improve yet: train one, compare it and rate the answers."
+    name = name or free_name(service, parent)
+    try:
+        job = start_round(service, parent, name)
+    except TuneLabError as exc:
+        return False, str(exc)
+    count = len(pairs(service))
+    return True, (f"Queued job {job}: a preference round **{name}** from **{parent}** on {count} pairs from your "
+                  f"ratings (DPO; the reference is {parent} as it is now). When it finishes it is loaded next to "
+                  f"{parent}; compare the two and rate again.")

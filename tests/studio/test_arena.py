@@ -126,3 +126,14 @@ def test_preference_pairs_from_votes():
     plain = trl_row({**pairs[0], "system": None})
     assert isinstance(plain["prompt"], str) and isinstance(plain["chosen"], str)
     assert "needs at least 8, so 5 more" in votes_needed(3)
+
+
+def test_a_few_unanimous_votes_are_not_yet_clear_and_keep_a_real_interval():
+    def unanimous(n):
+        return [vote(f"u{n}-{i}", m, s) for i in range(n) for m, s in (("x", 1), ("base", -1))]
+
+    few, many = ranking(unanimous(3), ["base", "x"]), ranking(unanimous(14), ["base", "x"])
+    assert not few["clear"] and many["clear"]  # the bootstrap alone would call 3 of 3 certain
+    lo, hi = few["rows"][0]["ci95"]
+    assert hi - lo > 1.0  # not the bootstrap's single point
+    assert many["rows"][1]["sure_leader_better"] > few["rows"][1]["sure_leader_better"]
