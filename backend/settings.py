@@ -92,6 +92,23 @@ class Settings(BaseSettings):
         "adapters (a JSON list or paths separated by ':'); any other destination (symlinks resolved "
         "first) is refused. `tunelab adapters export` at a terminal writes anywhere.",
     )
+    data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Folders, besides the home (where the page's uploads land) and the shipped samples, "
+        "from which the page and the assistant may read example files (a JSON list or paths separated by "
+        "':'); any other file (symlinks resolved first) is refused unread. `tunelab data check` and "
+        "`tunelab train --data` at a terminal read anywhere.",
+    )
+    max_upload_mb: float = Field(
+        default=100, gt=0, allow_inf_nan=False,
+        description="Largest file the page accepts in one upload, in MB (1 MB = 1024 * 1024 bytes); "
+        "a larger one is refused by the upload itself, before it is written.",
+    )
+    login_free_tries: int = Field(
+        default=3, ge=1,
+        description="Failed page logins (in 15 minutes) answered at once; each later attempt waits "
+        "1, 2, 4 ... up to 30 s, one at a time, until a login succeeds.",
+    )
     assistant_url: str | None = Field(
         default=None,
         description="OpenAI-compatible URL (ending in /v1) of a capable chat model that drives the "
@@ -141,7 +158,7 @@ class Settings(BaseSettings):
         "else (symlinks resolved first) is refused.",
     )
 
-    @field_validator("adapter_roots", "export_roots", mode="before")
+    @field_validator("adapter_roots", "export_roots", "data_roots", mode="before")
     @classmethod
     def _roots_from_text(cls, value):
         if isinstance(value, str):
@@ -169,14 +186,30 @@ class Settings(BaseSettings):
         """``dest`` when it resolves (symlinks followed) inside the home or a folder of
         export_roots; else a refusal that names the allowed folders."""
         path = Path(dest).expanduser()
-        resolved = path.resolve()
-        roots = [self.paths.home] + [Path(r).expanduser().resolve() for r in self.export_roots]
-        if any(resolved == root or resolved.is_relative_to(root) for root in roots):
+        roots = self._roots(self.export_roots)
+        if _inside(path, roots):
             return path
         allowed = ", ".join(str(r) for r in roots)
         raise ConfigError(f"Export folder {str(dest)!r} is outside the folders the page may write: {allowed}.",
                           fix="Choose a folder inside one of them, add its parent to TUNELAB_EXPORT_ROOTS, "
                           "or run `tunelab adapters export` at a terminal. Nothing was written.")
+
+    def data_source(self, given: str | Path, *also: Path) -> Path:
+        """``given`` when it resolves (symlinks followed) inside the home, a folder of
+        data_roots or one of ``also`` (the shipped samples); else a refusal that says nothing
+        of the file (not whether it exists), so the page cannot be used to probe the disk."""
+        path = Path(given).expanduser()
+        roots = self._roots(self.data_roots) + [Path(r).resolve() for r in also]
+        if _inside(path, roots):
+            return path
+        raise ConfigError(f"{str(given)!r} is outside the folders the page reads example files from "
+                          f"(the home {self.paths.home} and TUNELAB_DATA_ROOTS).",
+                          fix="Drop the file onto the page (uploads land in the home), add its folder to "
+                          "TUNELAB_DATA_ROOTS, or check it at a terminal with `tunelab data check`. "
+                          "Nothing was read.")
+
+    def _roots(self, extra: list[Path]) -> list[Path]:
+        return [self.paths.home] + [Path(r).expanduser().resolve() for r in extra]
 
     @property
     def paths(self) -> "Paths":
@@ -186,6 +219,11 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.paths.database}"
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    resolved = path.expanduser().resolve()
+    return any(resolved == root or resolved.is_relative_to(root) for root in roots)
 
 
 class Paths:
@@ -206,6 +244,12 @@ class Paths:
     @property
     def uploads(self) -> Path:
         return self.home / "datasets" / "uploads"
+
+    @property
+    def page_uploads(self) -> Path:
+        """Where the page's file drops land (Gradio's upload folder), inside the home rather than
+        the machine-wide /tmp/gradio: imports copy from here into :attr:`uploads`."""
+        return self.home / ".tunelab" / "page-uploads"
 
     @property
     def models(self) -> Path:
@@ -234,6 +278,18 @@ class Paths:
     def server_state(self) -> Path:
         """The adapters the serving endpoint served, loaded again when it restarts."""
         return self.home / ".tunelab" / "server_state.json"
+
+    @property
+    def training_speed(self) -> Path:
+        """This machine's measured training speed per base (backend/training/estimate.py):
+        what the plan card's time estimate is made from."""
+        return self.home / ".tunelab" / "speed.json"
+
+    @property
+    def serving_busy(self) -> Path:
+        """A flag file that exists while the serving engine is generating: a training run on
+        the same CPU yields its cores meanwhile (backend/hardware/share.py)."""
+        return self.home / ".tunelab" / "serving-busy"
 
     def run_dir(self, job_id: int) -> Path:
         return self.runs / f"job-{job_id:06d}"

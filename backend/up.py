@@ -17,6 +17,7 @@ is the one command line; this module takes the settings it is given.
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -102,6 +103,9 @@ def start(settings: Settings, *, host: str | None = None, port: int | None = Non
         if run_jobs:
             service.runner.start()  # recover() first, then the background thread
             stops.append(lambda: service.runner.stop())
+        # Gradio writes dropped files under GRADIO_TEMP_DIR (read when the page is built and
+        # launched): inside the home, not the machine-wide /tmp/gradio.
+        os.environ["GRADIO_TEMP_DIR"] = str(settings.paths.page_uploads)
         demo = create_ui(lambda: service)
         demo.queue(default_concurrency_limit=4)
         kwargs["server_port"] = ui_port or free_port(host)

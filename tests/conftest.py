@@ -39,6 +39,8 @@ def home(tmp_path, monkeypatch) -> Path:
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("TUNELAB_HOME", str(home))
+    # tests write example files beside the home (tmp_path/"in"): the page may read them there
+    monkeypatch.setenv("TUNELAB_DATA_ROOTS", str(tmp_path))
     monkeypatch.delenv("TUNELAB_DATABASE_URL", raising=False)
     monkeypatch.delenv("TUNELAB_API_TOKEN", raising=False)
     return home

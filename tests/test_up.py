@@ -3,6 +3,8 @@ of interrupted runs at start, and a clean stop."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -15,7 +17,8 @@ def test_launch_binds_loopback_and_takes_the_login_from_settings(settings):
     kwargs = launch_kwargs(settings)
     assert kwargs["server_name"] == "127.0.0.1" and "auth" not in kwargs
     kwargs = launch_kwargs(settings.model_copy(update={"auth": "ann:s3cret:x"}), host="0.0.0.0", port=9)
-    assert kwargs["auth"] == ("ann", "s3cret:x") and kwargs["server_name"] == "0.0.0.0" and kwargs["server_port"] == 9
+    assert callable(kwargs["auth"]) and kwargs["server_name"] == "0.0.0.0" and kwargs["server_port"] == 9
+    assert asyncio.run(kwargs["auth"]("ann", "s3cret:x")) and not asyncio.run(kwargs["auth"]("ann", "s3cret"))
     for bad in ("nopassword", ":x", "user:"):
         with pytest.raises(ConfigError, match="user:password"):
             launch_kwargs(settings.model_copy(update={"auth": bad}))

@@ -19,6 +19,7 @@ from backend.studio.session import SessionState
 from . import (adapters_panel, assistant_panel, base_panel, chat_panel, compare_panel, data_panel, equalizer_panel,
                plan_panel, train_panel)
 from .common import Ctx, edge
+from .login import guarded_login
 
 CSS = """
 #tl-title h1 { margin: 0; font-size: 1.5rem; }
@@ -44,6 +45,13 @@ CSS = """
 .tl-board th, .tl-board td { padding: 2px 6px; text-align: left; border-bottom: 1px solid var(--border-color-primary); }
 .tl-board .tl-best { font-weight: 600; background: rgba(22,163,74,.12); } .tl-why { font-size: .8rem; margin: .25rem 0; }
 .tl-news { font-size: .85rem; padding: .4rem .6rem; border-radius: 8px; background: rgba(22,163,74,.12); margin-top: .25rem; }
+/* Toasts at the bottom: never over the workspace's tab bar. At phone width the assistant chat
+   shrinks to a strip, so the tabs sit in the first screen (tests/ui/test_journey.py checks both). */
+.toast-wrap { top: auto !important; bottom: 12px !important; }
+@media (max-width: 640px) {
+  #tl-title p { display: none; }
+  #assistant-chat { height: 30vh !important; min-height: 180px; }
+}
 """
 
 TITLE = "TuneLab"
@@ -85,14 +93,15 @@ def create_ui(service_factory: Callable) -> gr.Blocks:
 
 
 def launch_kwargs(settings, host: str | None = None, port: int | None = None) -> dict:
-    """Keyword arguments for ``Blocks.launch``: bind address, optional login, style."""
+    """Keyword arguments for ``Blocks.launch``: bind address, upload cap, optional login
+    (slowed after repeated failures, ui/login.py), style."""
     kwargs = dict(server_name=host or settings.host, server_port=port or settings.ui_port, css=CSS,
-                  show_error=False, footer_links=["api"])
+                  show_error=False, footer_links=["api"], max_file_size=int(settings.max_upload_mb * 1024 * 1024))
     if settings.auth:
         user, sep, password = settings.auth.partition(":")
         if not sep or not user or not password:
             raise ConfigError(f"TUNELAB_AUTH={settings.auth!r} is not 'user:password'.",
                               fix="Set TUNELAB_AUTH=user:password, or unset it for no login.")
-        kwargs["auth"] = (user, password)
+        kwargs["auth"] = guarded_login(user, password, free_tries=settings.login_free_tries)
         kwargs["auth_message"] = "TuneLab: log in with the user and password from TUNELAB_AUTH."
     return kwargs
