@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 
+from backend.studio import rounds
 from backend.studio.assistant.reply import Reply
 from backend.studio.session import AssistantTools, ToolResult
 from backend.training.plan import names_a_task
@@ -34,6 +35,10 @@ _GO_EN = re.compile(
     r"start( training| it| the training| now)?|begin( training)?|run( it| the plan)?|let'?s go|do it|launch)"
     r"( now| please)?$", re.IGNORECASE)
 _GO_KO = ("시작", "학습", "훈련", "고고", "가자", "돌려")
+_FROM_RATINGS = re.compile(r"\b(train|learn|tune|improve)\b.*\b(from|on|with|using)\s+(my\s+|the\s+)?(ratings|votes)\b|"
+                           r"평가(로|를|에서).*(학습|훈련)", re.IGNORECASE)
+_RANKING = re.compile(r"\b(leaderboard|ranking|rank(ed)?|arena|which (model|adapter|one) is (the )?best)\b|순위|랭킹|리더보드",
+                      re.IGNORECASE)
 _CANCEL = re.compile(r"\b(cancel|stop|abort|halt)\b|취소|중지|중단|멈춰", re.IGNORECASE)
 _COMPARE = re.compile(r"\bcompare\b|\bside[- ]by[- ]side\b|비교", re.IGNORECASE)
 _BLIND = re.compile(r"\bblind\b|블라인드|가려|숨겨", re.IGNORECASE)
@@ -133,6 +138,12 @@ class RuleAssistant:
         lowered = cleaned.lower()
         if _HELP.match(cleaned):
             return HELP
+        if _FROM_RATINGS.search(cleaned):  # before "go": "내 평가로 다시 학습해" also says 학습
+            started, said = rounds.train_from_ratings(tools.service, lowered)
+            return said + ("\n\nNext: watch the **Train** tab." if started else "")
+        if _RANKING.search(cleaned) and not looks_like_goal(cleaned):
+            return rounds.ranking_reply(tools.service) + "\n\nNext: compare and rate more answers, or say " \
+                "*train from my ratings*."
         if _is_go(cleaned):
             return self._say_training(tools.start_training())
         if _CANCEL.search(cleaned) and len(cleaned) < 40:
