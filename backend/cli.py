@@ -26,6 +26,7 @@ from typer.core import TyperGroup
 from backend.bases.resolve import pull_default
 from backend.cli_ratings import ratings_app
 from backend.data.doctor import judged_on
+from backend.data.preference import looks_like_preference, read_preference_files
 from backend.errors import ConfigError, DataError, TuneLabError
 from backend.hparams import LoraSpec, RunSpec, TrainSpec
 from backend.settings import Settings
@@ -135,7 +136,11 @@ def data_check(
     output_column: Optional[str] = typer.Option(None, help="CSV column with the answers."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
-    """Check example files; exit 1 when they have errors."""
+    """Check example files (or preference pairs: prompt/chosen/rejected); exit 1 when they have errors."""
+    if all(looks_like_preference(f) for f in files):  # pairs for a preference round (docs/ratings.md)
+        pairs = read_preference_files(files)
+        print(json.dumps(pairs.to_dict(), indent=2, ensure_ascii=False) if as_json else pairs.render_text())
+        raise typer.Exit(0 if pairs.ok else 1)
     report = _service().check_data(files, eval_files=eval_data or None, base=base, goal=goal,
                                    input_column=input_column, output_column=output_column)
     print(json.dumps(report.to_dict(), indent=2, ensure_ascii=False) if as_json else report.render_text())

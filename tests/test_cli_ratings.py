@@ -89,3 +89,19 @@ def test_train_dpo_queues_a_round_from_a_pairs_file(home, tmp_path):
     assert spec["train"]["early_stopping"] is False
     lines = open(job.request["train_file"]).read().splitlines()
     assert len(lines) == 8 and json.loads(lines[0])["prompt"] == [{"role": "user", "content": "q0"}]
+
+
+def test_data_check_reads_a_preference_file_line_by_line(home, tmp_path):
+    good = tmp_path / "pairs.jsonl"
+    good.write_text(json.dumps({"prompt": "q", "chosen": "yes", "rejected": "no"}) + "\n")
+    result = runner.invoke(app, ["data", "check", str(good)])
+    assert result.exit_code == 0, result.output
+    assert "1 preference pair(s) ready." in result.output and "7 more" in result.output
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "q", "chosen": "yes"}) + "\n"
+                   + json.dumps({"prompt": "q", "chosen": "", "rejected": "no"}) + "\n")
+    result = runner.invoke(app, ["data", "check", str(bad), "--json"])
+    assert result.exit_code == 1
+    report = json.loads(result.output)
+    assert [(p["line"], p["code"], p["field"]) for p in report["problems"]] == [
+        (1, "missing_field", "rejected"), (2, "empty_text", "chosen")]

@@ -75,6 +75,9 @@ class PreferenceReport:
             lines.append(f"  {name}: {fmt}")
         for p in self.problems:
             lines.append(f"  {p.severity} {p.file or ''} {p.where()}: {p.message}")
+        if self.ok and len(self.pairs) < MIN_PAIRS:
+            lines.append(f"  note: a preference round needs at least {MIN_PAIRS} pairs; "
+                         f"{MIN_PAIRS - len(self.pairs)} more.")
         return "\n".join(lines)
 
 
