@@ -38,7 +38,7 @@ from backend.proof.scores import CHECKABLE_TASKS, render_text as proof_text
 from backend.studio.service import Service
 from backend.training.jobs import ACTIVE
 from backend.training.plan import baseline_text, suggest_sweep
-from backend.training.progress import loss_parts
+from backend.training.progress import loss_parts, tokens_text
 
 console = Console()
 err = Console(stderr=True)
@@ -237,9 +237,7 @@ def _run_and_follow(service: Service, job_ids: list[int]) -> None:
                 done = True
                 for jid, task in tasks.items():
                     p = service.progress(jid)
-                    info = " ".join(["scoring" if p.get("phase") == "scoring" else p["status"], *loss_parts(p)])
-                    if p.get("tokens_per_s"):
-                        info += f" {p['tokens_per_s']:.0f} answer tok/s"
+                    info = " ".join([p.get("activity") or p["status"], *loss_parts(p), tokens_text(p.get("tokens_per_s"))])
                     bar.update(task, description=f"{p['adapter']}", completed=p.get("step") or 0,
                                total=p.get("total_steps") or None, info=info)
                     if p["status"] in ACTIVE:

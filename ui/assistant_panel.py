@@ -19,6 +19,7 @@ from backend.studio.service import UPLOAD_SUFFIXES
 from backend.studio.session import AssistantTools
 
 from .common import Ctx, edge, esc
+from .plan_panel import chat_with_card
 
 WELCOME = (
     "Hi! Tell me what the adapter should do, in your own words — e.g. *autumn mood*, "
@@ -42,6 +43,7 @@ def build(ctx: Ctx) -> None:
                                placeholder="Your goal, a request (go · compare · use base · status · help), "
                                            "or drop example files here", show_label=False, autofocus=True)
     news = gr.HTML("", elem_id="assistant-news")
+    ctx.chat = chatbot  # other panels add to the chat: the plan as it is now, a run that finished
     pending = gr.State(None)
 
     def show_message(message, history):
@@ -59,6 +61,7 @@ def build(ctx: Ctx) -> None:
         message = message or {"text": "", "files": []}
         reply = respond(ctx.service(), state, message["text"], message["files"])
         history.append({"role": "assistant", "content": reply.text})
+        history = chat_with_card(history, state)  # new data may have re-sized the plan: say it as it is
         return history, state, gr.MultimodalTextbox(interactive=True)
 
     def unlock():

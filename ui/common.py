@@ -35,6 +35,7 @@ class Ctx:
 
     service: Callable[[], Any]
     state: gr.State
+    chat: Any = None  # the assistant's Chatbot (set by assistant_panel, built first): panels may add to it
     refreshers: list[tuple[Callable, list]] = field(default_factory=list)
     _triggers: list = field(default_factory=list)
 
@@ -198,16 +199,18 @@ def loss_points(history: list[dict]) -> dict[str, list[tuple[int, float]]]:
     return points
 
 
-def loss_svg(history: list[dict], title: str = "Loss", width: int = 640, height: int = 220) -> str:
+def loss_svg(history: list[dict], title: str = "Loss", width: int = 640, height: int = 220,
+             waiting: str = "no loss reported yet") -> str:
     """A small inline-SVG line chart of train and eval loss (no plotting library).
 
-    Drawn on the server, so it looks the same after every update: a live curve that
+    ``waiting`` is said while there is no point yet (what the run is doing: "loading the
+    base ...", "tokenizing 48 examples"). Drawn on the server, so it looks the same after every update: a live curve that
     is re-sent every few seconds cannot get stuck in a stale client-side chart state.
     """
     points = loss_points(history)
     every = [p for series in points.values() for p in series]
     if not every:
-        return (f"<div class='tl-loss tl-empty' id='loss-empty'>{esc(title)}: no loss reported yet.</div>")
+        return f"<div class='tl-loss tl-empty' id='loss-empty'>{esc(title)}: {esc(waiting)}.</div>"
     left, right, top, bottom = 52, 12, 26, 30
     steps = [s for s, _ in every]
     losses = [v for _, v in every]

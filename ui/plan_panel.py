@@ -14,9 +14,25 @@ from backend.errors import TuneLabError
 from backend.studio.plan_form import edit_plan, plan_from_json, validation_message
 from backend.studio.session import AssistantTools
 
-from .common import Ctx, edge
+from .common import Ctx, edge, message_text
 
 NO_PLAN = "*No plan yet.* Tell the assistant your goal (e.g. **autumn mood**) or type it below."
+CARD_MARK = "**Plan** for"  # how every plan card begins (PlanCard.render_markdown)
+CHANGED = "The plan changed outside this chat (in the **Plan** tab or by new data); this is the plan now:"
+
+
+def chat_with_card(history: list, state) -> list:
+    """``history`` (the assistant chat) whose newest plan card is the session's plan: when the
+    plan changed since the chat last showed it (an edit in the Plan tab, data that re-sized
+    it), the plan as it is now is added, so the chat and the tab never show two plans."""
+    history = list(history or [])
+    if state.plan is None:
+        return history
+    card = state.plan.render_markdown()
+    shown = [text for m in history if m.get("role") == "assistant" and CARD_MARK in (text := message_text(m))]
+    if not shown or card in shown[-1]:
+        return history
+    return history + [{"role": "assistant", "content": f"{CHANGED}\n\n{card}"}]
 
 
 def build(ctx: Ctx) -> None:
@@ -42,6 +58,7 @@ def build(ctx: Ctx) -> None:
             apply_json = gr.Button("Apply JSON", elem_id="plan-apply-json")
     with gr.Row():
         train = gr.Button("Train this plan", variant="primary", elem_id="plan-train")
+        again = gr.Button("Train it again anyway", elem_id="plan-train-again", visible=False)
     status = gr.Markdown(elem_id="plan-status")
 
     form = [card, goal, name, runs, system, probes, epochs, lr, rank, as_json]
@@ -81,15 +98,33 @@ def build(ctx: Ctx) -> None:
         state.plan, state.goal, state.plan_edited = plan, plan.goal, True
         return [state, *render(state)]
 
-    def start(state):
-        result = AssistantTools(ctx.service(), state).start_training()
+    def start(state, confirm=False):
+        result = AssistantTools(ctx.service(), state).start_training(confirm=confirm)
+        if not result.ok and result.data.get("confirm"):  # the same plan is training: ask first
+            return state, f"⚠️ {result.text}", gr.Button(visible=True)
         if not result.ok:
             raise gr.Error(f"Training did not start: {result.text}")
-        return state, f"✅ {result.text} Follow them in the **Train** tab."
+        return state, f"✅ {result.text} Follow them in the **Train** tab.", gr.Button(visible=False)
 
-    ctx.refresh_after(set_goal.click(edge(make_plan), [goal, ctx.state], [ctx.state, *form]))
-    ctx.refresh_after(goal.submit(edge(make_plan), [goal, ctx.state], [ctx.state, *form]))
-    ctx.refresh_after(apply.click(edge(apply_edits), [ctx.state, name, runs, system, probes, epochs, lr, rank],
-                                  [ctx.state, *form]))
-    ctx.refresh_after(apply_json.click(edge(apply_edited_json), [ctx.state, as_json], [ctx.state, *form]))
-    ctx.refresh_after(train.click(edge(start), [ctx.state], [ctx.state, status]))
+    def start_again(state):
+        return start(state, confirm=True)
+
+    def sync_chat(history, state):
+        return chat_with_card(history, state)
+
+    edits = [set_goal.click(edge(make_plan), [goal, ctx.state], [ctx.state, *form]),
+             goal.submit(edge(make_plan), [goal, ctx.state], [ctx.state, *form]),
+             apply.click(edge(apply_edits), [ctx.state, name, runs, system, probes, epochs, lr, rank],
+                         [ctx.state, *form]),
+             apply_json.click(edge(apply_edited_json), [ctx.state, as_json], [ctx.state, *form])]
+    for edited in edits:
+        ctx.refresh_after(edited)
+    # the button is locked while its click is submitted, so a double click queues nothing twice
+    for button, handler in ((train, start), (again, start_again)):
+        submitted = button.click(lambda: gr.Button(interactive=False), None, button, queue=False)
+        submitted = submitted.then(edge(handler), [ctx.state], [ctx.state, status, again])
+        submitted.then(lambda: gr.Button(interactive=True), None, button, queue=False)
+        ctx.refresh_after(submitted)
+    if ctx.chat is not None:  # the chat's newest plan card is the tab's plan
+        for edited in edits:
+            edited.success(sync_chat, [ctx.chat, ctx.state], [ctx.chat], queue=False)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import gradio as gr
 
 from backend.studio.describe import describe_cancel, progress_details
-from backend.studio.session import finished_sweeps
+from backend.studio.session import ACTIVE, AssistantTools, finished_sweeps
 
 from .common import Ctx, edge, esc, leaderboard_html, loss_svg
 
@@ -27,14 +27,22 @@ def runs_html(rows: list[dict]) -> str:
     for p in reversed(rows):
         total, step = p.get("total_steps") or 0, p.get("step") or 0
         fraction = 1.0 if p["status"] == "done" else (step / total if total else 0.0)
+        shown = "stopping" if p["status"] == "running" and p.get("cancel_requested") else p["status"]
         error = f"<div class='tl-error'>{esc(p['error'])}</div>" if p.get("error") and p["status"] != "done" else ""
         items.append(
             f"<div class='tl-run tl-{esc(p['status'])}' data-job='{p['job_id']}' data-status='{esc(p['status'])}'>"
-            f"<div class='tl-run-head'><b>{esc(p['adapter'])}</b> <span class='tl-badge'>{esc(p['status'])}</span>"
+            f"<div class='tl-run-head'><b>{esc(p['adapter'])}</b> <span class='tl-badge'>{esc(shown)}</span>"
             f" <span class='tl-job'>job {p['job_id']}</span></div>"
             f"<div class='tl-bar'><div style='width:{fraction * 100:.0f}%'></div></div>"
             f"<div class='tl-run-info'>{esc(' · '.join(progress_details(p)))}</div>{error}</div>")
     return "<div class='tl-runs'>" + "".join(items) + "</div>"
+
+
+def chat_with_news(service, history: list, state) -> list:
+    """``history`` (the assistant chat) with what it has not said yet about this session's
+    runs that are over: what each scored against the base and what to do next (said once)."""
+    news = AssistantTools(service, state).sweep_news()
+    return list(history or []) + [{"role": "assistant", "content": f"🏁 {line}"} for line in news]
 
 
 def board_html(service, rows: list[dict], mine: list[int]) -> str:
@@ -53,6 +61,32 @@ def board_html(service, rows: list[dict], mine: list[int]) -> str:
                             empty=f"No run of sweep {sweep} finished: there is nothing to rank.")
 
 
+def cancel_target(rows: list[dict], selected) -> int:
+    """The run "Cancel" acts on: the selected run when it can be cancelled, else the one that
+    is running, else the only queued one; with several and none of them selected it asks which."""
+    active = [p for p in rows if p["status"] in ACTIVE and not p.get("cancel_requested")]
+    if selected in [p["job_id"] for p in active]:
+        return selected
+    running = [p for p in active if p["status"] == "running"]
+    if len(running) == 1 or len(active) == 1:
+        return (running or active)[0]["job_id"]
+    if not active:
+        raise gr.Error("No run is queued or running: there is nothing to cancel.")
+    names = ", ".join(f"{p['adapter']} (job {p['job_id']}, {p['status']})" for p in active)
+    raise gr.Error(f"Several runs can be cancelled: {names}. Pick one in 'Loss curve of', then cancel.")
+
+
+def cancel_label(rows: list[dict], selected) -> dict:
+    """The Cancel button: shown only while a run can be cancelled, naming the run it acts on."""
+    try:
+        job_id = cancel_target(rows, selected)
+    except gr.Error:
+        active = any(p["status"] in ACTIVE and not p.get("cancel_requested") for p in rows)
+        return gr.Button("Cancel a run…", visible=active)
+    name = next(p["adapter"] for p in rows if p["job_id"] == job_id)
+    return gr.Button(f"Cancel {name} (job {job_id})", visible=True)
+
+
 def cancel_note(service, job_id) -> str:
     """What cancelling ``job_id`` did, in the runner's words; an unknown or finished job is
     the service's error (shown by :func:`~ui.common.edge`), never a claim that it stops."""
@@ -67,7 +101,7 @@ def build(ctx: Ctx) -> None:
     runs = gr.HTML(runs_html([]), elem_id="train-runs")
     with gr.Row():
         job = gr.Dropdown([], label="Loss curve of", elem_id="train-job", scale=3)
-        cancel = gr.Button("Cancel this run", variant="stop", elem_id="train-cancel", scale=1)
+        cancel = gr.Button("Cancel this run", variant="stop", elem_id="train-cancel", scale=1, visible=False)
     plot = gr.HTML(loss_svg([], "Loss (train and eval)"), elem_id="loss-plot")
     note = gr.Markdown(elem_id="train-note")
     timer = gr.Timer(POLL_S)
@@ -83,21 +117,31 @@ def build(ctx: Ctx) -> None:
             selected = running[-1] if running else (ids[-1] if ids else None)
         current = next((p for p in rows if p["job_id"] == selected), None)
         frame = loss_svg(current["loss_history"] if current else [],
-                         f"{current['adapter']}: loss (train and eval)" if current else "Loss (train and eval)")
+                         f"{current['adapter']}: loss (train and eval)" if current else "Loss (train and eval)",
+                         waiting=(current.get("activity") or current["status"]) if current else "no run yet")
         sig = ";".join(f"{p['job_id']}:{p['status']}" for p in rows)
         return (runs_html(rows), gr.Dropdown(choices=choices, value=selected), frame, sig,
-                board_html(service, rows, state.job_ids))
+                board_html(service, rows, state.job_ids), cancel_label(rows, selected))
 
     def tick(selected, state):
         return snapshot(selected, state)
 
-    shown = [runs, job, plot, signature, board]
+    shown = [runs, job, plot, signature, board, cancel]
     timer.tick(edge(tick), [job, ctx.state], shown, show_progress="hidden")
     job.input(edge(tick), [job, ctx.state], shown, show_progress="hidden")
 
     def cancel_run(selected):
-        return cancel_note(ctx.service(), selected)
+        service = ctx.service()
+        return cancel_note(service, cancel_target(service.jobs(), selected))
 
+    # the status changes at once: the runs are drawn again right after the cancel
     cancel.click(edge(cancel_run), [job], [note]).then(edge(tick), [job, ctx.state], shown)
-    # When a run ends, the adapter lists elsewhere (compare, chat, adapters) refresh.
-    ctx.refresh_after(signature.change(lambda: None, None, None))
+    # When a run ends, the adapter lists elsewhere (compare, chat, adapters) refresh, and the
+    # chat says what a finished run scored against the base and what to do next.
+    def announce(history, state):
+        return chat_with_news(ctx.service(), history, state), state
+
+    ended = signature.change(lambda: None, None, None)
+    ctx.refresh_after(ended)
+    if ctx.chat is not None:
+        ended.then(edge(announce), [ctx.chat, ctx.state], [ctx.chat, ctx.state], show_progress="hidden")

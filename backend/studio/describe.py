@@ -7,7 +7,7 @@ from backend.adapter_folder import AdapterMeta
 from backend.hparams import RunSpec
 from backend.proof.intervals import describe as describe_figure
 from backend.proof.scores import number, share
-from backend.training.progress import loss_parts
+from backend.training.progress import loss_parts, tokens_text
 
 __all__ = ["describe_figure", "number", "share"]  # the proof's wording, for the page (which imports only the studio)
 
@@ -20,14 +20,16 @@ def eta_text(seconds) -> str:
 
 
 def progress_details(p: dict) -> list[str]:
-    """A run's step, losses, speed and (while running) time left; empty parts left out."""
+    """What a run is doing now (its phase: "loading the base ...", "tokenizing 48 examples",
+    "step 3/18", "scoring ..."; else its step), its losses, speed (the one tokens/s,
+    :func:`backend.training.progress.tokens_per_s`) and, while running, time left; empty
+    parts left out."""
     total, step = p.get("total_steps") or 0, p.get("step") or 0
-    details = [f"step {step}/{total}" if total else ""]
+    details = [p.get("activity") or (f"step {step}/{total}" if total else "")]
     details += loss_parts(p)
-    if p.get("tokens_per_s"):
-        details.append(f"{p['tokens_per_s']:.0f} tok/s")
+    details.append(tokens_text(p.get("tokens_per_s")))
     if p.get("phase") == "scoring":
-        details.append("training done; scoring the adapter on the held-out rows")
+        details.append("training done" if p.get("activity") else "training done; scoring the adapter on the held-out rows")
     elif p.get("status") == "running":
         details.append(eta_text(p.get("eta_s")))
     return [d for d in details if d]

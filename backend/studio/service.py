@@ -37,6 +37,7 @@ from backend.store import VERDICTS, Store
 from backend.studio import leaderboard as board
 from backend.studio import trust
 from backend.studio.ratings import BASE, tallies
+from backend.training.estimate import read_speed, write_speed
 from backend.training.jobs import JobRunner
 from backend.training.plan import DataFacts, PlanCard, kind_of_answers, labels_of, make_plan, task_of
 
@@ -207,6 +208,25 @@ class Service:
                                           system_prompt=plan.system_prompt, goal=plan.goal,
                                           cache_file=Path(data_dir) / BASELINE_FILE, settings=self.settings)
 
+    def timing(self, data_dir: str | Path, plan: PlanCard, *, base: str = "default", probe: bool = True) -> dict:
+        """What the plan card's time estimate is made from (:attr:`PlanCard.timing`): this
+        machine's measured speed on ``base`` (the last finished run's, else a short probe of a
+        few training steps, stored for the next plan) and the import's row counts."""
+        facts = self.data_facts(data_dir)
+        tokens = (saved_report(Path(data_dir)).get("stats") or {}).get("tokens") or {}
+        timing = {"n_train": facts.train_rows, "n_eval": facts.eval_rows, "doctor_mean_tokens": tokens.get("mean"),
+                  "speed": None, "note": "measured once a run on this base finishes"}
+        speed = read_speed(self.paths.training_speed, base)
+        if speed is None and probe:
+            from backend.training.run import probe_speed  # heavy: torch, peft (the probe's one seam)
+
+            speed = write_speed(self.paths.training_speed, probe_speed(
+                self.resolve_base(base), base=base, lora=plan.lora, batch_size=plan.train.batch_size,
+                tokens_per_example=tokens.get("mean") or 64, max_length=plan.train.max_length,
+                trust_remote_code=self.settings.trust_remote_code))
+        timing["speed"] = speed.model_dump() if speed is not None else None
+        return timing
+
     # data -----------------------------------------------------------------------------------
     def check_data(self, files: list[str | Path], *, eval_files: list[str | Path] | None = None,
                    base: str | None = None, goal: str | None = None, max_length: int | None = None,
@@ -287,21 +307,23 @@ class Service:
         return self.runner.submit(spec, train_file, eval_file, data_hash=data_hash or Path(data_dir).name)
 
     def train_plan(self, plan: PlanCard, data_dir: str | Path, *, base: str = "default",
-                   data_hash: str = "") -> list[int]:
-        """Queue every configuration of a plan's sweep; one adapter each."""
+                   data_hash: str = "", confirm: bool = True) -> list[int]:
+        """Queue every configuration of a plan's sweep; one adapter each. ``confirm=False``
+        refuses (:class:`~backend.training.jobs.SamePlanActive`) a plan whose run is already
+        queued or running on the same data: the page's and the assistant's "train" ask first."""
         spec = RunSpec(name=plan.name, base=base, goal=plan.goal, lora=plan.lora, train=plan.train,
                        equalizer=plan.equalizer)
         variations = [c.variation() for c in plan.sweep if c.variation()]
         if plan.equalizer:  # a rank variation would leave the grid's per-cell ranks behind
             variations = [v for v in variations if "r" not in v]
-        return self.train_sweep(spec, variations, data_dir, data_hash=data_hash)
+        return self.train_sweep(spec, variations, data_dir, data_hash=data_hash, confirm=confirm)
 
     def train_sweep(self, spec: RunSpec, variations: list[dict], data_dir: str | Path, *,
-                    data_hash: str = "") -> list[int]:
+                    data_hash: str = "", confirm: bool = True) -> list[int]:
         """Queue ``spec`` plus one run per one-knob variation; all names are checked first."""
         train_file, eval_file = _data_files(data_dir)
         return self.runner.submit_sweep(spec, variations, train_file, eval_file,
-                                        data_hash=data_hash or Path(data_dir).name)
+                                        data_hash=data_hash or Path(data_dir).name, confirm=confirm)
 
     def cancel(self, job_id: int) -> str:
         """Cancel a job; returns the job runner's answer, the job's status right after it:

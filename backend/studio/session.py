@@ -25,16 +25,17 @@ from backend.bases.inspect_views import heatmap, render_text
 from backend.data.doctor import judged_on
 from backend.data.samples import SAMPLES_DIR
 from backend.errors import DataError, TuneLabError
-from backend.studio.describe import describe_cancel, describe_job, describe_tally
+from backend.studio.describe import describe_cancel, describe_job, describe_tally, proof_lines
 from backend.studio.leaderboard import sweep_summary
 from backend.studio.plan_form import resize_plan
 from backend.studio.trust import default_temperature
-from backend.training.jobs import ACTIVE
+from backend.training.jobs import ACTIVE, SamePlanActive
 from backend.training.plan import PlanCard, baseline_text
 
 logger = logging.getLogger(__name__)
 
 BASE_CHOICE = "base"  # the session's chat model when the untouched base is chosen
+SAME_PLAN_ASK = "To train a second copy anyway, say *train again* (or click **Train it again anyway**)."
 
 
 @dataclass
@@ -146,6 +147,7 @@ class AssistantTools:
         plan = self.service.plan(goal, data_dir=self.state.data_dir, max_runs=runs or 1)
         self.state.goal, self.state.plan, self.state.plan_edited = goal.strip(), plan, False
         self._score_base()
+        self._time_plan()
         return ToolResult(True, self.state.plan.render_markdown(), {"plan": self.state.plan.model_dump()})
 
     def _score_base(self) -> None:
@@ -161,6 +163,19 @@ class AssistantTools:
             baseline = {"error": str(exc)}
         if baseline is not None:
             self.state.plan = plan.model_copy(update={"baseline": baseline})
+
+    def _time_plan(self) -> None:
+        """Put how long the plan takes on this machine on the card (once data is imported);
+        a failure is logged, never raised: the plan stands without it."""
+        plan, data_dir = self.state.plan, self.state.data_dir
+        if plan is None or not data_dir:
+            return
+        try:
+            timing = self.service.timing(data_dir, plan, base=self.train_base())
+        except Exception as exc:
+            logger.warning("time estimate failed: %s", exc)
+            timing = {"speed": None, "note": f"no estimate ({type(exc).__name__}: {exc})"}
+        self.state.plan = self.state.plan.model_copy(update={"timing": timing})
 
     @_tool
     def show_plan(self, runs: int | None = None) -> ToolResult:
@@ -225,10 +240,12 @@ class AssistantTools:
             self.state.plan = self.service.plan(plan.goal, data_dir=self.state.data_dir, name=plan.name,
                                                 max_runs=len(plan.sweep))
             self._score_base()
+            self._time_plan()
             text += (f" The plan's defaults are now chosen for {n_train} training examples, and "
                      f"{n_eval} held-out rows will judge the result.")
-        elif self.state.plan is not None:  # the person's edits stand; only the baseline is new
+        elif self.state.plan is not None:  # the person's edits stand; only the baseline and the time are new
             self._score_base()
+            self._time_plan()
         if self.state.plan is not None and self.state.plan.baseline and not self.state.plan.baseline.get("error"):
             text += f" Before training, {baseline_text(self.state.plan.baseline)}."
         return ToolResult(True, text, {"folder": self.state.data_dir})
@@ -269,16 +286,22 @@ class AssistantTools:
         return name
 
     @_tool
-    def start_training(self) -> ToolResult:
-        """Queue every run of the plan's sweep on the imported data (background jobs)."""
+    def start_training(self, confirm: bool = False) -> ToolResult:
+        """Queue every run of the plan's sweep on the imported data (background jobs). When the
+        same plan is already queued or running on the same data it asks first: nothing is
+        queued unless ``confirm`` (a double click must not train it twice)."""
         missing = [what for what, ok in (("a goal and plan (say the goal)", self.state.plan is not None),
                                          ("examples (drop a JSONL, CSV or TXT file)", self.state.data_dir))
                    if not ok]
         if missing:
             return ToolResult(False, "Training needs " + " and ".join(missing) + ".")
         plan = self.state.plan.model_copy(update={"name": self._free_name(self.state.plan)})
-        job_ids = self.service.train_plan(plan, self.state.data_dir, base=self.train_base(),
-                                          data_hash=self.state.data_hash)
+        try:
+            job_ids = self.service.train_plan(plan, self.state.data_dir, base=self.train_base(),
+                                              data_hash=self.state.data_hash, confirm=confirm)
+        except SamePlanActive as exc:
+            return ToolResult(False, f"{exc.message} Nothing new was queued. {SAME_PLAN_ASK}",
+                              {"confirm": True, "job_ids": exc.jobs})
         names = [f"{plan.name}{c.suffix}" for c in plan.sweep][: len(job_ids)]
         self.state.job_ids += job_ids
         self.state.adapter_names += names
@@ -294,7 +317,7 @@ class AssistantTools:
             return ToolResult(True, "No training runs yet.", {"jobs": []})
         lines = [describe_job(p) for p in rows]
         sweeps = finished_sweeps(rows) if self.state.job_ids else finished_sweeps(rows)[-1:]
-        lines += [sweep_summary(sweep, self.service.leaderboard(sweep)) for sweep in sweeps]
+        lines += [self.over_text(sweep, rows) for sweep in sweeps]
         if self.state.job_ids:  # said now: not said again as news
             self.state.told_jobs += [p["job_id"] for p in rows if (p.get("sweep") or p["adapter"]) in sweeps]
         return ToolResult(True, "\n".join(lines), {"jobs": rows})
@@ -306,7 +329,27 @@ class AssistantTools:
         if not self.state.job_ids:
             return []
         jobs = [self.service.progress(j) for j in self.state.job_ids]
-        return [sweep_summary(sweep, self.service.leaderboard(sweep)) for sweep in finished_sweeps(jobs)]
+        return [self.over_text(sweep, jobs) for sweep in finished_sweeps(jobs)]
+
+    def over_text(self, sweep: str, jobs: list[dict]) -> str:
+        """What the chat says when ``sweep`` is over: the best adapter and why (a sweep of
+        several runs), or what a lone run scored against the base (its proof), or how it
+        ended; then what to do next."""
+        board = self.service.leaderboard(sweep)
+        runs = [p for p in jobs if (p.get("sweep") or p["adapter"]) == sweep]
+        text = sweep_summary(sweep, board)
+        if len(runs) == 1 and board:
+            lines = proof_lines(self.service.adapter_meta(board[0]["name"]))
+            text = f"{board[0]['name']} finished training: " + "; ".join(lines) + "." if lines else text
+        elif len(runs) == 1:
+            run = runs[0]
+            text = f"{run['adapter']} (job {run['job_id']}) ended {run['status']}" + (
+                f": {run['error'].splitlines()[0]}" if run.get("error") else "") + "."
+        if not board:
+            return f"{text} Next: fix what stopped it (the **Train** tab has the reason), then say *go* again."
+        best = next((r["name"] for r in board if r["recommended"]), board[0]["name"])
+        return (f"{text} Next: *compare* to see {best} beside the base, *mark {best} success* (or *fail*), "
+                "or try another run (say *2 runs*, then *go*).")
 
     def sweep_news(self) -> list[str]:
         """What the assistant has not said yet about this session's sweeps that are over,
@@ -322,7 +365,7 @@ class AssistantTools:
                 runs = [p["job_id"] for p in jobs if (p.get("sweep") or p["adapter"]) == sweep]
                 if set(runs) <= set(self.state.told_jobs):
                     continue
-                news.append(sweep_summary(sweep, self.service.leaderboard(sweep)))
+                news.append(self.over_text(sweep, jobs))
                 self.state.told_jobs += runs
             return news
         except Exception as exc:
@@ -330,13 +373,19 @@ class AssistantTools:
             return []
 
     @_tool
-    def cancel_training(self, job_id: int | None = None) -> ToolResult:
-        """Cancel one job, or every queued/running job of this session."""
+    def cancel_training(self, job_id: int | None = None, every: bool = False) -> ToolResult:
+        """Cancel one job; without an id, the one queued or running job (of this session, else any),
+        every one with ``every``, else it asks which."""
         if job_id is not None:
             targets = [int(job_id)]
         else:
-            targets = [j for j in self.state.job_ids
-                       if self.service.progress(j).get("status") in ACTIVE]
+            mine = [self.service.progress(j) for j in self.state.job_ids]
+            active = [p for p in (mine or self.service.jobs()) if p.get("status") in ACTIVE]
+            targets = [p["job_id"] for p in active]
+            if len(targets) > 1 and not every:
+                which = "; ".join(f"job {p['job_id']} {p['adapter']} ({p['status']})" for p in active)
+                return ToolResult(False, f"Several runs can be cancelled: {which}. Which one? Say e.g. "
+                                         f"*cancel {targets[0]}*, or *cancel all*.", {"job_ids": targets})
         if not targets:
             return ToolResult(False, "There is no queued or running job to cancel.")
         answers = {j: self.service.cancel(j) for j in targets}

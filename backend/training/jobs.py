@@ -27,6 +27,7 @@ configuration, every name checked before any is queued.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -49,13 +50,29 @@ from backend.store import Store, utcnow
 from backend.training.checkpoints import drop_checkpoints
 from backend.training.cpu.memory import hugepage_malloc_env
 from backend.training.plan import sweep_specs
-from backend.training.progress import event_dict
+from backend.training.progress import PHASE_SCORING, event_dict, step_text
 
 log = logging.getLogger(__name__)
 
 TERMINAL = ("done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 LOG_TAIL_LINES = 12
+
+class SamePlanActive(JobError):
+    """The same configuration on the same data is already queued or running; queueing it
+    again needs ``confirm=True`` (a double click must not train it twice)."""
+
+    def __init__(self, jobs: list, message: str, fix: str):
+        super().__init__(message, fix=fix)
+        self.jobs = [j.id for j in jobs]
+
+
+def same_run(request: dict) -> str:
+    """What makes two queued runs the same run: everything in the request but the adapter's name."""
+    spec = {k: v for k, v in (request.get("spec") or {}).items() if k != "name"}
+    return json.dumps([spec, request.get("train_file"), request.get("eval_file"), request.get("data_hash")],
+                      sort_keys=True, default=str)
+
 
 AdapterReady = Callable[[str, Path], None]
 AdapterRemoved = Callable[[str], None]
@@ -131,6 +148,26 @@ def settle_adapter(store: Store, adapters_root: Path, name: str, status: str, re
     store.upsert_adapter(name, **fields)
 
 
+def activity(job, events: list, total: int | None) -> str:
+    """What the job is doing now, in a few words, from the worker's latest word: "queued",
+    "loading the base ...", "tokenizing 48 examples", "step 3/18", "scoring the adapter ...",
+    "stopping (cancel requested)"; "" once it is over."""
+    if job.status == "queued":
+        return "queued: starts when the runs before it are over"
+    if job.status != "running":
+        return ""
+    if job.cancel_requested:
+        return "stopping (cancel requested)"
+    for event in reversed(events):
+        if event.kind == "proof":
+            return PHASE_SCORING
+        if event.kind in ("progress", "start") and total:
+            return step_text(event.step or 0, total)
+        if event.kind == "phase" and event.message:
+            return event.message
+    return "starting the training process"
+
+
 # --- the runner ------------------------------------------------------------------------------
 
 
@@ -165,14 +202,27 @@ class JobRunner:
 
     def submit_sweep(self, base_spec: RunSpec, variations: list[dict[str, float]] | None = None,
                      train_file: Path | str | None = None, eval_file: Path | str | None = None,
-                     data_hash: str = "", *, plain_template: bool = False) -> list[int]:
-        """Queue the base config plus one job per variation (see :func:`backend.training.plan.suggest_sweep`)."""
+                     data_hash: str = "", *, plain_template: bool = False, confirm: bool = True) -> list[int]:
+        """Queue the base config plus one job per variation (see :func:`backend.training.plan.suggest_sweep`).
+        With ``confirm=False`` a sweep whose first run is already queued or running under another
+        name (the same plan submitted twice) is refused with :class:`SamePlanActive`."""
         if train_file is None:
             raise JobError("submit_sweep needs train_file.", fix="Pass the data doctor's train.jsonl.")
         specs = sweep_specs(base_spec, list(variations or []))
+        if not confirm:
+            self._check_not_twice(specs[0], train_file, eval_file, data_hash)
         self._check_submittable(specs, train_file, eval_file, overwrite=False)
         return [self._enqueue(s, train_file, eval_file, data_hash, base_spec.name, False, plain_template)
                 for s in specs]
+
+    def _check_not_twice(self, spec: RunSpec, train_file, eval_file, data_hash: str) -> None:
+        key = same_run({"spec": spec.model_dump(mode="json"), "train_file": str(Path(train_file).resolve()),
+                        "eval_file": str(Path(eval_file).resolve()) if eval_file else None, "data_hash": data_hash})
+        twins = [j for j in self.store.list_jobs(ACTIVE) if same_run(j.request or {}) == key]
+        if twins:
+            said = ", ".join(f"job {j.id} ({j.adapter}, {j.status})" for j in twins)
+            raise SamePlanActive(twins, f"This plan is already training on the same data: {said}.",
+                                 fix="Wait for it, cancel it, or confirm to queue a second copy of the same plan.")
 
     def _check_submittable(self, specs: list[RunSpec], train_file, eval_file, overwrite: bool) -> None:
         problems, invalid = [], False
@@ -478,11 +528,12 @@ class JobRunner:
             return next((getattr(e, attr) for e in reversed(progress) if getattr(e, attr) is not None), None)
 
         starts = [e for e in events if e.kind == "start"]
+        total = job.total_steps or (starts[-1].total_steps if starts else None)
         return {
             "job_id": job.id, "adapter": job.adapter, "sweep": job.sweep, "status": job.status,
             "attempts": job.attempts, "error": job.error,
-            "step": job.step, "total_steps": job.total_steps,
-            "fraction": (job.step / job.total_steps) if job.total_steps else 0.0,
+            "step": job.step, "total_steps": total,
+            "fraction": (job.step / total) if total else 0.0,
             "loss": last_of("loss"), "eval_loss": last_of("eval_loss"),
             "tokens_per_s": latest.tokens_per_s if latest else None,
             "eta_s": latest.eta_s if latest and job.status == "running" else None,
@@ -493,6 +544,7 @@ class JobRunner:
             # after training the worker scores the adapter (backend/proof) before the job is done
             "phase": ("scoring" if job.status == "running" and events and events[-1].kind == "proof"
                       else "training" if job.status == "running" else None),
+            "activity": activity(job, events, total),
         }
 
     def jobs(self, statuses: tuple[str, ...] | None = None) -> list[dict]:

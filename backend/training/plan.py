@@ -25,6 +25,7 @@ from backend.errors import ConfigError, InvalidName
 from backend.hparams import LoraSpec, RunSpec, TrainSpec
 from backend.names import NAME_RULE, slugify, validate_name
 from backend.training.defaults import choose
+from backend.training.estimate import Speed, estimate, estimate_text
 
 TaskKind = Literal["style", "classification", "extraction", "sentiment", "chat"]
 
@@ -110,6 +111,20 @@ class PlanCard(BaseModel):
     name: str = "adapter"
     equalizer: dict | None = Field(None, description="The equalizer grid ``lora`` was compiled from "
                                    "(backend.bases.equalizer.Grid.model_dump()), saved with each run.")
+    timing: dict | None = Field(None, description="What the time estimate is made from: this machine's measured "
+                                "speed on the base (backend.training.estimate.Speed) and the data's rows "
+                                "(n_train, n_eval, doctor_mean_tokens); the estimate follows the card's knobs.")
+
+    def time_estimate(self) -> dict | None:
+        """How long this card's runs take on this machine ("about", "at most"), from
+        :attr:`timing` and the card's own knobs and sweep; None until data and a speed are known."""
+        if not self.timing or not self.timing.get("speed"):
+            return None
+        t = self.timing
+        return estimate(Speed.model_validate(t["speed"]), n_train=t.get("n_train") or 0, n_eval=t.get("n_eval") or 0,
+                        batch_size=self.train.batch_size, epochs=self.train.epochs, runs=max(1, len(self.sweep)),
+                        early_stopping=self.train.early_stopping, time_budget_s=self.train.time_budget_s,
+                        doctor_mean_tokens=t.get("doctor_mean_tokens"))
 
     def render_markdown(self) -> str:
         stop = (f"at most {self.train.epochs:g} epochs, stopping when the held-out loss stops falling"
@@ -125,6 +140,8 @@ class PlanCard(BaseModel):
         ]
         if self.baseline:
             lines.append(f"- **Before training**: {baseline_text(self.baseline)}")
+        if self.timing:
+            lines.append(f"- **Time**: {estimate_text(self.time_estimate()) or self.timing.get('note', '')}")
         lines += [
             f"- **Sweep** ({len(self.sweep)} run{'s' if len(self.sweep) != 1 else ''}, LoRA r{self.lora.r} "
             f"alpha {self.lora.alpha} on {self.lora.target_modules}, lr {self.train.learning_rate:g}, "

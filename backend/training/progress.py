@@ -1,9 +1,46 @@
-"""How a run's progress reads: the one wording of its losses, and its stored events as
-plain dicts, for the CLI's progress bar, the Train tab and the assistant."""
+"""How a run's progress reads: the one wording of its losses, the one definition of its
+tokens/s, what it is doing now (its phase), and its stored events as plain dicts, for
+the CLI's progress bar, the Train tab, the assistant and ``bench/train.py``."""
 
 from __future__ import annotations
 
 from typing import Any
+
+TOKENS_PER_S_MEANS = ("tokens/s: the prompt and answer tokens (padding excluded) that training steps processed, "
+                      "per second of training (evaluation excluded)")
+
+
+def tokens_per_s(tokens: int | float, seconds: float) -> float | None:
+    """The one tokens/s of TuneLab (:data:`TOKENS_PER_S_MEANS`): what the page and the CLI
+    show while a run trains, what ``tunelab.json`` stores and what ``bench/train.py``
+    reports as ``tokens_per_s`` (docs/performance.md). None before anything was timed."""
+    if not tokens or seconds <= 0:
+        return None
+    return float(tokens) / seconds
+
+
+def tokens_text(value: float | None) -> str:
+    """``"398 tokens/s"``: the one wording of :func:`tokens_per_s` ("" when unknown)."""
+    return f"{value:.0f} tokens/s" if value else ""
+
+
+# What a running job is doing before its first step and after its last, as the worker
+# reports it (``job_events`` of kind "phase"); a step is said as "step 3/18".
+PHASE_IMPORTS = "loading the training libraries"
+PHASE_SCORING = "scoring the adapter on the held-out rows"
+
+
+def phase_loading(base_name: str) -> str:
+    return f"loading the base {base_name}"
+
+
+def phase_tokenizing(n_train: int, n_eval: int = 0) -> str:
+    held = f" and {n_eval} held-out" if n_eval else ""
+    return f"tokenizing {n_train} examples{held}"
+
+
+def step_text(step: int, total: int) -> str:
+    return f"step {step}/{total}"
 
 
 def loss_parts(progress: dict) -> list[str]:

@@ -32,29 +32,33 @@ an existing adapter is never half-overwritten. Checkpoints go to ``work_dir``
 
 from __future__ import annotations
 
+import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from datasets import Dataset
-from peft import LoraConfig
+from peft import LoraConfig, get_peft_model
 from trl import SFTConfig
 
 from backend.adapter_folder import ADAPTER_FILES, CONFIG_FILE, WEIGHTS_FILE, is_complete, write_meta
 from backend.atomic import staged_folder
-from backend.bases.load import load_model, load_tokenizer
+from backend.bases.load import decoder_of, load_model, load_tokenizer
 from backend.bases.resolve import BaseRef
 from backend.data.normalized import read_rows, split_rows, to_prompt_completion
 from backend.errors import ConfigError, DataError, JobError
 from backend.hardware.device import device_kind, resolve_precision
 from backend.hardware.threads import set_cpu_threads
-from backend.hparams import RunSpec
+from backend.hparams import LoraSpec, RunSpec
 from backend.store import utcnow
 from backend.training.checkpoints import checkpoints_dir, last_checkpoint
 from backend.training.cpu.native import NativeBuild
 from backend.training.cpu.tuning import tune_for_device, use_eager_attention
 from backend.training.early_stop import KeepBest
+from backend.training.estimate import Speed, machine_id
+from backend.training.progress import phase_loading, phase_tokenizing, tokens_per_s
 from backend.training.trainer import AnswerOnlySFTTrainer, ProgressCallback, ProgressFn, StopFn
 
 
@@ -156,6 +160,7 @@ def train_adapter(
     plain_template: bool = False,
     trust_remote_code: bool = False,
     native_build: NativeBuild | None = None,
+    on_phase: Callable[[str], None] | None = None,
 ) -> dict:
     """Train one LoRA adapter and write ``out_dir`` (= ``adapters/<name>``).
 
@@ -164,9 +169,12 @@ def train_adapter(
     (:class:`TrainingPaused`); ``resume=True`` later continues from the last checkpoint
     in ``work_dir``. ``native_build`` (the settings' ``native_kernels`` and native cache)
     says whether a CPU run builds and uses the native kernels; None leaves them as this
-    process has them. Returns the metadata written to ``tunelab.json``. Raises
+    process has them. ``on_phase(text)`` hears what the run does before its first step
+    ("loading the base ...", "tokenizing 48 examples"). Returns the metadata written to ``tunelab.json``. Raises
     :class:`AdapterExists` when the name is taken, :class:`DataError` for unusable data.
     """
+    entered = time.perf_counter()
+    say = on_phase or (lambda text: None)
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     check_target(out_dir, overwrite)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -175,6 +183,7 @@ def train_adapter(
     set_cpu_threads(device)
 
     train_ds, eval_ds = build_datasets(spec, train_file, eval_file)
+    say(phase_loading(base_ref.name))
     tokenizer = load_tokenizer(base_ref, plain_template=plain_template, trust_remote_code=trust_remote_code)
     # bf16: the frozen base weights live in bf16; peft keeps the LoRA weights in fp32
     model = load_model(base_ref, dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
@@ -196,6 +205,7 @@ def train_adapter(
     elif spec.train.time_budget_s is not None:  # no held-out rows to judge by: the budget alone stops
         keep_best = KeepBest(patience=10**9, time_budget_s=spec.train.time_budget_s)
     callbacks = [callback] + ([keep_best] if keep_best is not None else [])
+    say(phase_tokenizing(len(train_ds), len(eval_ds) if eval_ds is not None else 0))
     try:
         trainer = AnswerOnlySFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                                        processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks)
@@ -213,6 +223,7 @@ def train_adapter(
 
     checkpoint = last_checkpoint(work_dir) if resume else None
     started = time.perf_counter()
+    setup_s = started - entered
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     runtime = time.perf_counter() - started
     if callback.stopped:
@@ -230,6 +241,7 @@ def train_adapter(
         stopping = keep_best.summary()
     train_time = max(1e-9, runtime - trainer.eval_seconds)
     answer_tokens = trainer.answer_tokens * trainer.accelerator.num_processes
+    train_tokens = trainer.train_tokens * trainer.accelerator.num_processes
     train_losses = [h["loss"] for h in callback.history if h["loss"] is not None]
     meta = {
         "name": spec.name,
@@ -241,9 +253,14 @@ def train_adapter(
             "train_loss": train_losses[-1] if train_losses else None,
             "train_loss_mean": float(result.training_loss),
             "eval_loss": eval_loss,
-            "tokens_per_s": answer_tokens / train_time,
+            "tokens_per_s": tokens_per_s(train_tokens, train_time),
+            "answer_tokens_per_s": tokens_per_s(answer_tokens, train_time),
             "runtime_s": runtime,
             "train_seconds": train_time,
+            "eval_seconds": trainer.eval_seconds,
+            "evaluations": sum(1 for h in callback.history if h["eval_loss"] is not None),
+            "setup_seconds": setup_s,
+            "train_tokens": train_tokens,
             "answer_tokens": answer_tokens,
             "steps": trainer.state.global_step,
             "resumed_from_step": callback.first_step,
@@ -288,3 +305,57 @@ def write_adapter_folder(peft_model, out_dir: Path, meta: dict, *, overwrite: bo
         if written != sorted(ADAPTER_FILES):
             raise JobError(f"peft wrote {written} instead of the adapter files {sorted(ADAPTER_FILES)}.")
     return out_dir
+
+
+# --- a short measured probe of this machine's speed (the plan card's estimate before any run) ----
+
+# The probe loads the base as a run does (dtype from the precision rule, the CPU kernels of
+# tune_for_device), wraps it in the plan's LoRA and times a few real forward+backward+optimizer
+# steps at the plan's batch size and the data's tokens per example, the loss on the last
+# quarter of each row (about an answer's share); the first step warms up and is not counted.
+# A finished run later replaces the probe's figures with its own measurement.
+# What the probe cannot see: a training process's start (Python, torch, transformers, trl
+# imports) and its trainer's set-up; measured about 6 s on a 2-core CPU.
+PROCESS_START_S = 6.0
+
+
+def probe_speed(base_ref: BaseRef, *, base: str, lora: LoraSpec, batch_size: int, tokens_per_example: float,
+                max_length: int, steps: int = 2, trust_remote_code: bool = False) -> Speed:
+    """Time ``steps`` training steps of ``base_ref`` (after one warm-up) and return the speed
+    entry that :func:`backend.training.estimate.write_speed` stores under ``base``."""
+    device = device_kind()
+    precision = resolve_precision("auto", device)
+    set_cpu_threads(device)
+    loading = time.perf_counter()
+    model = load_model(base_ref, dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
+                       trust_remote_code=trust_remote_code)
+    if device == "cpu" and precision == "bf16":
+        use_eager_attention(model)
+    model = get_peft_model(model, LoraConfig(**lora.to_peft_kwargs()))
+    tune_for_device(model, device=device, precision=precision)
+    load_s = time.perf_counter() - loading
+    length = max(8, min(max_length, math.ceil(tokens_per_example)))
+    vocab = model.get_output_embeddings().weight.shape[0]
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab, (batch_size, length), generator=generator)
+    answer = max(1, length // 4)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    decoder, head = decoder_of(model), model.get_output_embeddings()
+    model.train()
+    timed = 0.0
+    for step in range(steps + 1):
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16" and device == "cpu"):
+            hidden = (decoder(input_ids=ids, use_cache=False).last_hidden_state if decoder is not None
+                      else model(input_ids=ids, output_hidden_states=True).hidden_states[-1])
+            logits = head(hidden[:, -answer - 1:-1]).float()
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), ids[:, -answer:].reshape(-1))
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if step:  # the first step warms caches and allocators
+            timed += time.perf_counter() - started
+    del model, optimizer
+    return Speed(base=base, machine=machine_id(), s_per_token=timed / (steps * batch_size * length),
+                 tokens_per_example=float(length), doctor_mean_tokens=float(length), fixed_s=PROCESS_START_S + load_s,
+                 source=f"from a {steps}-step probe of this machine")

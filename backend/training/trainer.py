@@ -5,8 +5,9 @@
   logs), but the prompt and padding positions never contribute to the loss, so
   projecting them onto the vocabulary is wasted work. The decoder is called directly,
   so the head is not even run on one position per row (``logits_to_keep=1`` in bf16 on
-  CPU becomes a batched copy of the whole head). It also counts answer tokens (for
-  tokens/s) and the time spent in evaluation.
+  CPU becomes a batched copy of the whole head). It also counts the tokens trained
+  (for tokens/s, :func:`backend.training.progress.tokens_per_s`), the answer tokens and
+  the time spent in evaluation.
 * :class:`LengthBatchSampler` builds batches of examples of similar length, so little
   compute goes to padding.
 * :class:`ProgressCallback` turns the trainer's logs into progress dicts and the
@@ -24,6 +25,7 @@ from trl import SFTTrainer
 
 from backend.bases.load import decoder_of, scales_logits
 from backend.training.cpu.head_loss import head_loss_sum
+from backend.training.progress import tokens_per_s
 
 ProgressFn = Callable[[dict], None]
 StopFn = Callable[[], bool]
@@ -61,9 +63,11 @@ class LengthBatchSampler:
 
 class AnswerOnlySFTTrainer(SFTTrainer):
     """SFTTrainer that projects only answer positions onto the vocabulary and counts
-    answer tokens (for tokens/s) and time spent in evaluation."""
+    tokens trained (prompt and answer, no padding: for tokens/s), answer tokens and time
+    spent in evaluation."""
 
     answer_tokens: int = 0
+    train_tokens: int = 0
     eval_seconds: float = 0.0
 
     def _get_train_sampler(self, train_dataset=None):
@@ -79,6 +83,9 @@ class AnswerOnlySFTTrainer(SFTTrainer):
             self.eval_seconds += time.perf_counter() - started
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training:
+            mask = inputs.get("attention_mask")
+            self.train_tokens += int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
         unwrapped = self.accelerator.unwrap_model(model)
         if return_outputs or scales_logits(unwrapped.config) or "labels" not in inputs \
                 or self.args.loss_type != "nll" or self.label_smoother is not None \
@@ -138,10 +145,10 @@ class ProgressCallback(TrainerCallback):
         trainer = self.trainer
         elapsed = max(1e-9, time.perf_counter() - self.started - trainer.eval_seconds)
         done = max(0, state.global_step - self.first_step)
-        tokens_per_s = trainer.answer_tokens * trainer.accelerator.num_processes / elapsed if done else None
+        speed = tokens_per_s(trainer.train_tokens * trainer.accelerator.num_processes, elapsed) if done else None
         eta = (state.max_steps - state.global_step) * elapsed / done if done else None
         self.on_progress(dict(step=state.global_step, total_steps=state.max_steps,
-                              tokens_per_s=tokens_per_s, eta_s=eta, **fields))
+                              tokens_per_s=speed, eta_s=eta, **fields))
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.perf_counter()

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from backend.adapter_folder import folder as adapter_folder
 from backend.adapter_folder import update_meta
+from backend.data.doctor import saved_report
 from backend.data.normalized import read_rows
 from backend.bases.resolve import resolve_base
 from backend.errors import TuneLabError
@@ -40,7 +41,9 @@ from backend.training.checkpoints import checkpoint_step, drop_checkpoints, last
 from backend.training.cpu.native import NativeBuild
 from backend.proof.scores import BASELINE_FILE, judged_from_import
 from backend.training.jobs import settle_adapter
+from backend.training.estimate import planned_steps, record_run
 from backend.training.plan import task_of
+from backend.training.progress import PHASE_IMPORTS, PHASE_SCORING
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 CANCEL_POLL_S = 1.0
@@ -115,6 +118,7 @@ def run(job_id: int, settings: Settings) -> int:
         store.upsert_adapter(job.adapter, status="running", job_id=job_id, error=None)
         record("attempt", step=checkpoint_step(checkpoint),
                message=f"attempt {job.attempts}" + (f", resuming from {checkpoint.name}" if checkpoint else ""))
+    record("phase", message=PHASE_IMPORTS)
     try:
         from backend.training import run as train  # the one heavy import: torch, transformers, peft, trl
     except Exception as exc:  # a broken install: the reason is the import's error
@@ -148,6 +152,7 @@ def run(job_id: int, settings: Settings) -> int:
             plain_template=bool(request.get("plain_template")),
             trust_remote_code=settings.trust_remote_code,
             native_build=NativeBuild.from_settings(settings),
+            on_phase=lambda text: record("phase", message=text),
         )
     except train.TrainingCancelled as exc:
         drop_checkpoints(run_dir)
@@ -160,10 +165,30 @@ def run(job_id: int, settings: Settings) -> int:
     except Exception as exc:  # anything else is a bug or the machine: keep the reason, not the app
         traceback.print_exc()
         return end("failed", f"{type(exc).__name__}: {exc}", code=EXIT_FAILED)
+    proof_s = 0.0
     if main and request.get("eval_file") and request.get("prove", True):
-        record("proof", message="scoring the adapter on the held-out rows")
+        record("proof", message=PHASE_SCORING)
+        proving = time.perf_counter()
         meta["proof"] = prove(request, spec, base_ref, settings, adapter_folder(paths.adapters, spec.name))
+        proof_s = time.perf_counter() - proving
+    if main and job.attempts == 1 and not checkpoint:  # a whole run, timed from being picked up
+        remember_speed(settings, spec, meta, request, wall_s=(utcnow() - job.started_at).total_seconds(),
+                       proof_s=proof_s)
     return end("done", meta=meta)
+
+
+def remember_speed(settings: Settings, spec: RunSpec, meta: dict, request: dict, *, wall_s: float,
+                   proof_s: float) -> None:
+    """Record this run's measured speed for the plan card's next time estimate
+    (:mod:`backend.training.estimate`); a failure to record never fails the run."""
+    try:
+        metrics = meta.get("metrics") or {}
+        tokens = (saved_report(Path(request["train_file"]).parent).get("stats") or {}).get("tokens") or {}
+        record_run(settings.paths.training_speed, base=spec.base, adapter=spec.name, metrics=metrics,
+                   wall_s=wall_s, proof_s=proof_s, doctor_mean_tokens=tokens.get("mean"),
+                   planned_steps=planned_steps(metrics.get("examples") or 0, spec.train.batch_size, spec.train.epochs))
+    except Exception:
+        traceback.print_exc()
 
 
 def preference_round(paths):

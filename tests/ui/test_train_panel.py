@@ -47,7 +47,7 @@ def test_runs_show_progress_losses_and_errors():
              "eval_loss": None, "tokens_per_s": 99.6, "eta_s": 75, "error": None},
             {"job_id": 2, "adapter": "bad", "status": "failed", "step": 0, "total_steps": 0, "error": "<boom>"}]
     html = runs_html(rows)
-    assert "step 3/10 · loss 1.235 · 100 tok/s · 1m 15s left" in html
+    assert "step 3/10 · loss 1.235 · 100 tokens/s · 1m 15s left" in html
     assert "&lt;boom&gt;" in html and html.index("job 2") < html.index("job 1")  # newest first
 
 

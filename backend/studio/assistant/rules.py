@@ -39,6 +39,8 @@ _FROM_RATINGS = re.compile(r"\b(train|learn|tune|improve)\b.*\b(from|on|with|usi
                            r"평가(로|를|에서).*(학습|훈련)", re.IGNORECASE)
 _RANKING = re.compile(r"\b(leaderboard|ranking|rank(ed)?|arena|which (model|adapter|one) is (the )?best)\b|순위|랭킹|리더보드",
                       re.IGNORECASE)
+_AGAIN = re.compile(r"^(yes[ ,]*)?(train|go|run|queue)( it| the plan)? again( anyway)?$|^다시\s*(학습|시작|훈련)",
+                    re.IGNORECASE)
 _CANCEL = re.compile(r"\b(cancel|stop|abort|halt)\b|취소|중지|중단|멈춰", re.IGNORECASE)
 _COMPARE = re.compile(r"\bcompare\b|\bside[- ]by[- ]side\b|비교", re.IGNORECASE)
 _BLIND = re.compile(r"\bblind\b|블라인드|가려|숨겨", re.IGNORECASE)
@@ -144,11 +146,14 @@ class RuleAssistant:
         if _RANKING.search(cleaned) and not looks_like_goal(cleaned):
             return rounds.ranking_reply(tools.service) + "\n\nNext: compare and rate more answers, or say " \
                 "*train from my ratings*."
+        if _AGAIN.match(cleaned):
+            return self._say_training(tools.start_training(confirm=True))
         if _is_go(cleaned):
             return self._say_training(tools.start_training())
         if _CANCEL.search(cleaned) and len(cleaned) < 40:
             job = re.search(r"\b(\d+)\b", cleaned)
-            result = tools.cancel_training(int(job.group(1)) if job else None)
+            result = tools.cancel_training(int(job.group(1)) if job else None,
+                                           every=bool(re.search(r"\ball\b|모두|전부", cleaned, re.IGNORECASE)))
             return self._say(result, next_step="Say *status* to see where each run stopped.")
         if _COMPARE.search(cleaned):
             prompt = _quoted(text) or _after(cleaned, r"(?:compare|비교)\s*(?:on|with prompt|:|해줘|해)?\s*")

@@ -7,6 +7,8 @@ from backend.studio.assistant.respond import respond
 from backend.studio.session import AssistantTools, finished_sweeps
 from tests.builders import add_finished_adapter, exact_match_proof
 
+NEXT = (" Next: *compare* to see news-r16 beside the base, *mark news-r16 success* (or *fail*), or try another "
+        "run (say *2 runs*, then *go*).")
 BEST = ("Sweep news is over. news-r16 is best: 29/30 vs base 13/30 few-shot — highest held-out exact match of "
         "3 runs (next: news-r8 27/30).")
 
@@ -35,7 +37,7 @@ def test_the_best_adapter_is_said_once_after_the_reply_when_the_sweep_is_over(se
 
     _finish(service, running)
     reply = respond(service, state, "help")
-    assert reply.text.endswith("\n\n🏁 " + BEST)
+    assert reply.text.endswith("\n\n🏁 " + BEST + NEXT)
     assert state.history[-1] == {"role": "assistant", "content": reply.text}
     assert "news-r16 is best" not in respond(service, state, "help").text  # said once
 
@@ -45,7 +47,7 @@ def test_status_says_the_best_adapter_of_a_finished_sweep_and_it_is_not_repeated
     reply = respond(service, state, "status")
     assert reply.text.count(BEST) == 1 and "🏁" not in reply.text
     assert BEST in respond(service, state, "status").text  # status says it every time
-    assert AssistantTools(service, state).sweep_results() == [BEST]
+    assert AssistantTools(service, state).sweep_results() == [BEST + NEXT]
 
 
 def test_a_sweep_with_no_scored_adapter_is_over_without_a_recommendation(service, state):
@@ -53,7 +55,29 @@ def test_a_sweep_with_no_scored_adapter_is_over_without_a_recommendation(service
     (service.paths.adapters / "bare-a" / "tunelab.json").write_text('{"metrics": {}}')
     state.job_ids.append(service.store.get_adapter("bare-a").job_id)
     assert AssistantTools(service, state).sweep_news() == [
-        "Sweep bare is over: 1 adapter(s), none with a measured score yet (no held-out rows), so none is recommended."]
+        "Sweep bare is over: 1 adapter(s), none with a measured score yet (no held-out rows), so none is recommended."
+        " Next: *compare* to see bare-a beside the base, *mark bare-a success* (or *fail*), or try another run "
+        "(say *2 runs*, then *go*)."]
+
+
+def test_a_lone_run_says_what_it_scored_against_the_base_and_what_to_do_next(service, state):
+    add_finished_adapter(service, "lone", proof=exact_match_proof(28))
+    state.job_ids.append(service.store.get_adapter("lone").job_id)
+    news = AssistantTools(service, state).sweep_news()
+    assert len(news) == 1 and news[0].startswith("lone finished training: exact match: ")
+    assert "adapter 28/30" in news[0] and "base 6-shot 13/30" in news[0]
+    assert news[0].endswith("Next: *compare* to see lone beside the base, *mark lone success* (or *fail*), "
+                            "or try another run (say *2 runs*, then *go*).")
+    assert AssistantTools(service, state).sweep_news() == []  # said once
+
+
+def test_a_lone_run_that_failed_says_so_and_what_to_do(service, state):
+    job = service.store.add_job("broken", {"spec": {"name": "broken"}, "train_file": "/none.jsonl"})
+    service.store.update_job(job.id, status="failed", error="DataError: no rows\ntraceback...")
+    state.job_ids.append(job.id)
+    assert AssistantTools(service, state).sweep_news() == [
+        "broken (job %d) ended failed: DataError: no rows. Next: fix what stopped it (the **Train** tab has the "
+        "reason), then say *go* again." % job.id]
 
 
 def test_news_asks_the_service_nothing_once_every_run_was_told(state):
