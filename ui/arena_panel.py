@@ -7,6 +7,7 @@ from __future__ import annotations
 import gradio as gr
 
 from backend.studio import rounds
+from backend.studio.session import AssistantTools
 
 from .common import Ctx, edge, esc
 
@@ -32,8 +33,20 @@ def build(ctx: Ctx, *, elem_id: str, with_round: bool = False) -> None:
     if not with_round:
         return
     with gr.Row():
+        telling = gr.Button("Compare the most telling pair (blind)", elem_id=f"{elem_id}-next", scale=1)
         go = gr.Button("Train from my ratings", elem_id=f"{elem_id}-round", scale=1)
-        note = gr.Markdown(elem_id=f"{elem_id}-round-note")
+    note = gr.Markdown(elem_id=f"{elem_id}-round-note")
+
+    def compare_next(state):
+        service = ctx.service()
+        chosen = rounds.next_comparison(service, state)
+        if chosen is None:
+            raise gr.Error("Nothing to compare yet: the arena needs a finished adapter and a prompt (set a goal "
+                           "for its probe prompts, or import data with held-out rows).")
+        result = AssistantTools(service, state).compare(chosen["prompt"], chosen["adapters"], blind=True)
+        if not result.ok:
+            raise gr.Error(result.text)
+        return state, esc(f"Blind comparison on {chosen['prompt']!r}: {chosen['why']}. Rate the answers above.")
 
     def start(state):
         ok, text = rounds.train_from_ratings(ctx.service())
@@ -42,3 +55,4 @@ def build(ctx: Ctx, *, elem_id: str, with_round: bool = False) -> None:
         return text
 
     ctx.refresh_after(go.click(edge(start), [ctx.state], [note]))
+    ctx.refresh_after(telling.click(edge(compare_next), [ctx.state], [ctx.state, note]))

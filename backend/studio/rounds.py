@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from backend import adapter_folder as adapter_files
+from backend.data.normalized import EVAL_FILE, read_rows
 from backend.data.preference import MIN_PAIRS, PAIRS_FILE, read_preference_files, write_pairs
 from backend.errors import AdapterNotFound, ConfigError, DataError, TuneLabError
 from backend.hparams import RunSpec, TrainSpec
@@ -127,6 +128,42 @@ def round_line(meta: adapter_files.AdapterMeta) -> str | None:
         return None
     return (f"a preference round from {extra.get('parent')} on {preference.get('pairs')} pairs "
             f"({len(preference.get('rating_ids') or [])} ratings)")
+
+
+# --- what to show next -------------------------------------------------------------------------
+
+
+def candidate_prompts(state) -> list[str]:
+    """Prompts to compare on: the plan's probe prompts, then the held-out rows' prompts."""
+    prompts = list(state.plan.probe_prompts) if getattr(state, "plan", None) else []
+    folder = getattr(state, "data_dir", None)
+    if folder and (Path(folder) / EVAL_FILE).is_file():
+        for messages in read_rows(Path(folder) / EVAL_FILE):
+            users = [m["content"] for m in messages if m.get("role") == "user"]
+            if users:
+                prompts.append(users[-1])
+    return list(dict.fromkeys(p for p in prompts if p.strip()))
+
+
+def next_comparison(service, state) -> dict | None:
+    """The comparison whose votes would tell the most: the arena's ``next_pair`` (the leader and
+    the challenger it is least surely ahead of) on the candidate prompt they were rated on
+    least. None when fewer than two models can be compared or there is no prompt."""
+    result = table(service)
+    served = set(service.adapter_names(status="done"))
+    pair = result["next_pair"]
+    prompts = candidate_prompts(state)
+    if not pair or not prompts or not any(m in served for m in pair):
+        return None
+    rated = {}
+    for row in service.store.ratings():
+        if row.model in pair:
+            rated[row.prompt] = rated.get(row.prompt, 0) + 1
+    prompt = min(prompts, key=lambda p: (rated.get(p, 0), prompts.index(p)))
+    why = ("the winner is already clear; more votes only confirm it" if result["clear"]
+           else f"the vote that most shrinks the doubt about the winner is {pair[0]} vs {pair[1]}")
+    return {"adapters": [m for m in pair if m != BASE], "pair": pair, "prompt": prompt, "why": why,
+            "summary": result["summary"]}
 
 
 # --- in the assistant's words -------------------------------------------------------------------
