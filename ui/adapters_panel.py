@@ -1,5 +1,5 @@
 """Adapters tab: the leaderboard of every finished adapter (★ the recommended one of each
-sweep, and why); each adapter's goal, data, hyperparameters, loss curve, ratings and
+sweep, and why, and each one's verdict badge); each adapter's goal, data, hyperparameters, loss curve, ratings and
 verdict (from the service and the typed view of its tunelab.json), use it in the chat,
 and export it; below, its strength / blend pad and its proof (ui/adapter_shaping_panel.py).
 """
@@ -10,6 +10,7 @@ import json
 
 import gradio as gr
 
+from backend.studio import trust
 from backend.studio.session import AssistantTools
 
 from . import adapter_shaping_panel, arena_panel
@@ -21,7 +22,8 @@ def details_markdown(row: dict, meta) -> str:
     (``service.adapter_meta``)."""
     lora, train, metrics = meta.hyperparameters.get("lora") or {}, meta.train, meta.metrics
     ratings = row.get("ratings")
-    verdict = {"success": "✅ success", "fail": "❌ fail"}.get(row.get("verdict") or "", "not marked yet")
+    suggestion = ((meta.proof or {}).get("verdict") or {}).get("suggestion")
+    verdict = trust.verdict_badge(row.get("verdict"), suggestion)
     lines = [
         f"### {esc(row['name'])}",
         f"- **Status**: {esc(row['status'])}" + (f" — {esc(row['error'])}" if row.get("error") else ""),
@@ -52,7 +54,7 @@ def details_markdown(row: dict, meta) -> str:
 
 def board_html(service) -> str:
     """Every finished adapter side by side, sweep by sweep, best first; ★ the recommended one."""
-    return leaderboard_html(service.leaderboard(), elem_id="adapters-board", show_sweep=True,
+    return leaderboard_html(service.leaderboard(), elem_id="adapters-board", show_sweep=True, badges=service.badges(),
                             title="Leaderboard: ★ recommended in its sweep (best held-out score; ties to the "
                                   "smaller, then faster adapter)")
 
@@ -88,7 +90,9 @@ def build(ctx: Ctx) -> None:
         names = service.adapter_names()
         current = state.adapter_names[-1] if state.adapter_names and state.adapter_names[-1] in names else (
             names[-1] if names else None)
-        return [board_html(service), gr.Dropdown(choices=names, value=current), *show(current)]
+        badges = service.badges()
+        return [board_html(service), gr.Dropdown(choices=[(trust.labelled(n, badges.get(n)), n) for n in names],
+                                                 value=current), *show(current)]
 
     ctx.on_refresh(render, [board, pick, details, plot, raw])
 

@@ -163,19 +163,23 @@ def heatmap_html(data: dict, title: str = "parameters per layer × module", *, e
 
 
 def leaderboard_html(rows: list[dict], *, elem_id: str, title: str = "",
-                     empty: str = "No finished adapters to rank yet.", show_sweep: bool = False) -> str:
+                     empty: str = "No finished adapters to rank yet.", show_sweep: bool = False,
+                     badges: dict | None = None) -> str:
     """The leaderboard (rows of ``service.leaderboard()``) as a table: adapter, held-out score,
     vs base, train time, size, the proof's suggestion; ★ marks each sweep's recommended
-    adapter, and a line under the table says why. ``show_sweep`` adds the sweep's column."""
+    adapter, and a line under the table says why. ``show_sweep`` adds the sweep's column,
+    ``badges`` (``service.badges()``) a last one with each adapter's verdict badge."""
     caption = f"<div class='tl-caption'>{esc(title)}</div>" if title else ""
     if not rows:
         return f"<div class='tl-board tl-empty' id='{esc(elem_id)}'>{caption}{esc(empty)}</div>"
     heads = ["", "adapter"] + (["sweep"] if show_sweep else []) + ["held-out score", "vs base", "train", "size",
                                                                    "proof says"]
+    heads += ["verdict"] if badges is not None else []
     body = []
     for r in rows:
         cells = ["★" if r["recommended"] else "", r["name"]] + ([r["sweep"]] if show_sweep else []) + [
             r["score_text"], r["base_text"] or "—", r["train_text"], r["size_text"], verdict_words(r["verdict"])]
+        cells += [badges.get(r["name"], "unmarked")] if badges is not None else []
         body.append(f"<tr class='{'tl-best' if r['recommended'] else ''}' data-adapter='{esc(r['name'])}' "
                     f"data-recommended='{str(r['recommended']).lower()}'>"
                     + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")

@@ -362,6 +362,16 @@ class Service:
             badges[row.name] = trust.verdict_badge(row.verdict, suggestion)
         return badges
 
+    def adapters_task(self, names: list[str]) -> str | None:
+        """The task the first of ``names`` that has a proof was judged on ('classification', ...):
+        what Compare and Chat go by when the session has no plan (e.g. after a reload)."""
+        known = set(self.adapter_names())
+        for name in names:
+            task = (self.adapter_meta(name).proof or {}).get("task") if name in known else None
+            if task:
+                return task
+        return None
+
     def adapter_meta(self, name: str) -> AdapterMeta:
         """The typed view of an adapter's ``tunelab.json`` (empty while it has none)."""
         return AdapterMeta.of(adapter_path(self.paths.adapters, name))

@@ -28,7 +28,7 @@ from backend.errors import DataError, TuneLabError
 from backend.studio.describe import describe_cancel, describe_job, describe_tally, proof_lines
 from backend.studio.leaderboard import sweep_summary
 from backend.studio.plan_form import resize_plan
-from backend.studio.trust import default_temperature
+from backend.studio.trust import temperature_of
 from backend.training.jobs import ACTIVE, SamePlanActive
 from backend.training.plan import PlanCard, baseline_text
 
@@ -60,7 +60,7 @@ class SessionState:
     data_preview: list[str] = field(default_factory=list)
     base: str = ""  # "" = the settings' default base (the one `tunelab up --base` serves)
     chat_model: str = BASE_CHOICE
-    # the person's temperature in Compare / Chat; None: the goal's default (trust.default_temperature)
+    # the person's temperature in Compare / Chat; None: the goal's default (trust.temperature_of)
     compare_temperature: float | None = None
     chat_temperature: float | None = None
     job_ids: list[int] = field(default_factory=list)
@@ -70,12 +70,6 @@ class SessionState:
     served_base: str = ""  # the endpoint's name for the base in the last comparison
     rated: dict[str, dict] = field(default_factory=dict)  # model -> {"score", "best"} in this comparison
     history: list[dict] = field(default_factory=list)  # the assistant conversation (role/content)
-
-    def temperature(self, tab: str) -> float:
-        """The temperature ``tab`` ('compare' or 'chat') asks with: the person's choice, else the
-        goal's default, greedy where the answers can be checked (:mod:`backend.studio.trust`)."""
-        chosen = self.compare_temperature if tab == "compare" else self.chat_temperature
-        return chosen if chosen is not None else default_temperature(self.plan.kind if self.plan else None)
 
     @property
     def revealed(self) -> bool:
@@ -146,6 +140,7 @@ class AssistantTools:
         """Set the goal in the person's words and propose a plan card for it."""
         plan = self.service.plan(goal, data_dir=self.state.data_dir, max_runs=runs or 1)
         self.state.goal, self.state.plan, self.state.plan_edited = goal.strip(), plan, False
+        self.state.compare_temperature = self.state.chat_temperature = None  # the new goal's default
         self._score_base()
         self._time_plan()
         return ToolResult(True, self.state.plan.render_markdown(), {"plan": self.state.plan.model_dump()})
@@ -412,8 +407,9 @@ class AssistantTools:
             return ToolResult(False, "No adapter is loaded in the serving endpoint yet, "
                                      "so there is nothing to compare the base with.")
         system = state.plan.system_prompt if state.plan else None
+        temperature = temperature_of(state, "compare", self.service.adapters_task(chosen))
         comparison = self.service.compare(prompt, [base_name, *chosen], system_prompt=system, blind=blind,
-                                          temperature=state.temperature("compare"))
+                                          temperature=temperature)
         state.comparison, state.rated, state.served_base = comparison, {}, base_name
         lines = [f"Compared on: {prompt}", f"({comparison.settings_text})"]
         for answer in comparison.answers:

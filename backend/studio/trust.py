@@ -28,10 +28,11 @@ PROOF_WORDS = {"beats_base": "proof: beats base", "no_better": "proof: no better
                "unchecked": "proof: not scored"}
 
 RATING_NOTE = ("👍 / 👎 / Best are stored in TuneLab's database (the `ratings` table of `.tunelab/tunelab.db` "
-               "in the home) with the prompt and every answer. They change the tallies and the win rate against "
-               "the base shown here and on the adapter's card; they do not change the adapter, its held-out "
-               "score or the leaderboard's ranking. Success / fail is your decision: it is stored on the "
-               "adapter (the store and its `tunelab.json`) and shown as its badge everywhere it is listed.")
+               "in the home) with the prompt and every answer. They change the tallies, the win rate against the "
+               "base and the arena's ranking below; *Train from my ratings* turns them into a preference round, "
+               "a new adapter. They do not change the adapter you rated, its held-out score or the leaderboard. "
+               "Success / fail is your decision: it is stored on the adapter (the store and its `tunelab.json`) "
+               "and shown as its badge everywhere it is listed.")
 
 
 def checkable(kind: str | None) -> bool:
@@ -42,6 +43,14 @@ def checkable(kind: str | None) -> bool:
 def default_temperature(kind: str | None) -> float:
     """The temperature Compare and Chat use until the person moves the control."""
     return 0.0 if checkable(kind) else OPEN_TEMPERATURE
+
+
+def temperature_of(state, tab: str, task: str | None = None) -> float:
+    """The temperature ``tab`` ('compare' or 'chat') of a session (``SessionState``) asks with:
+    the person's choice, else the default of the plan's task, or of ``task`` when the session
+    has no plan (the compared adapters' own, e.g. after a reload)."""
+    chosen = state.compare_temperature if tab == "compare" else state.chat_temperature
+    return chosen if chosen is not None else default_temperature(state.plan.kind if state.plan else task)
 
 
 def temperature_words(temperature: float, seed: int | None = None) -> str:

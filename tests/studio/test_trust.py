@@ -17,12 +17,20 @@ def test_the_default_temperature_follows_the_goal_and_the_person_overrides_it(se
     assert trust.default_temperature("classification") == trust.default_temperature("extraction") == 0.0
     assert trust.default_temperature("style") == trust.default_temperature(None) == trust.OPEN_TEMPERATURE > 0
     state = SessionState()
-    assert state.temperature("compare") == trust.OPEN_TEMPERATURE  # no goal yet: open-ended
+    assert trust.temperature_of(state, "compare") == trust.OPEN_TEMPERATURE  # no goal, nothing known
+    # no plan (a reload): the compared adapters' own task, from their proof
+    add_finished_adapter(service, "wine", proof=exact_match_proof(29))
+    add_finished_adapter(service, "plain")
+    assert service.adapters_task(["Base", "plain", "wine"]) == "classification"
+    assert service.adapters_task(["plain"]) is None
+    assert trust.temperature_of(state, "compare", service.adapters_task(["wine"])) == 0.0
+    state.plan = service.plan("write in an autumn mood")
+    assert trust.temperature_of(state, "chat", "classification") == trust.OPEN_TEMPERATURE  # the plan wins
     state.plan = service.plan("classify wine as red or white")
     assert state.plan.kind == "classification"
-    assert state.temperature("compare") == state.temperature("chat") == 0.0
+    assert trust.temperature_of(state, "compare") == trust.temperature_of(state, "chat") == 0.0
     state.chat_temperature = 0.9
-    assert (state.temperature("compare"), state.temperature("chat")) == (0.0, 0.9)
+    assert (trust.temperature_of(state, "compare"), trust.temperature_of(state, "chat")) == (0.0, 0.9)
     assert "Greedy by default" in trust.default_note("classification")
     assert "0.7 by default" in trust.default_note("style")
 
@@ -68,6 +76,8 @@ def test_the_assistants_compare_is_greedy_for_a_checkable_goal(served, tiny_llam
     assert "all answered greedily, same prompt, same system prompt, max 64 tokens" in result.text
     state.compare_temperature = 0.8
     assert tools.compare(PROMPT, ["noisy"]).data["temperature"] == 0.8
+    assert tools.set_goal("classify wine as red, white or rosé").ok  # a new goal: its default again
+    assert state.compare_temperature is None and tools.compare(PROMPT, ["noisy"]).data["temperature"] == 0.0
 
 
 def test_the_badge_says_the_verdict_and_the_proofs_suggestion(service):

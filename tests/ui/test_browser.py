@@ -10,6 +10,7 @@ and saving a screenshot per step under tests/artifacts/.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -43,12 +44,13 @@ def base_env(request, tiny_llama) -> tuple[str, dict]:
     return "default", {"TUNELAB_MODELS_DIR": str(DEFAULT_MODELS)}
 
 
-@pytest.fixture()
-def tunelab_up(home, base_env, tmp_path):
-    """`tunelab up` (`python -m backend.cli up`) on free ports; yields the page URL; Ctrl-C (SIGINT) stops it."""
-    base, extra_env = base_env
+@contextlib.contextmanager
+def running_up(home: Path, base: str, extra_env: dict, log_path: Path):
+    """`tunelab up` (`python -m backend.cli up`) over ``home`` on free ports; yields the page URL;
+    Ctrl-C (SIGINT) stops it, and it must stop cleanly. Shared with tests/ui/test_journey.py."""
     env = {**os.environ, "TUNELAB_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra_env}
-    log_path = tmp_path / "up.log"
+    for name in ("TUNELAB_DATABASE_URL", "TUNELAB_API_TOKEN"):
+        env.pop(name, None)
     with log_path.open("w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "up", "--port", "0", "--server-port", "0",
                                  "--base", base], cwd=REPO, env=env, stdout=log,
@@ -71,6 +73,14 @@ def tunelab_up(home, base_env, tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, f"tunelab up did not stop cleanly on Ctrl-C:\n{log_path.read_text()[-3000:]}"
+
+
+@pytest.fixture()
+def tunelab_up(home, base_env, tmp_path):
+    """`tunelab up` on free ports with the base of :func:`base_env`; yields the page URL."""
+    base, extra_env = base_env
+    with running_up(home, base, extra_env, tmp_path / "up.log") as url:
+        yield url
 
 
 @pytest.fixture()
@@ -181,8 +191,8 @@ def test_goal_upload_train_compare_rate_mark_and_switch(page, tmp_path):
     expect(page.locator("#mark-status")).to_contain_text("Marked wine as success")
     shot(page, "07-rated-marked")
 
-    # 7. Playground: the adapter answers, then Base (one click), then the adapter again;
-    #    the conversation stays across the switches.
+    # 7. Playground: the adapter answers, then Base (one click) in a fresh conversation that
+    #    does not hold the adapter's turns, then the adapter again.
     open_tab(page, "Chat")
     model = page.locator("#chat-model")
     expect(model.locator("label").first).to_have_text("Base")
@@ -192,11 +202,12 @@ def test_goal_upload_train_compare_rate_mark_and_switch(page, tmp_path):
     page.locator("#playground-input textarea").press("Enter")
     expect(playground).to_contain_text("— wine", timeout=180_000)
     model.locator("label", has_text="Base").click()
+    expect(page.locator("#playground-note")).to_contain_text("fresh conversation")
+    expect(playground).not_to_contain_text("Deep ruby colour with notes of cherry and oak.")
     page.locator("#playground-input textarea").fill("And this one?")
     page.locator("#playground-input textarea").press("Enter")
     expect(playground).to_contain_text("— Base", timeout=180_000)
-    expect(playground).to_contain_text("Deep ruby colour with notes of cherry and oak.")
-    expect(playground).to_contain_text("— wine")
+    expect(playground).not_to_contain_text("— wine")
     model.locator("label", has_text="wine").click()
     expect(model.locator("input[type=radio]:checked")).to_have_value("wine")
     shot(page, "08-playground")
