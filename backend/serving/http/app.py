@@ -26,6 +26,7 @@ from backend.serving.auth import api_token
 from backend.serving.http import metrics, openai, tgi
 from backend.serving.http.errors import BodyLimit, Unauthorized, invalid_request, unauthorized
 from backend.serving.http.protocol import InvalidRequest
+from backend.serving.http.schema import describe_bodies
 from backend.serving.http.state import SavedAdapters
 from backend.settings import Settings
 
@@ -70,6 +71,7 @@ def create_app(engine=None, *, settings: Settings, base: str | None = None, toke
     app.include_router(openai.router)
     app.include_router(tgi.router)
     app.include_router(metrics.router)
+    describe_bodies(app)  # /openapi.json names each route's request body
     return app
 
 
