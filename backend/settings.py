@@ -288,7 +288,7 @@ class Paths:
     @property
     def serving_busy(self) -> Path:
         """A flag file that exists while the serving engine is generating: a training run on
-        the same CPU yields its cores meanwhile (backend/hardware/share.py)."""
+        the same CPU yields its cores meanwhile (backend/hardware/threads.py)."""
         return self.home / ".tunelab" / "serving-busy"
 
     def run_dir(self, job_id: int) -> Path:

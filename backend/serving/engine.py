@@ -40,7 +40,7 @@ from backend.data.normalized import behind_system
 from backend.errors import Overloaded, PromptTooLong, TuneLabError
 from backend.hardware.device import serving_dtype
 from backend.hardware.prepack import prepack_linears
-from backend.hardware.threads import own_intraop_threads, single_threaded_by_default
+from backend.hardware.threads import ServingFlag, own_intraop_threads, single_threaded_by_default
 from backend.serving.batch import Batch, can_merge, merge, new_cache, position_ids, prefill_inputs
 from backend.serving.decode import Detokenizer, choose, eos_ids
 from backend.serving.registry import AdapterInfo, AdapterRegistry, linear_shapes, wrap_for_adapters
@@ -58,7 +58,7 @@ class Engine:
     def __init__(self, model, tokenizer, *, base_name: str, base_path: str = "",
                  max_batch: int = 16, max_queue: int = 64, batch_window_s: float = 0.01,
                  context_limit: int | None = None, threads: int | None = None,
-                 spare_slots: int = 2, max_free_slots: int = 4, prepack: bool = True):
+                 spare_slots: int = 2, max_free_slots: int = 4, prepack: bool = True, busy_flag: Path | None = None):
         self.base_name = base_name
         self.base_path = base_path
         self.tokenizer = tokenizer
@@ -95,6 +95,8 @@ class Engine:
         self._active: list[Request] = []
         self._thread: threading.Thread | None = None
         self._stopping = False
+        # up while requests wait or generate: a CPU training run on this machine waits meanwhile
+        self._serving_flag = ServingFlag(busy_flag)
 
     # --- construction ---------------------------------------------------------------------
 
@@ -114,6 +116,7 @@ class Engine:
         model = load_model(ref, dtype=serving_dtype(settings.serve_dtype),
                            trust_remote_code=settings.trust_remote_code)
         kwargs.setdefault("prepack", settings.serve_prepack)
+        kwargs.setdefault("busy_flag", settings.paths.serving_busy)
         return cls(model, tokenizer, base_name=ref.name, base_path=ref.path, **kwargs)
 
     def start(self) -> "Engine":
@@ -252,6 +255,7 @@ class Engine:
                 request.generator.manual_seed(params.seed if params.seed is not None
                                               else int(time.time_ns() % (2**63)))
             self._pending.append(request)
+            self._serving_flag.set(True)
             self.stats.requests += 1
             self._cond.notify_all()
         self.start()
@@ -286,6 +290,7 @@ class Engine:
                 self._apply_changes()
                 with self._cond:
                     if not self._pending and batch is None:
+                        self._serving_flag.set(False)  # under the lock: a new request raises it again
                         if not self._changes:
                             self._cond.wait(timeout=0.5)
                         continue
@@ -315,11 +320,15 @@ class Engine:
                 if batch is not None and batch.size == 0:
                     batch = None
                 self._active = batch.requests if batch else []
+                if batch is not None:
+                    self._serving_flag.set(True)  # refreshed while a long spell of answers lasts
                 self.registry.collect_retired()
             # shutting down: apply pending changes, fail what is left so no caller waits for ever
             self._apply_changes()
             for request in (batch.requests if batch else []) + list(self._pending):
                 self._end(request, "cancelled", error="the server is shutting down")
+            with self._cond:
+                self._serving_flag.set(False)
 
     def _isolate(self, requests: list[Request], exc: Exception) -> Batch | None:
         """After a failed step: each row again alone, from its prompt and the tokens it has.

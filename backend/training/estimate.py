@@ -101,7 +101,7 @@ def record_run(path: Path, *, base: str, adapter: str, metrics: dict, wall_s: fl
     eval_rows = metrics.get("eval_examples") or 0
     speed = Speed(base=base, machine=machine_id(), s_per_token=train_s / tokens, tokens_per_example=tokens / seen,
                   doctor_mean_tokens=doctor_mean_tokens,
-                  fixed_s=max(0.0, wall_s - train_s - eval_s - proof_s),
+                  fixed_s=max(0.0, wall_s - train_s - eval_s - proof_s - (metrics.get("waited_for_serving_s") or 0.0)),
                   eval_s_per_row=eval_s / evaluated if evaluated else 0.0,
                   proof_s_per_row=proof_s / eval_rows if eval_rows and proof_s else 0.0,
                   stopped_share=min(1.0, steps / planned_steps) if planned_steps else 1.0,

@@ -161,6 +161,7 @@ def train_adapter(
     trust_remote_code: bool = False,
     native_build: NativeBuild | None = None,
     on_phase: Callable[[str], None] | None = None,
+    before_step: Callable[[], float] | None = None,
 ) -> dict:
     """Train one LoRA adapter and write ``out_dir`` (= ``adapters/<name>``).
 
@@ -170,7 +171,10 @@ def train_adapter(
     in ``work_dir``. ``native_build`` (the settings' ``native_kernels`` and native cache)
     says whether a CPU run builds and uses the native kernels; None leaves them as this
     process has them. ``on_phase(text)`` hears what the run does before its first step
-    ("loading the base ...", "tokenizing 48 examples"). Returns the metadata written to ``tunelab.json``. Raises
+    ("loading the base ...", "tokenizing 48 examples"). ``before_step()`` runs before each
+    step of a CPU run and returns the seconds it waited (sharing the cores with the serving
+    engine, :class:`backend.hardware.threads.CoreYield`); waiting is not training time.
+    Returns the metadata written to ``tunelab.json``. Raises
     :class:`AdapterExists` when the name is taken, :class:`DataError` for unusable data.
     """
     entered = time.perf_counter()
@@ -198,7 +202,9 @@ def train_adapter(
     has_eval = eval_ds is not None
     args = make_sft_config(spec, work_dir, has_eval=has_eval, precision=precision, device=device,
                            eval_steps=eval_interval(spec, len(train_ds)))
-    callback = ProgressCallback(on_progress, should_stop, should_pause)
+    # only a CPU run competes with the engine for cores; a GPU run trains on
+    callback = ProgressCallback(on_progress, should_stop, should_pause,
+                                before_step=before_step if device == "cpu" else None)
     keep_best = None
     if has_eval and spec.train.early_stopping:
         keep_best = KeepBest(patience=spec.train.patience, time_budget_s=spec.train.time_budget_s)
@@ -239,7 +245,7 @@ def train_adapter(
         keep_best.restore(trainer.state.global_step)  # the adapter written is the best judged one
         eval_loss = keep_best.best_loss if keep_best.best_loss is not None else eval_loss
         stopping = keep_best.summary()
-    train_time = max(1e-9, runtime - trainer.eval_seconds)
+    train_time = max(1e-9, runtime - trainer.eval_seconds - callback.waited_s)
     answer_tokens = trainer.answer_tokens * trainer.accelerator.num_processes
     train_tokens = trainer.train_tokens * trainer.accelerator.num_processes
     train_losses = [h["loss"] for h in callback.history if h["loss"] is not None]
@@ -260,6 +266,7 @@ def train_adapter(
             "eval_seconds": trainer.eval_seconds,
             "evaluations": sum(1 for h in callback.history if h["eval_loss"] is not None),
             "setup_seconds": setup_s,
+            "waited_for_serving_s": callback.waited_s,
             "train_tokens": train_tokens,
             "answer_tokens": answer_tokens,
             "steps": trainer.state.global_step,

@@ -130,8 +130,10 @@ class ProgressCallback(TrainerCallback):
     """
 
     def __init__(self, on_progress: ProgressFn | None = None, should_stop: StopFn | None = None,
-                 should_pause: StopFn | None = None):
+                 should_pause: StopFn | None = None, before_step: Callable[[], float] | None = None):
         self.on_progress, self.should_stop, self.should_pause = on_progress, should_stop, should_pause
+        self.before_step = before_step  # e.g. wait while the serving engine answers (backend.hardware.threads.CoreYield)
+        self.waited_s = 0.0  # spent in before_step: not training time
         self.trainer: AnswerOnlySFTTrainer | None = None
         self.stopped = False
         self.paused = False
@@ -143,7 +145,7 @@ class ProgressCallback(TrainerCallback):
         if self.on_progress is None or not state.is_world_process_zero:
             return
         trainer = self.trainer
-        elapsed = max(1e-9, time.perf_counter() - self.started - trainer.eval_seconds)
+        elapsed = max(1e-9, time.perf_counter() - self.started - trainer.eval_seconds - self.waited_s)
         done = max(0, state.global_step - self.first_step)
         speed = tokens_per_s(trainer.train_tokens * trainer.accelerator.num_processes, elapsed) if done else None
         eta = (state.max_steps - state.global_step) * elapsed / done if done else None
@@ -156,6 +158,10 @@ class ProgressCallback(TrainerCallback):
         if state.is_world_process_zero and self.on_progress is not None:
             self.on_progress(dict(step=state.global_step, total_steps=state.max_steps, loss=None,
                                   eval_loss=None, tokens_per_s=None, eta_s=None, resumed_from=state.global_step))
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.before_step is not None:
+            self.waited_s += self.before_step() or 0.0
 
     def on_step_end(self, args, state, control, **kwargs):
         stop = bool(self.should_stop()) if self.should_stop is not None else False

@@ -34,6 +34,7 @@ from backend.data.doctor import saved_report
 from backend.data.normalized import read_rows
 from backend.bases.resolve import resolve_base
 from backend.errors import TuneLabError
+from backend.hardware.threads import CoreYield
 from backend.hparams import RunSpec
 from backend.settings import Settings
 from backend.store import Store, utcnow
@@ -153,6 +154,7 @@ def run(job_id: int, settings: Settings) -> int:
             trust_remote_code=settings.trust_remote_code,
             native_build=NativeBuild.from_settings(settings),
             on_phase=lambda text: record("phase", message=text),
+            before_step=CoreYield(paths.serving_busy),  # the serving engine's answers go first
         )
     except train.TrainingCancelled as exc:
         drop_checkpoints(run_dir)
