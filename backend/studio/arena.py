@@ -73,12 +73,17 @@ def games(rows) -> list[Game]:
 
 
 def fit(models: Iterable[str], outcomes: Iterable[Game], *, prior: float = PRIOR, iterations: int = 2000,
-        tolerance: float = 1e-10, raw: bool = False) -> dict[str, float]:
+        tolerance: float = 1e-10, raw: bool = False, start: dict[str, float] | None = None,
+        method: str = "auto") -> dict[str, float]:
     """Bradley–Terry scores (ln strength, mean 0) of ``models`` from ``outcomes``.
 
     ``prior`` 0 is the plain maximum-likelihood fit (finite only when every model has won
     and lost within a connected set of games); a model without games scores 0 under a prior.
-    ``raw``: ln strengths against the prior's opponent, not centred.
+    ``raw``: ln strengths against the prior's opponent, not centred. ``start``: raw ln
+    strengths to start from (a bootstrap resample starts from the full fit). ``method``:
+    "mm" (Hunter's MM, Zermelo's iterations), "newton" (Newton's method on the penalized
+    log-likelihood, a few steps instead of hundreds; needs a prior), "auto": newton under a
+    prior, else mm. Both reach the same maximum.
     """
     names = sorted(set(models) | {g.winner for g in outcomes} | {g.loser for g in outcomes})
     if not names:
@@ -93,7 +98,13 @@ def fit(models: Iterable[str], outcomes: Iterable[Game], *, prior: float = PRIOR
     for (a, b), n in played.items():
         opponents[a].append((b, n))
         opponents[b].append((a, n))
-    strength = {name: 1.0 for name in names}
+    if method == "newton" or (method == "auto" and prior > 0):
+        logs = _newton(names, wins, played, prior, start or {}, tolerance)
+        if raw:
+            return logs
+        centre = sum(logs.values()) / len(logs)
+        return {k: v - centre for k, v in logs.items()}
+    strength = {name: math.exp((start or {}).get(name, 0.0)) for name in names}
     for _ in range(iterations):
         change = 0.0
         for name in names:
@@ -116,6 +127,41 @@ def fit(models: Iterable[str], outcomes: Iterable[Game], *, prior: float = PRIOR
         return logs
     centre = sum(logs.values()) / len(logs)
     return {k: v - centre for k, v in logs.items()}
+
+
+def _newton(names: list[str], wins: dict, played: dict, prior: float, start: dict, tolerance: float,
+            steps: int = 100) -> dict[str, float]:
+    """Raw ln strengths maximizing the penalized log-likelihood by Newton's method (each
+    step at most 2 per score, so a far start cannot overshoot)."""
+    if prior <= 0:
+        raise ValueError("Newton's method needs a prior > 0 to fix the scale; use method='mm'.")
+    theta = {n: start.get(n, 0.0) for n in names}
+    index = {n: i for i, n in enumerate(names)}
+    for _ in range(steps):
+        grad = [wins.get(n, 0.0) + prior * (1 - 2 * _sigmoid(theta[n])) for n in names]
+        hess = [[0.0] * len(names) for _ in names]
+        for (a, b), n in played.items():
+            i, j = index[a], index[b]
+            p = _sigmoid(theta[a] - theta[b])
+            grad[i] -= n * p
+            grad[j] -= n * (1 - p)
+            w = n * p * (1 - p)
+            hess[i][i] += w
+            hess[j][j] += w
+            hess[i][j] -= w
+            hess[j][i] -= w
+        for n, i in index.items():
+            q = _sigmoid(theta[n])
+            hess[i][i] += 2 * prior * q * (1 - q)
+        inverse = _inverse(hess)
+        step = [sum(inverse[i][k] * grad[k] for k in range(len(names))) for i in range(len(names))]
+        largest = max(abs(v) for v in step)
+        scale = 1.0 if largest <= 2.0 else 2.0 / largest
+        for n, i in index.items():
+            theta[n] += scale * step[i]
+        if largest < tolerance:
+            break
+    return theta
 
 
 def _sigmoid(x: float) -> float:
@@ -196,7 +242,8 @@ def ranking(rows, models: Iterable[str] = (), *, prior: float = PRIOR, resamples
         return {"rows": [], "games": 0, "comparisons": 0, "votes": 0, "leader": None, "clear": False,
                 "summary": "No models and no votes yet.", "next_pair": None}
     scores = fit(names, outcomes, prior=prior)
-    cov = covariance(names, outcomes, fit(names, outcomes, prior=prior, raw=True), prior)
+    raw = fit(names, outcomes, prior=prior, raw=True)
+    cov = covariance(names, outcomes, raw, prior)
     by_comparison: dict[str, list[Game]] = defaultdict(list)
     for g in outcomes:
         by_comparison[g.comparison].append(g)
@@ -206,7 +253,7 @@ def ranking(rows, models: Iterable[str] = (), *, prior: float = PRIOR, resamples
     if keys:
         for _ in range(resamples):
             drawn = [g for _ in keys for g in by_comparison[keys[rng.randrange(len(keys))]]]
-            samples.append(fit(names, drawn, prior=prior, iterations=300, tolerance=1e-7))
+            samples.append(fit(names, drawn, prior=prior, tolerance=1e-6, start=raw))
     else:
         samples = [scores]
     votes = defaultdict(int)

@@ -137,3 +137,13 @@ def test_a_few_unanimous_votes_are_not_yet_clear_and_keep_a_real_interval():
     lo, hi = few["rows"][0]["ci95"]
     assert hi - lo > 1.0  # not the bootstrap's single point
     assert many["rows"][1]["sure_leader_better"] > few["rows"][1]["sure_leader_better"]
+
+
+def test_newton_and_mm_reach_the_same_maximum():
+    rng = random.Random(3)
+    names = ["base", "a", "b", "c", "never-rated"]
+    outcomes = [Game(*rng.sample(names[:4], 2), f"c{i}") for i in range(60)] + played({("a", "b"): 4})
+    by_mm = fit(names, outcomes, prior=0.5, method="mm", iterations=20000, tolerance=1e-13)
+    by_newton = fit(names, outcomes, prior=0.5, method="newton", tolerance=1e-12)
+    for name in names:
+        assert by_newton[name] == pytest.approx(by_mm[name], abs=1e-6)
