@@ -265,14 +265,15 @@ def test_importing_the_cli_and_the_service_loads_no_model_library():
     assert out.stdout.strip() == "", f"importing the CLI loaded: {out.stdout.strip()}"
 
 
-# --- the README's map -----------------------------------------------------------------------
+# --- the map (docs/architecture.md) -----------------------------------------------------------------------
 
 
 def readme_tree() -> dict[str, str]:
-    """The annotated tree in the README: path -> its one-line purpose."""
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    """The annotated tree of docs/architecture.md ("The map", linked from the README's
+    package map): path -> its one-line purpose."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
     block = re.search(r"<!-- tree -->\s*```[a-z]*\n(.*?)```", text, re.S)
-    assert block, "the README has no annotated tree (a ``` block after <!-- tree -->)"
+    assert block, "docs/architecture.md has no annotated tree (a ``` block after <!-- tree -->)"
     listed, folders = {}, []
     for raw in block.group(1).splitlines():
         match = re.match(r"^( *)(\S+)\s*(.*)$", raw)
@@ -291,10 +292,10 @@ def readme_tree() -> dict[str, str]:
 def test_the_readme_tree_lists_every_module_and_nothing_that_is_not_there():
     listed = readme_tree()
     missing_on_disk = sorted(p for p in listed if not (ROOT / p).exists())
-    assert not missing_on_disk, f"the README's tree lists paths that do not exist: {missing_on_disk}"
+    assert not missing_on_disk, f"the map (docs/architecture.md) lists paths that do not exist: {missing_on_disk}"
     unlisted = sorted(str(p.relative_to(ROOT)) for p in source_files() + [ROOT / "backend/training/cpu/kernels.c"]
                       if p.name != "__init__.py" and str(p.relative_to(ROOT)) not in listed)
-    assert not unlisted, f"modules missing from the README's tree: {unlisted}"
+    assert not unlisted, f"modules missing from the map in docs/architecture.md: {unlisted}"
     undescribed = sorted(p for p, purpose in listed.items() if not purpose)
     assert not undescribed, f"tree entries without a purpose: {undescribed}"
 
