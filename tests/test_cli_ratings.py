@@ -87,6 +87,7 @@ def test_train_dpo_queues_a_round_from_a_pairs_file(home, tmp_path):
     spec = job.request["spec"]
     assert (spec["method"], spec["parent"], spec["train"]["learning_rate"]) == ("dpo", "a1", 1e-4)
     assert spec["train"]["early_stopping"] is False
+    assert job.sweep == "a1"  # ranked in its parent's sweep on the Adapters leaderboard
     lines = open(job.request["train_file"]).read().splitlines()
     assert len(lines) == 8 and json.loads(lines[0])["prompt"] == [{"role": "user", "content": "q0"}]
 

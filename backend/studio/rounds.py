@@ -27,6 +27,7 @@ from backend.names import adapter_path, validate_name
 from backend.studio import arena
 from backend.studio.plan_form import validation_message
 from backend.studio.ratings import BASE, preference_pairs, trl_row, votes_needed
+from backend.words import counted
 
 SCORES = {"up": 1, "down": -1, "+1": 1, "-1": -1, "1": 1, "👍": 1, "👎": -1}
 # a round's knobs where the spec leaves them: short, and a LoRA-sized step (TRL's 1e-6 is for
@@ -88,7 +89,8 @@ def start_round(service, parent: str, name: str, data: list[str | Path] | None =
     if data:
         report = read_preference_files(list(data))
         if report.errors:
-            raise DataError(f"The preference file(s) have {len(report.errors)} problem(s); nothing was queued.",
+            raise DataError(f"The preference {'file has' if len(data) == 1 else 'files have'} "
+                            f"{counted(len(report.errors), 'problem')}; nothing was queued.",
                             report, fix="Fix the lines named above, or leave them out.")
         found = report.pairs
         if len(found) < MIN_PAIRS:
@@ -108,7 +110,9 @@ def start_round(service, parent: str, name: str, data: list[str | Path] | None =
     except ValidationError as exc:
         raise ConfigError(f"Invalid option for the round: {validation_message(exc)}.",
                           fix="See `tunelab train --help` for each option's range.") from None
-    return service.runner.submit(spec, pairs_file, None, data_hash=f"sha256:{digest}")
+    parent_job = service.store.get_job(row.job_id) if row.job_id else None
+    sweep = (parent_job.sweep if parent_job is not None else None) or parent  # ranked beside its parent
+    return service.runner.submit(spec, pairs_file, None, data_hash=f"sha256:{digest}", sweep=sweep)
 
 
 def _normalized(row: dict) -> dict:
