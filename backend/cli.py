@@ -195,7 +195,10 @@ def train(
         service = _service()
         job_ids = [rounds.start_round(service, parent, name, data, train=train_kw)]
         console.print(f"Queued job {job_ids[0]}: preference round {name} from {parent}.")
-        return None if detach else _run_and_follow(service, job_ids)
+        if not detach:
+            _run_and_follow(service, job_ids)
+            console.print(f"  {rounds.round_line(service.adapter_meta(name))}", highlight=False)
+        return
     spec = _run_spec(name, base, goal, lora_kw, train_kw)
     service = _service()
     imported = service.import_data(data, eval_files=eval_data or None, base=base, goal=goal or None,
