@@ -39,7 +39,7 @@ from backend.studio import trust
 from backend.studio.ratings import BASE, tallies
 from backend.training.estimate import read_speed, write_speed
 from backend.training.jobs import JobRunner
-from backend.training.plan import DataFacts, PlanCard, kind_of_answers, labels_of, make_plan, task_of
+from backend.training.plan import GPU_RUNS, DataFacts, PlanCard, kind_of_answers, labels_of, make_plan, task_of
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,7 @@ class Service:
         self._store: Store | None = None
         self._client = client
         self._runner = runner
+        self._gpu: bool | None = None
 
     # plumbing ---------------------------------------------------------------------------
     @property
@@ -154,13 +155,24 @@ class Service:
 
     # goal and plan ----------------------------------------------------------------------
     def plan(self, goal: str, *, data_dir: str | Path | None = None, n_examples: int = 0, name: str | None = None,
-             max_runs: int = 1) -> PlanCard:
+             max_runs: int | None = None) -> PlanCard:
         """The plan card for ``goal``; with ``data_dir`` (an import) its defaults, probes and
-        "judged on" come from that data. One run unless ``max_runs`` asks for more."""
+        "judged on" come from that data. ``max_runs`` runs when asked; else the machine's
+        default: one on a CPU (it trains runs one after another), a sweep on a GPU."""
         if not goal or not goal.strip():
             raise TuneLabError("The goal is empty.", fix="Say in a few words what the adapter should do.")
         data = self.data_facts(data_dir) if data_dir else None
-        return make_plan(goal, n_examples=n_examples, data=data, name=name, max_runs=max_runs)
+        gpu = self.gpu()
+        runs = max_runs if max_runs is not None else (GPU_RUNS if gpu else 1)
+        return make_plan(goal, n_examples=n_examples, data=data, name=name, max_runs=runs, gpu=gpu)
+
+    def gpu(self) -> bool:
+        """True when runs train on a CUDA GPU here (asked once; torch loads here, at the first plan)."""
+        if self._gpu is None:
+            from backend.hardware.device import device_kind  # heavy: torch
+
+            self._gpu = device_kind() == "cuda"
+        return self._gpu
 
     def data_facts(self, data_dir: str | Path) -> DataFacts:
         """What a plan needs to know about an import: row counts, answer length, where the

@@ -138,7 +138,7 @@ class AssistantTools:
     @_tool
     def set_goal(self, goal: str, runs: int | None = None) -> ToolResult:
         """Set the goal in the person's words and propose a plan card for it."""
-        plan = self.service.plan(goal, data_dir=self.state.data_dir, max_runs=runs or 1)
+        plan = self.service.plan(goal, data_dir=self.state.data_dir, max_runs=runs)  # None: the machine's default
         self.state.goal, self.state.plan, self.state.plan_edited = goal.strip(), plan, False
         self.state.compare_temperature = self.state.chat_temperature = None  # the new goal's default
         self._score_base()

@@ -417,6 +417,7 @@ def make_plan(goal: str, *, n_examples: int = 0, data: DataFacts | None = None, 
 # --- sweeps: the default configuration, then one knob at a time -------------------------------
 
 MAX_SWEEP = 5
+GPU_RUNS = 3  # the runs a plan holds by default on a GPU (a CPU: one; more only when asked)
 KNOBS = ("epochs", "learning_rate", "r")
 
 

@@ -65,3 +65,12 @@ def test_the_plan_card_says_how_long_it_takes_and_follows_the_edits(service, sta
     assert longer.time_estimate()["at_most_s"] > one["at_most_s"]
     # the probe is measured once per base and machine: the next plan reads it back
     assert service.timing(state.data_dir, plan, base=state.base, probe=False)["speed"] == plan.timing["speed"]
+
+
+def test_a_cpu_plan_is_one_run_a_gpu_plan_a_sweep_and_asking_wins(service):
+    assert service.gpu() is False  # this machine trains on its CPU
+    assert len(service.plan("classify wine as red or white").sweep) == 1
+    assert len(service.plan("classify wine as red or white", max_runs=3).sweep) == 3
+    service._gpu = True  # what the service found on a machine with a CUDA GPU
+    assert len(service.plan("classify wine as red or white").sweep) == 3
+    assert len(service.plan("classify wine as red or white", max_runs=1).sweep) == 1
