@@ -213,7 +213,13 @@ def read_peft_config(path: Path) -> dict[str, Any]:
             f"Adapter {str(path)!r} is a {peft_type or 'unknown'} adapter, not LoRA.",
             fix="TuneLab serves and blends LoRA adapters only.",
         )
-    if not (path / WEIGHTS_FILE).is_file() and not (path / "adapter_model.bin").is_file():
+    if not (path / WEIGHTS_FILE).is_file():
+        if (path / "adapter_model.bin").is_file():  # never unpickled: a pickle can run code when loaded
+            raise AdapterMismatch(
+                f"Adapter {str(path)!r} has its weights only as adapter_model.bin, a pickle, which can run "
+                f"code when it is loaded; TuneLab loads {WEIGHTS_FILE} only.",
+                fix="Convert it where you trust the file: PeftModel.from_pretrained(base, folder)"
+                ".save_pretrained(new_folder) writes safetensors.")
         raise AdapterMismatch(f"Adapter {str(path)!r} has no {WEIGHTS_FILE}.",
                               fix="The weights file is missing; re-export or re-train the adapter.")
     return config

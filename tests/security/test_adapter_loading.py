@@ -10,6 +10,7 @@ wrong), that nothing was loaded (GET /v1/models unchanged) and that the server s
 * names: ``"nl\\n"`` is not a name (the pattern is matched whole);
 * broken folders: a config that is a JSON list or nested 100k levels deep, a ``tunelab.json``
   nested as deep, garbage or a lying-header ``adapter_model.safetensors`` are 400s, not 500s;
+* pickles: an adapter whose weights are only ``adapter_model.bin`` is refused unopened;
 * restart: ``server_state.json`` naming a folder outside the roots restores nothing from it.
 """
 
@@ -204,6 +205,29 @@ def test_a_broken_folder_is_a_400_that_says_what_is_wrong(endpoint, break_it, sa
     folder = copy_good(endpoint, endpoint.adapters / f"broken-{break_it.__name__.strip('_')}")
     break_it(folder)
     assert_refused(endpoint, "broken", folder, said)
+
+
+class _RunsCode:
+    """Unpickling this runs ``touch`` on the marker: what a hostile adapter_model.bin does."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_pickled_adapter_is_refused_unopened(endpoint, tmp_path):
+    """adapter_model.bin is a pickle: it is never unpickled (torch.load's weights_only would
+    stop most payloads, but not opening it at all stops every one)."""
+    import pickle
+
+    folder = copy_good(endpoint, endpoint.adapters / "pickled")
+    (folder / "adapter_model.safetensors").unlink()
+    marker = tmp_path / "the-pickle-ran"
+    (folder / "adapter_model.bin").write_bytes(pickle.dumps({"w": _RunsCode(marker)}))
+    assert_refused(endpoint, "pickled", folder, "adapter_model.bin, a pickle", "safetensors")
+    assert not marker.exists()
 
 
 # --- restart -----------------------------------------------------------------------------------
