@@ -48,6 +48,7 @@ from backend.settings import Settings  # noqa: E402
 from backend.training.cpu import native  # noqa: E402
 from backend.training.cpu.memory import hugepage_malloc_env  # noqa: E402
 from backend.training.cpu.native import NativeBuild  # noqa: E402
+from backend.training.progress import TOKENS_PER_S_MEANS, tokens_per_s  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "train.json"
 
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> dict:
                                    out_dir=work / "adapters" / spec32.name, work_dir=work / "run32",
                                    native_build=native_build)
             fp32_model = PeftModel.from_pretrained(load_model(ref), work / "adapters" / spec32.name)
-            fp32 = {"answer_tokens_per_s": answer_tokens / meta32["metrics"]["train_seconds"],
+            fp32 = {"answer_tokens_per_s": tokens_per_s(answer_tokens, meta32["metrics"]["train_seconds"]),
                     "eval_loss": answer_eval_loss(fp32_model, eval_tok)}
             fp32["eval_loss_ratio_bf16_over_fp32"] = ours_eval / fp32["eval_loss"]
             del fp32_model
@@ -284,7 +285,8 @@ def main(argv: list[str] | None = None) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    ours_tps, base_tps = answer_tokens / ours_seconds, answer_tokens / base_seconds
+    # the one tokens/s of TuneLab (backend.training.progress.tokens_per_s), of answer tokens and of all tokens
+    ours_tps, base_tps = tokens_per_s(answer_tokens, ours_seconds), tokens_per_s(answer_tokens, base_seconds)
     ours_flops = 4 * params * all_tokens / ours_seconds
     lengths = [len(ids) for ids, _ in train_tok]
     answers = [len(ids) - p for ids, p in train_tok]
@@ -292,7 +294,8 @@ def main(argv: list[str] | None = None) -> dict:
         "speedup": ours_tps / base_tps,
         "eval_loss_ratio": ours_eval / base_eval,
         "peak_fraction": ours_flops / peaks[precision if precision in peaks else "fp32"],
-        "ours": {"answer_tokens_per_s": ours_tps, "tokens_per_s": all_tokens / ours_seconds,
+        "ours": {"answer_tokens_per_s": ours_tps, "tokens_per_s": tokens_per_s(all_tokens, ours_seconds),
+                 "tokens_per_s_as_the_page_shows": m["tokens_per_s"], "tokens_per_s_means": TOKENS_PER_S_MEANS,
                  "train_seconds": ours_seconds, "wall_seconds_incl_eval": m["runtime_s"], "eval_loss": ours_eval,
                  "trainer_eval_loss": m["eval_loss"], "precision": precision, "model_flops": ours_flops,
                  "path": "bf16 frozen base weights + fp32 LoRA under bf16 autocast, LM head on answer positions "
@@ -305,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
                          if precision == "bf16" else "fp32, LM head on answer positions only, fast LoRA dropout, "
                                                      "length-grouped batches",
                  "native_kernels": native_status},
-        "baseline": {"answer_tokens_per_s": base_tps, "tokens_per_s": all_tokens / base_seconds,
+        "baseline": {"answer_tokens_per_s": base_tps, "tokens_per_s": tokens_per_s(all_tokens, base_seconds),
                      "train_seconds": base_seconds, "eval_loss": base_eval, "settings": base_settings},
         "ours_fp32": fp32,
         "peak_flops": peaks,
