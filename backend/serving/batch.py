@@ -33,11 +33,12 @@ class Batch:
 
     def grow_mask(self) -> None:
         """One more attended position per row: the token the next step feeds back."""
-        self.mask = torch.cat([self.mask, torch.ones(self.size, 1, dtype=self.mask.dtype)], dim=1)
+        self.mask = torch.cat([self.mask, torch.ones(self.size, 1, dtype=self.mask.dtype, device=self.mask.device)],
+                              dim=1)
 
     def select(self, rows: list[int]) -> None:
         """Keep ``rows``; drop columns that are padding for every remaining row."""
-        index = torch.tensor(rows, dtype=torch.long)
+        index = torch.tensor(rows, dtype=torch.long, device=self.mask.device if rows else None)
         self.requests = [self.requests[i] for i in rows]
         if not rows:
             return
@@ -52,13 +53,13 @@ class Batch:
             layer.values = layer.values[index, :, start:]
 
 
-def prefill_inputs(requests: list[Request], pad_id: int, *, resume: bool = False):
-    """The prompts left-padded to one width: (input ids, attention mask). With ``resume``
-    each row is its prompt followed by the tokens it already generated."""
+def prefill_inputs(requests: list[Request], pad_id: int, *, resume: bool = False, device=None):
+    """The prompts left-padded to one width: (input ids, attention mask) on ``device`` (the
+    model's). With ``resume`` each row is its prompt followed by the tokens it already generated."""
     rows = [r.prompt_ids + r.generated if resume else r.prompt_ids for r in requests]
     width = max(len(ids) for ids in rows)
-    input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in rows])
-    mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rows])
+    input_ids = torch.tensor([[pad_id] * (width - len(ids)) + ids for ids in rows], device=device)
+    mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rows], device=device)
     return input_ids, mask
 
 
@@ -95,7 +96,7 @@ def merge(old: Batch, new: Batch) -> Batch:
             return t
         shape = list(t.shape)
         shape[-2 if t.dim() == 4 else 1] = extra
-        zeros = torch.zeros(shape, dtype=t.dtype)
+        zeros = torch.zeros(shape, dtype=t.dtype, device=t.device)
         return torch.cat([zeros, t], dim=-2 if t.dim() == 4 else 1)
 
     data = []

@@ -20,12 +20,14 @@ def choose(logits, requests: list[Request]):
     for row, request in enumerate(requests):
         temperature = request.params.temperature or 0.0
         if temperature > 0:
-            chosen[row] = sample(logits[row], temperature, request.params.top_p, request.generator)
+            chosen[row] = sample(logits[row], temperature, request.params.top_p, request.generator).to(chosen.device)
     return chosen, logprobs.gather(1, chosen[:, None])[:, 0]
 
 
 def sample(logits, temperature: float, top_p: float, generator):
-    probs = torch.softmax(logits / temperature, dim=-1)
+    # on the CPU, where the request's seeded generator lives: the same seed picks the same
+    # tokens whatever device computed the logits
+    probs = torch.softmax(logits.float().cpu() / temperature, dim=-1)
     if top_p is not None and 0 < top_p < 1:
         sorted_probs, order = torch.sort(probs, descending=True)
         cumulative = torch.cumsum(sorted_probs, dim=-1)

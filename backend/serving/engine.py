@@ -38,7 +38,7 @@ from backend.bases.load import context_length, decoder_of, load_model, load_toke
 from backend.bases.resolve import resolve_base
 from backend.data.normalized import behind_system
 from backend.errors import Overloaded, PromptTooLong, TuneLabError
-from backend.hardware.device import serving_dtype
+from backend.hardware.device import device_kind, serving_dtype
 from backend.hardware.prepack import prepack_linears
 from backend.hardware.threads import ServingFlag, own_intraop_threads, single_threaded_by_default
 from backend.serving.batch import Batch, can_merge, merge, new_cache, position_ids, prefill_inputs
@@ -71,6 +71,7 @@ class Engine:
         # small LoRA ops slow down several times. Serving takes half the cores by default.
         self.threads = threads if threads is not None else max(1, (os.cpu_count() or 2) // 2)
         model.eval()
+        self.device = next(model.parameters()).device  # the inputs, masks and caches live there too
         shapes = linear_shapes(model)  # before peft wraps any module
         # bf16 Linears packed once for oneDNN (same numbers, no reorder per call); before peft wraps them
         self.prepacked = prepack_linears(model) if prepack else 0
@@ -113,7 +114,7 @@ class Engine:
         ref = resolve_base(spec, settings)
         tokenizer = load_tokenizer(ref, plain_template=True, trust_remote_code=settings.trust_remote_code)
         tokenizer.padding_side = "left"
-        model = load_model(ref, dtype=serving_dtype(settings.serve_dtype),
+        model = load_model(ref, dtype=serving_dtype(settings.serve_dtype), device=device_kind(),
                            trust_remote_code=settings.trust_remote_code)
         kwargs.setdefault("prepack", settings.serve_prepack)
         kwargs.setdefault("busy_flag", settings.paths.serving_busy)
@@ -384,7 +385,7 @@ class Engine:
         """Prefill ``requests`` as one new batch; with ``resume`` each row's input is its
         prompt and the tokens it already generated (rebuilding a row after a failed step)."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        input_ids, mask = prefill_inputs(requests, pad, resume=resume)
+        input_ids, mask = prefill_inputs(requests, pad, resume=resume, device=self.device)
         cache = new_cache(self.model.get_base_model().config)
         logits = self._forward(input_ids, mask, cache, [r.internal_adapter for r in requests])
         batch = Batch(requests=list(requests), mask=mask, cache=cache, next_ids=None)
@@ -427,12 +428,13 @@ class Engine:
     def _emit_and_prune(self, batch: Batch, first_row: int = 0) -> None:
         """Emit the chosen token of rows ``first_row`` on; drop the rows that finished."""
         keep = list(range(first_row))
+        chosen, logprobs = batch.next_ids.tolist(), batch.logprobs.tolist()  # one copy from the device per step
         for row, request in enumerate(batch.requests[first_row:], start=first_row):
             if request.cancelled:
                 self._end(request, "cancelled")
                 continue
             self.stats.tokens += 1
-            event = self._detokenizer.advance(request, int(batch.next_ids[row]), float(batch.logprobs[row]))
+            event = self._detokenizer.advance(request, int(chosen[row]), float(logprobs[row]))
             if event.finish_reason is None:
                 request.emit(event)
                 keep.append(row)

@@ -144,4 +144,5 @@ def _row_masks(module, names, present, a_stack):
             lo, hi = spans[name]
             one_hot[row, 0, lo:hi] = 1
             scale[row, 0, 0] = module.scaling[name]
-    return one_hot, scale
+    # built on the CPU element by element, then moved once (a GPU write per element would sync each time)
+    return one_hot.to(a_stack.device), scale.to(a_stack.device)
