@@ -116,6 +116,9 @@ def build(ctx: Ctx) -> None:
         service = ctx.service()
         served = service.models()
         target = served[0] if state.chat_model == BASE_CHOICE else state.chat_model
+        if target not in served:  # finished, not hot-loaded yet: load it now
+            service.sync_endpoint()
+            served = service.models()
         if target not in served:
             raise gr.Error(f"{target} is not loaded in the serving endpoint (it serves: {', '.join(served)}).")
         label = _choice(state)

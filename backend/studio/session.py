@@ -397,6 +397,9 @@ class AssistantTools:
         if not prompt:
             return ToolResult(False, "There is no prompt to compare on: give one, or set a goal first.")
         served = self.service.models()
+        if adapters and not set(adapters) <= set(served):  # finished, not hot-loaded yet: load them now
+            self.service.sync_endpoint()
+            served = self.service.models()
         base_name, loaded = served[0], served[1:]
         if adapters:
             chosen = list(adapters)

@@ -91,3 +91,16 @@ def test_the_badge_says_the_verdict_and_the_proofs_suggestion(service):
     service.mark("plain", "fail")
     assert service.badges() == {"wine": "✓ success · proof: beats base", "plain": "✗ fail"}
     assert trust.labelled("wine", "✗ fail") == "wine — ✗ fail"
+
+
+def test_a_finished_adapter_not_yet_hot_loaded_is_loaded_when_compared(served, tiny_llama):
+    """The store says 'done' a moment before the job runner loads the adapter into the endpoint:
+    the Compare tab already lists it, so comparing must not fail in that moment."""
+    folder = make_lora(tiny_llama, adapter_path(served.paths.adapters, "fresh"), seed=3)
+    (folder / "tunelab.json").write_text('{"name": "fresh", "status": "done"}')
+    served.store.upsert_adapter("fresh", base=str(tiny_llama), status="done")
+    assert "fresh" not in served.models()
+    state = SessionState(base=str(tiny_llama))
+    result = AssistantTools(served, state).compare(PROMPT, ["fresh"])
+    assert result.ok, result.text
+    assert [a.model for a in state.comparison.answers][1:] == ["fresh"] and "fresh" in served.models()
