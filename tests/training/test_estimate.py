@@ -21,7 +21,8 @@ from tests.builders import tiny_spec, write_color_data
 def measured(tiny_llama, tmp_path_factory):
     """One run through the runner (watched every 20 ms from another thread), whose measured
     speed the worker records for the base."""
-    settings = Settings(home=tmp_path_factory.mktemp("home"), database_url=None)
+    # the native kernels off: their one-time build in a fresh home would land in the first run's fixed cost only
+    settings = Settings(home=tmp_path_factory.mktemp("home"), database_url=None, native_kernels=False)
     runner = JobRunner(settings, poll_s=0.05)
     data = write_color_data(tmp_path_factory.mktemp("data"), n=48)
     job = runner.submit(tiny_spec("first", tiny_llama, epochs=2, early_stopping=False), data)
