@@ -19,6 +19,7 @@ from typing import Optional
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from typer.core import TyperGroup
@@ -55,7 +56,8 @@ class TuneLabGroup(TyperGroup):
         except TuneLabError as exc:
             if isinstance(exc, DataError) and exc.report is not None:
                 print(exc.report.render_text())
-            err.print(f"[bold red]Error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+            # the message is text, not markup: "tunelab[vllm]" or "[1, 2]" must print as written
+            err.print(f"[bold red]Error:[/] {escape(str(exc))}", highlight=False, markup=True, soft_wrap=True)
             raise typer.Exit(2) from None
 
 
@@ -368,6 +370,16 @@ def adapters_blend(a: str, b: str, wa: float = typer.Option(0.5), wb: float = ty
 
 
 INSECURE_HELP = "Bind beyond loopback with no login (anyone on the network can use it)."
+ENGINE_HELP = ("embedded (TuneLab's own engine) or vllm (a supervised vLLM server, for more traffic or GPUs; "
+               "needs pip install 'tunelab[vllm]').")
+GPUS_HELP = "GPUs vLLM splits the base over (tensor parallel); with --engine vllm."
+
+
+def _engine(name: str) -> str:
+    if name not in ("embedded", "vllm"):
+        raise ConfigError(f"--engine {name!r} is not an engine TuneLab runs.",
+                          fix="Use --engine embedded (the default) or --engine vllm.")
+    return name
 
 
 def _open_settings(insecure_no_auth: bool) -> Settings:
@@ -380,11 +392,29 @@ def serve(base: Optional[str] = typer.Option(None, help="default, hub id, folder
           host: Optional[str] = typer.Option(None, help="Bind address (default 127.0.0.1)."),
           port: Optional[int] = typer.Option(None, help="Port (default 8000)."),
           threads: Optional[int] = typer.Option(None, help="CPU threads for serving (default: every core)."),
-          insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth", help=INSECURE_HELP)) -> None:
+          insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth", help=INSECURE_HELP),
+          engine: str = typer.Option("embedded", "--engine", help=ENGINE_HELP),
+          gpus: int = typer.Option(1, "--gpus", min=1, help=GPUS_HELP)) -> None:
     """Start the serving endpoint (OpenAI + TGI protocols, runtime LoRA loading)."""
+    settings = _open_settings(insecure_no_auth)
+    if _engine(engine) == "vllm":
+        from backend.serving.vllm_server import start_vllm
+
+        settings.check_open_bind(host, login=False, what="the endpoint's chat routes have no login")
+        supervisor = start_vllm(settings, base=base, host=host or settings.host, port=port or settings.port, gpus=gpus)
+        print(f"vLLM serving at {supervisor.url}/v1 (log: {settings.paths.home / '.tunelab' / 'vllm.log'}); "
+              "Ctrl-C stops it.", flush=True)
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            supervisor.stop()
+        return
     from backend.serving.http.app import serve as run_server  # uvicorn and the server load only for this command
 
-    run_server(_open_settings(insecure_no_auth), base=base, host=host, port=port, threads=threads)
+    run_server(settings, base=base, host=host, port=port, threads=threads)
 
 
 @app.command("up")
@@ -393,11 +423,18 @@ def up(base: Optional[str] = typer.Option(None, help="default, hub id, folder or
        port: Optional[int] = typer.Option(None, help="Port of the page (default 7860; 0 = any free)."),
        server_port: Optional[int] = typer.Option(None, help="Port of the serving endpoint (default 8000; "
                                                             "0 = any free)."),
-       insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth", help=INSECURE_HELP)) -> None:
+       insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth", help=INSECURE_HELP),
+       engine: str = typer.Option("embedded", "--engine", help=ENGINE_HELP),
+       gpus: int = typer.Option(1, "--gpus", min=1, help=GPUS_HELP)) -> None:
     """Start the serving endpoint, the job runner and the page together; Ctrl-C stops them."""
+    settings, engine = _open_settings(insecure_no_auth), _engine(engine)
+    if engine == "vllm":
+        from backend.serving.vllm_server import require_vllm
+
+        require_vllm()  # before the page loads anything
     from backend.up import up as run_up  # the page: gradio loads only for this command
 
-    run_up(_open_settings(insecure_no_auth), base=base, host=host, port=port, server_port=server_port)
+    run_up(settings, base=base, host=host, port=port, server_port=server_port, engine=engine, gpus=gpus)
 
 
 @app.command("inspect")

@@ -65,12 +65,15 @@ class Running:
 
 
 def start(settings: Settings, *, host: str | None = None, port: int | None = None,
-          server_port: int | None = None, base: str | None = None, run_jobs: bool = True) -> Running:
+          server_port: int | None = None, base: str | None = None, run_jobs: bool = True,
+          engine: str = "embedded", gpus: int = 1) -> Running:
     """Start the endpoint, the job runner and the page; return at once (see :meth:`Running.wait`).
 
     ``port`` is the page's (default ``settings.ui_port``, 7860), ``server_port`` the
     endpoint's (default ``settings.port``, 8000); 0 picks a free one (tests). ``base``
-    defaults to the settings' default base.
+    defaults to the settings' default base. ``engine`` "vllm" starts a supervised vLLM
+    server (:mod:`backend.serving.vllm_server`, over ``gpus`` GPUs) instead of the embedded
+    engine; finished adapters load into it the same way, again after each restart.
     """
     host = host or settings.host
     server_port = settings.port if server_port is None else server_port
@@ -83,6 +86,14 @@ def start(settings: Settings, *, host: str | None = None, port: int | None = Non
     try:
         if settings.server_url:  # an external endpoint (e.g. vLLM): nothing to start here
             server_url = settings.server_url
+        elif engine == "vllm":
+            from backend.serving.vllm_server import start_vllm
+
+            started: list[Service] = []  # a restarted vLLM lost its adapters: the service loads them again
+            supervisor = start_vllm(settings, base=base, host=server_host, port=server_port or free_port(server_host),
+                                    gpus=gpus, on_restart=lambda: started and started[0].sync_endpoint())
+            stops.append(supervisor.stop)
+            server_url = supervisor.url
         else:
             app = create_app(settings=settings, base=base or settings.default_base, token=api_token(settings))
             server_url, stop_server = start_in_thread(app, host=server_host, port=server_port, timeout=600)
@@ -94,6 +105,8 @@ def start(settings: Settings, *, host: str | None = None, port: int | None = Non
         settings = settings.model_copy(update=update)
         service = Service(settings)
         stops.append(service.close)
+        if engine == "vllm":
+            started.append(service)
         try:
             loaded = service.sync_endpoint()  # adapters trained while no endpoint was up
             if loaded:
@@ -124,15 +137,16 @@ def start(settings: Settings, *, host: str | None = None, port: int | None = Non
 
 
 def up(settings: Settings, *, host: str | None = None, port: int | None = None,
-       server_port: int | None = None, base: str | None = None) -> None:
+       server_port: int | None = None, base: str | None = None, engine: str = "embedded", gpus: int = 1) -> None:
     """Start everything and block until Ctrl-C (``tunelab up`` / ``make run``).
 
     ``port``: the page (default 7860); ``server_port``: the serving endpoint (default 8000).
     """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    running = start(settings, host=host, port=port, server_port=server_port, base=base)
+    running = start(settings, host=host, port=port, server_port=server_port, base=base, engine=engine, gpus=gpus)
     print(f"TuneLab page:      {running.page_url}", flush=True)
-    print(f"Serving endpoint:  {running.server_url}/v1 (OpenAI) · {running.server_url}/generate (TGI)", flush=True)
+    tgi = f" · {running.server_url}/generate (TGI)" if engine == "embedded" else " (vLLM)"
+    print(f"Serving endpoint:  {running.server_url}/v1 (OpenAI){tgi}", flush=True)
     print("Press Ctrl-C to stop.", flush=True)
     running.wait()
 
