@@ -33,6 +33,7 @@ an existing adapter is never half-overwritten. Checkpoints go to ``work_dir``
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -50,7 +51,7 @@ from backend.bases.resolve import BaseRef
 from backend.data.normalized import read_rows, split_rows, to_prompt_completion
 from backend.errors import ConfigError, DataError, JobError
 from backend.hardware.device import device_kind, resolve_precision
-from backend.hardware.threads import set_cpu_threads
+from backend.hardware.threads import own_intraop_threads, set_cpu_threads
 from backend.hparams import LoraSpec, RunSpec
 from backend.store import utcnow
 from backend.training.checkpoints import checkpoints_dir, last_checkpoint
@@ -332,37 +333,44 @@ def probe_speed(base_ref: BaseRef, *, base: str, lora: LoraSpec, batch_size: int
     entry that :func:`backend.training.estimate.write_speed` stores under ``base``."""
     device = device_kind()
     precision = resolve_precision("auto", device)
-    set_cpu_threads(device)
-    loading = time.perf_counter()
-    model = load_model(base_ref, dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
-                       trust_remote_code=trust_remote_code)
-    if device == "cpu" and precision == "bf16":
-        use_eager_attention(model)
-    model = get_peft_model(model, LoraConfig(**lora.to_peft_kwargs()))
-    tune_for_device(model, device=device, precision=precision)
-    load_s = time.perf_counter() - loading
-    length = max(8, min(max_length, math.ceil(tokens_per_example)))
-    vocab = model.get_output_embeddings().weight.shape[0]
-    generator = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, vocab, (batch_size, length), generator=generator)
-    answer = max(1, length // 4)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    decoder, head = decoder_of(model), model.get_output_embeddings()
-    model.train()
-    timed = 0.0
-    for step in range(steps + 1):
-        started = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16" and device == "cpu"):
-            hidden = (decoder(input_ids=ids, use_cache=False).last_hidden_state if decoder is not None
-                      else model(input_ids=ids, output_hidden_states=True).hidden_states[-1])
-            logits = head(hidden[:, -answer - 1:-1]).float()
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), ids[:, -answer:].reshape(-1))
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step:  # the first step warms caches and allocators
-            timed += time.perf_counter() - started
-    del model, optimizer
+    previous = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if device == "cpu":  # this thread times with a training process's threads; the others' default stays put
+        own_intraop_threads(cores)
+    try:
+        loading = time.perf_counter()
+        model = load_model(base_ref, dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
+                           trust_remote_code=trust_remote_code)
+        if device == "cpu" and precision == "bf16":
+            use_eager_attention(model)
+        model = get_peft_model(model, LoraConfig(**lora.to_peft_kwargs()))
+        tune_for_device(model, device=device, precision=precision)
+        load_s = time.perf_counter() - loading
+        length = max(8, min(max_length, math.ceil(tokens_per_example)))
+        vocab = model.get_output_embeddings().weight.shape[0]
+        generator = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, vocab, (batch_size, length), generator=generator)
+        answer = max(1, length // 4)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+        decoder, head = decoder_of(model), model.get_output_embeddings()
+        model.train()
+        timed = 0.0
+        for step in range(steps + 1):
+            started = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16" and device == "cpu"):
+                hidden = (decoder(input_ids=ids, use_cache=False).last_hidden_state if decoder is not None
+                          else model(input_ids=ids, output_hidden_states=True).hidden_states[-1])
+                logits = head(hidden[:, -answer - 1:-1]).float()
+            loss = torch.nn.functional.cross_entropy(logits.reshape(-1, vocab), ids[:, -answer:].reshape(-1))
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if step:  # the first step warms caches and allocators
+                timed += time.perf_counter() - started
+        del model, optimizer
+    finally:
+        if device == "cpu":
+            own_intraop_threads(previous)
     return Speed(base=base, machine=machine_id(), s_per_token=timed / (steps * batch_size * length),
                  tokens_per_example=float(length), doctor_mean_tokens=float(length), fixed_s=PROCESS_START_S + load_s,
                  source=f"from a {steps}-step probe of this machine")
