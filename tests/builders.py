@@ -38,22 +38,23 @@ def make_lora(base: Path, out: Path, seed: int, *, r: int = 4, alpha: int = 8,
     return Path(out)
 
 
-def reference_tokens(base: Path, adapter: Path | None, prompt_ids: list[int], n: int, dtype=None) -> list[int]:
-    """Greedy tokens from plain ``PeftModel.from_pretrained`` + ``generate``."""
+def reference_tokens(base: Path, adapter: Path | None, prompt_ids: list[int], n: int, dtype=None,
+                     device: str = "cpu") -> list[int]:
+    """Greedy tokens from plain ``PeftModel.from_pretrained`` + ``generate`` on ``device``."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype or torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype or torch.float32).to(device)
     if adapter is not None:
         model = PeftModel.from_pretrained(model, adapter)
     model.eval()
-    ids = torch.tensor([prompt_ids])
+    ids = torch.tensor([prompt_ids], device=device)
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False)
     return out[0, len(prompt_ids):].tolist()
 
 
-def make_engine(base: Path, dtype=None, **kwargs):
+def make_engine(base: Path, dtype=None, device: str = "cpu", **kwargs):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -61,7 +62,7 @@ def make_engine(base: Path, dtype=None, **kwargs):
 
     tokenizer = AutoTokenizer.from_pretrained(base)
     tokenizer.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype or torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype or torch.float32).to(device)
     return Engine(model, tokenizer, base_name="tiny-llama", base_path=str(base), **kwargs).start()
 
 

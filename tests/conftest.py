@@ -16,6 +16,21 @@ from tests.tiny_model import make_tiny_gpt2, make_tiny_llama  # noqa: E402
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run where CUDA is visible (`bench/gpu_device.sh` on a lent GPU
+    machine) and are skipped, with the reason, everywhere else."""
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU; this machine has none (bench/gpu_device.sh runs these on one)")
+    for item in gpu_tests:
+        item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
     """A saved 2-layer Llama folder with a chat template (shared, read-only)."""
