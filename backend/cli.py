@@ -185,10 +185,13 @@ def train(
     parent: Optional[str] = typer.Option(None, "--from", help="dpo: the adapter the round continues from."),
 ) -> None:
     """Check the data, train one LoRA adapter (or a sweep) with a progress bar."""
+    quantize: Optional[str] = typer.Option(None, "--quantize", help="4bit or 8bit: " + _help(TrainSpec, "quantize")),
+    processes: Optional[int] = typer.Option(None, "--processes", help=_help(TrainSpec, "processes")),
     lora_kw = {k: v for k, v in {"r": rank, "alpha": alpha, "dropout": dropout,
                                  "target_modules": target or None}.items() if v is not None}
     train_kw = {k: v for k, v in {"epochs": epochs, "learning_rate": lr, "batch_size": batch_size,
-                                  "max_length": max_length, "seed": seed, "system_prompt": system_prompt}.items()
+                                  "max_length": max_length, "seed": seed, "system_prompt": system_prompt,
+                                  "quantize": quantize, "processes": processes}.items()
                 if v is not None}
     if method not in ("sft", "dpo") or (method == "dpo") != bool(parent):
         raise ConfigError(f"--method {method!r} with --from {parent!r} does not go together.",
@@ -205,6 +208,8 @@ def train(
     service = _service()
     imported = service.import_data(data, eval_files=eval_data or None, base=base, goal=goal or None,
                                    system_prompt=system_prompt, max_length=max_length)
+    if quantize or (processes or 1) > 1:  # refused here, before the data is imported, where it cannot run
+        _check_device(spec, service.settings)
     report = imported.report
     for problem in report.warnings:
         err.print(f"[yellow]warning[/] {problem}", highlight=False)
@@ -232,6 +237,20 @@ def train(
 def _run_and_follow(service: Service, job_ids: list[int]) -> None:
     runner = service.runner
     worker = threading.Thread(target=runner.run_pending, daemon=True)
+def _check_device(spec: RunSpec, settings: Settings) -> None:
+    """``--quantize`` and ``--processes`` against this machine (backend/training/recipe.py):
+    quantizing needs CUDA; on a GPU the base must fit (else the message says what
+    ``--quantize 4bit`` would need). A :class:`ConfigError` exits 2."""
+    from backend.training import recipe  # torch: only for these options
+
+    facts = recipe.describe_device()
+    recipe.check_quantize(spec.train.quantize, facts)
+    if facts.kind == "cuda":
+        from backend.bases.inspect import inspect_base
+
+        recipe.choose_recipe(facts, spec, inspect_base(spec.base, lora=spec.lora, settings=settings))
+
+
     worker.start()
     failed = False
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -86,6 +86,11 @@ class TrainSpec(BaseModel):
         "auto", description="auto: bf16 where the hardware supports it (GPU, or a CPU with bf16 units), else fp32."
     )
     system_prompt: str | None = Field(None, description="Prepended as a system turn to examples that have none.")
+    quantize: Literal["4bit", "8bit"] | None = Field(None, description="QLoRA: hold the frozen base in 4-bit NF4 "
+                                                     "(or 8-bit) on a CUDA GPU so a bigger base fits; the adapter "
+                                                     "still serves on the unquantized base. Needs CUDA.")
+    processes: int = Field(1, ge=1, le=64, description="Training processes under accelerate launch (DDP), one per "
+                           "GPU; batch_size is split between them. On CPU they share the cores (gloo).")
     beta: float = Field(0.1, gt=0, le=10, description="DPO only: how far the round may move from the adapter it "
                         "starts from; lower moves further (TRL's 0.1 is typical).")
 

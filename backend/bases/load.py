@@ -79,12 +79,15 @@ def load_tokenizer(ref: BaseRef, *, plain_template: bool = False, trust_remote_c
     return tokenizer
 
 
-def load_model(ref: BaseRef, *, dtype=None, device: str | None = None, trust_remote_code: bool = False):
-    """The base model for training or serving (never modified on disk)."""
+def load_model(ref: BaseRef, *, dtype=None, device: str | None = None, trust_remote_code: bool = False,
+               **from_pretrained):
+    """The base model for training or serving (never modified on disk). ``from_pretrained``:
+    more keywords for transformers (``attn_implementation``, ``quantization_config``, ``device_map``)."""
     _check_remote_code(ref, trust_remote_code)
+    extra = {k: v for k, v in from_pretrained.items() if v is not None}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            ref.path, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code
+            ref.path, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code, **extra
         )
     except (OSError, ValueError) as exc:
         raise BaseModelError(f"Could not load base {ref.spec!r}: {exc}") from exc

@@ -27,17 +27,21 @@ def cpu_has_bf16() -> bool:
         return False
 
 
-def resolve_precision(precision: str, device: str) -> str:
+def resolve_precision(precision: str, device: str, *, bf16: bool | None = None) -> str:
     """'auto' -> bf16 on a GPU that has it (fp16 on older GPUs) or a CPU with bf16 units,
-    else fp32; an explicit choice is kept, except fp16 on a CPU, which is refused."""
+    else fp32; an explicit choice is kept, except fp16 on a CPU, which is refused.
+    ``bf16``: whether the device has bf16 (None: ask this machine's hardware), so a
+    described device can be decided without being present (backend/training/recipe.py)."""
     if precision != "auto":
         if precision == "fp16" and device == "cpu":
             raise ConfigError("precision 'fp16' needs a CUDA GPU; this machine has none.",
                               fix="Use 'auto', 'bf16' or 'fp32'.")
         return precision
     if device == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "bf16" if cpu_has_bf16() else "fp32"
+        has_bf16 = torch.cuda.is_bf16_supported() if bf16 is None else bf16
+        return "bf16" if has_bf16 else "fp16"
+    has_bf16 = cpu_has_bf16() if bf16 is None else bf16
+    return "bf16" if has_bf16 else "fp32"
 
 
 def serving_dtype(name: str) -> torch.dtype:

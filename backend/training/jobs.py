@@ -49,6 +49,7 @@ from backend.settings import PROJECT_ROOT, Settings
 from backend.store import Store, utcnow
 from backend.training.checkpoints import drop_checkpoints
 from backend.training.cpu.memory import hugepage_malloc_env
+from backend.training.launch import RUN_TAG, kill_job, new_tag, processes_of, signal_job, worker_command
 from backend.training.plan import sweep_specs
 from backend.training.progress import PHASE_SCORING, event_dict, step_text
 
@@ -191,6 +192,7 @@ class JobRunner:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._current: tuple[int, subprocess.Popen] | None = None
+        self._tag: str | None = None  # the running job's tag when it runs several processes (launch.py)
 
     # submitting -----------------------------------------------------------------------------
     def submit(self, spec: RunSpec, train_file: Path | str, eval_file: Path | str | None = None,
@@ -286,7 +288,7 @@ class JobRunner:
         with self._lock:
             current = self._current
         if current and current[0] == job_id and current[1].poll() is None:
-            current[1].send_signal(sig)
+            self._send(current[1], sig)
         elif worker_alive(pid, job_id):
             try:
                 os.kill(pid, sig)
@@ -328,22 +330,40 @@ class JobRunner:
         run_dir = self.paths.run_dir(job.id)
         run_dir.mkdir(parents=True, exist_ok=True)
         env = self.worker_env()
+        processes = processes_of(job.request)
+        tag = new_tag(job.id) if processes > 1 else None
+        if tag:
+            env[RUN_TAG] = tag
         banner = f"\n{ATTEMPT_BANNER}{job.attempts} at {utcnow().isoformat(timespec='seconds')}Z =====\n"
         with open(run_dir / "stdout.log", "a") as out, open(run_dir / "stderr.log", "a") as err:
             out.write(banner)
             err.write(banner)
             out.flush()
             err.flush()
-            proc = subprocess.Popen([self.python, "-m", "backend.training.worker", str(job.id)], stdout=out, stderr=err,
+            proc = subprocess.Popen(worker_command(self.python, job.id, processes), stdout=out, stderr=err,
                                     env=env, cwd=str(PROJECT_ROOT), start_new_session=True)
         self.store.update_job(job.id, pid=proc.pid)
         with self._lock:
-            self._current = (job.id, proc)
+            self._current, self._tag = (job.id, proc), tag
         try:  # the job stays ours until _after_exit has said how it ended
-            return self._after_exit(job.id, self._wait(job.id, proc))
+            code = self._wait(job.id, proc)
+            if tag:  # a rank left behind by a crash or a cancel goes with its job
+                kill_job(tag)
+            return self._after_exit(job.id, code)
         finally:
             with self._lock:
-                self._current = None
+                self._current, self._tag = None, None
+
+    def _send(self, proc: subprocess.Popen, sig: int) -> None:
+        """Signal the running job: its worker, or every rank of a multi-process job (SIGTERM
+        goes to the ranks, which stop together; SIGKILL to the launcher too)."""
+        tag = self._tag
+        if tag is None:
+            proc.send_signal(sig)
+            return
+        signal_job(tag, sig, skip=proc.pid if sig != signal.SIGKILL else None)
+        if sig == signal.SIGKILL:
+            proc.kill()
 
     def _wait(self, job_id: int, proc: subprocess.Popen) -> int:
         signalled_at = None
@@ -355,10 +375,10 @@ class JobRunner:
             if signalled_at is None:
                 job = self.store.get_job(job_id)
                 if job.cancel_requested or self._stop.is_set():
-                    proc.send_signal(signal.SIGTERM)  # cancel, or pause for the app's shutdown
+                    self._send(proc, signal.SIGTERM)  # cancel, or pause for the app's shutdown
                     signalled_at = time.monotonic()
             elif time.monotonic() - signalled_at > self.grace_s:
-                proc.kill()
+                self._send(proc, signal.SIGKILL)
 
     def _after_exit(self, job_id: int, code: int) -> str:
         job = self.store.get_job(job_id)
@@ -477,7 +497,7 @@ class JobRunner:
         with self._lock:
             current = self._current
         if current and current[1].poll() is None:
-            current[1].send_signal(signal.SIGTERM)
+            self._send(current[1], signal.SIGTERM)
         if self._thread:
             self._thread.join(timeout if timeout is not None else self.grace_s + 5)
 

@@ -60,6 +60,8 @@ from backend.training.cpu.tuning import tune_for_device, use_eager_attention
 from backend.training.early_stop import KeepBest
 from backend.training.estimate import Speed, machine_id
 from backend.training.progress import phase_loading, phase_tokenizing, tokens_per_s
+from backend.training.quantize import load_quantized
+from backend.training.recipe import Recipe, recipe_for_run
 from backend.training.trainer import AnswerOnlySFTTrainer, ProgressCallback, ProgressFn, StopFn
 
 
@@ -101,10 +103,12 @@ def eval_interval(spec: RunSpec, n_train: int, world_size: int = 1) -> int | flo
 
 
 def make_sft_config(spec: RunSpec, work_dir: Path, *, has_eval: bool, precision: str, device: str,
-                    eval_steps: int | float = 0.25) -> SFTConfig:
-    """SFTConfig with TRL's small-run pitfalls overridden (fields checked against TRL 1.16)."""
+                    eval_steps: int | float = 0.25, recipe: Recipe | None = None) -> SFTConfig:
+    """SFTConfig with TRL's small-run pitfalls overridden (fields checked against TRL 1.16);
+    ``recipe`` (:mod:`backend.training.recipe`) sets the batch per process, accumulation,
+    checkpointing and padding-free batches for the device."""
     t = spec.train
-    return SFTConfig(
+    fields = dict(
         output_dir=str(checkpoints_dir(work_dir)),
         num_train_epochs=t.epochs,
         learning_rate=t.learning_rate,
@@ -133,6 +137,38 @@ def make_sft_config(spec: RunSpec, work_dir: Path, *, has_eval: bool, precision:
         report_to="none",
         disable_tqdm=True,
     )
+    fields.update(_device_fields(recipe))
+    return SFTConfig(**fields)
+
+
+def _device_fields(recipe: Recipe | None) -> dict:
+    """The SFTConfig fields a recipe decides (none without one)."""
+    if recipe is None:
+        return {}
+    fields = dict(per_device_train_batch_size=recipe.per_device_batch,
+                  per_device_eval_batch_size=recipe.per_device_batch,
+                  gradient_accumulation_steps=recipe.accumulation,
+                  activation_checkpointing=recipe.gradient_checkpointing,
+                  padding_free=recipe.padding_free)
+    if recipe.processes > 1:  # every LoRA weight takes part in every step: DDP need not look for unused ones
+        fields["ddp_find_unused_parameters"] = False
+    if recipe.gradient_checkpointing:
+        fields["gradient_checkpointing_kwargs"] = {"use_reentrant": False}  # DDP- and peft-safe
+    if recipe.padding_free:  # TRL enforces no max_length without packing: keep_within cuts the rows instead
+        fields["max_length"] = None
+    return fields
+
+
+def keep_within(dataset, max_length: int):
+    """Rows cut to ``max_length`` tokens, rows left with no answer token dropped: what TRL
+    does itself with padded batches, done here for padding-free ones."""
+    if dataset is None or "input_ids" not in dataset.column_names:
+        return dataset
+    lists = [c for c in dataset.column_names if c in ("input_ids", "completion_mask", "assistant_masks")]
+    dataset = dataset.map(lambda row: {c: row[c][:max_length] for c in lists})
+    if "completion_mask" in lists:
+        dataset = dataset.filter(lambda row: any(row["completion_mask"]))
+    return dataset
 
 
 def check_target(out_dir: Path, overwrite: bool) -> None:
@@ -163,6 +199,7 @@ def train_adapter(
     native_build: NativeBuild | None = None,
     on_phase: Callable[[str], None] | None = None,
     before_step: Callable[[], float] | None = None,
+    recipe: Recipe | None = None,
 ) -> dict:
     """Train one LoRA adapter and write ``out_dir`` (= ``adapters/<name>``).
 
@@ -175,7 +212,8 @@ def train_adapter(
     ("loading the base ...", "tokenizing 48 examples"). ``before_step()`` runs before each
     step of a CPU run and returns the seconds it waited (sharing the cores with the serving
     engine, :class:`backend.hardware.threads.CoreYield`); waiting is not training time.
-    Returns the metadata written to ``tunelab.json``. Raises
+    ``recipe``: the per-device choices (:mod:`backend.training.recipe`); None chooses them
+    for this machine. Returns the metadata written to ``tunelab.json``. Raises
     :class:`AdapterExists` when the name is taken, :class:`DataError` for unusable data.
     """
     entered = time.perf_counter()
@@ -183,17 +221,24 @@ def train_adapter(
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     check_target(out_dir, overwrite)
     work_dir.mkdir(parents=True, exist_ok=True)
-    device = device_kind()
-    precision = resolve_precision(spec.train.precision, device)
-    set_cpu_threads(device)
+    recipe = recipe or recipe_for_run(spec, base_ref)
+    device, precision = recipe.device, recipe.precision
+    if recipe.cpu_machinery:
+        set_cpu_threads(device)
 
     train_ds, eval_ds = build_datasets(spec, train_file, eval_file)
     say(phase_loading(base_ref.name))
     tokenizer = load_tokenizer(base_ref, plain_template=plain_template, trust_remote_code=trust_remote_code)
-    # bf16: the frozen base weights live in bf16; peft keeps the LoRA weights in fp32
-    model = load_model(base_ref, dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
-                       trust_remote_code=trust_remote_code)
-    if device == "cpu" and precision == "bf16":
+    # bf16/fp16: the frozen base weights live in it; peft keeps the LoRA weights in fp32
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
+    if recipe.quantize:
+        model = load_quantized(base_ref, recipe.quantize, compute_dtype=dtype, attention=recipe.attention,
+                               gradient_checkpointing=recipe.gradient_checkpointing,
+                               trust_remote_code=trust_remote_code)
+    else:
+        model = load_model(base_ref, dtype=dtype, trust_remote_code=trust_remote_code,
+                           attn_implementation=recipe.attention if device == "cuda" else None)
+    if device == "cpu" and recipe.attention == "eager":
         use_eager_attention(model)
     try:
         peft_config = LoraConfig(**spec.lora.to_peft_kwargs())
@@ -202,7 +247,7 @@ def train_adapter(
 
     has_eval = eval_ds is not None
     args = make_sft_config(spec, work_dir, has_eval=has_eval, precision=precision, device=device,
-                           eval_steps=eval_interval(spec, len(train_ds)))
+                           eval_steps=eval_interval(spec, len(train_ds)), recipe=recipe)
     # only a CPU run competes with the engine for cores; a GPU run trains on
     callback = ProgressCallback(on_progress, should_stop, should_pause,
                                 before_step=before_step if device == "cpu" else None)
@@ -219,6 +264,9 @@ def train_adapter(
     except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
         raise ConfigError(f"Could not apply the LoRA configuration to base {base_ref.spec!r}: {exc}") from exc
     callback.trainer = trainer
+    if recipe.padding_free:
+        trainer.train_dataset = keep_within(trainer.train_dataset, spec.train.max_length)
+        trainer.eval_dataset = keep_within(trainer.eval_dataset, spec.train.max_length)
     if len(trainer.train_dataset) == 0:  # TRL drops rows whose answer max_length cut off
         raise DataError(
             f"No training example keeps its answer within max_length {spec.train.max_length} tokens "
@@ -226,7 +274,8 @@ def train_adapter(
             fix="Raise max_length (--max-length, the plan's max length), or shorten the examples or the system prompt.")
     if keep_best is not None:
         keep_best.model, keep_best.eval_seconds = trainer.model, lambda: trainer.eval_seconds
-    tune_for_device(trainer.model, device=device, precision=precision, native_build=native_build)
+    if recipe.cpu_machinery:  # none of it on CUDA
+        tune_for_device(trainer.model, device=device, precision=precision, native_build=native_build)
 
     checkpoint = last_checkpoint(work_dir) if resume else None
     started = time.perf_counter()
@@ -276,6 +325,8 @@ def train_adapter(
             "eval_examples": len(eval_ds) if eval_ds is not None else 0,
             "precision": precision,
             "device": device,
+            "processes": trainer.accelerator.num_processes,
+            "recipe": recipe.summary(),
             "epochs_trained": trainer.state.epoch,
             "stopping": stopping,
         },

@@ -93,7 +93,8 @@ class AnswerOnlySFTTrainer(SFTTrainer):
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs["labels"]
         forward_inputs = {k: v for k, v in inputs.items() if k != "labels"}
-        decoder = decoder_of(unwrapped)
+        # under DDP the forward must go through the wrapper (it arms the gradient all-reduce)
+        decoder = decoder_of(unwrapped) if unwrapped is model else None
         if decoder is not None:
             # the decoder alone: no LM head call at all (even logits_to_keep=1 projects
             # one position per row, and bf16 on CPU turns that into a copy of the head)

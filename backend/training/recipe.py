@@ -1,0 +1,245 @@
+"""How a run trains on the device it is given: every per-device choice, in one place.
+
+:func:`choose_recipe` is a pure function of three inputs: the device's facts
+(:class:`DeviceFacts`: CPU or CUDA, its name, its memory, whether it has bf16, whether
+FlashAttention-2 is installed), the run's :class:`~backend.hparams.RunSpec`, and the
+inspector's report of the base (:func:`backend.bases.inspect.inspect_base`, whose
+memory arithmetic is :func:`backend.bases.memory.memory_estimates`). Tests hand it a
+described H100 on a machine without one; a run hands it :func:`describe_device` and
+applies what it says (:mod:`backend.training.run`).
+
+On a CPU (what the CPU path always did):
+  precision by the CPU's bf16 units; eager attention in bf16; padded, length-grouped
+  batches; the CPU machinery on (the kernels of :mod:`backend.training.cpu.tuning`, the
+  native build, the allocator, torch's threads, ``use_cpu``); gradient checkpointing as
+  the spec says.
+On CUDA:
+  bf16 where the GPU has it, else fp16 (the trainer's loss scaling); SDPA attention,
+  FlashAttention-2 where ``flash_attn`` is installed; padding-free batches (TRL
+  ``padding_free``: one flattened row with ``position_ids``, no pad tokens); none of
+  the CPU machinery; gradient checkpointing only when the memory estimate of the base,
+  the LoRA ranks, the batch and the length at the spec's batch does not fit the GPU's
+  memory (less :data:`HEADROOM`). If it still does not fit, the batch per step is halved
+  (gradient accumulation keeps the examples per optimizer step), and if batch 1 does not
+  fit the whole card the run is refused, naming what ``--quantize 4bit`` would need.
+``--quantize 4bit|8bit`` (QLoRA, bitsandbytes) needs CUDA and is refused elsewhere.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from dataclasses import asdict, dataclass, field
+
+from backend.bases.inspect import inspect_base
+from backend.bases.memory import memory_estimates
+from backend.errors import ConfigError
+from backend.hardware.device import resolve_precision
+from backend.hparams import RunSpec
+
+GIB = 1024**3
+HEADROOM = 0.85  # share of the GPU's memory an estimate may take: the CUDA context, kernels, fragmentation
+# bytes per quantized weight: NF4 = 4 bits + one fp8 absmax per 64 weights (double quantization)
+# and a tiny second level; int8 = 1 byte + a scale per row
+QUANT_BYTES = {"4bit": 4.127 / 8, "8bit": 1.0}
+QUANTIZE_NEEDS_CUDA = ("--quantize {q} (QLoRA through bitsandbytes) needs a CUDA GPU; this machine has none "
+                       "(device: {device}).")
+QUANTIZE_FIX = "Train without --quantize here (LoRA on the unquantized base), or run on a machine with a CUDA GPU."
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What a run needs to know of the device it trains on (a plain description)."""
+
+    kind: str  # "cpu" or "cuda"
+    name: str = ""
+    total_memory: int = 0  # bytes of GPU memory (CUDA); 0 when unknown (CPU)
+    bf16: bool = False  # CUDA: the GPU computes in bf16; CPU: it has bf16 units
+    flash_attn: bool = False  # the flash_attn package is importable
+    count: int = 1  # visible GPUs
+
+    def label(self) -> str:
+        memory = f", {self.total_memory / GIB:.0f} GiB" if self.total_memory else ""
+        return f"{self.name or self.kind}{memory}"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The choices a run applies; ``why`` says each one's reason (kept in ``tunelab.json``)."""
+
+    device: str
+    precision: str  # bf16 | fp16 | fp32
+    attention: str | None  # flash_attention_2 | sdpa | eager | None (the model's own)
+    padding_free: bool
+    gradient_checkpointing: bool
+    per_device_batch: int
+    accumulation: int
+    cpu_machinery: bool  # CPU kernels, native build, allocator, threads, use_cpu
+    quantize: str | None
+    processes: int
+    memory_estimate: int | None = None  # bytes, for the choices made (CUDA)
+    memory_budget: int | None = None
+    why: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return asdict(self)
+
+
+def describe_device(kind: str | None = None) -> DeviceFacts:
+    """This machine's facts (CUDA device 0 where a GPU is visible)."""
+    import torch  # heavy: only when a run asks
+
+    from backend.hardware.device import cpu_has_bf16
+
+    kind = kind or ("cuda" if torch.cuda.is_available() else "cpu")
+    if kind != "cuda":
+        return DeviceFacts(kind="cpu", name="CPU", bf16=cpu_has_bf16())
+    props = torch.cuda.get_device_properties(0)
+    return DeviceFacts(kind="cuda", name=props.name, total_memory=int(props.total_memory),
+                       bf16=bool(torch.cuda.is_bf16_supported()),
+                       flash_attn=importlib.util.find_spec("flash_attn") is not None,
+                       count=torch.cuda.device_count())
+
+
+def check_quantize(quantize: str | None, facts: DeviceFacts) -> None:
+    """Refuse ``--quantize`` where there is no CUDA GPU."""
+    if quantize and facts.kind != "cuda":
+        raise ConfigError(QUANTIZE_NEEDS_CUDA.format(q=quantize, device=facts.label()), fix=QUANTIZE_FIX)
+
+
+# --- memory ---------------------------------------------------------------------------------------
+
+
+def quantized_base_bytes(report: dict, quantize: str) -> int:
+    """The frozen base's bytes with its decoder linears quantized: the embeddings and the
+    LM head stay bf16 (bitsandbytes leaves them; :mod:`backend.training.quantize` keeps
+    them bf16), norms are a rounding error."""
+    vocab, hidden = report.get("vocab_size") or 0, report.get("hidden_size") or 0
+    embed = vocab * hidden * (1 if report.get("tie_word_embeddings") else 2)
+    linears = max(0, report["total_params"] - embed)
+    return int(linears * QUANT_BYTES[quantize] + embed * 2)
+
+
+def training_bytes(report: dict, *, batch: int, seq_len: int, checkpointing: bool, precision: str,
+                   quantize: str | None = None) -> int:
+    """The inspector's estimate of a run's peak memory (bytes) at ``batch`` × ``seq_len``."""
+    dtype = "fp32" if precision == "fp32" else "bf16"
+    parts = memory_estimates(report, batch_size=batch, seq_len=seq_len,
+                             gradient_checkpointing=checkpointing)["training"][dtype]
+    total = parts["total"]
+    if quantize:
+        total += quantized_base_bytes(report, quantize) - parts["base"]
+    return int(total)
+
+
+def quantize_offer(facts: DeviceFacts, spec: RunSpec, report: dict) -> str | None:
+    """What to say when the base does not fit this GPU in bf16 even at batch 1 with
+    gradient checkpointing: '... --quantize 4bit would need ~X GiB' (None when it fits,
+    or on a CPU, where quantizing is not offered)."""
+    if facts.kind != "cuda" or not facts.total_memory:
+        return None
+    seq = spec.train.max_length
+    bf16 = training_bytes(report, batch=1, seq_len=seq, checkpointing=True, precision="bf16")
+    if bf16 <= facts.total_memory * HEADROOM:
+        return None
+    q4 = training_bytes(report, batch=1, seq_len=seq, checkpointing=True, precision="bf16", quantize="4bit")
+    q8 = training_bytes(report, batch=1, seq_len=seq, checkpointing=True, precision="bf16", quantize="8bit")
+    return (f"the base does not fit in bf16 on {facts.label()} (~{bf16 / GIB:.1f} GiB at batch 1 × {seq} tokens): "
+            f"--quantize 4bit would need ~{q4 / GIB:.1f} GiB (8bit ~{q8 / GIB:.1f} GiB)")
+
+
+# --- the recipe -----------------------------------------------------------------------------------
+
+
+def choose_recipe(facts: DeviceFacts, spec: RunSpec, report: dict | None = None) -> Recipe:
+    """Every per-device choice of a run (see the module's docstring). ``report``: the
+    inspector's report of the base with the spec's LoRA (needed on CUDA to size the batch
+    and checkpointing; without it the spec's batch is kept and checkpointing stays as asked)."""
+    t = spec.train
+    check_quantize(t.quantize, facts)
+    processes = t.processes
+    per_device = max(1, math.ceil(t.batch_size / processes))
+    why = {"batch": f"{per_device} examples per step per process × {processes} process(es) "
+                    f"(batch {t.batch_size} per optimizer step)"}
+    if facts.kind != "cuda":
+        precision = resolve_precision(t.precision, "cpu", bf16=facts.bf16)
+        why.update(precision=f"{precision}: " + ("the CPU has bf16 units" if facts.bf16 else "no bf16 units on this CPU")
+                   if t.precision == "auto" else f"{precision}: asked",
+                   attention="eager in CPU bf16 (faster than SDPA at these lengths)" if precision == "bf16"
+                   else "the model's default",
+                   batches="padded, examples of similar length together",
+                   machinery="CPU kernels, native build, allocator and threads on")
+        return Recipe(device="cpu", precision=precision, attention="eager" if precision == "bf16" else None,
+                      padding_free=False, gradient_checkpointing=t.gradient_checkpointing,
+                      per_device_batch=per_device, accumulation=1, cpu_machinery=True, quantize=None,
+                      processes=processes, why=why)
+
+    if processes > facts.count:
+        raise ConfigError(f"--processes {processes} asks for one GPU per process; {facts.count} visible.",
+                          fix=f"Use --processes {facts.count} or fewer (or set CUDA_VISIBLE_DEVICES).")
+    precision = resolve_precision(t.precision, "cuda", bf16=facts.bf16)
+    if precision == "fp32" and t.quantize:
+        raise ConfigError("--quantize trains in bf16 (or fp16) compute; precision 'fp32' was asked.",
+                          fix="Leave precision at 'auto' with --quantize.")
+    attention = "flash_attention_2" if facts.flash_attn and precision in ("bf16", "fp16") else "sdpa"
+    why.update(precision=f"{precision}: " + ("the GPU computes in bf16" if precision == "bf16" else
+                                             "no bf16 on this GPU: fp16 with loss scaling" if precision == "fp16"
+                                             else "asked"),
+               attention=attention + (": flash_attn is installed" if attention != "sdpa" else
+                                      ": PyTorch's fused attention (flash_attn is not installed)"),
+               batches="padding-free: each step's examples as one row with position ids, no pad tokens",
+               machinery="off (CPU only)")
+    checkpointing, accumulation, estimate, budget = t.gradient_checkpointing, 1, None, None
+    if report is not None and facts.total_memory:
+        budget = int(facts.total_memory * HEADROOM)
+        seq = t.max_length
+
+        def need(batch: int, ckpt: bool) -> int:
+            return training_bytes(report, batch=batch, seq_len=seq, checkpointing=ckpt, precision=precision,
+                                  quantize=t.quantize)
+
+        estimate = need(per_device, checkpointing)
+        if estimate <= budget:
+            why["checkpointing"] = ("on: asked" if checkpointing else
+                                    f"off: ~{estimate / GIB:.1f} GiB estimated fits {budget / GIB:.1f} GiB")
+        else:
+            checkpointing = True
+            batch = per_device
+            while batch > 1 and need(batch, True) > budget:
+                batch = max(1, batch // 2)
+            estimate = need(batch, True)
+            if estimate > facts.total_memory:
+                offer = quantize_offer(facts, spec, report)
+                raise ConfigError(
+                    f"Training {spec.base!r} does not fit {facts.label()}: ~{estimate / GIB:.1f} GiB estimated at "
+                    f"batch 1 × {seq} tokens with gradient checkpointing"
+                    + (f" in {t.quantize}" if t.quantize else "") + ".",
+                    fix=(offer[0].upper() + offer[1:] + "." if offer and not t.quantize
+                         else "Lower --max-length, use a smaller base, or a GPU with more memory."))
+            accumulation = math.ceil(per_device / batch)
+            why["checkpointing"] = (f"on: ~{need(per_device, False) / GIB:.1f} GiB estimated without it exceeds "
+                                    f"{budget / GIB:.1f} GiB")
+            if batch < per_device:
+                why["batch"] = (f"{batch} examples per step × {accumulation} accumulated × {processes} process(es): "
+                                f"{per_device} per step would need ~{need(per_device, True) / GIB:.1f} GiB")
+            per_device = batch
+    elif not checkpointing:
+        why["checkpointing"] = "off: no memory estimate to call for it"
+    if t.quantize:
+        why["quantize"] = f"{t.quantize}: bitsandbytes {'NF4 + double quantization' if t.quantize == '4bit' else 'int8'}, " \
+                          "bf16 compute; the adapter serves on the unquantized base"
+    return Recipe(device="cuda", precision=precision, attention=attention, padding_free=True,
+                  gradient_checkpointing=checkpointing, per_device_batch=per_device, accumulation=accumulation,
+                  cpu_machinery=False, quantize=t.quantize, processes=processes, memory_estimate=estimate,
+                  memory_budget=budget, why=why)
+
+
+def recipe_for_run(spec: RunSpec, base_ref) -> Recipe:
+    """The recipe for ``spec`` on this machine: its facts, and on CUDA the inspector's report
+    of the base with the spec's LoRA (read from the config on the meta device, no weights)."""
+    facts = describe_device()
+    report = None
+    if facts.kind == "cuda":
+        report = inspect_base(base_ref, lora=spec.lora, batch_size=spec.train.batch_size,
+                              seq_len=spec.train.max_length)
+    return choose_recipe(facts, spec, report)

@@ -1,0 +1,183 @@
+"""Per-device training choices (backend/training/recipe.py): a pure function of the device's
+facts, the spec and the inspector's report, so a described H100 (or a 16 GiB card) is decided
+here on a CPU; and a real tiny run that applies a recipe (padding-free batches train the same
+loss as padded ones, and the CPU machinery stays off when the recipe says so)."""
+
+from __future__ import annotations
+
+import pytest
+
+from backend.bases.inspect import inspect_base
+from backend.errors import ConfigError
+from backend.hparams import RunSpec, TrainSpec
+from backend.training.recipe import (GIB, HEADROOM, DeviceFacts, Recipe, choose_recipe, quantize_offer,
+                                     training_bytes)
+
+H100 = DeviceFacts(kind="cuda", name="NVIDIA H100 80GB HBM3", total_memory=80 * GIB, bf16=True, flash_attn=False)
+H100_FA = DeviceFacts(kind="cuda", name="NVIDIA H100 80GB HBM3", total_memory=80 * GIB, bf16=True, flash_attn=True)
+T4 = DeviceFacts(kind="cuda", name="Tesla T4", total_memory=16 * GIB, bf16=False)
+CPU = DeviceFacts(kind="cpu", name="CPU", bf16=True)
+CPU_NO_BF16 = DeviceFacts(kind="cpu", name="CPU", bf16=False)
+
+LLAMA_8B = dict(model_type="llama", architectures=["LlamaForCausalLM"], hidden_size=4096, intermediate_size=14336,
+                num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
+                max_position_embeddings=8192, tie_word_embeddings=False)
+LLAMA_1B = dict(LLAMA_8B, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_key_value_heads=8,
+                tie_word_embeddings=True)
+
+
+@pytest.fixture(scope="module")
+def report_8b():
+    return inspect_base(LLAMA_8B)
+
+
+@pytest.fixture(scope="module")
+def report_1b():
+    return inspect_base(LLAMA_1B)
+
+
+def spec(**train) -> RunSpec:
+    return RunSpec(name="r", train=TrainSpec(**train))
+
+
+# --- the choice is made per device ----------------------------------------------------------------
+
+
+def test_a_cpu_gets_the_cpu_machinery_and_padded_batches():
+    for facts, precision in ((CPU, "bf16"), (CPU_NO_BF16, "fp32")):
+        recipe = choose_recipe(facts, spec(batch_size=8), None)
+        assert (recipe.device, recipe.precision, recipe.cpu_machinery, recipe.padding_free) == \
+            ("cpu", precision, True, False)
+        assert recipe.attention == ("eager" if precision == "bf16" else None)
+        assert (recipe.gradient_checkpointing, recipe.per_device_batch, recipe.accumulation) == (False, 8, 1)
+    assert choose_recipe(CPU, spec(gradient_checkpointing=True), None).gradient_checkpointing
+
+
+def test_a_cuda_gpu_gets_bf16_sdpa_padding_free_and_no_cpu_machinery(report_1b):
+    recipe = choose_recipe(H100, spec(batch_size=8, max_length=512), report_1b)
+    assert (recipe.device, recipe.precision, recipe.attention, recipe.padding_free, recipe.cpu_machinery) == \
+        ("cuda", "bf16", "sdpa", True, False)
+    assert recipe.quantize is None and recipe.memory_budget == int(80 * GIB * HEADROOM)
+    assert choose_recipe(H100_FA, spec(), report_1b).attention == "flash_attention_2"
+
+
+def test_a_gpu_without_bf16_trains_in_fp16_and_an_explicit_choice_wins(report_1b):
+    assert choose_recipe(T4, spec(batch_size=2, max_length=256), report_1b).precision == "fp16"
+    assert "loss scaling" in choose_recipe(T4, spec(batch_size=2, max_length=256), report_1b).why["precision"]
+    assert choose_recipe(H100, spec(precision="fp32"), report_1b).attention == "sdpa"
+    assert choose_recipe(H100, spec(precision="fp32"), report_1b).precision == "fp32"
+
+
+def test_checkpointing_only_when_the_estimate_exceeds_the_gpu(report_8b):
+    budget = int(80 * GIB * HEADROOM)
+    fits = spec(batch_size=4, max_length=1024)
+    assert training_bytes(report_8b, batch=4, seq_len=1024, checkpointing=False, precision="bf16") <= budget
+    recipe = choose_recipe(H100, fits, report_8b)
+    assert (recipe.gradient_checkpointing, recipe.per_device_batch, recipe.accumulation) == (False, 4, 1)
+    assert recipe.why["checkpointing"].startswith("off")
+
+    long = spec(batch_size=4, max_length=4096)
+    assert training_bytes(report_8b, batch=4, seq_len=4096, checkpointing=False, precision="bf16") > budget
+    recipe = choose_recipe(H100, long, report_8b)
+    assert recipe.gradient_checkpointing and recipe.why["checkpointing"].startswith("on")
+    assert recipe.memory_estimate <= budget
+
+
+def test_the_estimate_sizes_the_batch_and_accumulation_keeps_the_examples_per_step(report_8b):
+    recipe = choose_recipe(H100, spec(batch_size=32, max_length=2048), report_8b)
+    assert recipe.gradient_checkpointing and recipe.per_device_batch < 32
+    assert recipe.per_device_batch * recipe.accumulation >= 32
+    assert training_bytes(report_8b, batch=recipe.per_device_batch, seq_len=2048, checkpointing=True,
+                          precision="bf16") <= recipe.memory_budget
+    assert training_bytes(report_8b, batch=recipe.per_device_batch * 2, seq_len=2048, checkpointing=True,
+                          precision="bf16") > recipe.memory_budget  # the biggest that fits
+    assert "accumulated" in recipe.why["batch"]
+
+
+def test_processes_split_the_batch_one_gpu_each(report_1b):
+    two_gpus = DeviceFacts(**{**H100.__dict__, "count": 2})
+    recipe = choose_recipe(two_gpus, spec(batch_size=8, processes=2), report_1b)
+    assert (recipe.processes, recipe.per_device_batch) == (2, 4)
+    with pytest.raises(ConfigError) as exc:
+        choose_recipe(H100, spec(processes=2), report_1b)
+    assert "--processes 2" in exc.value.message and "1 visible" in exc.value.message
+    assert choose_recipe(CPU, spec(batch_size=5, processes=2), None).per_device_batch == 3
+
+
+# --- quantization: CUDA only, offered by the estimate -----------------------------------------------
+
+
+def test_quantize_is_refused_without_cuda_saying_it_needs_a_gpu():
+    with pytest.raises(ConfigError) as exc:
+        choose_recipe(CPU, spec(quantize="4bit"), None)
+    assert "needs a CUDA GPU" in exc.value.message and "--quantize 4bit" in exc.value.message
+
+
+def test_the_estimate_offers_quantization_when_the_base_does_not_fit_in_bf16(report_8b, report_1b):
+    assert quantize_offer(H100, spec(batch_size=4, max_length=1024), report_8b) is None
+    assert quantize_offer(T4, spec(max_length=1024), report_1b) is None
+    offer = quantize_offer(T4, spec(max_length=1024), report_8b)
+    assert offer.startswith("the base does not fit in bf16") and "--quantize 4bit would need ~" in offer
+    q4 = training_bytes(report_8b, batch=1, seq_len=1024, checkpointing=True, precision="bf16", quantize="4bit")
+    assert f"~{q4 / GIB:.1f} GiB" in offer and q4 < 16 * GIB * HEADROOM
+    with pytest.raises(ConfigError) as exc:  # not quantized: refused, saying what would fit
+        choose_recipe(T4, spec(batch_size=4, max_length=1024), report_8b)
+    assert "--quantize 4bit would need" in exc.value.fix
+    recipe = choose_recipe(T4, spec(batch_size=4, max_length=1024, quantize="4bit"), report_8b)
+    assert recipe.quantize == "4bit" and recipe.memory_estimate <= recipe.memory_budget
+    assert quantize_offer(CPU, spec(), report_8b) is None
+
+
+def test_a_4bit_base_is_about_a_quarter_of_bf16(report_8b):
+    bf16 = training_bytes(report_8b, batch=1, seq_len=16, checkpointing=True, precision="bf16")
+    q4 = training_bytes(report_8b, batch=1, seq_len=16, checkpointing=True, precision="bf16", quantize="4bit")
+    # 8B Llama: ~15 GiB of bf16 weights; 4-bit decoder linears (~7B params) + bf16 embeddings and head (~2 GiB)
+    assert 14 * GIB < bf16 < 17 * GIB and 5 * GIB < q4 < 6.5 * GIB
+
+
+# --- a real tiny run applies the recipe ------------------------------------------------------------------
+
+
+def _run(tiny_llama, root, recipe: Recipe, name: str):
+    from backend.training.run import train_adapter
+    from tests.builders import folder_ref, tiny_spec, write_color_data
+
+    data = write_color_data(root / "data")
+    run_spec = tiny_spec(name, tiny_llama, epochs=1, early_stopping=False, eval_fraction=0.0)
+    run_spec = run_spec.model_copy(update={"lora": run_spec.lora.model_copy(update={"dropout": 0.0})})
+    return train_adapter(run_spec, base_ref=folder_ref(tiny_llama), train_file=data, eval_file=None,
+                         out_dir=root / "adapters" / name, work_dir=root / f"work-{name}", recipe=recipe)
+
+
+def test_padding_free_batches_train_the_same_loss_and_the_cpu_machinery_stays_off(tiny_llama, tmp_path):
+    padded = Recipe(device="cpu", precision="fp32", attention="sdpa", padding_free=False,
+                    gradient_checkpointing=False, per_device_batch=4, accumulation=1, cpu_machinery=False,
+                    quantize=None, processes=1)
+    flat = Recipe(**{**padded.summary(), "padding_free": True})
+    a = _run(tiny_llama, tmp_path, padded, "padded")
+    b = _run(tiny_llama, tmp_path, flat, "flat")
+    first = [h["loss"] for h in a["loss_history"] if h["loss"] is not None]
+    second = [h["loss"] for h in b["loss_history"] if h["loss"] is not None]
+    assert len(first) == len(second) == 4
+    assert first == pytest.approx(second, rel=1e-4)  # same examples, same model: only the layout differs
+    assert b["metrics"]["recipe"]["padding_free"] and not b["metrics"]["recipe"]["cpu_machinery"]
+    assert b["metrics"]["processes"] == 1
+    # the tokens trained are the same: padding-free has no pad tokens to leave out
+    assert a["metrics"]["train_tokens"] == b["metrics"]["train_tokens"]
+
+
+def test_the_recipe_sets_trls_knobs_and_padding_free_rows_still_stop_at_max_length(tmp_path):
+    from datasets import Dataset
+
+    from backend.training.run import keep_within, make_sft_config
+
+    flat = Recipe(device="cuda", precision="bf16", attention="sdpa", padding_free=True, gradient_checkpointing=True,
+                  per_device_batch=2, accumulation=4, cpu_machinery=False, quantize=None, processes=1)
+    args = make_sft_config(spec(max_length=64), tmp_path, has_eval=False, precision="fp32", device="cpu", recipe=flat)
+    assert (args.padding_free, args.max_length, args.per_device_train_batch_size, args.gradient_accumulation_steps,
+            args.gradient_checkpointing) == (True, None, 2, 4, True)
+    rows = Dataset.from_list([{"input_ids": list(range(10)), "completion_mask": [0] * 6 + [1] * 4},
+                              {"input_ids": list(range(10)), "completion_mask": [0] * 9 + [1]},
+                              {"input_ids": list(range(4)), "completion_mask": [0, 0, 1, 1]}])
+    kept = keep_within(rows, 8)  # TRL's rule: cut to max_length, drop a row whose answer is all cut off
+    assert [len(r) for r in kept["input_ids"]] == [8, 4] and kept["completion_mask"][0] == [0] * 6 + [1, 1]
