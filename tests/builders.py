@@ -6,7 +6,14 @@ that wrap them live in the conftest.py files).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from backend.bases.resolve import BaseRef
@@ -14,6 +21,7 @@ from backend.hparams import RunSpec
 from backend.names import adapter_path
 from backend.training.run import write_adapter_folder
 
+REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -189,3 +197,34 @@ def add_finished_adapter(service, name: str, *, sweep: str | None = None, proof:
     (folder / "tunelab.json").write_text(json.dumps({"name": name, "status": "done", "proof": proof,
                                                      "metrics": {"train_seconds": train_seconds}}))
     return folder
+
+
+@contextlib.contextmanager
+def running_up(home: Path, base: str, extra_env: dict, log_path: Path):
+    """`tunelab up` (`python -m backend.cli up`) over ``home`` on free ports, as a person starts
+    it; yields the page URL. Ctrl-C (SIGINT) stops it, and it must stop cleanly. The browser
+    tests' server (tests/ui/test_browser.py, tests/ui/test_journey.py)."""
+    env = {**os.environ, "TUNELAB_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra_env}
+    for name in ("TUNELAB_DATABASE_URL", "TUNELAB_API_TOKEN"):
+        env.pop(name, None)
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "up", "--port", "0", "--server-port", "0",
+                                 "--base", base], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 120
+        url = None
+        while url is None:
+            assert proc.poll() is None, f"tunelab up exited early:\n{log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"tunelab up did not start:\n{log_path.read_text()[-3000:]}"
+            match = re.search(r"TuneLab page:\s+(\S+)", log_path.read_text())
+            url = match.group(1) if match else None
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, f"tunelab up did not stop cleanly on Ctrl-C:\n{log_path.read_text()[-3000:]}"

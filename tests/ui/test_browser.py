@@ -10,18 +10,13 @@ and saving a screenshot per step under tests/artifacts/.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.builders import CHROMIUM, CHROMIUM_ARGS, WINES, write_bad, write_wines
+from tests.builders import CHROMIUM, CHROMIUM_ARGS, WINES, running_up, write_bad, write_wines
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 REPO = Path(__file__).resolve().parents[2]
@@ -42,37 +37,6 @@ def base_env(request, tiny_llama) -> tuple[str, dict]:
     if request.param == "tiny":
         return str(tiny_llama), {}
     return "default", {"TUNELAB_MODELS_DIR": str(DEFAULT_MODELS)}
-
-
-@contextlib.contextmanager
-def running_up(home: Path, base: str, extra_env: dict, log_path: Path):
-    """`tunelab up` (`python -m backend.cli up`) over ``home`` on free ports; yields the page URL;
-    Ctrl-C (SIGINT) stops it, and it must stop cleanly. Shared with tests/ui/test_journey.py."""
-    env = {**os.environ, "TUNELAB_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra_env}
-    for name in ("TUNELAB_DATABASE_URL", "TUNELAB_API_TOKEN"):
-        env.pop(name, None)
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "up", "--port", "0", "--server-port", "0",
-                                 "--base", base], cwd=REPO, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        url = None
-        while url is None:
-            assert proc.poll() is None, f"tunelab up exited early:\n{log_path.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"tunelab up did not start:\n{log_path.read_text()[-3000:]}"
-            match = re.search(r"TuneLab page:\s+(\S+)", log_path.read_text())
-            url = match.group(1) if match else None
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, f"tunelab up did not stop cleanly on Ctrl-C:\n{log_path.read_text()[-3000:]}"
 
 
 @pytest.fixture()
