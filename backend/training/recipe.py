@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 
 from backend.bases.inspect import inspect_base
 from backend.bases.memory import memory_estimates
-from backend.errors import ConfigError
+from backend.errors import ConfigError, TuneLabError
 from backend.hardware.device import resolve_precision
 from backend.hparams import RunSpec
 
@@ -240,6 +240,9 @@ def recipe_for_run(spec: RunSpec, base_ref) -> Recipe:
     facts = describe_device()
     report = None
     if facts.kind == "cuda":
-        report = inspect_base(base_ref, lora=spec.lora, batch_size=spec.train.batch_size,
-                              seq_len=spec.train.max_length)
+        try:
+            report = inspect_base(base_ref, lora=spec.lora, batch_size=spec.train.batch_size,
+                                  seq_len=spec.train.max_length)
+        except (TuneLabError, ValueError, OSError):  # a base the inspector cannot read: the spec's batch, as asked
+            report = None
     return choose_recipe(facts, spec, report)
