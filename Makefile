@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow bench setup browser clean
+.PHONY: run test test-slow bench setup browser clean gpu-wheels
 
 # Create the virtual environment and install TuneLab with its test tools.
 # torch is pinned first: on this CPU machine pip takes the local CPU wheel
@@ -45,6 +45,15 @@ bench: $(STAMP)
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/quality.py
+
+# Wheels the lent GPU machine lacks, for the prepared GPU run (bench/gpu_device.sh; docs/performance.md):
+# Python 3.12, manylinux x86-64, into .whl/ (git-ignored), carried by the device tool.
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
+	  -d .whl -r bench/gpu_wheels.txt
+	@du -sh .whl
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist

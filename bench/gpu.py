@@ -1,0 +1,433 @@
+"""GPU benchmark (issue 19): training and serving on CUDA, each figure a ratio against a
+baseline measured in the same run, on bases built from config with random weights in
+the shapes of real models (throughput does not depend on the weights' values; no hub).
+
+Measured, in this order (one run, about 6 minutes on one H100):
+
+* ``peak``: the GPU's bf16 matmul FLOP/s (8192³ products), the denominator of every MFU.
+* ``train.<shape>``: TuneLab's training path (``backend.training.run.train_adapter``, the
+  per-device recipe) against plain TRL ``SFTTrainer`` + peft at its defaults on the same
+  rows, LoRA and steps: answer tokens/s, model FLOP/s over the peak (MFU, 4 x params x
+  tokens/s: a LoRA step needs no weight gradients of the frozen base), peak memory, the
+  final train loss of both (equal loss: the speed-up counts only if ours is no worse).
+* ``qlora_8b``: peak memory of a 4-bit QLoRA step of the 8B shape at batch 4 x 1024
+  tokens (bitsandbytes NF4, double quantization, bf16 compute).
+* ``serve``: the embedded engine on the 1B shape: decode tokens/s at batch 1/8/32 with
+  0/4/16 adapters (the overhead of LoRA against the base alone, same batch), the p50 of
+  an adapter swap while 8 clients stream, and the time from "go" to the first answer of a
+  freshly loaded adapter.
+
+Targets (issue 19, on one H100 or H200, the card named beside each figure): training MFU
+>= 0.45 for the 8B-shape bf16 LoRA; >= 1.6x the baseline's tokens/s at equal loss; LoRA
+serving overhead <= 15% at batch 32 with 16 adapters; 8B QLoRA peak memory <= 12 GiB.
+
+``--dry-run`` prints the plan and the memory estimates (backend/bases/memory.py) and
+needs no GPU; ``--smoke`` runs every measurement on tiny shapes on whatever device there
+is (CPU here: tests/test_bench_gpu.py checks that the script works end to end without a
+GPU; its figures mean nothing). Results: bench/results/gpu.json (``--out``).
+
+    python bench/gpu.py [--dry-run | --smoke] [--only train,serve,qlora] [--out F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from backend.hparams import LoraSpec, RunSpec, TrainSpec  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "gpu.json"
+GIB = 1024**3
+LLAMA = dict(model_type="llama", architectures=["LlamaForCausalLM"], hidden_act="silu", rms_norm_eps=1e-5,
+             rope_theta=500000.0, max_position_embeddings=8192, tie_word_embeddings=False)
+# the shapes of Llama-3.2-1B and Llama-3.1-8B (vocabulary included: its logits are a real cost)
+SHAPES = {
+    "1b": dict(LLAMA, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+               num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True),
+    "8b": dict(LLAMA, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+               num_key_value_heads=8, vocab_size=128256),
+    "smoke": dict(LLAMA, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=512, max_position_embeddings=512),
+}
+TARGETS = {"train_mfu_8b": 0.45, "train_speedup": 1.6, "serve_lora_overhead_b32_16": 0.15,
+           "qlora_8b_peak_gib": 12.0}
+
+
+def plan(smoke: bool) -> dict:
+    """What each part runs: shapes, rows, lengths, steps."""
+    if smoke:
+        return {"train": {"smoke": dict(rows=24, seq_len=64, batch=4, rank=8)},
+                "qlora": dict(shape="smoke", batch=2, seq_len=64), "serve": dict(shape="smoke", batches=[1, 4],
+                                                                                 adapters=[0, 2], tokens=8)}
+    return {"train": {"1b": dict(rows=512, seq_len=1024, batch=8, rank=16),
+                      "8b": dict(rows=128, seq_len=1024, batch=4, rank=16)},
+            "qlora": dict(shape="8b", batch=4, seq_len=1024),
+            "serve": dict(shape="1b", batches=[1, 8, 32], adapters=[0, 4, 16], tokens=64)}
+
+
+def estimates(the_plan: dict) -> dict:
+    """The inspector's memory estimates for every training shape in the plan (bf16 and 4-bit)."""
+    from backend.bases.inspect import inspect_base
+
+    out = {}
+    for shape, p in the_plan["train"].items():
+        report = inspect_base(dict(SHAPES[shape]), LoraSpec(r=p["rank"], alpha=2 * p["rank"]),
+                              batch_size=p["batch"], seq_len=p["seq_len"])
+        memory = report["memory"]["training"]["bf16"]
+        checkpointed = inspect_base(dict(SHAPES[shape]), LoraSpec(r=p["rank"], alpha=2 * p["rank"]),
+                                    batch_size=p["batch"], seq_len=p["seq_len"],
+                                    gradient_checkpointing=True)["memory"]["training"]["bf16"]
+        four_bit_base = report["total_params"] * 4.5 / 8  # NF4 + double-quantized scales, about 4.5 bits a weight
+        out[shape] = {"params": report["total_params"], "bf16_total_gib": round(memory["total"] / GIB, 1),
+                      "bf16_base_gib": round(memory["base"] / GIB, 1),
+                      "activations_gib": round(memory["activations"] / GIB, 1),
+                      "bf16_checkpointed_total_gib": round(checkpointed["total"] / GIB, 1),
+                      # QLoRA always checkpoints (prepare_model_for_kbit_training)
+                      "qlora_4bit_total_gib": round((checkpointed["total"] - checkpointed["base"] + four_bit_base)
+                                                    / GIB, 1)}
+    return out
+
+
+# --- building bases -------------------------------------------------------------------------------
+
+
+def build_base(shape: str, folder: Path, device: str) -> Path:
+    """A Llama of ``shape`` with random weights (bf16 on a GPU), and a small tokenizer with
+    a chat template (its ids are a subset of the model's vocabulary), saved to ``folder``."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.tiny_model import CHATML_TEMPLATE, build_tokenizer
+
+    config = LlamaConfig(**{k: v for k, v in SHAPES[shape].items() if k != "model_type"})
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    with torch.device(device):
+        model = LlamaForCausalLM(config).to(dtype)
+    model.save_pretrained(folder)
+    del model
+    tokenizer = build_tokenizer()
+    tokenizer.chat_template = CHATML_TEMPLATE
+    tokenizer.save_pretrained(folder)
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return folder
+
+
+def rows_for(n: int, seq_len: int) -> list[dict]:
+    """Chat rows whose prompt + answer fill about ``seq_len`` tokens of the small tokenizer."""
+    from bench.train import make_rows
+
+    rows = make_rows(n)
+    words = max(4, seq_len // 6)  # the corpus tokenizer spends about 2-3 tokens a word
+    for row in rows:
+        user, answer = row["messages"][-2], row["messages"][-1]
+        user["content"] = " ".join((user["content"] + " ") .split() * 8)[: words * 4]
+        answer["content"] = " ".join((answer["content"] + " ").split() * 8)[: words * 4]
+    return rows
+
+
+# --- measurements ---------------------------------------------------------------------------------
+
+
+def matmul_peak(device: str, seconds: float = 3.0) -> float:
+    import torch
+
+    if device != "cuda":
+        from bench.train import matmul_peak as cpu_peak
+        return cpu_peak("bf16", n=512, seconds=1.0)
+    n = 8192
+    a, b = (torch.randn(n, n, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize()
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        torch.cuda.synchronize()
+        best = max(best, 10 * 2 * n**3 / (time.perf_counter() - start))
+    return best
+
+
+def _peak_memory_reset(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_memory_gib(device: str) -> float | None:
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / GIB, 2) if device == "cuda" else None
+
+
+def train_ours(base: Path, rows: list[dict], p: dict, work: Path, device: str) -> dict:
+    from backend.bases.resolve import resolve_base
+    from backend.settings import Settings
+    from backend.training.run import train_adapter
+    from bench.train import write_jsonl
+
+    work.mkdir(parents=True, exist_ok=True)
+    settings = Settings(home=work / "home")
+    ref = resolve_base(str(base), settings)
+    spec = RunSpec(name="bench-gpu-ours", base=str(base), lora=LoraSpec(r=p["rank"], alpha=2 * p["rank"]),
+                   train=TrainSpec(epochs=1, batch_size=p["batch"], learning_rate=2e-4, eval_fraction=0.0,
+                                   max_length=p["seq_len"], early_stopping=False))
+    train_file = write_jsonl(rows, work / "train.jsonl")
+    _peak_memory_reset(device)
+    meta = train_adapter(spec, base_ref=ref, train_file=train_file, eval_file=None,
+                         out_dir=work / "adapters" / spec.name, work_dir=work / "run-ours")
+    m = meta["metrics"]
+    return {"seconds": m["train_seconds"], "final_loss": m.get("train_loss"), "peak_memory_gib": _peak_memory_gib(device),
+            "recipe": meta.get("hyperparameters", {}).get("recipe") or m.get("recipe")}
+
+
+def train_baseline(base: Path, rows: list[dict], p: dict, work: Path, device: str) -> dict:
+    """Plain TRL SFTTrainer + peft at its defaults (use_cpu only where there is no GPU)."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    from backend.data.normalized import to_prompt_completion
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    dataset = Dataset.from_list([to_prompt_completion(r["messages"]) for r in rows])
+    args = SFTConfig(output_dir=str(work / "baseline"), num_train_epochs=1, per_device_train_batch_size=p["batch"],
+                     learning_rate=2e-4, max_length=p["seq_len"], report_to="none", disable_tqdm=True,
+                     save_strategy="no", use_cpu=device != "cuda", bf16=device == "cuda")
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=LoraConfig(r=p["rank"], lora_alpha=2 * p["rank"], target_modules="all-linear",
+                                                task_type="CAUSAL_LM"))
+    _peak_memory_reset(device)
+    started = time.perf_counter()
+    result = trainer.train()
+    seconds = time.perf_counter() - started
+    out = {"seconds": seconds, "final_loss": result.training_loss, "peak_memory_gib": _peak_memory_gib(device),
+           "settings": {"gradient_checkpointing": args.gradient_checkpointing, "bf16": args.bf16,
+                        "padding_free": args.padding_free}}
+    del trainer, model
+    return out
+
+
+def measure_training(shape: str, p: dict, work: Path, device: str, peak: float) -> dict:
+    from transformers import AutoTokenizer
+
+    from bench.train import tokenize_rows
+
+    base = build_base(shape, work / f"base-{shape}", device)
+    rows = rows_for(p["rows"], p["seq_len"])
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokens = sum(len(ids) for ids, _ in tokenize_rows(tokenizer, rows))
+    answer_tokens = sum(len(ids) - prompt for ids, prompt in tokenize_rows(tokenizer, rows))
+    params = estimates({"train": {shape: p}})[shape]["params"]
+    ours = train_ours(base, rows, p, work / "ours", device)
+    baseline = train_baseline(base, rows, p, work / "baseline", device)
+    for run in (ours, baseline):
+        run["tokens_per_s"] = round(tokens / run["seconds"], 1)
+        run["answer_tokens_per_s"] = round(answer_tokens / run["seconds"], 1)
+        run["mfu"] = round(4 * params * tokens / run["seconds"] / peak, 3)
+    shutil.rmtree(base, ignore_errors=True)
+    return {"rows": len(rows), "tokens": tokens, "params": params, "ours": ours, "baseline": baseline,
+            "speedup": round(baseline["seconds"] / ours["seconds"], 2),
+            "loss_ratio": (round(ours["final_loss"] / baseline["final_loss"], 3)
+                           if ours["final_loss"] and baseline["final_loss"] else None)}
+
+
+def measure_qlora(p: dict, work: Path, device: str) -> dict:
+    """Peak memory of QLoRA steps (4-bit NF4 base, double quantization, bf16 compute)."""
+    if device != "cuda":
+        return {"skipped": "4-bit QLoRA needs CUDA (bitsandbytes)"}
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    base = build_base(p["shape"], work / "base-qlora", device)
+    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                               bnb_4bit_compute_dtype=torch.bfloat16)
+    _peak_memory_reset(device)
+    model = AutoModelForCausalLM.from_pretrained(base, quantization_config=quant, dtype=torch.bfloat16,
+                                                 device_map={"": 0})
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
+    optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
+    ids = torch.randint(0, 500, (p["batch"], p["seq_len"]), device="cuda")
+    started = time.perf_counter()
+    for _ in range(3):
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    torch.cuda.synchronize()
+    out = {"batch": p["batch"], "seq_len": p["seq_len"], "peak_memory_gib": _peak_memory_gib(device),
+           "seconds_per_step": round((time.perf_counter() - started) / 3, 3)}
+    del model, optimizer
+    shutil.rmtree(base, ignore_errors=True)
+    return out
+
+
+def measure_serving(p: dict, work: Path, device: str) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from backend.serving.engine import Engine
+    from backend.serving.requests import SamplingParams
+    from tests.builders import make_lora
+
+    base = build_base(p["shape"], work / "base-serve", device)
+    loras = [make_lora(base, work / "loras" / f"l{i}", seed=i, r=16, alpha=32, scale=0.02)
+             for i in range(max(p["adapters"]))]
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer.padding_side = "left"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).to(device)
+    engine = Engine(model, tokenizer, base_name="bench", base_path=str(base), max_batch=max(p["batches"]),
+                    batch_window_s=0.05, prepack=False).start()
+    greedy = SamplingParams(max_tokens=p["tokens"], temperature=0, ignore_eos=True)
+    prompt = engine.encode_chat([{"role": "user", "content": "Tell me about the autumn leaves in the old garden"}])
+    out: dict = {"decode_tokens_per_s": {}, "lora_overhead": {}}
+    try:
+        started = time.perf_counter()
+        engine.load_adapter("first", loras[0])
+        engine.generate(prompt, "first", max_tokens=1, temperature=0)
+        out["go_to_first_adapter_answer_s"] = round(time.perf_counter() - started, 3)
+        for i, path in enumerate(loras):
+            engine.load_adapter(f"l{i}", path)
+        for batch in p["batches"]:
+            for n_adapters in p["adapters"]:
+                names = [None] * batch if n_adapters == 0 else [f"l{i % n_adapters}" for i in range(batch)]
+                engine.generate(prompt, names[0], max_tokens=2, temperature=0)  # warm
+                started = time.perf_counter()
+                handles = [engine.submit(prompt, name, greedy) for name in names]
+                tokens = sum(len(h.result().token_ids) for h in handles)
+                out["decode_tokens_per_s"][f"b{batch}_a{n_adapters}"] = round(tokens / (time.perf_counter() - started), 1)
+            base_rate = out["decode_tokens_per_s"][f"b{batch}_a0"]
+            for n_adapters in p["adapters"][1:]:
+                rate = out["decode_tokens_per_s"][f"b{batch}_a{n_adapters}"]
+                out["lora_overhead"][f"b{batch}_a{n_adapters}"] = round(base_rate / rate - 1, 3)
+        swaps, stop = [], threading.Event()
+
+        def clients():
+            while not stop.is_set():
+                [h.result() for h in [engine.submit(prompt, "l0", greedy) for _ in range(8)]]
+
+        load = threading.Thread(target=clients, daemon=True)
+        load.start()
+        for i in range(10):
+            started = time.perf_counter()
+            engine.load_adapter("swapped", loras[i % len(loras)], inplace=True)
+            swaps.append(time.perf_counter() - started)
+        stop.set()
+        load.join(120)
+        out["swap_p50_under_load_s"] = round(statistics.median(swaps), 4)
+    finally:
+        engine.stop()
+        shutil.rmtree(base, ignore_errors=True)
+    return out
+
+
+def machine(device: str) -> dict:
+    import torch
+
+    info = {"python": platform.python_version(), "torch": torch.__version__, "device": device}
+    if device == "cuda":
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / GIB, 1),
+                    gpus_visible=torch.cuda.device_count())
+    else:
+        info["cpu"] = platform.processor() or platform.machine()
+    return info
+
+
+def verdicts(results: dict) -> dict:
+    out = {}
+    train8 = results.get("train", {}).get("8b")
+    if train8:
+        out["train_mfu_8b"] = {"value": train8["ours"]["mfu"], "target": ">= 0.45",
+                               "met": train8["ours"]["mfu"] >= TARGETS["train_mfu_8b"]}
+    for shape, train in results.get("train", {}).items():
+        equal_loss = train["loss_ratio"] is None or train["loss_ratio"] <= 1.02
+        out[f"train_speedup_{shape}"] = {"value": train["speedup"], "loss_ratio": train["loss_ratio"],
+                                         "target": ">= 1.6 at equal loss",
+                                         "met": train["speedup"] >= TARGETS["train_speedup"] and equal_loss}
+    overhead = results.get("serve", {}).get("lora_overhead", {}).get("b32_a16")
+    if overhead is not None:
+        out["serve_lora_overhead_b32_16"] = {"value": overhead, "target": "<= 0.15",
+                                             "met": overhead <= TARGETS["serve_lora_overhead_b32_16"]}
+    peak = results.get("qlora", {}).get("peak_memory_gib")
+    if peak is not None:
+        out["qlora_8b_peak_gib"] = {"value": peak, "target": "<= 12", "met": peak <= TARGETS["qlora_8b_peak_gib"]}
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and the memory estimates; run nothing")
+    parser.add_argument("--smoke", action="store_true", help="tiny shapes on any device: checks the script, not speed")
+    parser.add_argument("--only", default="train,qlora,serve", help="comma-separated parts to run")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    the_plan = plan(args.smoke)
+    if args.dry_run:
+        report = {"plan": the_plan, "memory_estimates": estimates(the_plan), "targets": TARGETS}
+        print(json.dumps(report, indent=2))
+        return report
+
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cuda" and not args.smoke:
+        raise SystemExit("bench/gpu.py measures a CUDA GPU and this machine has none: use --dry-run "
+                         "(plan and memory estimates) or --smoke (the script on tiny shapes).")
+    parts = set(args.only.split(","))
+    results: dict = {"machine": machine(device), "plan": the_plan, "memory_estimates": estimates(the_plan)}
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="tunelab-bench-gpu-"))
+    try:
+        results["peak_bf16_flops"] = matmul_peak(device)
+        print(f"bf16 matmul peak: {results['peak_bf16_flops'] / 1e12:.0f} TFLOP/s", flush=True)
+        if "train" in parts:
+            results["train"] = {}
+            for shape, p in the_plan["train"].items():
+                print(f"training {shape} ...", flush=True)
+                results["train"][shape] = measure_training(shape, p, work / f"train-{shape}", device,
+                                                           results["peak_bf16_flops"])
+        if "qlora" in parts:
+            print("QLoRA ...", flush=True)
+            results["qlora"] = measure_qlora(the_plan["qlora"], work / "qlora", device)
+        if "serve" in parts:
+            print("serving ...", flush=True)
+            results["serve"] = measure_serving(the_plan["serve"], work / "serve", device)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["verdicts"] = verdicts(results)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    print(json.dumps(results.get("verdicts"), indent=2))
+    return results
+
+
+if __name__ == "__main__":
+    main()

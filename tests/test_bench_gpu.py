@@ -1,0 +1,64 @@
+"""bench/gpu.py without a GPU (issue 19): its plan and memory estimates (--dry-run), and the
+whole script on tiny shapes (--smoke) so that the run prepared for a lent H100 does not
+fail on a typo; the smoke figures themselves mean nothing and are not checked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO_ROOT
+
+SCRIPT = REPO_ROOT / "bench" / "gpu.py"
+
+
+def _run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+                          cwd=REPO_ROOT)
+
+
+def test_the_dry_run_prints_the_plan_and_memory_estimates_without_a_gpu():
+    done = _run("--dry-run", timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout[done.stdout.index("{"):])
+    one, eight = report["memory_estimates"]["1b"], report["memory_estimates"]["8b"]
+    assert 1.1e9 < one["params"] < 1.4e9 and 7.5e9 < eight["params"] < 8.5e9  # the real models' sizes
+    assert eight["bf16_base_gib"] > 14  # 8B weights in bf16
+    assert eight["qlora_4bit_total_gib"] < eight["bf16_checkpointed_total_gib"] < eight["bf16_total_gib"]
+    assert report["targets"]["qlora_8b_peak_gib"] == 12.0
+
+
+def test_without_a_gpu_a_real_run_is_refused_with_what_to_do():
+    import torch
+
+    if torch.cuda.is_available():  # pragma: no cover - a GPU machine measures instead
+        return
+    done = _run("--only", "serve", timeout=120)
+    assert done.returncode != 0 and "--dry-run" in done.stderr and "--smoke" in done.stderr
+
+
+def test_the_smoke_run_measures_every_part_on_tiny_shapes(tmp_path):
+    out = tmp_path / "gpu.json"
+    done = _run("--smoke", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    train = results["train"]["smoke"]
+    assert train["ours"]["tokens_per_s"] > 0 and train["baseline"]["tokens_per_s"] > 0
+    assert train["loss_ratio"] is not None and train["ours"]["recipe"]
+    serve = results["serve"]
+    assert set(serve["decode_tokens_per_s"]) == {"b1_a0", "b1_a2", "b4_a0", "b4_a2"}
+    assert serve["swap_p50_under_load_s"] > 0 and serve["go_to_first_adapter_answer_s"] > 0
+    assert "verdicts" in results and results["machine"]["device"] in ("cpu", "cuda")
+
+
+def test_the_gpu_wheels_are_the_versions_this_project_runs():
+    """bench/gpu_wheels.txt (carried to the GPU machine) pins what the .venv has, so the
+    GPU run tests the same library code as `make test`."""
+    from importlib.metadata import version
+
+    lines = (REPO_ROOT / "bench" / "gpu_wheels.txt").read_text().splitlines()
+    pins = dict(line.split("==") for line in lines if line and not line.startswith("#"))
+    assert {"trl", "peft", "bitsandbytes", "pydantic-settings"} <= set(pins)
+    installed = {name: version(name) for name in pins if name != "bitsandbytes"}  # needs CUDA: not installed here
+    assert {name: pins[name] for name in installed} == installed
