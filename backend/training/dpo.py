@@ -107,6 +107,7 @@ def train_dpo_adapter(
     plain_template: bool = False,
     trust_remote_code: bool = False,
     on_phase=None,
+    before_step=None,
 ) -> dict:
     """Train one preference round from ``parent_dir`` on ``pairs_file`` and write ``out_dir``.
 
@@ -132,7 +133,8 @@ def train_dpo_adapter(
     base = load_model(base_ref, dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
                       trust_remote_code=trust_remote_code)
     model = PeftModel.from_pretrained(base, str(parent_dir), is_trainable=True)
-    callback = ProgressCallback(on_progress, should_stop, should_pause)
+    callback = ProgressCallback(on_progress, should_stop, should_pause,
+                                before_step=before_step if device == "cpu" else None)
     trainer = RoundDPOTrainer(model=model, ref_model=None, args=make_dpo_config(spec, work_dir, precision=precision,
                                                                                  device=device),
                               train_dataset=dataset, processing_class=tokenizer, callbacks=[callback])
