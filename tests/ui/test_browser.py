@@ -49,7 +49,9 @@ def tunelab_up(home, base_env, tmp_path):
 
 @pytest.fixture()
 def page(tunelab_up):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=30_000)  # an import scores the base and times this machine first: seconds
 
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as p:
