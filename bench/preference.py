@@ -89,6 +89,8 @@ def main() -> None:
     parser.add_argument("--parent-epochs", type=float, default=2.0, help="the parent's (SFT) epochs")
     parser.add_argument("--beta", type=float, default=0.1)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "preference.json")
+    parser.add_argument("--home", type=Path, default=None, help="go on in the home of an earlier run: its parent "
+                        "and its votes are kept (each phase runs only when its result is missing)")
     args = parser.parse_args()
 
     from backend.bases.resolve import resolve_base
@@ -101,7 +103,7 @@ def main() -> None:
 
     shared = Settings()
     ref = resolve_base(args.base, shared)
-    home = Path(tempfile.mkdtemp(prefix="tunelab-preference-"))
+    home = args.home or Path(tempfile.mkdtemp(prefix="tunelab-preference-"))
     settings = Settings(home=home, models_dir=shared.paths.models)
     train_items, vote_items, held_items = split_items()
     timings = {}
@@ -111,14 +113,16 @@ def main() -> None:
     data = home / "colours.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in sft_rows(train_items)), encoding="utf-8")
     plain = Service(settings)
+    done_before = "colours" in plain.adapter_names(status="done")
     imported = plain.import_data([data], base=args.base, goal="say the colour")
     spec, _ = plain.run_spec("colours", imported.folder, base=args.base, goal="say the colour",
                              train={"epochs": args.parent_epochs})
-    job = plain.train(spec, imported.folder, data_hash=imported.report.content_hash)
-    plain.runner.run_pending()
-    status = plain.progress(job)
-    if status["status"] != "done":
-        raise SystemExit(f"parent training {status['status']}: {status.get('error')}")
+    if not done_before:
+        job = plain.train(spec, imported.folder, data_hash=imported.report.content_hash)
+        plain.runner.run_pending()
+        status = plain.progress(job)
+        if status["status"] != "done":
+            raise SystemExit(f"parent training {status['status']}: {status.get('error')}")
     plain.close()
     timings["parent_s"] = round(time.perf_counter() - started, 1)
 
@@ -130,27 +134,27 @@ def main() -> None:
         service.sync_endpoint()
         base_name = service.models()[0]
         started = time.perf_counter()
-        shown = []
-        for thing, _ in vote_items:
+        voted_before = bool(service.store.ratings())
+        for thing, _ in ([] if voted_before else vote_items):
             for seed in (1, 2):
                 comparison = service.compare(question(thing), [base_name, "colours"], max_tokens=24, seed=seed,
                                              temperature=0.8)
                 for answer in comparison.answers:
                     service.rate(comparison, answer.model, score=1 if follows_format(answer.text) else -1)
-                    shown.append({"model": answer.model, "text": answer.text,
-                                  "follows": follows_format(answer.text)})
         timings["votes_s"] = round(time.perf_counter() - started, 1)
+        shown = [{"model": r.model, "follows": r.score > 0} for r in service.store.ratings()]
         board = rounds.table(service)
         pairs = rounds.pairs(service)
 
         # 3. the round, from the ratings
         started = time.perf_counter()
-        job = rounds.start_round(service, "colours", "colours-dpo",
-                                 train={"learning_rate": args.lr, "epochs": args.epochs, "beta": args.beta})
-        service.runner.run_pending()
-        status = service.progress(job)
-        if status["status"] != "done":
-            raise SystemExit(f"round {status['status']}: {status.get('error')}")
+        if "colours-dpo" not in service.adapter_names(status="done"):
+            job = rounds.start_round(service, "colours", "colours-dpo",
+                                     train={"learning_rate": args.lr, "epochs": args.epochs, "beta": args.beta})
+            service.runner.run_pending()
+            status = service.progress(job)
+            if status["status"] != "done":
+                raise SystemExit(f"round {status['status']}: {status.get('error')}")
         timings["round_s"] = round(time.perf_counter() - started, 1)
         meta = service.adapter_meta("colours-dpo")
 
@@ -172,10 +176,11 @@ def main() -> None:
         "preference": "an answer of one or two words (the SFT data shows it in half its rows)",
         "items": {"train": len(train_items), "vote_prompts": len(vote_items), "held_out": len(held_items)},
         "votes": {"ratings": board["votes"], "games": board["games"], "pairs": len(pairs),
-                  "shown_following": scored([s["follows"] for s in shown]),
+                  "shown_following": {m: scored([s["follows"] for s in shown if s["model"] == m])
+                                      for m in sorted({s["model"] for s in shown})},
                   "arena": [{k: r[k] for k in ("name", "score", "ci95", "votes", "wins", "losses")}
                             for r in board["rows"]], "arena_summary": board["summary"]},
-        "round": {"lr": args.lr, "epochs": args.epochs, "beta": args.beta,
+        "round": {**{k: meta.train.get(k) for k in ("learning_rate", "epochs", "beta", "batch_size")},
                   "pairs": (meta.model_extra or {}).get("preference", {}).get("pairs"),
                   "first_loss": meta.metrics.get("first_loss"), "last_loss": meta.metrics.get("train_loss"),
                   "reward_accuracy": meta.metrics.get("reward_accuracy"), "steps": meta.metrics.get("steps")},
