@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 TERMINAL = ("done", "failed", "cancelled")
 ACTIVE = ("queued", "running")
 LOG_TAIL_LINES = 12
+RANKS_AFTER_END_S = 10.0  # a multi-process job's ranks may outlive its end by this much, then are killed
 
 class SamePlanActive(JobError):
     """The same configuration on the same data is already queued or running; queueing it
@@ -366,12 +367,16 @@ class JobRunner:
             proc.kill()
 
     def _wait(self, job_id: int, proc: subprocess.Popen) -> int:
-        signalled_at = None
+        signalled_at = ended_at = None
         while True:
             try:
                 return proc.wait(timeout=self.poll_s)
             except subprocess.TimeoutExpired:
                 pass
+            if self._tag is not None and ended_at is None and self.store.get_job(job_id).status != "running":
+                ended_at = time.monotonic()  # rank 0 has ended the job (e.g. cancelled before training)
+            if ended_at is not None and time.monotonic() - ended_at > RANKS_AFTER_END_S:
+                self._send(proc, signal.SIGKILL)  # ranks still waiting for it have nothing left to do
             if signalled_at is None:
                 job = self.store.get_job(job_id)
                 if job.cancel_requested or self._stop.is_set():

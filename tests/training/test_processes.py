@@ -84,13 +84,50 @@ def test_two_processes_pause_resume_and_finish_one_adapter(runner, settings, tin
     assert processes_of_home(settings.home) == []
 
 
-def test_a_cancel_stops_every_rank(runner, settings, tiny_llama, tmp_path):
-    data = write_color_data(tmp_path / "data")
-    job_id = runner.submit(tiny_spec("long", tiny_llama, epochs=100, processes=2), data)
-    runner.start()
-    wait_for(lambda: (runner.store.get_job(job_id).step or 0) >= 1)
-    assert len(processes_of_home(settings.home)) >= 3
-    runner.cancel(job_id)
-    assert runner.wait(job_id, timeout=90) == "cancelled"
-    wait_for(lambda: processes_of_home(settings.home) == [], timeout=30)
-    assert not (settings.paths.adapters / "long").exists()
+def test_a_cancel_before_the_first_step_stops_every_rank(settings, tiny_llama, tmp_path):
+    """Rank 0 ends the job at its first look at the flag; rank 1, already waiting for it to
+    train, is stopped by the runner soon after, not at the end of its (here 10-minute) grace
+    for a stopping job. (A stop within a run, every rank at one step: the pause above.)"""
+    runner = JobRunner(settings, poll_s=0.2, grace_s=600)
+    try:
+        data = write_color_data(tmp_path / "data")
+        job_id = runner.submit(tiny_spec("long", tiny_llama, epochs=100, processes=2), data)
+        runner.start()
+        wait_for(lambda: len(processes_of_home(settings.home)) >= 3)  # the launcher and both ranks
+        wait_for(lambda: any(e["kind"] == "phase" for e in runner.events(job_id)))  # rank 0 listens for SIGTERM
+        runner.cancel(job_id)
+        assert runner.wait(job_id, timeout=120) == "cancelled"
+        wait_for(lambda: processes_of_home(settings.home) == [], timeout=120)
+        assert not (settings.paths.adapters / "long").exists()
+        assert runner.store.get_adapter("long").status == "cancelled"
+    finally:
+        runner.close()
+
+
+@pytest.mark.slow
+def test_two_processes_on_the_default_base(home, tmp_path):
+    """SmolLM2-135M in two gloo ranks (the model cache of the checkout when it has one)."""
+    from peft import PeftModel
+
+    from backend.bases.load import load_model
+    from backend.bases.resolve import resolve_base
+    from backend.hparams import RunSpec
+    from backend.settings import PROJECT_ROOT, Settings
+
+    cache = PROJECT_ROOT / ".tunelab" / "models"
+    settings = Settings(home=home, models_dir=cache if cache.is_dir() else None)
+    ref = resolve_base("default", settings)
+    runner = JobRunner(settings, poll_s=0.5)
+    try:
+        data = write_color_data(tmp_path / "data", n=8)
+        spec = RunSpec(name="smol2", train={"epochs": 1, "batch_size": 4, "max_length": 64, "eval_fraction": 0,
+                                           "processes": 2, "early_stopping": False})
+        job_id = runner.submit(spec, data)
+        runner.run_pending()
+        assert runner.store.get_job(job_id).status == "done", runner.store.get_job(job_id).error
+    finally:
+        runner.close()
+    assert processes_of_home(home) == []
+    out = settings.paths.adapters / "smol2"
+    assert read_meta(out)["metrics"]["processes"] == 2
+    PeftModel.from_pretrained(load_model(ref), out)
