@@ -49,7 +49,8 @@ from backend.settings import PROJECT_ROOT, Settings
 from backend.store import Store, utcnow
 from backend.training.checkpoints import drop_checkpoints
 from backend.training.cpu.memory import hugepage_malloc_env
-from backend.training.launch import RUN_TAG, kill_job, new_tag, processes_of, signal_job, worker_command
+from backend.training.launch import (RUN_TAG, kill_job, new_tag, nvidia_gpu_present, processes_of, signal_job,
+                                     worker_command)
 from backend.training.plan import sweep_specs
 from backend.training.progress import PHASE_SCORING, event_dict, step_text
 
@@ -323,7 +324,7 @@ class JobRunner:
             env["TUNELAB_MODELS_DIR"] = str(self.settings.models_dir)
         if self.settings.trust_remote_code:
             env["TUNELAB_TRUST_REMOTE_CODE"] = "1"
-        return hugepage_malloc_env(env)
+        return env if nvidia_gpu_present() else hugepage_malloc_env(env)  # CPU machinery: not on a GPU
 
     def _run(self, job) -> str:
         if job.cancel_requested:

@@ -48,6 +48,15 @@ def worker_command(python: str, job_id: int, processes: int = 1) -> list[str]:
             "--main_process_port", "0", *worker]
 
 
+def nvidia_gpu_present(dev: Path = Path("/dev")) -> bool:
+    """Whether this machine trains on an NVIDIA GPU, told without torch (the job runner lives in
+    the app process): the driver's device nodes exist and CUDA_VISIBLE_DEVICES does not hide
+    them. Decides whether the worker gets the CPU allocator settings."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    return (dev / "nvidiactl").exists() and any(dev.glob("nvidia[0-9]*"))
+
+
 def new_tag(job_id: int) -> str:
     return f"job{job_id}-{os.getpid()}-{time.monotonic_ns()}"
 

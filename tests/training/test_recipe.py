@@ -181,3 +181,17 @@ def test_the_recipe_sets_trls_knobs_and_padding_free_rows_still_stop_at_max_leng
                               {"input_ids": list(range(4)), "completion_mask": [0, 0, 1, 1]}])
     kept = keep_within(rows, 8)  # TRL's rule: cut to max_length, drop a row whose answer is all cut off
     assert [len(r) for r in kept["input_ids"]] == [8, 4] and kept["completion_mask"][0] == [0] * 6 + [1, 1]
+
+
+def test_the_job_runner_tells_a_gpu_machine_without_torch(tmp_path, monkeypatch):
+    from backend.training.launch import nvidia_gpu_present
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    assert not nvidia_gpu_present(dev)  # a CPU machine: the worker gets the CPU allocator settings
+    (dev / "nvidiactl").touch()
+    (dev / "nvidia0").touch()
+    assert nvidia_gpu_present(dev)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert not nvidia_gpu_present(dev)
