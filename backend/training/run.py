@@ -138,6 +138,10 @@ def make_sft_config(spec: RunSpec, work_dir: Path, *, has_eval: bool, precision:
         disable_tqdm=True,
     )
     fields.update(_device_fields(recipe))
+    if recipe is not None and recipe.padding_free and t.neftune_noise_alpha:
+        # NEFTune's noise is alpha / sqrt(row length x hidden): one flattened row holds a step's
+        # examples, so alpha grows by sqrt(batch) to give each token the noise a padded row gets
+        fields["neftune_noise_alpha"] = t.neftune_noise_alpha * math.sqrt(recipe.per_device_batch)
     return SFTConfig(**fields)
 
 

@@ -173,9 +173,14 @@ def test_the_recipe_sets_trls_knobs_and_padding_free_rows_still_stop_at_max_leng
 
     flat = Recipe(device="cuda", precision="bf16", attention="sdpa", padding_free=True, gradient_checkpointing=True,
                   per_device_batch=2, accumulation=4, cpu_machinery=False, quantize=None, processes=1)
-    args = make_sft_config(spec(max_length=64), tmp_path, has_eval=False, precision="fp32", device="cpu", recipe=flat)
+    args = make_sft_config(spec(max_length=64, neftune_noise_alpha=5.0), tmp_path, has_eval=False, precision="fp32",
+                           device="cpu", recipe=flat)
     assert (args.padding_free, args.max_length, args.per_device_train_batch_size, args.gradient_accumulation_steps,
             args.gradient_checkpointing) == (True, None, 2, 4, True)
+    assert args.neftune_noise_alpha == pytest.approx(5.0 * 2 ** 0.5)  # per token as in a padded row of 2
+    padded = make_sft_config(spec(max_length=64, neftune_noise_alpha=5.0), tmp_path, has_eval=False,
+                             precision="fp32", device="cpu", recipe=Recipe(**{**flat.summary(), "padding_free": False}))
+    assert (padded.padding_free, padded.max_length, padded.neftune_noise_alpha) == (False, 64, 5.0)
     rows = Dataset.from_list([{"input_ids": list(range(10)), "completion_mask": [0] * 6 + [1] * 4},
                               {"input_ids": list(range(10)), "completion_mask": [0] * 9 + [1]},
                               {"input_ids": list(range(4)), "completion_mask": [0, 0, 1, 1]}])
