@@ -134,8 +134,8 @@ def data_check(
     eval_data: Optional[list[Path]] = typer.Option(None, "--eval-data", help=EVAL_DATA_HELP),
     base: str = typer.Option("default", help="Base whose tokenizer measures the examples."),
     goal: Optional[str] = typer.Option(None, help="Goal; TXT paragraphs get a prompt derived from it."),
-    input_column: Optional[str] = typer.Option(None, help="CSV column with the inputs."),
-    output_column: Optional[str] = typer.Option(None, help="CSV column with the answers."),
+    input_column: Optional[str] = typer.Option(None, help="CSV column (or JSONL field) with the inputs."),
+    output_column: Optional[str] = typer.Option(None, help="CSV column (or JSONL field) with the answers."),
     as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
 ) -> None:
     """Check example files (or preference pairs: prompt/chosen/rejected); exit 1 when they have errors."""
@@ -165,6 +165,8 @@ def _run_spec(name: str, base: str, goal: str, lora: dict, train: dict) -> RunSp
 def train(
     data: list[Path] = typer.Option(..., "--data", help="Example files (JSONL, CSV, TXT); repeat for several."),
     eval_data: Optional[list[Path]] = typer.Option(None, "--eval-data", help=EVAL_DATA_HELP),
+    input_column: Optional[str] = typer.Option(None, help="CSV column (or JSONL field) with the inputs."),
+    output_column: Optional[str] = typer.Option(None, help="CSV column (or JSONL field) with the answers."),
     name: str = typer.Option(..., "--name", help="Adapter name, e.g. autumn-r8."),
     base: str = typer.Option("default", help="default, a hub id, a local folder or a .gguf file."),
     goal: str = typer.Option("", help="What the adapter is for (kept in tunelab.json)."),
@@ -183,10 +185,10 @@ def train(
     method: str = typer.Option("sft", "--method", help="sft (examples) or dpo (a preference round on "
                                "prompt/chosen/rejected pairs, from the adapter --from; docs/ratings.md)."),
     parent: Optional[str] = typer.Option(None, "--from", help="dpo: the adapter the round continues from."),
-) -> None:
-    """Check the data, train one LoRA adapter (or a sweep) with a progress bar."""
     quantize: Optional[str] = typer.Option(None, "--quantize", help="4bit or 8bit: " + _help(TrainSpec, "quantize")),
     processes: Optional[int] = typer.Option(None, "--processes", help=_help(TrainSpec, "processes")),
+) -> None:
+    """Check the data, train one LoRA adapter (or a sweep) with a progress bar."""
     lora_kw = {k: v for k, v in {"r": rank, "alpha": alpha, "dropout": dropout,
                                  "target_modules": target or None}.items() if v is not None}
     train_kw = {k: v for k, v in {"epochs": epochs, "learning_rate": lr, "batch_size": batch_size,
@@ -206,10 +208,11 @@ def train(
         return
     spec = _run_spec(name, base, goal, lora_kw, train_kw)
     service = _service()
-    imported = service.import_data(data, eval_files=eval_data or None, base=base, goal=goal or None,
-                                   system_prompt=system_prompt, max_length=max_length)
     if quantize or (processes or 1) > 1:  # refused here, before the data is imported, where it cannot run
         _check_device(spec, service.settings)
+    imported = service.import_data(data, eval_files=eval_data or None, base=base, goal=goal or None,
+                                   system_prompt=system_prompt, max_length=max_length,
+                                   input_column=input_column, output_column=output_column)
     report = imported.report
     for problem in report.warnings:
         err.print(f"[yellow]warning[/] {problem}", highlight=False)
@@ -234,9 +237,6 @@ def train(
     _run_and_follow(service, job_ids)
 
 
-def _run_and_follow(service: Service, job_ids: list[int]) -> None:
-    runner = service.runner
-    worker = threading.Thread(target=runner.run_pending, daemon=True)
 def _check_device(spec: RunSpec, settings: Settings) -> None:
     """``--quantize`` and ``--processes`` against this machine (backend/training/recipe.py):
     quantizing needs CUDA; on a GPU the base must fit (else the message says what
@@ -251,6 +251,9 @@ def _check_device(spec: RunSpec, settings: Settings) -> None:
         recipe.choose_recipe(facts, spec, inspect_base(spec.base, lora=spec.lora, settings=settings))
 
 
+def _run_and_follow(service: Service, job_ids: list[int]) -> None:
+    runner = service.runner
+    worker = threading.Thread(target=runner.run_pending, daemon=True)
     worker.start()
     failed = False
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -107,6 +107,41 @@ def write_bad(folder: Path) -> Path:
     return path
 
 
+SUPPORT_EMAILS = {
+    "billing": ["I was charged twice this month, can you refund one payment?",
+                "My invoice shows the wrong amount for the yearly plan.",
+                "Please update the card on file, the old one expired.",
+                "Why did my subscription price go up without notice?"],
+    "bug": ["The app crashes every time I open the settings page.",
+            "Uploading a photo fails with error 500 since the update.",
+            "The export button does nothing when I click it.",
+            "Search returns no results even for exact titles."],
+    "other": ["Do you have a student discount?",
+              "Can I change the interface language to German?",
+              "Where can I find your privacy policy?",
+              "Are you hiring support staff in Lisbon?"],
+}
+
+
+def write_support_emails(folder: Path, counts: dict[str, int] | None = None, *, name: str = "emails.csv",
+                         columns: tuple[str, str] = ("email", "label")) -> Path:
+    """A CSV of short support emails with non-standard column names (``email,label``), as a
+    person brings it: 16 per label by default (48 rows), or ``counts`` per label."""
+    import csv
+
+    folder.mkdir(parents=True, exist_ok=True)
+    counts = counts or {label: 16 for label in SUPPORT_EMAILS}
+    path = folder / name
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for label, count in counts.items():
+            texts = SUPPORT_EMAILS[label]
+            for i in range(count):
+                writer.writerow([f"{texts[i % len(texts)]} (ref {label[:2]}-{i})", label])
+    return path
+
+
 COLORS = {"wine": "red", "cherry": "red", "rose": "red", "blood": "red",
           "snow": "white", "milk": "white", "cloud": "white", "salt": "white"}
 

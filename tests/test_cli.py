@@ -157,14 +157,14 @@ def test_data_check_with_an_evaluation_file_says_it_judges(home, tiny_llama, tmp
     assert (report["stats"]["train"], report["stats"]["eval"]) == (12, 5)
     assert report["stats"]["split"]["note"] == "from your evaluation file held.jsonl"
     plain = _run("data", "check", _wine_file(tmp_path), "--base", tiny_llama)
-    assert "Judged on 3 row(s) held back from the training file: they share its phrasings" in plain.output
+    assert "Judged on 3 rows held back from the training file: they share its phrasings" in plain.output
 
 
 def test_train_with_an_evaluation_file_queues_a_run_judged_on_it(home, tiny_llama, tmp_path):
     result = _run("train", "--data", _wine_file(tmp_path), "--eval-data", _held_out_file(tmp_path),
                   "--base", tiny_llama, "--name", "wine", "--detach")
     assert result.exit_code == 0, result.output
-    assert "Judged on 5 row(s) from your evaluation file held.jsonl" in result.output
+    assert "Judged on 5 rows from your evaluation file held.jsonl" in result.output
     [folder] = (home / "datasets" / "uploads").iterdir()
     assert len((folder / "train.jsonl").read_text().splitlines()) == 12
     assert "garnet plum 4" in (folder / "eval.jsonl").read_text()
@@ -238,3 +238,21 @@ def test_adapters_list_shows_held_out_scores_and_marks_each_sweeps_recommended_a
         "★ sweep wine: wine is best: 5/10 vs base 6/10 few-shot — the only run of its sweep, measured by held-out "
         "exact match; but its proof says it does no better than the base.",
     ]
+
+
+def test_a_table_with_other_column_names_is_read_by_the_columns_given_on_the_command_line(home, tiny_llama,
+                                                                                          tmp_path):
+    from tests.builders import write_support_emails
+
+    emails = write_support_emails(tmp_path / "in")
+    refused = _run("data", "check", emails, "--base", tiny_llama)
+    assert refused.exit_code == 1 and "--input-column / --output-column" in refused.output  # the CLI's words
+    assert "Import with these columns" not in refused.output
+    checked = _run("data", "check", emails, "--base", tiny_llama, "--input-column", "email", "--output-column", "label")
+    assert checked.exit_code == 0, checked.output
+    assert "48 usable examples, 0 errors" in checked.output and "Labels: billing 16 · bug 16 · other 16" in checked.output
+    trained = _run("train", "--data", emails, "--input-column", "email", "--output-column", "label",
+                   "--base", tiny_llama, "--name", "emails", "--detach", "--goal", "write in a calm tone")
+    assert trained.exit_code == 0, trained.output
+    [folder] = (home / "datasets" / "uploads").iterdir()
+    assert '"content": "billing"' in (folder / "train.jsonl").read_text() + (folder / "eval.jsonl").read_text()

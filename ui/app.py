@@ -44,6 +44,7 @@ CSS = """
 .tl-board table { border-collapse: collapse; font-size: .8rem; width: 100%; }
 .tl-board th, .tl-board td { padding: 2px 6px; text-align: left; border-bottom: 1px solid var(--border-color-primary); }
 .tl-board .tl-best { font-weight: 600; background: rgba(22,163,74,.12); } .tl-why { font-size: .8rem; margin: .25rem 0; }
+.tl-col-input { background: rgba(37,99,235,.08); } .tl-col-output { background: rgba(234,88,12,.12); }
 .tl-news { font-size: .85rem; padding: .4rem .6rem; border-radius: 8px; background: rgba(22,163,74,.12); margin-top: .25rem; }
 /* Toasts at the bottom: never over the workspace's tab bar. At phone width the assistant chat
    shrinks to a strip, so the tabs sit in the first screen (tests/ui/test_journey.py checks both). */

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.atomic import staged_folder
+from backend.data.columns import label_balance
 from backend.data.csv_rows import CsvColumns
 from backend.data.file_read import FileRead
 from backend.data.formats import read_file
@@ -51,6 +52,7 @@ from backend.data.problems import (
 from backend.data.normalized import EVAL_FILE, EVAL_RULE, MIN_EXAMPLES_FOR_EVAL, TRAIN_FILE, split_rows, write_rows
 from backend.data.style_text import style_prompt
 from backend.errors import BaseModelError, DataError
+from backend.words import counted
 
 __all__ = [
     "Example", "DataReport", "ImportResult", "Problem", "Rule", "RULES", "check_files", "import_files",
@@ -133,12 +135,12 @@ class DataReport:
             else:
                 count = self.stats.get("files", {}).get(name, 0)
                 role = ", evaluation file" if name in self.stats.get("split", {}).get("eval_files", ()) else ""
-                lines += ["", f"{name} ({self.formats.get(name, 'unknown')}, {count} example(s){role})"]
+                lines += ["", f"{name} ({self.formats.get(name, 'unknown')}, {counted(count, 'example')}{role})"]
             for problem in problems[:max_problems_per_file]:
                 place = f"{problem.where()}: " if problem.file else ""
                 lines.append(f"  {problem.severity}: {place}{problem.message}")
             if len(problems) > max_problems_per_file:
-                lines.append(f"  ... and {len(problems) - max_problems_per_file} more problem(s) in this file")
+                lines.append(f"  ... and {counted(len(problems) - max_problems_per_file, 'more problem')} in this file")
             if name is not None and not problems:
                 lines.append("  no problems")
         lines += ["", *_stats_lines(self.stats)]
@@ -189,6 +191,7 @@ def check_files(
     system_prompt: str | None = None,
     input_column: str | None = None,
     output_column: str | None = None,
+    column_hint: str | None = None,
 ) -> DataReport:
     """Check every file and return one report; never raises for bad data.
 
@@ -204,6 +207,11 @@ def check_files(
     rows are held back from the training files: ``eval_fraction`` None is the rule
     (:func:`backend.data.normalized.eval_count`), 0 holds none back, another fraction
     holds back that share (at least 1 of >= 5 examples).
+
+    ``input_column`` / ``output_column`` choose the columns of CSV files and the fields of
+    flat JSON records (:mod:`backend.data.columns` guesses them for the page);
+    ``column_hint`` ends the missing-columns problem with the caller's way to choose them
+    (the CLI's flags by default).
     """
     paths = _as_paths(paths)
     training = [_same_file(p) for p in paths]
@@ -212,7 +220,7 @@ def check_files(
     names = _display_names(paths + eval_paths)
     eval_names = names[len(paths):]
     prompt = style_prompt(goal)
-    columns = CsvColumns(input_column, output_column)
+    columns = CsvColumns(input_column, output_column, **({"how_to_choose": column_hint} if column_hint else {}))
     reads: list[FileRead] = [read_file(path, name, style_prompt=prompt, columns=columns,
                                        max_line_bytes=max_line_bytes)
                              for path, name in zip(paths + eval_paths, names)]
@@ -250,9 +258,9 @@ def check_files(
     upload_wide: list[Problem] = []
     if not to_train:
         had = sum(len(r.problems) for r in reads) + len(refused)
-        upload_wide.append(NO_EXAMPLES.problem(None, detail=f" ({had} problem(s) found)" if had else ""))
+        upload_wide.append(NO_EXAMPLES.problem(None, detail=f" ({counted(had, 'problem')} found)" if had else ""))
     elif len(to_train) < min_examples:
-        upload_wide.append(TOO_FEW.problem(None, count=len(to_train), minimum=min_examples))
+        upload_wide.append(TOO_FEW.problem(None, examples=counted(len(to_train), "example"), minimum=min_examples))
 
     if eval_paths:
         train, evaluation = to_train, [e for e in clean if e.source in eval_names]
@@ -451,7 +459,7 @@ def judged_on(split: dict) -> str:
     rows = split.get("eval_rows", 0)
     if not rows:
         return f"Judged on no rows: {split.get('note', '')}"
-    return f"Judged on {rows} row(s) {split.get('note', '')}"
+    return f"Judged on {counted(rows, 'row')} {split.get('note', '')}"
 
 
 def _stats(clean, train, evaluation, reads, token_stats, problems, split) -> dict:
@@ -470,6 +478,8 @@ def _stats(clean, train, evaluation, reads, token_stats, problems, split) -> dic
         "chars": _distribution([sum(len(m["content"]) for m in e.messages) for e in clean]) if clean else None,
         "split": split,
     }
+    balance = label_balance([e.messages[-1]["content"] for e in clean])  # the answers, when they are labels
+    stats["labels"] = balance.to_dict() if balance else None
     return stats
 
 
@@ -492,6 +502,8 @@ def _stats_lines(stats: dict) -> list[str]:
         chars = stats["chars"]
         lines.append(f"Characters per example (no base chosen, so no token counts): min {chars['min']} · "
                      f"p50 {chars['p50']} · p90 {chars['p90']} · max {chars['max']} · mean {chars['mean']}")
+    if stats.get("labels"):
+        lines.append(stats["labels"]["text"])
     if stats.get("multi_turn") or stats.get("with_system"):
         lines.append(f"Multi-turn examples: {stats['multi_turn']}; with a system turn: {stats['with_system']}")
     return lines
@@ -500,8 +512,8 @@ def _stats_lines(stats: dict) -> list[str]:
 def _headline(report: DataReport) -> str:
     files = len(report.formats)
     verdict = "ready to import" if report.ok else "nothing can be imported until the errors are fixed"
-    return (f"Data check of {files} file(s): {len(report.examples)} usable example(s), "
-            f"{len(report.errors)} error(s), {len(report.warnings)} warning(s) — {verdict}.")
+    return (f"Data check of {counted(files, 'file')}: {counted(len(report.examples), 'usable example')}, "
+            f"{counted(len(report.errors), 'error')}, {counted(len(report.warnings), 'warning')} — {verdict}.")
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -525,7 +537,7 @@ def import_files(paths: list[Path], uploads_dir: Path, **check_kwargs) -> Import
         shown = "; ".join(f"{p.file or 'all files'} ({p.where()}): {p.message}" for p in report.errors[:3])
         more = f" (and {len(report.errors) - 3} more)" if len(report.errors) > 3 else ""
         raise DataError(
-            f"The upload has {len(report.errors)} error(s), so nothing was imported: {shown}{more}",
+            f"The upload has {counted(len(report.errors), 'error')}, so nothing was imported: {shown}{more}",
             report=report,
             fix="Fix every problem listed in the report (by file, line and field) and upload again.",
         )

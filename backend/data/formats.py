@@ -64,7 +64,7 @@ def read_file(path: Path, name: str, *, style_prompt: str, columns: CsvColumns =
         result.add(UNSUPPORTED_FILE, suffix=suffix or "(no extension)", accepted=ACCEPTED_FILES)
         return result
     if kind == "json":
-        read_json(text, suffix, result, style_prompt)
+        read_json(text, suffix, result, style_prompt, columns)
     elif kind == "csv":
         read_csv(text, "\t" if suffix == ".tsv" else ",", columns, result)
     else:

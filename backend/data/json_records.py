@@ -9,6 +9,8 @@
 ``instruction/output`` alpaca (``input`` optional); ``input/output`` alone also works
 ``conversations``      sharegpt (``from`` human/gpt/system, ``value``)
 ``text``               style text: paired with a user prompt derived from the goal
+chosen fields          with an input and/or output field chosen (``CsvColumns``), a
+                       flat record ({"email": ..., "label": ...}) is read by them
 =====================  ==========================================================
 
 Every record becomes normalized chat messages whose last turn is the assistant's answer,
@@ -20,6 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from backend.data.csv_rows import INPUT_COLUMNS, OUTPUT_COLUMNS, SYSTEM_COLUMNS, CsvColumns, pick
 from backend.data.file_read import FileRead, RawExample
 from backend.data.problems import (
     BAD_JSON,
@@ -38,12 +41,18 @@ from backend.data.problems import (
 from backend.data.style_text import style_example
 
 
-def read_json(text: str, suffix: str, result: FileRead, style_prompt: str) -> None:
-    """Every record of a JSON file into ``result``: its examples and its problems."""
-    for line, record in _json_records(text, suffix, result):
+def read_json(text: str, suffix: str, result: FileRead, style_prompt: str,
+              columns: CsvColumns = CsvColumns()) -> None:
+    """Every record of a JSON file into ``result``: its examples and its problems. With
+    ``columns`` chosen, a flat record holding a chosen field is read by the chosen fields
+    (:func:`_from_columns`); any other record by its keys."""
+    for line, record in json_values(text, suffix, result):
         before = len(result.problems), len(result.examples)
         try:
-            _read_record(record, line, result, style_prompt)
+            if columns.chosen and is_flat(record) and (columns.input in record or columns.output in record):
+                _from_columns(record, line, result, columns)
+            else:
+                _read_record(record, line, result, style_prompt)
         except RecursionError:  # parsed, but too deep to walk: one problem, nothing kept from it
             del result.problems[before[0]:], result.examples[before[1]:]
             result.add(TOO_DEEP, line, None, error="too deep to walk")
@@ -52,8 +61,9 @@ def read_json(text: str, suffix: str, result: FileRead, style_prompt: str) -> No
 _DEEP = "lists or objects nested deeper than Python's JSON reader can follow"
 
 
-def _json_records(text: str, suffix: str, result: FileRead):
-    """(line, value) pairs from JSON lines, a JSON array, or one JSON object."""
+def json_values(text: str, suffix: str, result: FileRead):
+    """(line, value) pairs from JSON lines, a JSON array, or one JSON object; what cannot be
+    parsed is a problem in ``result``."""
     start = text.lstrip()[:1]
     if start == "[":
         yield from _json_array(text, result)
@@ -116,6 +126,47 @@ def _json_array(text: str, result: FileRead):
 
 
 _JSON_KINDS = {list: "array", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
+def is_flat(record: Any) -> bool:
+    """A JSON object whose values are all plain (text, numbers, true/false, null): a table's row."""
+    return isinstance(record, dict) and bool(record) and not any(isinstance(v, (list, dict)) for v in record.values())
+
+
+def field_text(value: Any) -> str:
+    """A plain JSON value as text: a label written as 1 or true reads as "1" / "true"."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _from_columns(record: dict, line: int, result: FileRead, columns: CsvColumns) -> None:
+    """A flat record read by the chosen fields (the one not chosen found by its common name),
+    the way a CSV row is read by its columns; a ``system`` field becomes the system turn."""
+    keys = list(record)
+    input_key = columns.input or pick(keys, INPUT_COLUMNS)
+    output_key = columns.output or pick(keys, OUTPUT_COLUMNS)
+    result.found("fields")
+    needs = f"{input_key or 'an input field'!r} (input) and {output_key or 'an output field'!r} (output)"
+    ok = True
+    for which, key in (("input", input_key), ("output", output_key)):
+        if key is None or key not in record:
+            result.add(MISSING_FIELD, line, key or which, name=key or which, fmt="records read by the chosen fields",
+                       needs=needs)
+            ok = False
+        elif not field_text(record[key]).strip():
+            result.add(EMPTY_TEXT, line, key, what="record")
+            ok = False
+    if not ok:
+        return
+    messages = [{"role": "user", "content": field_text(record[input_key])},
+                {"role": "assistant", "content": field_text(record[output_key])}]
+    system_key = pick(keys, SYSTEM_COLUMNS)
+    if system_key and field_text(record[system_key]).strip():
+        messages.insert(0, {"role": "system", "content": field_text(record[system_key])})
+    result.examples.append(RawExample(messages, line, "fields"))
 
 
 def _read_record(record: Any, line: int, result: FileRead, style_prompt: str) -> None:

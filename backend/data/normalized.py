@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from backend.errors import DataError
+from backend.words import counted
 
 TRAIN_FILE = "train.jsonl"
 EVAL_FILE = "eval.jsonl"
@@ -78,7 +79,7 @@ def read_rows(path: Path | str) -> list[Messages]:
                 problems.append(f"line {number}: {problem}")
                 continue
             rows.append(_messages(row))
-    _raise_if(problems, f"{path.name} has {len(problems)} bad row(s)")
+    _raise_if(problems, f"{path.name} has {counted(len(problems), 'bad row')}")
     if not rows:
         raise DataError(f"{path.name} holds no examples.", fix="Upload at least one example.")
     return rows

@@ -36,6 +36,7 @@ from backend.data.problems import (
     WRONG_TYPE,
     Problem,
 )
+from backend.words import counted
 
 SIDES = ("prompt", "chosen", "rejected")
 NEEDS = "'prompt', 'chosen' and 'rejected'"
@@ -70,7 +71,7 @@ class PreferenceReport:
 
     def render_text(self) -> str:
         lines = [f"{len(self.pairs)} preference pair(s) "
-                 + ("ready." if self.ok else f"read; {len(self.errors)} error(s).")]
+                 + ("ready." if self.ok else f"read; {counted(len(self.errors), 'error')}.")]
         for name, fmt in self.formats.items():
             lines.append(f"  {name}: {fmt}")
         for p in self.problems:

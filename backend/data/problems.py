@@ -113,11 +113,13 @@ LAST_NOT_ASSISTANT = Rule(
 NO_USER = Rule("no_user", "error",
                "The example has no user turn (roles given: {roles}). Add the prompt as a user turn "
                "before the answer.")
+# How to choose the columns, said at the end of CSV_MISSING_COLUMNS: each edge words its own
+# controls (the page names its column pickers: backend.studio.session.PAGE_CHOOSE_COLUMNS).
+CHOOSE_COLUMNS = "choose them with input_column= / output_column= (--input-column / --output-column in the CLI)"
 CSV_MISSING_COLUMNS = Rule(
     "csv_missing_columns", "error",
     "Cannot tell which columns hold the {missing}: the columns found are {found}. Name them "
-    "{recognised}, or choose them with input_column= / output_column= "
-    "(--input-column / --output-column in the CLI).")
+    "{recognised}, or {choose}.")
 CSV_UNKNOWN_COLUMN = Rule(
     "csv_unknown_column", "error",
     "The chosen {which} column {name!r} is not in the file; the columns found are {found}. "
@@ -137,7 +139,7 @@ DUPLICATE = Rule(
     "both train and eval); remove it unless that is intended.")
 TOO_FEW = Rule(
     "too_few", "warning",
-    "Only {count} example(s); the plan wants at least {minimum}. Training will run, but "
+    "Only {examples}; the plan wants at least {minimum}. Training will run, but "
     "expect the adapter to learn little. Add more examples.")
 NO_EXAMPLES = Rule("no_examples", "error",
                    "No usable examples{detail}. Fix the problems above or add examples.")

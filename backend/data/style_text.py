@@ -3,6 +3,8 @@ each paired with a user prompt derived from the goal, so that training learns th
 
 from __future__ import annotations
 
+from backend.words import is_korean, korean_subject, with_ro
+
 
 def paragraphs(text: str) -> list[tuple[int, str]]:
     """(first line, paragraph) for each block of text separated by blank lines."""
@@ -29,10 +31,13 @@ def style_example(prompt: str, passage: str) -> list[dict]:
 
 def style_prompt(goal: str | None) -> str:
     """The user prompt paired with style text: goal "autumn mood" -> "Write a short passage
-    with an autumn mood."; no goal -> "Write a short passage."."""
+    with an autumn mood."; no goal -> "Write a short passage."; a Korean goal, in Korean:
+    "가을 분위기로 써 줘" -> "가을 분위기로 짧은 글을 써 줘."."""
     goal = (goal or "").strip().rstrip(".!?;: ").strip()
     if not goal:
         return "Write a short passage."
+    if is_korean(goal):
+        return f"{with_ro(korean_subject(goal))} 짧은 글을 써 줘."
     if len(goal) > 1 and goal[0].isupper() and not goal[1].isupper():
         goal = goal[0].lower() + goal[1:]
     words = goal.split()

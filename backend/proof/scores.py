@@ -44,7 +44,7 @@ from backend.proof.intervals import describe, scored, wilson
 CLASSIFY_TASKS = {"classification", "sentiment"}
 EXTRACT_TASKS = {"extraction"}
 CHECKABLE_TASKS = CLASSIFY_TASKS | EXTRACT_TASKS  # answers that can be right or wrong
-TASKS = ("style", "generation", "chat", "classification", "sentiment", "extraction")
+TASKS = ("style", "generation", "summarization", "chat", "classification", "sentiment", "extraction")
 SHOWN_CHARS = 200  # of each answer kept in the stored proof
 
 Messages = list[dict]

@@ -22,6 +22,8 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from backend.bases.inspect_views import heatmap, render_text
+from backend.data.columns import (IMPORT_COLUMNS_LABEL, INPUT_COLUMN_LABEL, OUTPUT_COLUMN_LABEL,  # noqa: F401 - the page's
+                                   choose_on_page, resolve_columns, table_of)
 from backend.data.doctor import judged_on
 from backend.data.samples import SAMPLES_DIR
 from backend.errors import DataError, TuneLabError
@@ -31,10 +33,12 @@ from backend.studio.plan_form import resize_plan
 from backend.studio.trust import temperature_of
 from backend.training.jobs import ACTIVE, SamePlanActive
 from backend.training.plan import PlanCard, baseline_text
+from backend.words import counted
 
 logger = logging.getLogger(__name__)
 
 BASE_CHOICE = "base"  # the session's chat model when the untouched base is chosen
+
 SAME_PLAN_ASK = "To train a second copy anyway, say *train again* (or click **Train it again anyway**)."
 
 
@@ -58,6 +62,10 @@ class SessionState:
     data_report: str = ""  # the data doctor's last report, as text
     data_error: str = ""  # the last refused upload's report ("" once an upload succeeds)
     data_preview: list[str] = field(default_factory=list)
+    data_columns: dict = field(default_factory=dict)  # {"input", "output"} the data was read by ({}: by their names)
+    column_guess: dict = field(default_factory=dict)  # the table file's columns, first rows and guess (ColumnGuess)
+    pending_paths: list[str] = field(default_factory=list)  # files waiting for their columns to be chosen
+    data_labels: str = ""  # the imported answers' label counts and balance ("" when they are not labels)
     base: str = ""  # "" = the settings' default base (the one `tunelab up --base` serves)
     chat_model: str = BASE_CHOICE
     # the person's temperature in Compare / Chat; None: the goal's default (trust.temperature_of)
@@ -186,13 +194,35 @@ class AssistantTools:
 
     # data -----------------------------------------------------------------------------------
     @_tool
-    def add_examples(self, paths: list[str], eval_paths: list[str] | None = None) -> ToolResult:
+    def add_examples(self, paths: list[str], eval_paths: list[str] | None = None, input_column: str | None = None,
+                     output_column: str | None = None) -> ToolResult:
         """Check example files (JSONL, CSV, TXT) with the data doctor and import them.
 
         ``eval_paths``: separate evaluation files whose rows judge the adapter instead of
         rows held back from ``paths``; None keeps the session's (if any), [] holds rows
-        back. With errors nothing is imported and the previous data stays in place.
+        back. ``input_column`` / ``output_column``: the columns (CSV) or fields (JSONL) with
+        the inputs and the answers; a table whose columns have no known names imports
+        nothing until they are chosen (the result asks, with a guess). With errors nothing
+        is imported and the previous data stays in place.
         """
+        return self._import(paths, eval_paths, input_column, output_column)
+
+    @_tool
+    def choose_columns(self, input_column: str | None = None, output_column: str | None = None) -> ToolResult:
+        """Read the current file by these columns: ``input_column`` holds the inputs, ``output_column``
+        the answers (one left out is guessed), and import it: the file waiting for its columns, else
+        the imported one."""
+        files = self.state.pending_paths or self.state.data_paths
+        if not files:
+            return ToolResult(False, "There is no file to choose columns of yet: drop a CSV or JSONL file first.")
+        if table_of(files) is None:
+            return ToolResult(False, f"{', '.join(Path(f).name for f in files)} has no columns to choose: its "
+                                     "records are read by their keys.")
+        if input_column is None and output_column is None:
+            return ToolResult(False, "Which columns? Say e.g. “use email as the input and label as the answer”.")
+        return self._import(files, None, input_column, output_column)
+
+    def _import(self, paths, eval_paths, input_column, output_column) -> ToolResult:
         files = [str(p) for p in paths if str(p).strip()]
         held = [str(p) for p in (self.state.eval_paths if eval_paths is None else eval_paths) if str(p).strip()]
         if not files:
@@ -202,13 +232,19 @@ class AssistantTools:
         missing = [f for f in files + held if not Path(f).is_file()]
         if missing:
             return ToolResult(False, f"These files do not exist: {', '.join(missing)}.")
+        columns, asked = self._columns(files, input_column, output_column)
+        if asked is not None:
+            return asked
         plan = self.state.plan
         self.state.data_error = ""
         try:
             imported = self.service.import_data(files, eval_files=held, base=self.state.base or None,
                                                 goal=self.state.goal or None,
-                                                system_prompt=plan.system_prompt if plan else None)
+                                                system_prompt=plan.system_prompt if plan else None,
+                                                column_hint=choose_on_page(), **columns)
         except DataError as exc:
+            if self.state.column_guess:  # the pickers act on these files until they import
+                self.state.pending_paths = files
             report = exc.report
             text = report.render_text() if report is not None else ""
             kept = (f" The previous data ({self.state.n_examples} examples) is still in place."
@@ -226,10 +262,16 @@ class AssistantTools:
         self.state.data_judged = judged_on(report.stats["split"])
         self.state.data_report, self.state.data_error = report.render_text(), ""
         self.state.data_preview = self._preview(report)
+        self.state.data_columns = {"input": columns["input_column"], "output": columns["output_column"]} if columns else {}
+        self.state.pending_paths = []
+        self.state.data_labels = (report.stats.get("labels") or {}).get("text", "")
+        read_by = (f" (input {columns['input_column']!r}, answer {columns['output_column']!r})" if columns else "")
         text = (f"Imported {n_train} training and {n_eval} eval examples from {', '.join(self.state.data_files)}"
-                + (f" and {', '.join(Path(f).name for f in held)}" if held else "") + f". {self.state.data_judged}.")
+                + (f" and {', '.join(Path(f).name for f in held)}" if held else "") + f"{read_by}. "
+                f"{self.state.data_judged}." + (f" {self.state.data_labels}" if self.state.data_labels else ""))
         if report.warnings:
-            text += f" {len(report.warnings)} warning(s): " + "; ".join(str(w) for w in report.warnings[:3])
+            text += (f" {counted(len(report.warnings), 'warning')}: "
+                     + "; ".join(str(w) for w in report.warnings[:3]))
         if self.state.plan is not None and not self.state.plan_edited:
             plan = self.state.plan
             self.state.plan = self.service.plan(plan.goal, data_dir=self.state.data_dir, name=plan.name,
@@ -244,6 +286,21 @@ class AssistantTools:
         if self.state.plan is not None and self.state.plan.baseline and not self.state.plan.baseline.get("error"):
             text += f" Before training, {baseline_text(self.state.plan.baseline)}."
         return ToolResult(True, text, {"folder": self.state.data_dir})
+
+    def _columns(self, files: list[str], input_column: str | None, output_column: str | None):
+        """The columns to import ``files`` by, or the question that imports nothing yet
+        (:func:`backend.data.columns.resolve_columns`); the first table's preview goes to the Data tab."""
+        state = self.state
+        if input_column is None and output_column is None and files == state.data_paths:  # judged another way
+            input_column, output_column = state.data_columns.get("input"), state.data_columns.get("output")
+        guess = table_of(files)
+        columns, question = resolve_columns(guess, input_column, output_column, choose_on_page)
+        state.column_guess = guess.to_dict() if guess else {}
+        if not question:
+            return columns, None
+        state.pending_paths = files
+        choose = input_column is None and output_column is None  # the question, not a wrong column
+        return {}, ToolResult(False, question, {"columns": state.column_guess, "choose": choose})
 
     def _preview(self, report) -> list[str]:
         conversations = [e.messages for e in report.preview]
@@ -524,6 +581,6 @@ class AssistantTools:
 
     # for the agent -------------------------------------------------------------------------------
     def functions(self) -> list[Callable[..., ToolResult]]:
-        return [self.set_goal, self.show_plan, self.add_examples, self.pick_base, self.inspect_base,
+        return [self.set_goal, self.show_plan, self.add_examples, self.choose_columns, self.pick_base, self.inspect_base,
                 self.start_training, self.training_status, self.cancel_training, self.compare, self.rate,
                 self.tallies, self.mark, self.use_base, self.use_adapter, self.list_adapters, self.export]

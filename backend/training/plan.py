@@ -21,21 +21,26 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from backend.data.columns import MAX_LABELS, looks_like_labels
 from backend.errors import ConfigError, InvalidName
 from backend.hparams import LoraSpec, RunSpec, TrainSpec
 from backend.names import NAME_RULE, slugify, validate_name
 from backend.training.defaults import choose
 from backend.training.estimate import Speed, estimate, estimate_text
+from backend.words import is_korean, korean_probes, korean_subject, korean_system_prompt, name_words
 
-TaskKind = Literal["style", "classification", "extraction", "sentiment", "chat"]
+TaskKind = Literal["style", "classification", "extraction", "sentiment", "summarization", "chat"]
 
+# The words that name each task, English and Korean; the first kind whose word a goal holds wins.
 KIND_WORDS: list[tuple[TaskKind, tuple[str, ...]]] = [
     ("sentiment", ("sentiment", "positive or negative", "positive/negative", "감정", "감성", "긍정", "부정")),
     ("extraction", ("extract", "pull out", "pull ", "parse", "as json", "into json", "fields", "추출", "뽑아")),
+    ("summarization", ("summar", "tl;dr", "tldr", "요약", "줄여")),
     ("classification", ("classify", "classif", "categor", "sort ", "sort these", "label", "triage", "route",
                         "분류", "카테고리", "구분")),
-    ("chat", ("chatbot", "assistant that", "persona", "talk like", "converse", "conversation", "대화", "챗봇", "말투")),
-    ("style", ("style", "mood", "tone", "voice", "write", "poem", "story", "스타일", "분위기", "문체", "느낌")),
+    ("chat", ("chatbot", "assistant that", "persona", "talk like", "converse", "conversation", "대화", "챗봇")),
+    ("style", ("style", "mood", "tone", "voice", "write", "poem", "story", "스타일", "분위기", "문체", "말투", "어조",
+               "느낌", "톤")),
 ]
 
 _LABEL_SPLIT = re.compile(r"\s*(?:/|,|\bor\b|\band\b|또는|혹은|이나|나)\s*")
@@ -192,9 +197,6 @@ def detect_kind(goal: str) -> TaskKind:
     return "style"
 
 
-MAX_LABELS = 12
-
-
 def kind_of_answers(rows: list[list[dict]]) -> TaskKind | None:
     """The task the answers show when the goal does not say: every answer a JSON object ->
     extraction; a few short labels (2-12 distinct answers of 1-3 words, most repeated) ->
@@ -208,8 +210,7 @@ def kind_of_answers(rows: list[list[dict]]) -> TaskKind | None:
                 return "extraction"
         except ValueError:
             pass
-    labels = {a.lower().rstrip(".") for a in answers}
-    if 2 <= len(labels) <= MAX_LABELS and all(len(a.split()) <= 3 for a in answers) and len(answers) >= 2 * len(labels):
+    if looks_like_labels(answers):  # the one rule (backend.data.columns), the Data tab's label counts too
         return "classification"
     return None
 
@@ -249,13 +250,18 @@ def extract_labels(goal: str) -> list[str]:
 
 
 def _subject(goal: str) -> str:
+    if is_korean(goal):
+        return korean_subject(goal)
     text = re.sub(r"^(please\s+)?(make it|make the model|i want( it)? to|teach it to|train it to)\s+", "",
                   goal.strip(), flags=re.IGNORECASE)
     return text.rstrip(".!?") or goal
 
 
 def system_prompt_for(kind: TaskKind, goal: str, labels: list[str]) -> str:
+    """The system prompt a run trains behind, in the goal's language (Korean or English)."""
     subject = _subject(goal)
+    if is_korean(goal):
+        return korean_system_prompt(kind, subject, labels)
     if kind == "classification":
         if labels:
             return f"Classify the input. Answer with exactly one label: {', '.join(labels)}."
@@ -264,6 +270,8 @@ def system_prompt_for(kind: TaskKind, goal: str, labels: list[str]) -> str:
         return "Say whether the sentiment of the text is positive, negative or neutral. Answer with one word."
     if kind == "extraction":
         return "Extract the requested information from the text and answer with JSON only."
+    if kind == "summarization":
+        return "Summarize the text briefly, keeping the key points."
     if kind == "chat":
         return f"You are a helpful assistant. {subject[0].upper() + subject[1:]}."
     return f"You write with this style: {subject}."
@@ -274,8 +282,10 @@ DRAWN = "drawn from your held-out rows"
 
 
 def probe_prompts_for(kind: TaskKind, goal: str, labels: list[str]) -> list[str]:
-    """Probe prompts before any data: real inputs for the goals TuneLab knows, none for a
-    classification it cannot guess (they come from the data)."""
+    """Probe prompts before any data: real inputs for the goals TuneLab knows (in Korean for
+    a Korean goal), none for a classification it cannot guess (they come from the data)."""
+    if is_korean(goal):
+        return korean_probes(kind, goal)
     if kind == "classification":
         text = goal.lower()
         if "wine" in text or "와인" in text:
@@ -292,6 +302,13 @@ def probe_prompts_for(kind: TaskKind, goal: str, labels: list[str]) -> list[str]
     if kind == "extraction":
         return ["Weight 2 kg, colour blue, price 30 dollars.", "The X200 drill: 18 V battery, 1.4 kg, two-year warranty.",
                 "Our new lamp is 45 cm tall, made of brass, and costs 79 euros."]
+    if kind == "summarization":
+        return ["The city council met on Tuesday to discuss new bike lanes. After two hours of debate it voted 7 to 2 "
+                "to build them on Main Street by next spring, paid for from the transport budget.",
+                "Quarterly sales rose 12% on strong demand in Asia while costs stayed flat. The team expects similar "
+                "growth next quarter but warns that shipping delays could slow it.",
+                "Hi all, the office will be closed on Friday for maintenance. Please take your laptops home on "
+                "Thursday and use the VPN; the help desk answers by phone until 5 pm."]
     if kind == "chat":
         return ["Hello! Who are you?", "Can you help me plan a weekend?", "Tell me something interesting."]
     return ["Describe a walk in the park.", "Write two sentences about a city at night.",
@@ -307,6 +324,8 @@ def data_shape_for(kind: TaskKind, labels: list[str]) -> str:
         return "Pairs of text and positive / negative / neutral, balanced across the three."
     if kind == "extraction":
         return "Pairs of source text and the JSON you want back (same keys every time)."
+    if kind == "summarization":
+        return "Pairs of a text and its summary, written the way you want summaries (length, tone)."
     if kind == "chat":
         return "Conversations (JSONL with messages, sharegpt or Gemini contents) ending in the reply you want."
     return ("Plain text paragraphs written in the style (TXT, one per paragraph), or prompt/answer pairs "
@@ -367,14 +386,21 @@ _STOPWORDS = {"make", "it", "write", "with", "an", "a", "the", "these", "those",
 
 
 def short_name(goal: str, kind: TaskKind) -> str:
-    """A short adapter name from a goal: "sort support emails into billing..." -> "support-emails"."""
-    head = re.split(r"\binto\b|\bas\b|:", goal, maxsplit=1, flags=re.IGNORECASE)[0]
-    words = [w for w in re.findall(r"[a-z0-9]+", head.lower()) if w not in _STOPWORDS]
+    """A short adapter name from a goal: "sort support emails into billing..." -> "support-emails";
+    a Korean goal's words in English: "가을 분위기로 써 줘" -> "autumn-mood"."""
+    if is_korean(goal):
+        labels = set(extract_labels(goal)) if kind == "classification" else set()
+        words = name_words(" ".join(w for w in re.split(r"[\s,/]+", goal) if w.strip() and
+                                    not any(w.startswith(label) for label in labels)))
+        words = [w for w in words if w not in _STOPWORDS and w != "json"]
+    else:
+        head = re.split(r"\binto\b|\bas\b|:", goal, maxsplit=1, flags=re.IGNORECASE)[0]
+        words = [w for w in re.findall(r"[a-z0-9]+", head.lower()) if w not in _STOPWORDS]
     if kind != "style":
-        words = [w for w in words if not w.startswith(("classif", "categor", "extract", "pull", "parse"))]
-    slug = slugify("-".join(words[:3]), fallback="")
+        words = [w for w in words if not w.startswith(("classif", "categor", "extract", "pull", "parse", "summar"))]
+    slug = slugify("-".join(dict.fromkeys(words[:3])), fallback="")
     return slug or {"style": "style", "classification": "classifier", "extraction": "extractor",
-                    "sentiment": "sentiment", "chat": "chat"}[kind]
+                    "sentiment": "sentiment", "summarization": "summarizer", "chat": "chat"}[kind]
 
 
 def make_plan(goal: str, *, n_examples: int = 0, data: DataFacts | None = None, name: str | None = None,

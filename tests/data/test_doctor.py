@@ -24,7 +24,7 @@ def test_several_files_one_report_grouped_by_file(tmp_path):
     assert [(p.file, p.line, p.field) for p in report.errors] == [("bad.csv", 2, "label")]
     text = report.render_text()
     assert text.index("good.jsonl") < text.index("bad.csv") < text.index("line 2, field 'label'")
-    assert "1 error(s)" in text
+    assert "1 error," in text and "(s)" not in text
     json.dumps(report.to_dict())
 
 
@@ -61,7 +61,7 @@ def test_too_few_examples_is_a_warning_and_none_an_error(tmp_path):
     broken = write(tmp_path, "none.jsonl", jsonl({"messages": []}))
     report = check_files([broken])
     assert [(p.code, p.file) for p in report.errors] == [("wrong_type", "none.jsonl"), ("no_examples", None)]
-    assert "1 problem(s)" in report.errors[-1].message
+    assert "1 problem found" in report.errors[-1].message
     assert [p.code for p in check_files([]).errors] == ["no_examples"]
 
 
@@ -102,7 +102,7 @@ def test_by_default_the_rule_holds_back_rows_and_the_report_says_they_share_the_
     assert split["note"].startswith("held back from the training file: they share its phrasings")
     text = report.render_text()
     assert "held back by the rule: 20%, at least 20 rows where the data allows, at most 200" in text
-    assert "Judged on 20 row(s) held back from the training file" in text
+    assert "Judged on 20 rows held back from the training file" in text
     assert "drop in a separate evaluation file" in text
 
     four = check_files([write(tmp_path, "four.jsonl", jsonl(*[chat(f"q{i}", "a") for i in range(4)]))],
@@ -245,8 +245,8 @@ def test_an_evaluation_file_judges_instead_and_every_training_row_trains(tmp_pat
     assert report.stats["files"] == {"train.jsonl": 30, "held.csv": 7}
     assert json.loads(result.report_path.read_text())["stats"]["split"]["eval_source"] == "file"
     text = report.render_text()
-    assert "held.csv (csv, 7 example(s), evaluation file)" in text
-    assert "Judged on 7 row(s) from your evaluation file held.csv" in text
+    assert "held.csv (csv, 7 examples, evaluation file)" in text
+    assert "Judged on 7 rows from your evaluation file held.csv" in text
 
     split_only = check_files([train_file])
     assert report.content_hash != split_only.content_hash  # judged on other rows: another import

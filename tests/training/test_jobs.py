@@ -170,7 +170,7 @@ def test_crashing_run_fails_with_reason(runner, settings, tiny_llama, tmp_path):
     runner.run_pending()
     job = runner.store.get_job(job_id)
     assert job.status == "failed"
-    assert "train.jsonl has 2 bad row(s)" in job.error and "line 2: not JSON" in job.error
+    assert "train.jsonl has 2 bad rows" in job.error and "line 2: not JSON" in job.error
     adapter = runner.store.get_adapter("broken")
     assert adapter.status == "failed" and "bad row" in adapter.error
     assert runner.events(job_id)[-1]["kind"] == "failed"

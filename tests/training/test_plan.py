@@ -128,3 +128,52 @@ def test_suggested_sweep_never_repeats_the_base():
     assert len(variations) == 2
     specs = sweep_specs(base, variations)
     assert len({(s.lora.r, s.train.learning_rate) for s in specs}) == 3
+
+
+# --- a Korean goal gets a Korean plan -----------------------------------------------------------
+
+
+def _hangul(text: str) -> bool:
+    return any("\uac00" <= ch <= "\ud7a3" for ch in text)
+
+
+@pytest.mark.parametrize("goal, kind", [
+    ("고객 문의 메일을 청구, 버그, 기타로 분류해 줘", "classification"),
+    ("뉴스 기사를 세 문장으로 요약해 줘", "summarization"),
+    ("제품 설명에서 가격과 무게를 추출해 줘", "extraction"),
+    ("친근한 말투로 답해 줘", "style"),
+    ("가을 분위기로 써 줘", "style"),
+    ("셰익스피어 문체로 써 줘", "style"),
+    ("리뷰가 긍정인지 부정인지 알려 줘", "sentiment"),
+    ("summarize meeting notes in two sentences", "summarization"),
+])
+def test_the_task_is_recognised_from_korean_words(goal, kind):
+    assert detect_kind(goal) == kind and make_plan(goal).kind == kind
+
+
+@pytest.mark.parametrize("goal", ["고객 문의 메일을 청구, 버그, 기타로 분류해 줘", "뉴스 기사를 세 문장으로 요약해 줘",
+                                  "제품 설명에서 가격과 무게를 추출해 줘", "친근한 말투로 답해 줘", "가을 분위기로 써 줘",
+                                  "리뷰가 긍정인지 부정인지 알려 줘", "친절한 고객센터 챗봇을 만들어 줘"])
+def test_a_korean_goal_gets_a_korean_system_prompt_and_korean_probes(goal):
+    card = make_plan(goal)
+    assert _hangul(card.system_prompt), card.system_prompt
+    assert card.probe_prompts and all(_hangul(p) for p in card.probe_prompts)
+    validate_name(card.name)
+
+
+def test_an_autumn_mood_in_korean_is_a_style_adapter_named_for_the_goal():
+    card = make_plan("가을 분위기로 써 줘")
+    assert card.kind == "style" and card.name == "autumn-mood"
+    assert card.system_prompt == "가을 분위기로 글을 쓰세요."  # the style, not the request pasted in
+    assert "써 줘" not in card.system_prompt and "style" != card.name
+    labelled = make_plan("고객 문의 메일을 청구, 버그, 기타로 분류해 줘")
+    assert labelled.labels == ["청구", "버그", "기타"] and labelled.name == "customer-inquiry-email"
+    assert labelled.system_prompt == "입력을 분류하세요. 다음 라벨 중 하나로만 답하세요: 청구, 버그, 기타."
+
+
+def test_english_goals_keep_their_english_plan():
+    card = make_plan("make it write with an autumn mood")
+    assert card.system_prompt == "You write with this style: write with an autumn mood."
+    assert card.probe_prompts[0] == "Describe a walk in the park." and card.name == "autumn-mood"
+    assert make_plan("sort these support emails into billing / bugs / other").name == "support-emails"
+    assert make_plan("summarize meeting notes").name == "meeting-notes"

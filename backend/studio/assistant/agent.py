@@ -24,11 +24,13 @@ from backend.studio.session import AssistantTools, ToolResult
 
 SYSTEM_PROMPT = (
     "You are TuneLab's assistant. You help a person train LoRA adapters: set the goal (which proposes a plan "
-    "card), add example files, pick and inspect a base model, start training, watch status, cancel, compare "
-    "the base with adapters, rate answers, mark adapters success or fail, switch the playground chat between "
-    "the base and an adapter, and export. Act only through the tools. Report exactly what each tool returned; "
-    "a result starting with FAILED is a failure: say so and say what to do. Never say something happened "
-    "unless a tool returned it. End with what the person can do next. Answer in the person's language."
+    "card), add example files (and choose which columns of a table hold the inputs and the answers), pick and "
+    "inspect a base model, start training, watch status, cancel, compare the base with adapters, rate answers, "
+    "mark adapters success or fail, switch the playground chat between the base and an adapter, and export. "
+    "Act only through the tools. Report exactly what each tool returned; a result starting with FAILED is a "
+    "failure: say so and say what to do. Never say something happened unless a tool returned it. Set a new "
+    "goal only when the person asks for one; a message about columns, files or anything else never replaces "
+    "the goal. End with what the person can do next. Answer in the person's language."
 )
 HISTORY_TURNS = 20  # earlier messages of the conversation sent along with each new one
 

@@ -20,7 +20,8 @@ from backend.training.plan import names_a_task
 
 HELP = (
     "I can: **set a goal** (just say it, e.g. *autumn mood* or *classify wine as red or white*), "
-    "**add examples** (drop JSONL/CSV/TXT files here), **pick a base** (*base: default* or a folder, "
+    "**add examples** (drop JSONL/CSV/TXT files here), **pick a table's columns** (*use email as the input and "
+    "label as the answer*), **pick a base** (*base: default* or a folder, "
     "hub id, .gguf), **inspect** the base, **train** (*go*), show **status**, **cancel**, **compare** "
     "base and adapters, **rate** answers (*A 👍*, *B is best*), **mark** an adapter *success* or *fail*, "
     "**use base** / **use <adapter>** in the chat, and **export** an adapter."
@@ -35,12 +36,12 @@ _GO_EN = re.compile(
     r"start( training| it| the training| now)?|begin( training)?|run( it| the plan)?|let'?s go|do it|launch)"
     r"( now| please)?$", re.IGNORECASE)
 _GO_KO = ("시작", "학습", "훈련", "고고", "가자", "돌려")
+_AGAIN = re.compile(r"^(yes[ ,]*)?(train|go|run|queue)( it| the plan)? again( anyway)?$|^다시\s*(학습|시작|훈련)",
+                    re.IGNORECASE)
 _FROM_RATINGS = re.compile(r"\b(train|learn|tune|improve)\b.*\b(from|on|with|using)\s+(my\s+|the\s+)?(ratings|votes)\b|"
                            r"평가(로|를|에서).*(학습|훈련)", re.IGNORECASE)
 _RANKING = re.compile(r"\b(leaderboard|ranking|rank(ed)?|arena|which (model|adapter|one) is (the )?best)\b|순위|랭킹|리더보드",
                       re.IGNORECASE)
-_AGAIN = re.compile(r"^(yes[ ,]*)?(train|go|run|queue)( it| the plan)? again( anyway)?$|^다시\s*(학습|시작|훈련)",
-                    re.IGNORECASE)
 _CANCEL = re.compile(r"\b(cancel|stop|abort|halt)\b|취소|중지|중단|멈춰", re.IGNORECASE)
 _COMPARE = re.compile(r"\bcompare\b|\bside[- ]by[- ]side\b|비교", re.IGNORECASE)
 _BLIND = re.compile(r"\bblind\b|블라인드|가려|숨겨", re.IGNORECASE)
@@ -80,6 +81,58 @@ _USE_ADAPTER = re.compile(
     r"(?:\s+adapter)?(?:\s+(?:now|please|in the chat))?$|"
     r"^(?P<name_ko>[a-z0-9][a-z0-9._-]*)\s*(?:으로|로)?\s*(?:바꿔|전환|사용|써|채팅|대화)", re.IGNORECASE)
 _NUM_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5}
+
+# Which columns of a table hold the inputs and the answers ("use email as the input and label as
+# the answer", "input_column=email", "email을 입력으로, label을 답으로 써 줘").
+_NAME = r"(?P<name>\"[^\"]+\"|'[^']+'|`[^`]+`|[\w.\-]+)"
+_IN_EN = r"(?:input|inputs|prompt|prompts|question|questions)"
+_OUT_EN = r"(?:answer|answers|output|outputs|label|labels|target|response|completion)"
+_IN_KO = r"(?:입력|질문|프롬프트|인풋)"
+_OUT_KO = r"(?:정답|답변|답|출력|라벨|레이블|응답|아웃풋)"
+_COLUMN_WORD = r"(?:column|col|field|열|컬럼|칼럼|필드)"
+
+
+def _role_patterns(role_en: str, role_ko: str, key: str) -> list[re.Pattern]:
+    return [re.compile(p, re.IGNORECASE) for p in (
+        rf"\b{key}[_ ]?{_COLUMN_WORD}?\s*[=:]\s*{_NAME}",  # input_column=email, output: label
+        rf"{_NAME}\s+(?:{_COLUMN_WORD}\s+)?(?:as|is|for)\s+(?:the\s+)?{role_en}\b",  # email as the input
+        rf"\b(?:the\s+)?{role_en}\s+(?:{_COLUMN_WORD}\s+)?(?:is|=|should be|comes from)\s+(?:the\s+)?{_NAME}",
+        rf"\b{role_en}\s+{_COLUMN_WORD}\s+{_NAME}",  # input column email
+        rf"{_NAME}\s*(?:{_COLUMN_WORD})?\s*(?:을|를|은|는|이|가)?\s*{role_ko}\s*(?:으로|로)",  # email을 입력으로
+        rf"{role_ko}\s*(?:{_COLUMN_WORD})?\s*(?:은|는|이|가|:|=)\s*{_NAME}",  # 입력은 email
+    )]
+
+
+_INPUT_PATTERNS = _role_patterns(_IN_EN, _IN_KO, "input")
+_OUTPUT_PATTERNS = _role_patterns(_OUT_EN, _OUT_KO, "(?:output|answer|label|target)")
+_COLUMN_TALK = re.compile(rf"{_COLUMN_WORD}|_column\b|[=]", re.IGNORECASE)
+_PARTICLE = re.compile(r"(?<=[\w)\]])(?:을|를|은|는|이|가|으로|로)$")
+
+
+def column_mapping(text: str, columns: list[str] | None = None) -> tuple[str | None, str | None] | None:
+    """The (input, output) columns a message names, either None when not named; None when it
+    names none. With the file's ``columns``, a name is taken as the file spells it, a Korean
+    particle stuck to it dropped ("email을" -> "email"), and a name the file lacks is no mapping
+    unless the message speaks of columns ("input_column=", "column", "열")."""
+    found = []
+    for patterns in (_INPUT_PATTERNS, _OUTPUT_PATTERNS):
+        names = [_column_name(m.group("name"), columns) for p in patterns for m in p.finditer(text)]
+        found.append(next((n for n in names if n in (columns or ())), names[0] if names else None))
+    if found == [None, None]:
+        return None
+    if columns is not None and any(name is not None and name not in columns for name in found) \
+            and not _COLUMN_TALK.search(text):
+        return None  # "use JSON as the output format": not this file's columns
+    return found[0], found[1]
+
+
+def _column_name(name: str, columns: list[str] | None) -> str:
+    name = name.strip("\"'`")
+    by_lower = {c.lower(): c for c in columns or []}
+    for candidate in (name, _PARTICLE.sub("", name)):
+        if candidate.lower() in by_lower:
+            return by_lower[candidate.lower()]
+    return _PARTICLE.sub("", name) if re.search(r"[A-Za-z0-9_]", name) else name
 
 
 def _clean(text: str) -> str:
@@ -146,6 +199,9 @@ class RuleAssistant:
         if _RANKING.search(cleaned) and not looks_like_goal(cleaned):
             return rounds.ranking_reply(tools.service) + "\n\nNext: compare and rate more answers, or say " \
                 "*train from my ratings*."
+        mapping = column_mapping(cleaned, state.column_guess.get("columns"))
+        if mapping and (state.column_guess.get("columns") or _COLUMN_TALK.search(cleaned)):
+            return self._say_examples(tools.choose_columns(*mapping))
         if _AGAIN.match(cleaned):
             return self._say_training(tools.start_training(confirm=True))
         if _is_go(cleaned):
@@ -201,8 +257,11 @@ class RuleAssistant:
         goal = _GOAL_PREFIX.match(cleaned)
         if goal:
             return self._set_goal(goal.group("goal") or goal.group("goal2"))
-        if state.plan is None or looks_like_goal(cleaned):
+        if state.plan is None:
             return self._set_goal(cleaned)
+        if looks_like_goal(cleaned):  # a plan stands: only words that say so replace it
+            return (f"That reads like a new goal, so I changed nothing: the plan is still for *{state.plan.goal}*. "
+                    f"To replace it, say *goal: {cleaned}* (or type it in the Plan tab's Goal box).")
         return ("I did not recognise that as a request, so I did nothing. " + HELP)
 
     def _set_goal(self, goal: str) -> str:
@@ -250,6 +309,8 @@ class RuleAssistant:
         return result.text + (f"\n\nNext: {next_step}" if next_step else "")
 
     def _say_examples(self, result: ToolResult) -> str:
+        if not result.ok and result.data.get("choose"):  # a question about the file's columns, not a refusal
+            return result.text
         if not result.ok:
             return f"The examples were not imported: {result.text}"
         return result.text + "\n\nNext: " + ("say *go* to train." if self.tools.state.plan else
