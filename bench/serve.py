@@ -21,9 +21,19 @@ over HTTP with TuneLab's client from this process.
 3. Concurrency: 8 clients over 4 adapters at once, against the same 8 requests one
    at a time through the same server; the speed-up is reported only when every
    concurrent answer equals the same request's answer served alone.
+4. During training (``--during-training``, or alone with ``--only-training``): 32-token
+   answers one after another (a person reading each for ``--think-s``) while a real
+   training job of the same base runs through the job runner on the same machine,
+   against the same answers with nothing training; and the run's own time with those
+   requests against the same run alone. Once with the cores shared (the engine's flag,
+   :class:`backend.hardware.threads.CoreYield`) and once without (the run looks at
+   another home's flag), in one run of the benchmark. Ratios: ``answer_p50_ratio``
+   (during / idle, target <= 2) and ``training_delay_over_request_time`` (how much
+   longer the run took, over the seconds the requests took; target <= 1).
 
-Prints the results as JSON and writes bench/results/serve.json.
-Usage: python bench/serve.py [--base SPEC] [--swaps 20] [--new-tokens 64]
+Prints the results as JSON and writes bench/results/serve.json (with ``--only-training``:
+bench/results/serve-training.json, named after the CPU with ``--out``).
+Usage: python bench/serve.py [--base SPEC] [--swaps 20] [--new-tokens 64] [--during-training | --only-training]
 """
 
 from __future__ import annotations
@@ -211,6 +221,102 @@ def bench_concurrency(client, adapters: list[Path], new_tokens: int, clients: in
             "one_at_a_time_tokens_per_s": round(tokens / one_at_a_time, 1)}
 
 
+# --- answers while a run trains -------------------------------------------------------------------
+
+TRAIN_ROWS = [("My card was charged twice for one order.", "billing"), ("The app crashes when I open settings.", "bug"),
+              ("Do you ship to Canada?", "other"), ("I need a refund for last month.", "billing"),
+              ("The export button does nothing.", "bug"), ("What are your opening hours?", "other"),
+              ("Why is there a fee on my invoice?", "billing"), ("Login fails with error 500.", "bug")]
+
+
+def answer_latencies(client, model: str, new_tokens: int, until, think_s: float, at_least: int = 0) -> list[float]:
+    """Greedy answers of ``new_tokens`` tokens one after another, ``think_s`` apart, until
+    ``until()`` is true (and at least ``at_least`` of them); their latencies."""
+    latencies = []
+    while not until() or len(latencies) < at_least:
+        started = time.perf_counter()
+        client.chat(model, PROMPT, max_tokens=new_tokens, temperature=0)
+        latencies.append(time.perf_counter() - started)
+        time.sleep(think_s)
+    return latencies
+
+
+def one_training(runner, spec, data: Path, during=None) -> dict:
+    """Run ``spec`` through ``runner`` (a real worker process); ``during(job_done)`` runs in
+    this thread once the run's first step is about to start. Returns the run's metrics."""
+    from backend.adapter_folder import read_meta
+
+    job = runner.submit(spec, data)
+    worker = threading.Thread(target=runner.run_pending, daemon=True)
+    worker.start()
+    while worker.is_alive() and not any(e["kind"] == "start" for e in runner.events(job)):
+        time.sleep(0.05)
+    extra = during(lambda: not worker.is_alive()) if during else None
+    worker.join()
+    if runner.progress(job)["status"] != "done":
+        raise RuntimeError(f"the training job ended {runner.progress(job)}")
+    metrics = read_meta(runner.paths.adapters / spec.name)["metrics"]
+    return {"runtime_s": metrics["runtime_s"], "steps": metrics["steps"],
+            "waited_for_serving_s": metrics.get("waited_for_serving_s", 0.0), "requests": extra}
+
+
+def bench_during_training(client, base: str, home: Path, models_dir: Path, new_tokens: int, think_s: float,
+                          idle_answers: int = 8, train_rows: int = 32) -> dict:
+    """Answer latency while a run trains vs idle, and the run's delay vs the requests' time,
+    with the cores shared and without, in one process of the server."""
+    from backend.hparams import RunSpec
+    from backend.settings import Settings
+    from backend.training.jobs import JobRunner
+
+    data = home.parent / "train-data" / "train.jsonl"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"messages": [{"role": "user", "content": f"{text} (ticket {i})"}, {"role": "assistant", "content": label}]}
+            for i in range(max(1, train_rows // len(TRAIN_ROWS))) for text, label in TRAIN_ROWS]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def spec(name):
+        return RunSpec(name=name, base=base, goal="sort support emails", train={
+            "epochs": 1, "batch_size": 4, "learning_rate": 5e-4, "eval_fraction": 0.0, "early_stopping": False})
+
+    shared = JobRunner(Settings(home=home, models_dir=models_dir), poll_s=0.1)  # the server's home: its flag
+    apart = JobRunner(Settings(home=home.parent / "home-apart", models_dir=models_dir), poll_s=0.1)  # another flag
+    model = client.base_model()
+    client.chat(model, PROMPT, max_tokens=new_tokens, temperature=0)  # warm
+    idle = answer_latencies(client, model, new_tokens, lambda: True, think_s, at_least=idle_answers)
+    alone = one_training(shared, spec("alone"), data)
+    out = {"idle_answer_p50_s": round(statistics.median(idle), 3), "idle_answer_max_s": round(max(idle), 3),
+           "training_alone_s": round(alone["runtime_s"], 2), "training_steps": alone["steps"]}
+    for label, runner in (("shared", shared), ("not_shared", apart)):
+        run = one_training(runner, spec(f"with-{label}"), data,
+                           during=lambda done: answer_latencies(client, model, new_tokens, done, think_s))
+        during = run["requests"]
+        delay = run["runtime_s"] - alone["runtime_s"]
+        out[label] = {"answers": len(during), "answer_p50_s": round(statistics.median(during), 3),
+                      "answer_max_s": round(max(during), 3),
+                      "answer_p50_ratio": round(statistics.median(during) / statistics.median(idle), 2),
+                      "training_s": round(run["runtime_s"], 2), "training_delay_s": round(delay, 2),
+                      "request_time_s": round(sum(during), 2),
+                      "training_delay_over_request_time": round(delay / sum(during), 2),
+                      "training_waited_for_serving_s": round(run["waited_for_serving_s"], 2)}
+    shared.close()
+    apart.close()
+    return out
+
+
+def cpu_description() -> dict:
+    """The CPU as ``lscpu`` names it, with its flags (what the figures depend on)."""
+    import subprocess
+
+    try:
+        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"model": platform.processor()}
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    pick = ("Model name", "Architecture", "CPU(s)", "Thread(s) per core", "Core(s) per socket", "L2 cache", "L3 cache",
+            "Flags")
+    return {k: fields[k].strip() for k in pick if k in fields}
+
+
 def start_server(base: str, threads: int, home: Path, models_dir: Path, timeout: float = 300.0):
     """``tunelab serve`` in its own process on a free loopback port; returns (url, process)."""
     import subprocess
@@ -264,8 +370,18 @@ def main() -> None:
     parser.add_argument("--concurrency-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=os.cpu_count(),
                         help="engine torch threads (default: every core, as `tunelab serve` uses)")
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "serve.json"))
+    parser.add_argument("--out", default=None, help="default bench/results/serve.json "
+                        "(serve-training.json with --only-training)")
+    parser.add_argument("--during-training", action="store_true", help="also measure answers while a run trains")
+    parser.add_argument("--only-training", action="store_true", help="only measure answers while a run trains")
+    parser.add_argument("--answer-tokens", type=int, default=32)
+    parser.add_argument("--think-s", type=float, default=1.0, help="pause between two answers while training")
+    parser.add_argument("--train-rows", type=int, default=32, help="rows of the training run (batch 4, 1 epoch)")
     args = parser.parse_args()
+    args.out = args.out or str(ROOT / "bench" / "results" / ("serve-training.json" if args.only_training
+                                                             else "serve.json"))
+    if args.only_training:
+        return main_training(args)
 
     import httpx
     import torch
@@ -299,6 +415,10 @@ def main() -> None:
                 compare = bench_compare(client, ref.path, adapters, args.new_tokens, ref.name,
                                         engine_info["threads"], getattr(torch, engine_info["dtype"]))
                 concurrency = bench_concurrency(client, adapters, args.concurrency_tokens)
+                if args.during_training:
+                    concurrency["during_training"] = bench_during_training(
+                        client, args.base, tmp / "home", settings.paths.models, args.answer_tokens, args.think_s,
+                        train_rows=args.train_rows)
         finally:
             server.terminate()
             try:
@@ -330,6 +450,48 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
+
+
+def main_training(args) -> dict:
+    """``--only-training``: the server alone, then answers while a run trains (section 4)."""
+    import torch
+
+    from backend.bases.resolve import resolve_base
+    from backend.serving.client import ServingClient
+    from backend.settings import Settings
+
+    settings = Settings()
+    ref = resolve_base(args.base, settings)
+    started, load_start = time.perf_counter(), [round(x, 2) for x in os.getloadavg()]
+    with tempfile.TemporaryDirectory(prefix="tunelab-bench-serve-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "home").mkdir()
+        url, server = start_server(args.base, args.threads, tmp / "home", settings.paths.models)
+        try:
+            with ServingClient(url, TOKEN) as client:
+                during = bench_during_training(client, args.base, tmp / "home", settings.paths.models,
+                                               args.answer_tokens, args.think_s, train_rows=args.train_rows)
+        finally:
+            server.terminate()
+            try:
+                server.wait(30)
+            except Exception:  # noqa: BLE001 - it did not stop: make sure it does
+                server.kill()
+    results = {
+        "during_training": during,
+        "targets": {"shared.answer_p50_ratio": "<= 2", "shared.training_delay_over_request_time": "<= 1"},
+        "settings": {"base": ref.name, "answer_tokens": args.answer_tokens, "think_s": args.think_s,
+                     "engine_threads": args.threads, "training": f"{args.train_rows} rows, batch 4, 1 epoch, no evaluation, "
+                     "a real job-runner worker; 'not_shared': the same run watching another home's flag"},
+        "machine": {"cpu": cpu_description(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                    "load_average_start": load_start, "load_average_end": [round(x, 2) for x in os.getloadavg()]},
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return results
 
 
 if __name__ == "__main__":

@@ -280,6 +280,7 @@ def train_adapter(
         keep_best.model, keep_best.eval_seconds = trainer.model, lambda: trainer.eval_seconds
     if recipe.cpu_machinery:  # none of it on CUDA
         tune_for_device(trainer.model, device=device, precision=precision, native_build=native_build)
+    callback.wait_between_layers(trainer.model)  # a CPU run gives the cores to an answer within a layer
 
     checkpoint = last_checkpoint(work_dir) if resume else None
     started = time.perf_counter()

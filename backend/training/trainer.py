@@ -160,9 +160,23 @@ class ProgressCallback(TrainerCallback):
             self.on_progress(dict(step=state.global_step, total_steps=state.max_steps, loss=None,
                                   eval_loss=None, tokens_per_s=None, eta_s=None, resumed_from=state.global_step))
 
-    def on_step_begin(self, args, state, control, **kwargs):
+    def wait(self, *_args) -> None:
+        """Run ``before_step`` (the serving engine's answers go first) and count its wait."""
         if self.before_step is not None:
             self.waited_s += self.before_step() or 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.wait()
+
+    def wait_between_layers(self, model) -> int:
+        """Also wait before each decoder layer of a training forward pass, so an answer that
+        arrives mid-step waits for one layer, not a whole step; returns the layers hooked."""
+        if self.before_step is None:
+            return 0
+        layers = [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+        for layer in layers:
+            layer.register_forward_pre_hook(lambda module, _inputs: self.wait() if module.training else None)
+        return len(layers)
 
     def on_step_end(self, args, state, control, **kwargs):
         stop = bool(self.should_stop()) if self.should_stop is not None else False

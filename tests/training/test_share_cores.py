@@ -1,6 +1,7 @@
 """The serving engine and a CPU training run share the cores: the engine's flag is up from a
-request's arrival until it has nothing left to do, a run waits before each step while it is
-up (never on a stale flag, never past its longest wait), and the wait is not training time."""
+request's arrival until it has nothing left to do, a run waits before each step and each
+decoder layer of a training forward pass while it is up (never on a stale flag, never past
+its longest wait), and the wait is not training time."""
 
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ def test_a_cpu_run_waits_before_its_steps_and_does_not_count_it_as_training(tiny
                          train_file=write_color_data(tmp_path / "data"), eval_file=None,
                          out_dir=tmp_path / "adapters" / "shared", work_dir=tmp_path / "work", before_step=before_step)
     m = meta["metrics"]
-    assert len(calls) == m["steps"] and wait.waits == 1  # asked before every step, waited before the first
+    layers = 2  # the tiny Llama's decoder layers: asked before each step and before each layer of its forward
+    assert len(calls) == m["steps"] * (1 + layers) and wait.waits == 1  # waited once, before the first step
     assert m["waited_for_serving_s"] == wait.waited_s >= 0.4
     assert m["train_seconds"] <= m["runtime_s"] - m["waited_for_serving_s"] + 1e-6
