@@ -30,6 +30,7 @@ from backend.data.doctor import judged_on
 from backend.data.preference import looks_like_preference, read_preference_files
 from backend.errors import ConfigError, DataError, TuneLabError
 from backend.hparams import LoraSpec, RunSpec, TrainSpec
+from backend.serving.vllm_server import require_vllm, start_vllm
 from backend.settings import Settings
 from backend.studio.describe import describe_cancel, proof_lines, spec_line
 from backend.studio.leaderboard import best_line, by_sweep, verdict_words
@@ -420,8 +421,6 @@ def serve(base: Optional[str] = typer.Option(None, help="default, hub id, folder
     """Start the serving endpoint (OpenAI + TGI protocols, runtime LoRA loading)."""
     settings = _open_settings(insecure_no_auth)
     if _engine(engine) == "vllm":
-        from backend.serving.vllm_server import start_vllm
-
         settings.check_open_bind(host, login=False, what="the endpoint's chat routes have no login")
         supervisor = start_vllm(settings, base=base, host=host or settings.host, port=port or settings.port, gpus=gpus)
         print(f"vLLM serving at {supervisor.url}/v1 (log: {settings.paths.home / '.tunelab' / 'vllm.log'}); "
@@ -451,8 +450,6 @@ def up(base: Optional[str] = typer.Option(None, help="default, hub id, folder or
     """Start the serving endpoint, the job runner and the page together; Ctrl-C stops them."""
     settings, engine = _open_settings(insecure_no_auth), _engine(engine)
     if engine == "vllm":
-        from backend.serving.vllm_server import require_vllm
-
         require_vllm()  # before the page loads anything
     from backend.up import up as run_up  # the page: gradio loads only for this command
 

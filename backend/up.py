@@ -25,6 +25,7 @@ from typing import Callable
 
 from backend.serving.auth import api_token
 from backend.serving.http.app import create_app, start_in_thread
+from backend.serving.vllm_server import start_vllm
 from backend.settings import LOOPBACK_HOSTS, Settings
 from backend.studio.service import Service
 from ui.app import create_ui, launch_kwargs
@@ -87,8 +88,6 @@ def start(settings: Settings, *, host: str | None = None, port: int | None = Non
         if settings.server_url:  # an external endpoint (e.g. vLLM): nothing to start here
             server_url = settings.server_url
         elif engine == "vllm":
-            from backend.serving.vllm_server import start_vllm
-
             started: list[Service] = []  # a restarted vLLM lost its adapters: the service loads them again
             supervisor = start_vllm(settings, base=base, host=server_host, port=server_port or free_port(server_host),
                                     gpus=gpus, on_restart=lambda: started and started[0].sync_endpoint())

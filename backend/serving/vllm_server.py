@@ -28,7 +28,9 @@ from pathlib import Path
 import httpx
 
 from backend.adapter_folder import CONFIG_FILE
+from backend.bases.resolve import resolve_base
 from backend.errors import ConfigError
+from backend.serving.auth import api_token
 
 log = logging.getLogger("tunelab.vllm")
 
@@ -186,9 +188,6 @@ class Supervisor:
 def start_vllm(settings, *, base: str | None, host: str, port: int, gpus: int = 1, on_restart=None) -> Supervisor:
     """vLLM serving ``base`` (default: the settings' default base) at ``host:port``,
     supervised; returns once it answers ``/health``. Its log: ``<home>/.tunelab/vllm.log``."""
-    from backend.bases.resolve import resolve_base
-    from backend.serving.auth import api_token
-
     require_vllm()
     ref = resolve_base(base or settings.default_base, settings)
     command = vllm_command(str(ref.path), ref.name, host=host, port=port, api_key=api_token(settings), gpus=gpus,
