@@ -131,3 +131,27 @@ def test_two_processes_on_the_default_base(home, tmp_path):
     out = settings.paths.adapters / "smol2"
     assert read_meta(out)["metrics"]["processes"] == 2
     PeftModel.from_pretrained(load_model(ref), out)
+
+
+def test_a_rank_that_dies_takes_the_whole_job_down(settings, tiny_llama, tmp_path):
+    """Rank 1 killed mid-run (out of memory, a node lost): rank 0 cannot go on alone, the job
+    fails with a reason, and no process of it is left."""
+    import os
+    import signal
+
+    runner = JobRunner(settings, poll_s=0.2, grace_s=600)
+    try:
+        data = write_color_data(tmp_path / "data")
+        job_id = runner.submit(tiny_spec("crash", tiny_llama, epochs=100, processes=2), data)
+        runner.start()
+        wait_for(lambda: (runner.store.get_job(job_id).step or 0) >= 1)
+        rank1 = [pid for pid in processes_of_home(settings.home)
+                 if b"\0RANK=1\0" in b"\0" + Path(f"/proc/{pid}/environ").read_bytes()]
+        assert len(rank1) == 1
+        os.kill(rank1[0], signal.SIGKILL)
+        assert runner.wait(job_id, timeout=180) == "failed"
+        wait_for(lambda: processes_of_home(settings.home) == [], timeout=60)
+        error = runner.store.get_job(job_id).error  # rank 0's own: gloo's "Connection reset by peer"
+        assert error and not (settings.paths.adapters / "crash").exists()
+    finally:
+        runner.close()
