@@ -157,7 +157,7 @@ def _device_fields(recipe: Recipe | None) -> dict:
     if recipe.processes > 1:  # every LoRA weight takes part in every step: DDP need not look for unused ones
         fields["ddp_find_unused_parameters"] = False
     if recipe.gradient_checkpointing:
-        fields["gradient_checkpointing_kwargs"] = {"use_reentrant": False}  # DDP- and peft-safe
+        fields["activation_checkpointing_kwargs"] = {"use_reentrant": False}  # DDP- and peft-safe
     if recipe.padding_free:  # TRL enforces no max_length without packing: keep_within cuts the rows instead
         fields["max_length"] = None
     return fields
