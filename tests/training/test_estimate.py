@@ -19,8 +19,8 @@ from tests.builders import tiny_spec, write_color_data
 
 @pytest.fixture(scope="module")
 def measured(tiny_llama, tmp_path_factory):
-    """One run through the runner (watched every 20 ms from another thread), whose measured
-    speed the worker records for the base."""
+    """Two runs through the runner (the first watched every 20 ms from another thread), whose
+    measured speed the worker records for the base (the mean of the two)."""
     # the native kernels off: their one-time build in a fresh home would land in the first run's fixed cost only
     settings = Settings(home=tmp_path_factory.mktemp("home"), database_url=None, native_kernels=False)
     runner = JobRunner(settings, poll_s=0.05)
@@ -35,6 +35,8 @@ def measured(tiny_llama, tmp_path_factory):
             seen.append(activity)
         time.sleep(0.02)
     thread.join()
+    runner.submit(tiny_spec("again", tiny_llama, epochs=2, early_stopping=False), data)
+    runner.run_pending()
     yield runner, settings, data, job, seen
     runner.close()
 
@@ -56,7 +58,7 @@ def test_a_finished_run_records_its_speed_and_the_plan_steps_match_the_trainer(m
     runner, settings, _, job, _ = measured
     speed = read_speed(settings.paths.training_speed, str(tiny_llama))
     assert speed is not None and speed.s_per_token > 0 and speed.fixed_s > 0
-    assert speed.source == "measured on the run of first"
+    assert speed.source == "measured on the runs of again and before"
     meta = json.loads((settings.paths.adapters / "first" / "tunelab.json").read_text())
     m = meta["metrics"]
     assert m["steps"] == planned_steps(m["examples"], 4, 2.0) == runner.progress(job)["total_steps"]
