@@ -94,7 +94,7 @@ def looks_like_preference(path: Path) -> bool:
     line = text.lstrip().split("\n", 1)[0]
     try:
         record = json.loads(line.rstrip().rstrip(","))
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deeply: the doctor says which, by line
         return '"chosen"' in line or '"rejected"' in line
     return isinstance(record, dict) and ("chosen" in record or "rejected" in record)
 
@@ -123,9 +123,12 @@ def _records(path: Path, name: str, report: PreferenceReport):
     if text.lstrip()[:1] == "[":
         try:
             records = json.loads(text)
-        except ValueError as exc:
-            report.problems.append(BAD_JSON.problem(name, getattr(exc, "lineno", None), error=str(exc)))
+        except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply
+            error = str(exc) if isinstance(exc, ValueError) else "nested too deeply"
+            report.problems.append(BAD_JSON.problem(name, getattr(exc, "lineno", None), error=error))
             return
+        if not isinstance(records, list):  # "[1] x" is caught above; a top-level array is all there is
+            records = [records]
         for number, record in enumerate(records, 1):
             yield number, record
         return

@@ -28,6 +28,7 @@ from trl import DPOConfig, DPOTrainer
 from backend.adapter_folder import read_meta
 from backend.bases.load import load_model, load_tokenizer
 from backend.bases.resolve import BaseRef
+from backend.data.normalized import behind_system
 from backend.data.preference import MIN_PAIRS, read_pairs
 from backend.errors import DataError, JobError
 from backend.hardware.device import device_kind, resolve_precision
@@ -54,13 +55,6 @@ class RoundDPOTrainer(DPOTrainer):
             mask = inputs.get("attention_mask")
             self.train_tokens += int(mask.sum()) if mask is not None else int(inputs["input_ids"].numel())
         return super().compute_loss(model, inputs, *args, **kwargs)
-
-
-def _behind(prompt: list[dict], system: str | None) -> list[dict]:
-    """The prompt behind ``system`` when it has no system turn of its own."""
-    if system and not (prompt and prompt[0]["role"] == "system"):
-        return [{"role": "system", "content": system}, *prompt]
-    return prompt
 
 
 def make_dpo_config(spec: RunSpec, work_dir: Path, *, precision: str, device: str) -> DPOConfig:
@@ -127,7 +121,7 @@ def train_dpo_adapter(
     if on_phase is not None:
         on_phase(f"loading the base and the parent adapter {spec.parent}")
     system = spec.train.system_prompt  # asked behind it in Compare: trained behind it too
-    dataset = Dataset.from_list([{"prompt": _behind(p["prompt"], system), "chosen": p["chosen"],
+    dataset = Dataset.from_list([{"prompt": behind_system(p["prompt"], system), "chosen": p["chosen"],
                                   "rejected": p["rejected"]} for p in pairs])
     tokenizer = load_tokenizer(base_ref, plain_template=plain_template, trust_remote_code=trust_remote_code)
     base = load_model(base_ref, dtype=torch.bfloat16 if precision == "bf16" else torch.float32,

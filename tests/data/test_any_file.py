@@ -109,3 +109,19 @@ def test_an_import_of_any_json_lines_writes_valid_rows_or_nothing(tmp_path_facto
     assert len(written) == len(imported.report.examples) >= 1
     again = check_files([Path(imported.folder) / "train.jsonl"], min_examples=1)  # what it wrote reads back
     assert not again.errors, again.render_text()
+
+
+@PROPERTY
+@given(st.one_of(json_line_files, mostly_valid_files(), st.lists(rows).map(json.dumps),
+                 st.binary(max_size=300).map(lambda b: b.decode("latin-1"))))
+def test_any_file_read_as_preference_pairs_gets_a_report(tmp_path_factory, content):
+    """The preference reader (`tunelab data check` on pair files, the round's input) too."""
+    from backend.data.preference import looks_like_preference, read_preference_files
+
+    path = _file(tmp_path_factory.mktemp("pairs"), ".jsonl", content)
+    looks_like_preference(path)
+    report = read_preference_files([path])
+    for problem in report.problems:
+        assert problem.message and problem.where()
+    for pair in report.pairs:
+        assert pair["chosen"] != pair["rejected"]
