@@ -263,3 +263,14 @@ def running_up(home: Path, base: str, extra_env: dict, log_path: Path):
             proc.kill()
             proc.wait()
     assert proc.returncode == 0, f"tunelab up did not stop cleanly on Ctrl-C:\n{log_path.read_text()[-3000:]}"
+
+
+def wait_for(predicate, timeout: float = 120.0, poll: float = 0.2):
+    """``predicate()``'s first truthy value, polled every ``poll`` s; an AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")

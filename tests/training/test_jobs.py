@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,17 +18,7 @@ from backend.errors import InvalidName, JobError
 from backend.settings import PROJECT_ROOT, Settings
 from backend.training.jobs import JobRunner
 from backend.training.plan import make_sweep
-from tests.builders import COLORS, answer_loss, make_earlier_adapter, snapshot, tiny_spec, write_color_data
-
-
-def wait_for(predicate, timeout: float = 120.0, poll: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
+from tests.builders import COLORS, answer_loss, make_earlier_adapter, snapshot, tiny_spec, wait_for, write_color_data
 
 
 @pytest.fixture()

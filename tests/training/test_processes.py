@@ -4,24 +4,13 @@ pause and a resume restart both ranks from the checkpoint; a cancel leaves no pr
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 
 from backend.adapter_folder import read_meta
 from backend.training.jobs import JobRunner
-from tests.builders import tiny_spec, write_color_data
-
-
-def wait_for(predicate, timeout: float = 180.0, poll: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
+from tests.builders import tiny_spec, wait_for, write_color_data
 
 
 def processes_of_home(home: Path) -> list[int]:
@@ -56,7 +45,7 @@ def test_two_processes_pause_resume_and_finish_one_adapter(runner, settings, tin
     job_id = runner.submit(tiny_spec("two", tiny_llama, epochs=2, batch_size=4, processes=2, save_steps=1,
                                      early_stopping=False), data)
     runner.start()
-    wait_for(lambda: (runner.store.get_job(job_id).step or 0) >= 2)
+    wait_for(lambda: (runner.store.get_job(job_id).step or 0) >= 2, timeout=180)
     assert len(processes_of_home(settings.home)) >= 3  # the launcher and two ranks
     runner.stop()  # the app shuts down: both ranks stop at one step, a checkpoint is kept
     job = runner.store.get_job(job_id)
@@ -93,8 +82,9 @@ def test_a_cancel_before_the_first_step_stops_every_rank(settings, tiny_llama, t
         data = write_color_data(tmp_path / "data")
         job_id = runner.submit(tiny_spec("long", tiny_llama, epochs=100, processes=2), data)
         runner.start()
-        wait_for(lambda: len(processes_of_home(settings.home)) >= 3)  # the launcher and both ranks
-        wait_for(lambda: any(e["kind"] == "phase" for e in runner.events(job_id)))  # rank 0 listens for SIGTERM
+        wait_for(lambda: len(processes_of_home(settings.home)) >= 3, timeout=180)  # the launcher and both ranks
+        # rank 0 listens for SIGTERM once it reports a phase
+        wait_for(lambda: any(e["kind"] == "phase" for e in runner.events(job_id)), timeout=180)
         runner.cancel(job_id)
         assert runner.wait(job_id, timeout=120) == "cancelled"
         wait_for(lambda: processes_of_home(settings.home) == [], timeout=120)
@@ -144,7 +134,7 @@ def test_a_rank_that_dies_takes_the_whole_job_down(settings, tiny_llama, tmp_pat
         data = write_color_data(tmp_path / "data")
         job_id = runner.submit(tiny_spec("crash", tiny_llama, epochs=100, processes=2), data)
         runner.start()
-        wait_for(lambda: (runner.store.get_job(job_id).step or 0) >= 1)
+        wait_for(lambda: (runner.store.get_job(job_id).step or 0) >= 1, timeout=180)
         rank1 = [pid for pid in processes_of_home(settings.home)
                  if b"\0RANK=1\0" in b"\0" + Path(f"/proc/{pid}/environ").read_bytes()]
         assert len(rank1) == 1
