@@ -232,7 +232,8 @@ def train(
     else:
         job_ids = [service.train(spec, imported.folder, data_hash=report.content_hash)]
     names = [service.progress(j)["adapter"] for j in job_ids]
-    console.print(f"Queued job(s) {', '.join(map(str, job_ids))} for adapter(s) {', '.join(names)}.")
+    console.print(f"Queued {'job' if len(job_ids) == 1 else 'jobs'} {', '.join(map(str, job_ids))} for "
+                  f"{'adapter' if len(names) == 1 else 'adapters'} {', '.join(names)}.")
     if detach:
         return
     _run_and_follow(service, job_ids)

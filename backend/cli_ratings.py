@@ -17,6 +17,7 @@ from rich.table import Table
 from backend.settings import Settings
 from backend.studio import rounds
 from backend.studio.service import Service
+from backend.words import counted
 
 console = Console()
 err = Console(stderr=True)
@@ -71,7 +72,7 @@ def export(fmt: str = typer.Option("preference", "--format", help="Only 'prefere
     if fmt != "preference":
         raise typer.BadParameter(f"format {fmt!r} is not known; use --format preference.")
     written = rounds.export_preference(_service(), out)
-    err.print(f"{written['pairs']} pair(s) from {len(written['rating_ids'])} rating(s) -> {written['path']}",
+    err.print(f"{counted(written['pairs'], 'pair')} from {counted(len(written['rating_ids']), 'rating')} -> {written['path']}",
               highlight=False)
     if written["pairs"] < rounds.MIN_PAIRS:
         err.print(rounds.votes_needed(written["pairs"]), highlight=False)

@@ -65,7 +65,7 @@ def test_train_dpo_refuses_too_few_pairs_and_a_missing_from(home, tmp_path, tiny
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"prompt": "q", "chosen": "yes", "rejected": "no"}) + "\n")
     result = runner.invoke(app, ["train", "--data", str(pairs), "--method", "dpo", "--from", "a1", "--name", "a1-dpo"])
-    assert result.exit_code == 2 and "1 preference pair(s)" in result.output and "7 more" in result.output
+    assert result.exit_code == 2 and "1 preference pair " in result.output and "7 more" in result.output
     result = runner.invoke(app, ["train", "--data", str(pairs), "--method", "dpo", "--name", "a1-dpo"])
     assert result.exit_code == 2 and "--method dpo --from ADAPTER" in result.output
     bad = tmp_path / "bad.jsonl"
@@ -97,7 +97,7 @@ def test_data_check_reads_a_preference_file_line_by_line(home, tmp_path):
     good.write_text(json.dumps({"prompt": "q", "chosen": "yes", "rejected": "no"}) + "\n")
     result = runner.invoke(app, ["data", "check", str(good)])
     assert result.exit_code == 0, result.output
-    assert "1 preference pair(s) ready." in result.output and "7 more" in result.output
+    assert "1 preference pair ready." in result.output and "7 more" in result.output
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "q", "chosen": "yes"}) + "\n"
                    + json.dumps({"prompt": "q", "chosen": "", "rejected": "no"}) + "\n")

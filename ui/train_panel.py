@@ -58,7 +58,8 @@ def board_html(service, rows: list[dict], mine: list[int]) -> str:
     return leaderboard_html(service.leaderboard(sweep), elem_id="train-board",
                             title=f"Sweep {sweep}: ★ recommended (best held-out score; ties to the smaller, "
                                   "then faster adapter)",
-                            empty=f"No run of sweep {sweep} finished: there is nothing to rank.")
+                            empty=f"No run of sweep {sweep} finished: there is nothing to rank.",
+                            badges=service.badges())
 
 
 def cancel_target(rows: list[dict], selected) -> int:

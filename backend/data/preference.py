@@ -70,7 +70,7 @@ class PreferenceReport:
                 "problems": [p.to_dict() for p in self.problems]}
 
     def render_text(self) -> str:
-        lines = [f"{len(self.pairs)} preference pair(s) "
+        lines = [f"{counted(len(self.pairs), 'preference pair')} "
                  + ("ready." if self.ok else f"read; {counted(len(self.errors), 'error')}.")]
         for name, fmt in self.formats.items():
             lines.append(f"  {name}: {fmt}")

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Iterable
 
 from backend.studio.ratings import latest_votes
+from backend.words import counted
 
 PRIOR = 0.5  # virtual games won and lost against a strength-1 opponent, per model
 RESAMPLES = 200
@@ -314,7 +315,7 @@ def summary(result: dict) -> str:
     table = result["rows"]
     if not result["games"]:
         if result["votes"]:
-            return (f"{result['votes']} vote(s), but no pair decided yet: rate one answer 👍 and another 👎 "
+            return (f"{counted(result['votes'], 'vote')}, but no pair decided yet: rate one answer 👍 and another 👎 "
                     "in the same comparison, or pick a best one.")
         return "No votes yet: compare answers and rate them (👍/👎 or Best) to rank the models."
     leader = table[0]

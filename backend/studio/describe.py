@@ -8,6 +8,7 @@ from backend.hparams import RunSpec
 from backend.proof.intervals import describe as describe_figure
 from backend.proof.scores import number, share
 from backend.training.progress import loss_parts, tokens_text
+from backend.words import counted
 
 __all__ = ["describe_figure", "number", "share"]  # the proof's wording, for the page (which imports only the studio)
 
@@ -62,9 +63,9 @@ def percent(value) -> str:
 
 
 def describe_tally(t: dict) -> str:
-    return (f"{t['model']}: {t['ratings']} rating(s), {t['up']} 👍 / {t['down']} 👎, {t['best']} best, "
+    return (f"{t['model']}: {counted(t['ratings'], 'rating')}, {t['up']} 👍 / {t['down']} 👎, {t['best']} best, "
             f"win rate vs base {percent(t.get('win_rate_vs_base'))} over "
-            f"{t.get('comparisons_with_base', 0)} comparison(s)")
+            f"{counted(t.get('comparisons_with_base', 0), 'comparison')}")
 
 
 def spec_line(spec: RunSpec) -> str:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Iterable
 
+from backend.words import counted
+
 EXACT, STYLE, LOSS = "exact_match", "style", "eval_loss"
 MEASURES = (EXACT, STYLE, LOSS)  # strongest first
 MEASURE_WORDS = {EXACT: "held-out exact match", STYLE: "share in style and on task", LOSS: "eval loss"}
@@ -252,5 +254,5 @@ def sweep_summary(sweep: str, rows: list[dict]) -> str:
         return f"Sweep {sweep} is over. {line}"
     if not rows:
         return f"Sweep {sweep} is over, but none of its runs finished: there is nothing to rank."
-    return (f"Sweep {sweep} is over: {len(rows)} adapter(s), none with a measured score yet "
+    return (f"Sweep {sweep} is over: {counted(len(rows), 'adapter')}, none with a measured score yet "
             "(no held-out rows), so none is recommended.")

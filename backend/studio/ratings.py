@@ -12,6 +12,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 
 from backend.data.preference import MIN_PAIRS
+from backend.words import counted
 
 BASE = "base"
 
@@ -124,6 +125,6 @@ def trl_row(pair: dict) -> dict:
 def votes_needed(pairs: int, minimum: int = MIN_PAIRS) -> str:
     """Why a round cannot start yet, in words: how many pairs are missing and how to get them."""
     missing = max(0, minimum - pairs)
-    return (f"{pairs} preference pair(s) from your ratings; a round needs at least {minimum}, so {missing} more. "
+    return (f"{counted(pairs, 'preference pair')} from your ratings; a round needs at least {minimum}, so {missing} more. "
             f"Each prompt with one answer rated 👍 (or picked Best) and another rated 👎 (or beaten by the Best) "
-            f"makes a pair: about {missing} more such comparison(s) would do.")
+            f"makes a pair: about {counted(missing, 'more such comparison', 'more such comparisons')} would do.")

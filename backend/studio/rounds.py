@@ -94,7 +94,7 @@ def start_round(service, parent: str, name: str, data: list[str | Path] | None =
                             report, fix="Fix the lines named above, or leave them out.")
         found = report.pairs
         if len(found) < MIN_PAIRS:
-            raise DataError(f"{len(found)} preference pair(s) in the file(s); a round needs at least {MIN_PAIRS}.",
+            raise DataError(f"{counted(len(found), 'preference pair')} in the files; a round needs at least {MIN_PAIRS}.",
                             fix=f"Add {MIN_PAIRS - len(found)} more pairs (or rate more answers and export them).")
     else:
         found = [_normalized(trl_row(p)) for p in pairs(service)]

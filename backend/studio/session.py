@@ -358,7 +358,7 @@ class AssistantTools:
         self.state.job_ids += job_ids
         self.state.adapter_names += names
         runs = ", ".join(f"{n} (job {j})" for n, j in zip(names, job_ids))
-        return ToolResult(True, f"Queued {len(job_ids)} run(s): {runs}.", {"job_ids": job_ids, "adapters": names})
+        return ToolResult(True, f"Queued {counted(len(job_ids), 'run')}: {runs}.", {"job_ids": job_ids, "adapters": names})
 
     @_tool
     def training_status(self) -> ToolResult:
@@ -392,11 +392,11 @@ class AssistantTools:
         text = sweep_summary(sweep, board)
         if len(runs) == 1 and board:
             lines = proof_lines(self.service.adapter_meta(board[0]["name"]))
-            text = f"{board[0]['name']} finished training: " + "; ".join(lines) + "." if lines else text
+            text = f"{board[0]['name']} finished training: " + "; ".join(lines).rstrip(".") + "." if lines else text
         elif len(runs) == 1:
             run = runs[0]
             text = f"{run['adapter']} (job {run['job_id']}) ended {run['status']}" + (
-                f": {run['error'].splitlines()[0]}" if run.get("error") else "") + "."
+                f": {run['error'].splitlines()[0].rstrip('.')}" if run.get("error") else "") + "."
         if not board:
             return f"{text} Next: fix what stopped it (the **Train** tab has the reason), then say *go* again."
         best = next((r["name"] for r in board if r["recommended"]), board[0]["name"])

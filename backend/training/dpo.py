@@ -38,6 +38,7 @@ from backend.store import utcnow
 from backend.training.checkpoints import checkpoints_dir
 from backend.training.run import TrainingCancelled, TrainingPaused, check_target, write_adapter_folder
 from backend.training.trainer import ProgressCallback, ProgressFn, StopFn
+from backend.words import counted
 
 REFERENCE = "ref"  # the name TRL gives the frozen copy of the parent adapter
 
@@ -111,8 +112,8 @@ def train_dpo_adapter(
     check_target(out_dir, overwrite)
     pairs = read_pairs(pairs_file)
     if len(pairs) < MIN_PAIRS:
-        raise DataError(f"{len(pairs)} preference pair(s) in {Path(pairs_file).name}; a round needs at least "
-                        f"{MIN_PAIRS}.", fix=f"Rate {MIN_PAIRS - len(pairs)} more prompt(s) with one answer 👍 and "
+        raise DataError(f"{counted(len(pairs), 'preference pair')} in {Path(pairs_file).name}; a round needs at least "
+                        f"{MIN_PAIRS}.", fix=f"Rate {counted(MIN_PAIRS - len(pairs), 'more prompt', 'more prompts')} with one answer 👍 and "
                         "another 👎, then export again.")
     work_dir.mkdir(parents=True, exist_ok=True)
     device = device_kind()

@@ -41,7 +41,7 @@ def test_the_loop_compare_rate_rank_round_serve(served, tiny_llama):
     board = rounds.table(service)
     assert [r["name"] for r in board["rows"]] == ["parent", "base"]
     assert board["rows"][0]["wins"] == 5 and board["rows"][1]["losses"] == 5
-    with pytest.raises(TuneLabError, match=r"5 preference pair\(s\).*at least 8, so 3 more"):
+    with pytest.raises(TuneLabError, match=r"5 preference pairs .*at least 8, so 3 more"):
         rounds.start_round(service, "parent", "parent-dpo")
 
     rate_rounds(service, "parent", [f"color of item {i}?" for i in range(4)])

@@ -28,7 +28,7 @@ def test_a_second_train_of_the_same_plan_asks_first_and_confirming_queues_it(ser
     assert "Nothing new was queued" in again.text and "*train again*" in again.text
     assert [j["id"] for j in service.runner.jobs()] == [1]
     reply = RuleAssistant(tools).respond("train again")
-    assert reply.ok and "Queued 1 run(s): wine-2 (job 2)" in reply.text
+    assert reply.ok and "Queued 1 run: wine-2 (job 2)" in reply.text
     # an edited plan is another plan: it is queued without asking
     state.plan = edit_plan(state.plan, epochs=2)
     assert tools.start_training().ok and len(service.runner.jobs()) == 3

@@ -51,7 +51,7 @@ def test_every_tool_from_goal_to_export_with_the_real_endpoint_and_runner(served
 
     reply = assistant.respond("go")
     assert reply.ok and state.job_ids == [1] and state.adapter_names == ["wine"]
-    assert "Queued 1 run(s): wine (job 1)" in reply.text
+    assert "Queued 1 run: wine (job 1)" in reply.text
     assert served.runner.run_pending() == [1]  # the background runner's work, run here
     status = assistant.respond("status")
     assert "job 1 wine: done" in status.text and "loss" in status.text

@@ -26,7 +26,7 @@ def test_train_from_ratings_says_how_many_more_votes(service):
     rounds.add_rating(service, "news-r8", "q", "good", "up", comparison="c")
     rounds.add_rating(service, "base", "q", "bad", "down", comparison="c")
     ok, text = rounds.train_from_ratings(service)
-    assert not ok and "1 preference pair(s)" in text and "so 7 more" in text
+    assert not ok and "1 preference pair from" in text and "so 7 more" in text
 
 
 def test_the_next_comparison_is_the_leader_against_its_closest_challenger_on_the_least_rated_prompt(service, tmp_path):

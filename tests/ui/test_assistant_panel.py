@@ -19,5 +19,6 @@ def test_the_best_adapter_of_the_sessions_finished_sweep_is_said_under_the_chat(
     service.store.update_job(state.job_ids[1], status="done")
     assert news_html(service, state) == (
         "<div class='tl-news'>🏁 Sweep news is over. news-r16 is best: 29/30 vs base 13/30 few-shot — highest "
-        "held-out exact match of 2 runs (next: news-r8 27/30).</div>")
+        "held-out exact match of 2 runs (next: news-r8 27/30). Next: *compare* to see news-r16 beside the base, "
+        "*mark news-r16 success* (or *fail*), or try another run (say *2 runs*, then *go*).</div>")
     assert news_html(service, state) == news_html(service, state)  # shown while it stays true, not used up

@@ -113,7 +113,7 @@ def test_goal_upload_train_compare_rate_mark_and_switch(page, tmp_path):
 
     # 3. "go" in the chat queues the plan's run; the Train tab follows it to the end.
     say(page, "go")
-    expect(chat).to_contain_text("Queued 1 run(s): wine (job 1)")
+    expect(chat).to_contain_text("Queued 1 run: wine (job 1)")
     open_tab(page, "Train")
     expect(page.locator("#train-runs")).to_contain_text("wine")
     done = page.locator("#train-runs .tl-run[data-status='done']")

@@ -26,7 +26,7 @@ def test_train_from_my_ratings_in_korean_says_how_many_more_votes(service, state
     add_finished_adapter(service, "news-r8")
     vote_pairs(service, "news-r8", 3)
     reply = respond(service, state, "내 평가로 다시 학습해")
-    assert "3 preference pair(s)" in reply.text and "so 5 more" in reply.text
+    assert "3 preference pairs" in reply.text and "so 5 more" in reply.text
     assert not any(j.adapter.endswith("-dpo") for j in service.store.list_jobs())  # nothing queued
 
 

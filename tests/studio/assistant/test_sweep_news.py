@@ -55,7 +55,7 @@ def test_a_sweep_with_no_scored_adapter_is_over_without_a_recommendation(service
     (service.paths.adapters / "bare-a" / "tunelab.json").write_text('{"metrics": {}}')
     state.job_ids.append(service.store.get_adapter("bare-a").job_id)
     assert AssistantTools(service, state).sweep_news() == [
-        "Sweep bare is over: 1 adapter(s), none with a measured score yet (no held-out rows), so none is recommended."
+        "Sweep bare is over: 1 adapter, none with a measured score yet (no held-out rows), so none is recommended."
         " Next: *compare* to see bare-a beside the base, *mark bare-a success* (or *fail*), or try another run "
         "(say *2 runs*, then *go*)."]
 
@@ -65,7 +65,7 @@ def test_a_lone_run_says_what_it_scored_against_the_base_and_what_to_do_next(ser
     state.job_ids.append(service.store.get_adapter("lone").job_id)
     news = AssistantTools(service, state).sweep_news()
     assert len(news) == 1 and news[0].startswith("lone finished training: exact match: ")
-    assert "adapter 28/30" in news[0] and "base 6-shot 13/30" in news[0]
+    assert "adapter 28/30" in news[0] and "base 6-shot 13/30" in news[0] and ".." not in news[0]
     assert news[0].endswith("Next: *compare* to see lone beside the base, *mark lone success* (or *fail*), "
                             "or try another run (say *2 runs*, then *go*).")
     assert AssistantTools(service, state).sweep_news() == []  # said once
