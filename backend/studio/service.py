@@ -38,6 +38,7 @@ from backend.studio import leaderboard as board
 from backend.studio import trust
 from backend.studio.ratings import BASE, tallies
 from backend.training.estimate import read_speed, write_speed
+from backend.training.probe import measure as measure_speed
 from backend.training.jobs import JobRunner
 from backend.training.plan import GPU_RUNS, DataFacts, PlanCard, kind_of_answers, labels_of, make_plan, task_of
 
@@ -229,13 +230,11 @@ class Service:
         timing = {"n_train": facts.train_rows, "n_eval": facts.eval_rows, "doctor_mean_tokens": tokens.get("mean"),
                   "speed": None, "note": "measured once a run on this base finishes"}
         speed = read_speed(self.paths.training_speed, base)
-        if speed is None and probe:
-            from backend.training.run import probe_speed  # heavy: torch, peft (the probe's one seam)
-
-            speed = write_speed(self.paths.training_speed, probe_speed(
-                self.resolve_base(base), base=base, lora=plan.lora, batch_size=plan.train.batch_size,
-                tokens_per_example=tokens.get("mean") or 64, max_length=plan.train.max_length,
-                trust_remote_code=self.settings.trust_remote_code))
+        if speed is None and probe:  # in a child process (backend/training/probe.py); None if it failed
+            measured = measure_speed(self.resolve_base(base), base=base, lora=plan.lora,
+                                     batch_size=plan.train.batch_size, tokens_per_example=tokens.get("mean") or 64,
+                                     max_length=plan.train.max_length, trust_remote_code=self.settings.trust_remote_code)
+            speed = write_speed(self.paths.training_speed, measured) if measured is not None else None
         timing["speed"] = speed.model_dump() if speed is not None else None
         return timing
 

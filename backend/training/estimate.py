@@ -4,8 +4,9 @@ After every finished run the worker records what it measured (:func:`record_run`
 ``speed.json`` under the home (``settings.paths.training_speed``), one entry per base
 and machine: seconds per trained token, the fixed cost of a run (starting the process,
 loading the base, tokenizing, writing the adapter), seconds per held-out row evaluated
-and scored. Before the first run on a base, :func:`backend.training.run.probe_speed`
-times a few real forward+backward steps and records the same entry.
+and scored. Before the first run on a base, :func:`backend.training.run.probe_speed` times
+a few real forward+backward steps (in a child process, :mod:`backend.training.probe`) and
+records the same entry.
 
 :func:`estimate` turns an entry and a plan's numbers into "about X, at most Y": the
 ceiling is every planned step (early stopping and the time budget can only end a run
