@@ -34,9 +34,8 @@ from backend.errors import DataError, JobError
 from backend.hardware.device import device_kind, resolve_precision
 from backend.hardware.threads import set_cpu_threads
 from backend.hparams import RunSpec
-from backend.store import utcnow
 from backend.training.checkpoints import checkpoints_dir
-from backend.training.run import TrainingCancelled, TrainingPaused, check_target, write_adapter_folder
+from backend.training.run import TrainingCancelled, TrainingPaused, check_target, finished, write_from_main_process
 from backend.training.trainer import ProgressCallback, ProgressFn, StopFn
 from backend.words import counted
 
@@ -175,14 +174,8 @@ def train_dpo_adapter(
             "device": device,
             "epochs_trained": trainer.state.epoch,
         },
-        "loss_history": callback.history,
-        "status": "done",
-        "verdict": None,
-        "created": utcnow().isoformat(timespec="seconds") + "Z",
+        **finished(callback.history),
     }
-    trainer.accelerator.wait_for_everyone()
-    if trainer.is_world_process_zero():
-        policy.delete_adapter(REFERENCE)  # the new adapter is the trained copy alone
-        write_adapter_folder(policy, out_dir, meta, overwrite=overwrite)
-    trainer.accelerator.wait_for_everyone()
-    return meta
+    # the new adapter is the trained copy alone: TRL's frozen reference copy is dropped first
+    return write_from_main_process(trainer, policy, out_dir, meta, overwrite=overwrite,
+                                   before_write=lambda: policy.delete_adapter(REFERENCE))

@@ -335,14 +335,27 @@ def train_adapter(
             "epochs_trained": trainer.state.epoch,
             "stopping": stopping,
         },
-        "loss_history": callback.history,
-        "status": "done",
-        "verdict": None,
-        "created": utcnow().isoformat(timespec="seconds") + "Z",
+        **finished(callback.history),
     }
+    return write_from_main_process(trainer, trainer.accelerator.unwrap_model(trainer.model), out_dir, meta,
+                                   overwrite=overwrite)
+
+
+def finished(loss_history: list[dict]) -> dict:
+    """The end of a finished run's ``tunelab.json``: its loss history, done, no verdict yet."""
+    return {"loss_history": loss_history, "status": "done", "verdict": None,
+            "created": utcnow().isoformat(timespec="seconds") + "Z"}
+
+
+def write_from_main_process(trainer, peft_model, out_dir: Path, meta: dict, *, overwrite: bool = False,
+                            before_write: Callable[[], None] | None = None) -> dict:
+    """Write the adapter folder from the main process only (every rank waits on both sides,
+    so none returns before the folder is whole); ``before_write`` runs there first."""
     trainer.accelerator.wait_for_everyone()
     if trainer.is_world_process_zero():
-        write_adapter_folder(trainer.accelerator.unwrap_model(trainer.model), out_dir, meta, overwrite=overwrite)
+        if before_write is not None:
+            before_write()
+        write_adapter_folder(peft_model, out_dir, meta, overwrite=overwrite)
     trainer.accelerator.wait_for_everyone()
     return meta
 
