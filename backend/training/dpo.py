@@ -34,8 +34,8 @@ from backend.errors import DataError, JobError
 from backend.hardware.device import device_kind, resolve_precision
 from backend.hardware.threads import set_cpu_threads
 from backend.hparams import RunSpec
-from backend.training.checkpoints import checkpoints_dir
-from backend.training.run import TrainingCancelled, TrainingPaused, check_target, finished, write_from_main_process
+from backend.training.run import (TrainingCancelled, TrainingPaused, check_target, common_training_args, finished,
+                                  write_from_main_process)
 from backend.training.trainer import ProgressCallback, ProgressFn, StopFn
 from backend.words import counted
 
@@ -58,30 +58,11 @@ class RoundDPOTrainer(DPOTrainer):
 
 
 def make_dpo_config(spec: RunSpec, work_dir: Path, *, precision: str, device: str) -> DPOConfig:
-    t = spec.train
     return DPOConfig(
-        output_dir=str(checkpoints_dir(work_dir)),
-        num_train_epochs=t.epochs,
-        learning_rate=t.learning_rate,
-        per_device_train_batch_size=t.batch_size,
-        gradient_accumulation_steps=1,
-        warmup_steps=t.warmup_ratio,
-        weight_decay=t.weight_decay,
-        seed=t.seed,
-        data_seed=t.seed,
-        beta=t.beta,
-        max_length=t.max_length,
-        logging_strategy="steps",
-        logging_steps=t.logging_steps,
+        **common_training_args(spec, work_dir, precision=precision, device=device),
+        beta=spec.train.beta,
         save_strategy="no",  # a round is short: an interrupted one starts again
         eval_strategy="no",
-        activation_checkpointing=t.gradient_checkpointing,  # transformers 5 name
-        use_cpu=device == "cpu",
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        dataloader_pin_memory=device == "cuda",
-        report_to="none",
-        disable_tqdm=True,
     )
 
 

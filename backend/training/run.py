@@ -109,33 +109,15 @@ def make_sft_config(spec: RunSpec, work_dir: Path, *, has_eval: bool, precision:
     checkpointing and padding-free batches for the device."""
     t = spec.train
     fields = dict(
-        output_dir=str(checkpoints_dir(work_dir)),
-        num_train_epochs=t.epochs,
-        learning_rate=t.learning_rate,
-        per_device_train_batch_size=t.batch_size,
+        common_training_args(spec, work_dir, precision=precision, device=device),
         per_device_eval_batch_size=t.batch_size,
-        gradient_accumulation_steps=1,
-        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        weight_decay=t.weight_decay,
-        seed=t.seed,
-        data_seed=t.seed,
-        max_length=t.max_length,
         completion_only_loss=True,
         neftune_noise_alpha=t.neftune_noise_alpha,
-        activation_checkpointing=t.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
-        logging_strategy="steps",
-        logging_steps=t.logging_steps,
         eval_strategy="steps" if has_eval else "no",
         eval_steps=eval_steps if has_eval else None,
         save_strategy="steps",
         save_steps=t.save_steps or 0.2,
         save_total_limit=2,
-        use_cpu=device == "cpu",
-        bf16=precision == "bf16",
-        fp16=precision == "fp16",
-        dataloader_pin_memory=device == "cuda",
-        report_to="none",
-        disable_tqdm=True,
     )
     fields.update(_device_fields(recipe))
     if recipe is not None and recipe.padding_free and t.neftune_noise_alpha:
@@ -143,6 +125,33 @@ def make_sft_config(spec: RunSpec, work_dir: Path, *, has_eval: bool, precision:
         # examples, so alpha grows by sqrt(batch) to give each token the noise a padded row gets
         fields["neftune_noise_alpha"] = t.neftune_noise_alpha * math.sqrt(recipe.per_device_batch)
     return SFTConfig(**fields)
+
+
+def common_training_args(spec: RunSpec, work_dir: Path, *, precision: str, device: str) -> dict:
+    """The TrainingArguments fields every TuneLab run sets the same way from its spec and
+    device (supervised runs' SFTConfig, preference rounds' DPOConfig)."""
+    t = spec.train
+    return dict(
+        output_dir=str(checkpoints_dir(work_dir)),
+        num_train_epochs=t.epochs,
+        learning_rate=t.learning_rate,
+        per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=1,
+        warmup_steps=t.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=t.weight_decay,
+        seed=t.seed,
+        data_seed=t.seed,
+        max_length=t.max_length,
+        activation_checkpointing=t.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
+        logging_strategy="steps",
+        logging_steps=t.logging_steps,
+        use_cpu=device == "cpu",
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        dataloader_pin_memory=device == "cuda",
+        report_to="none",
+        disable_tqdm=True,
+    )
 
 
 def _device_fields(recipe: Recipe | None) -> dict:
