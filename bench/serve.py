@@ -317,6 +317,15 @@ def cpu_description() -> dict:
     return {k: fields[k].strip() for k in pick if k in fields}
 
 
+def stop_server(server) -> None:
+    """Stop the server process :func:`start_server` started (killed if it does not stop in 30 s)."""
+    server.terminate()
+    try:
+        server.wait(30)
+    except Exception:  # noqa: BLE001 - it did not stop: make sure it does
+        server.kill()
+
+
 def start_server(base: str, threads: int, home: Path, models_dir: Path, timeout: float = 300.0):
     """``tunelab serve`` in its own process on a free loopback port; returns (url, process)."""
     import subprocess
@@ -420,11 +429,7 @@ def main() -> None:
                         client, args.base, tmp / "home", settings.paths.models, args.answer_tokens, args.think_s,
                         train_rows=args.train_rows)
         finally:
-            server.terminate()
-            try:
-                server.wait(30)
-            except Exception:  # noqa: BLE001 - it did not stop: make sure it does
-                server.kill()
+            stop_server(server)
 
     results = {
         **swaps, "failed_during_swaps": len(failures), "failures": failures[:5],
@@ -472,11 +477,7 @@ def main_training(args) -> dict:
                 during = bench_during_training(client, args.base, tmp / "home", settings.paths.models,
                                                args.answer_tokens, args.think_s, train_rows=args.train_rows)
         finally:
-            server.terminate()
-            try:
-                server.wait(30)
-            except Exception:  # noqa: BLE001 - it did not stop: make sure it does
-                server.kill()
+            stop_server(server)
     results = {
         "during_training": during,
         "targets": {"shared.answer_p50_ratio": "<= 2", "shared.training_delay_over_request_time": "<= 1"},
