@@ -140,21 +140,11 @@ def _newton(names: list[str], wins: dict, played: dict, prior: float, start: dic
     index = {n: i for i, n in enumerate(names)}
     for _ in range(steps):
         grad = [wins.get(n, 0.0) + prior * (1 - 2 * _sigmoid(theta[n])) for n in names]
-        hess = [[0.0] * len(names) for _ in names]
         for (a, b), n in played.items():
-            i, j = index[a], index[b]
             p = _sigmoid(theta[a] - theta[b])
-            grad[i] -= n * p
-            grad[j] -= n * (1 - p)
-            w = n * p * (1 - p)
-            hess[i][i] += w
-            hess[j][j] += w
-            hess[i][j] -= w
-            hess[j][i] -= w
-        for n, i in index.items():
-            q = _sigmoid(theta[n])
-            hess[i][i] += 2 * prior * q * (1 - q)
-        inverse = _inverse(hess)
+            grad[index[a]] -= n * p
+            grad[index[b]] -= n * (1 - p)
+        inverse = _inverse(_curvature(index, played, theta, prior))
         step = [sum(inverse[i][k] * grad[k] for k in range(len(names))) for i in range(len(names))]
         largest = max(abs(v) for v in step)
         scale = 1.0 if largest <= 2.0 else 2.0 / largest
@@ -172,21 +162,29 @@ def _sigmoid(x: float) -> float:
 def covariance(names: list[str], outcomes: list[Game], raw: dict[str, float], prior: float) -> list[list[float]]:
     """The Laplace approximation: the inverse of the penalized log-likelihood's curvature at
     the fit (``raw``: ln strengths against the prior's strength-1 opponent)."""
-    index = {n: i for i, n in enumerate(names)}
-    size = len(names)
-    h = [[0.0] * size for _ in range(size)]
+    played: dict[tuple[str, str], float] = defaultdict(float)
     for g in outcomes:
-        i, j = index[g.winner], index[g.loser]
-        p = _sigmoid(raw[g.winner] - raw[g.loser])
-        w = p * (1 - p)
+        played[(g.winner, g.loser)] += 1.0
+    return _inverse(_curvature({n: i for i, n in enumerate(names)}, played, raw, max(prior, 1e-6)))
+
+
+def _curvature(index: dict[str, int], played: dict[tuple[str, str], float], theta: dict[str, float],
+               prior: float) -> list[list[float]]:
+    """Minus the Hessian of the penalized log-likelihood at ``theta``: ``played`` counts the
+    games of each pair (either order: p(1-p) is symmetric), the prior adds 2·prior·q(1-q)."""
+    h = [[0.0] * len(index) for _ in index]
+    for (a, b), n in played.items():
+        i, j = index[a], index[b]
+        p = _sigmoid(theta[a] - theta[b])
+        w = n * p * (1 - p)
         h[i][i] += w
         h[j][j] += w
         h[i][j] -= w
         h[j][i] -= w
-    for n, i in index.items():
-        q = _sigmoid(raw[n])
-        h[i][i] += 2 * max(prior, 1e-6) * q * (1 - q)
-    return _inverse(h)
+    for name, i in index.items():
+        q = _sigmoid(theta[name])
+        h[i][i] += 2 * prior * q * (1 - q)
+    return h
 
 
 def _inverse(m: list[list[float]]) -> list[list[float]]:
