@@ -47,12 +47,20 @@ def inside_roots(given: str | Path, roots: list[Path]) -> Path:
     ``roots``; :class:`AdapterMismatch` otherwise. The refusal echoes what was given and
     nothing about the disk (not the resolved target, not whether it exists)."""
     path = Path(given).expanduser().resolve()
-    if not any(path.is_relative_to(Path(root).expanduser().resolve()) for root in roots):
+    if not lies_inside(path, roots):
         raise AdapterMismatch(
             f"lora_path {str(given)!r} is outside the folders this server loads adapters from.",
             fix="Put the adapter in the adapters folder of the server's home (adapters/<name>/), or start "
             "the server with its folder listed in TUNELAB_ADAPTER_ROOTS.")
     return path
+
+
+def lies_inside(path: str | Path, roots: list[Path]) -> bool:
+    """Whether ``path``, resolved (``~`` expanded, symlinks followed, ``..`` collapsed), is one
+    of ``roots`` or lies inside one (each resolved too): the one containment check of the
+    endpoint's adapter paths and of what the page reads and writes (Settings)."""
+    resolved = Path(path).expanduser().resolve()
+    return any(resolved.is_relative_to(Path(root).expanduser().resolve()) for root in roots)
 
 
 def slugify(text: str, fallback: str = "adapter") -> str:

@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from backend.errors import ConfigError
+from backend.names import lies_inside
 
 LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
 
@@ -187,7 +188,7 @@ class Settings(BaseSettings):
         export_roots; else a refusal that names the allowed folders."""
         path = Path(dest).expanduser()
         roots = self._roots(self.export_roots)
-        if _inside(path, roots):
+        if lies_inside(path, roots):
             return path
         allowed = ", ".join(str(r) for r in roots)
         raise ConfigError(f"Export folder {str(dest)!r} is outside the folders the page may write: {allowed}.",
@@ -199,8 +200,8 @@ class Settings(BaseSettings):
         data_roots or one of ``also`` (the shipped samples); else a refusal that says nothing
         of the file (not whether it exists), so the page cannot be used to probe the disk."""
         path = Path(given).expanduser()
-        roots = self._roots(self.data_roots) + [Path(r).resolve() for r in also]
-        if _inside(path, roots):
+        roots = self._roots(self.data_roots) + list(also)
+        if lies_inside(path, roots):
             return path
         raise ConfigError(f"{str(given)!r} is outside the folders the page reads example files from "
                           f"(the home {self.paths.home} and TUNELAB_DATA_ROOTS).",
@@ -219,11 +220,6 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.paths.database}"
-
-
-def _inside(path: Path, roots: list[Path]) -> bool:
-    resolved = path.expanduser().resolve()
-    return any(resolved == root or resolved.is_relative_to(root) for root in roots)
 
 
 class Paths:
