@@ -274,7 +274,7 @@ def readme_tree() -> dict[str, str]:
     text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
     block = re.search(r"<!-- tree -->\s*```[a-z]*\n(.*?)```", text, re.S)
     assert block, "docs/architecture.md has no annotated tree (a ``` block after <!-- tree -->)"
-    listed, folders = {}, []
+    listed, folders, twice = {}, [], []
     for raw in block.group(1).splitlines():
         match = re.match(r"^( *)(\S+)\s*(.*)$", raw)
         if not match:
@@ -285,7 +285,10 @@ def readme_tree() -> dict[str, str]:
         path = "/".join(folders + [name.rstrip("/")])
         if name.endswith("/"):
             folders.append(name.rstrip("/"))
+        if path in listed:
+            twice.append(path)
         listed[path] = purpose if purpose or not name.endswith("/") else "(folder)"
+    assert not twice, f"the map (docs/architecture.md) lists these paths twice: {twice}"
     return listed
 
 
