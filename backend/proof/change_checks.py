@@ -16,8 +16,9 @@ from __future__ import annotations
 import difflib
 from typing import Any, Sequence
 
+from backend.proof.scores import SHOWN_CHARS  # the one length of an answer kept in a stored proof
+
 NEGLIGIBLE_DELTA = 1e-4  # max ‖ΔW‖/‖W‖ below this: the update cannot move an answer
-SHOWN_CHARS = 160
 
 GENERAL_PROMPTS = (
     "What is the capital of France?",
