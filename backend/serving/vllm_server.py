@@ -25,12 +25,11 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
-
 from backend.adapter_folder import CONFIG_FILE
 from backend.bases.resolve import resolve_base
 from backend.errors import ConfigError
 from backend.serving.auth import api_token
+from backend.serving.client import ServingClient
 
 log = logging.getLogger("tunelab.vllm")
 
@@ -110,10 +109,8 @@ class Supervisor:
         return self
 
     def healthy(self) -> bool:
-        try:
-            return httpx.get(self.url + "/health", timeout=5).status_code == 200
-        except httpx.HTTPError:
-            return False
+        with ServingClient(self.url) as client:  # the one health check, the same for every engine
+            return client.health()
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
