@@ -11,7 +11,7 @@ import json
 import gradio as gr
 
 from backend.studio import trust
-from backend.studio.session import AssistantTools
+from backend.studio.tools import AssistantTools
 
 from . import adapter_shaping_panel, arena_panel
 from .common import Ctx, edge, esc, leaderboard_html, loss_svg, pct

@@ -16,7 +16,7 @@ import gradio as gr
 
 from backend.studio.assistant.respond import respond
 from backend.studio.service import UPLOAD_SUFFIXES
-from backend.studio.session import AssistantTools
+from backend.studio.tools import AssistantTools
 
 from .common import Ctx, edge, esc
 from .plan_panel import chat_with_card

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from backend.studio.session import AssistantTools
+from backend.studio.tools import AssistantTools
 
 from .common import Ctx, edge, esc, heatmap_html
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import gradio as gr
 
 from backend.studio import trust
-from backend.studio.session import AssistantTools
+from backend.studio.tools import AssistantTools
 
 from . import arena_panel
 from .common import Ctx, edge, esc, pct

@@ -25,7 +25,7 @@ from pathlib import Path
 import gradio as gr
 
 from backend.studio.service import UPLOAD_SUFFIXES
-from backend.studio.session import IMPORT_COLUMNS_LABEL, INPUT_COLUMN_LABEL, OUTPUT_COLUMN_LABEL, AssistantTools
+from backend.studio.tools import IMPORT_COLUMNS_LABEL, INPUT_COLUMN_LABEL, OUTPUT_COLUMN_LABEL, AssistantTools
 
 from .common import Ctx, edge, esc
 

@@ -19,7 +19,7 @@ import gradio as gr
 from backend.errors import ConfigError, TuneLabError
 from backend.studio.equalizer import (ALL_KINDS, adapter_grid, apply_cells, compile_and_cost, grid_for_base,
                                       grid_from_rows, plan_with_grid, preset_grid)
-from backend.studio.session import AssistantTools
+from backend.studio.tools import AssistantTools
 
 from .common import Ctx, edge, esc, heatmap_html
 

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from backend.errors import TuneLabError
 from backend.studio.plan_form import edit_plan, plan_from_json, validation_message
-from backend.studio.session import AssistantTools
+from backend.studio.tools import AssistantTools
 
 from .common import Ctx, edge, message_text
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import gradio as gr
 
 from backend.studio.describe import describe_cancel, progress_details
-from backend.studio.session import ACTIVE, AssistantTools, finished_sweeps
+from backend.studio.tools import ACTIVE, AssistantTools, finished_sweeps
 
 from .common import Ctx, edge, esc, leaderboard_html, loss_svg
 

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from backend.cli import app
 from backend.studio.assistant.rules import RuleAssistant
 from backend.studio.service import Service
-from backend.studio.session import AssistantTools, SessionState
+from backend.studio.session import SessionState
+from backend.studio.tools import AssistantTools
 from tests.builders import add_finished_adapter
 
 

@@ -18,7 +18,8 @@ from backend.data.samples import sample_file
 from backend.settings import Settings
 from backend.studio.assistant.rules import RuleAssistant
 from backend.studio.service import Service
-from backend.studio.session import AssistantTools, SessionState
+from backend.studio.session import SessionState
+from backend.studio.tools import AssistantTools
 from tests.builders import write_wines
 from ui.login import MAX_DELAY_S, delay_after, guarded_login
 

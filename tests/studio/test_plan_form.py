@@ -9,7 +9,7 @@ import pytest
 
 from backend.errors import ConfigError, InvalidName
 from backend.studio.plan_form import edit_plan, plan_from_json
-from backend.studio.session import AssistantTools
+from backend.studio.tools import AssistantTools
 
 
 def test_plan_edits_validate_and_apply(service, state):

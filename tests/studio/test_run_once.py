@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from backend.studio.assistant.rules import RuleAssistant
 from backend.studio.plan_form import edit_plan
-from backend.studio.session import AssistantTools
+from backend.studio.tools import AssistantTools
 from tests.builders import write_wines
 
 

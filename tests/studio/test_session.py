@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from backend.studio.assistant.rules import RuleAssistant
-from backend.studio.session import BASE_CHOICE, AssistantTools, SessionState
+from backend.studio.session import BASE_CHOICE, SessionState
+from backend.studio.tools import AssistantTools
 from tests.builders import WINES, write_bad, write_wines
 
 

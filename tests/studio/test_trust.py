@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from backend.names import adapter_path
 from backend.studio import trust
-from backend.studio.session import AssistantTools, SessionState
+from backend.studio.session import SessionState
+from backend.studio.tools import AssistantTools
 from tests.builders import add_finished_adapter, exact_match_proof, make_lora
 
 PROMPT = "Pale straw, crisp, green apple and citrus."

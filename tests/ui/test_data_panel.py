@@ -12,7 +12,7 @@ import gradio as gr
 import pytest
 
 from backend.data.formats import CSV_SUFFIXES, JSON_SUFFIXES, TEXT_SUFFIXES
-from backend.studio.session import IMPORT_COLUMNS_LABEL, INPUT_COLUMN_LABEL, OUTPUT_COLUMN_LABEL
+from backend.studio.tools import IMPORT_COLUMNS_LABEL, INPUT_COLUMN_LABEL, OUTPUT_COLUMN_LABEL
 from tests.builders import WINES, write_support_emails, write_wines
 from ui.app import create_ui
 from ui.data_panel import (EVAL_LABEL, _status, add_examples, columns_note, columns_table, import_with_columns,

@@ -8,7 +8,7 @@ import gradio as gr
 import pytest
 
 from backend.studio.plan_form import edit_plan
-from backend.studio.session import AssistantTools
+from backend.studio.tools import AssistantTools
 from tests.builders import add_finished_adapter, exact_match_proof
 from ui.plan_panel import CHANGED, chat_with_card
 from ui.train_panel import cancel_label, cancel_target, chat_with_news, runs_html

@@ -1,7 +1,7 @@
 """The assistant as a langchain tool-calling agent, for a capable chat model behind any
 OpenAI-compatible URL (``TUNELAB_ASSISTANT_URL`` / ``TUNELAB_ASSISTANT_MODEL``).
 
-It acts only through the session's tools (:class:`backend.studio.session.AssistantTools`,
+It acts only through the session's tools (:class:`backend.studio.tools.AssistantTools`,
 wrapped as langchain ``StructuredTool`` s), and its reply ends with the list of tools
 that really ran and whether each worked, so a model cannot claim what did not happen.
 Imports langchain at its top: :mod:`backend.studio.assistant.respond` imports this
@@ -20,7 +20,8 @@ from langchain_openai import ChatOpenAI
 from pydantic import create_model
 
 from backend.studio.assistant.reply import Reply
-from backend.studio.session import AssistantTools, ToolResult
+from backend.studio.session import ToolResult
+from backend.studio.tools import AssistantTools
 
 SYSTEM_PROMPT = (
     "You are TuneLab's assistant. You help a person train LoRA adapters: set the goal (which proposes a plan "

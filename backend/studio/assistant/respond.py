@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from backend.studio.assistant.reply import Reply
 from backend.studio.assistant.rules import RuleAssistant
-from backend.studio.session import AssistantTools, SessionState
+from backend.studio.session import SessionState
+from backend.studio.tools import AssistantTools
 
 
 def respond(service, state: SessionState, message: str, files: list[str] | None = None) -> Reply:
     """Answer one message (with optional dropped files) for one session. A sweep of this
     session that is over since the last reply is said after the answer, once: its best
-    adapter and why (:meth:`~backend.studio.session.AssistantTools.sweep_news`)."""
+    adapter and why (:meth:`~backend.studio.tools.AssistantTools.sweep_news`)."""
     tools = AssistantTools(service, state)
     reply = _answer(tools, service.settings, message, files)
     news = tools.sweep_news()

@@ -3,7 +3,7 @@ honest reply.
 
 It recognises the core requests with small patterns (goal, go/train, compare, use base,
 pick base, inspect, status, cancel, rate, mark, use adapter, export, plan), calls the
-tool (:class:`backend.studio.session.AssistantTools`), and writes its reply from the
+tool (:class:`backend.studio.tools.AssistantTools`), and writes its reply from the
 tool's actual result plus what comes next. Always available; with a capable chat model
 configured, :mod:`backend.studio.assistant.agent` answers instead
 (:func:`backend.studio.assistant.respond.respond` decides).
@@ -15,7 +15,8 @@ import re
 
 from backend.studio import rounds
 from backend.studio.assistant.reply import Reply
-from backend.studio.session import AssistantTools, ToolResult
+from backend.studio.session import ToolResult
+from backend.studio.tools import AssistantTools
 from backend.training.plan import names_a_task
 
 HELP = (

@@ -9,7 +9,7 @@ import threading
 
 from backend.studio.assistant.agent import langchain_tools
 from backend.studio.assistant.respond import respond
-from backend.studio.session import AssistantTools
+from backend.studio.tools import AssistantTools
 
 
 def tool_names(reply) -> list[str]:

@@ -9,7 +9,8 @@ import pytest
 
 from backend.studio.assistant.respond import respond
 from backend.studio.assistant.rules import looks_like_goal
-from backend.studio.session import BASE_CHOICE, AssistantTools
+from backend.studio.session import BASE_CHOICE
+from backend.studio.tools import AssistantTools
 from tests.builders import WINES, write_wines
 
 

@@ -4,7 +4,7 @@ after its answer — and *status* says it every time; nothing is said while a ru
 from __future__ import annotations
 
 from backend.studio.assistant.respond import respond
-from backend.studio.session import AssistantTools, finished_sweeps
+from backend.studio.tools import AssistantTools, finished_sweeps
 from tests.builders import add_finished_adapter, exact_match_proof
 
 NEXT = (" Next: *compare* to see news-r16 beside the base, *mark news-r16 success* (or *fail*), or try another "
