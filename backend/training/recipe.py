@@ -121,11 +121,12 @@ def quantized_base_bytes(report: dict, quantize: str) -> int:
 
 
 def training_bytes(report: dict, *, batch: int, seq_len: int, checkpointing: bool, precision: str,
-                   quantize: str | None = None) -> int:
-    """The inspector's estimate of a run's peak memory (bytes) at ``batch`` × ``seq_len``."""
+                   quantize: str | None = None, packed: bool = False) -> int:
+    """The inspector's estimate of a run's peak memory (bytes) at ``batch`` × ``seq_len``;
+    ``packed``: padding-free rows under SDPA (a block mask over the step's tokens)."""
     dtype = "fp32" if precision == "fp32" else "bf16"
-    parts = memory_estimates(report, batch_size=batch, seq_len=seq_len,
-                             gradient_checkpointing=checkpointing)["training"][dtype]
+    parts = memory_estimates(report, batch_size=batch, seq_len=seq_len, gradient_checkpointing=checkpointing,
+                             packed=packed)["training"][dtype]
     total = parts["total"]
     if quantize:
         total += quantized_base_bytes(report, quantize) - parts["base"]
@@ -196,7 +197,7 @@ def choose_recipe(facts: DeviceFacts, spec: RunSpec, report: dict | None = None)
 
         def need(batch: int, ckpt: bool) -> int:
             return training_bytes(report, batch=batch, seq_len=seq, checkpointing=ckpt, precision=precision,
-                                  quantize=t.quantize)
+                                  quantize=t.quantize, packed=attention == "sdpa")
 
         estimate = need(per_device, checkpointing)
         if estimate <= budget:

@@ -1,6 +1,8 @@
 """TRL's ``SFTTrainer`` as a LoRA run uses it: answer-only head, length-grouped batches, progress.
 
-* :class:`AnswerOnlySFTTrainer` runs the LM head on answer positions only. TRL's head
+* :class:`AnswerOnlySFTTrainer` runs the LM head on answer positions only, a block of
+  them at a time (:func:`backend.training.cpu.head_loss.head_loss_sum`, on every device:
+  the whole (answer tokens x vocabulary) logits never exist). TRL's head
   scores every position on machines without Triton (and computes entropy for its
   logs), but the prompt and padding positions never contribute to the loss, so
   projecting them onto the vocabulary is wasted work. The decoder is called directly,
@@ -24,6 +26,7 @@ from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from backend.bases.load import decoder_of, scales_logits
+from backend.bases.memory import CPU_LOSS_BLOCK_ROWS, LOSS_BLOCK_ROWS
 from backend.training.cpu.head_loss import head_loss_sum
 from backend.training.progress import tokens_per_s
 
@@ -106,9 +109,13 @@ class AnswerOnlySFTTrainer(SFTTrainer):
         targets = labels[:, 1:]
         mask = targets != -100
         head = unwrapped.get_output_embeddings()
-        if hidden.device.type == "cpu" and type(head) is torch.nn.Linear and head.bias is None \
-                and head.weight.dtype == hidden.dtype:
-            loss_sum = head_loss_sum(hidden[mask], head.weight, targets[mask])
+        if type(head) is torch.nn.Linear and head.bias is None and head.weight.is_floating_point():
+            # a block of answer rows at a time: the (answer tokens x vocabulary) logits never exist
+            # whole (with a 128k vocabulary they would be GiBs on a GPU); a QLoRA base's fp32 final
+            # norm hands fp32 rows to a bf16 head: cast, as autocast would
+            rows = hidden[mask].to(head.weight.dtype)
+            block = CPU_LOSS_BLOCK_ROWS if hidden.device.type == "cpu" else LOSS_BLOCK_ROWS
+            loss_sum = head_loss_sum(rows, head.weight, targets[mask], block_rows=block)
         else:
             logits = head(hidden[mask]).float()
             loss_sum = torch.nn.functional.cross_entropy(logits, targets[mask], reduction="sum")

@@ -130,6 +130,7 @@ def test_the_memory_estimate_is_within_20_percent_of_the_measured_peak(gpu_llama
     assert meta["metrics"]["train_tokens"] == meta["metrics"]["steps"] * batch * length  # full rows, no padding
     report = inspect_base(str(gpu_llama) + "/config.json", lora=LoraSpec(**meta["hyperparameters"]["lora"]))
     estimate = training_bytes(report, batch=recipe["per_device_batch"], seq_len=length,
-                              checkpointing=recipe["gradient_checkpointing"], precision=recipe["precision"])
+                              checkpointing=recipe["gradient_checkpointing"], precision=recipe["precision"],
+                              packed=recipe["padding_free"] and recipe["attention"] == "sdpa")
     assert abs(estimate - measured) <= 0.2 * measured, \
         f"estimate {estimate / 2**20:.0f} MiB vs measured peak {measured / 2**20:.0f} MiB"

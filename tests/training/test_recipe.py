@@ -71,13 +71,14 @@ def test_a_gpu_without_bf16_trains_in_fp16_and_an_explicit_choice_wins(report_1b
 def test_checkpointing_only_when_the_estimate_exceeds_the_gpu(report_8b):
     budget = int(80 * GIB * HEADROOM)
     fits = spec(batch_size=4, max_length=1024)
-    assert training_bytes(report_8b, batch=4, seq_len=1024, checkpointing=False, precision="bf16") <= budget
+    assert training_bytes(report_8b, batch=4, seq_len=1024, checkpointing=False, precision="bf16",
+                          packed=True) <= budget
     recipe = choose_recipe(H100, fits, report_8b)
     assert (recipe.gradient_checkpointing, recipe.per_device_batch, recipe.accumulation) == (False, 4, 1)
     assert recipe.why["checkpointing"].startswith("off")
 
     long = spec(batch_size=4, max_length=4096)
-    assert training_bytes(report_8b, batch=4, seq_len=4096, checkpointing=False, precision="bf16") > budget
+    assert training_bytes(report_8b, batch=4, seq_len=4096, checkpointing=False, precision="bf16", packed=True) > budget
     recipe = choose_recipe(H100, long, report_8b)
     assert recipe.gradient_checkpointing and recipe.why["checkpointing"].startswith("on")
     assert recipe.memory_estimate <= budget
@@ -88,9 +89,9 @@ def test_the_estimate_sizes_the_batch_and_accumulation_keeps_the_examples_per_st
     assert recipe.gradient_checkpointing and recipe.per_device_batch < 32
     assert recipe.per_device_batch * recipe.accumulation >= 32
     assert training_bytes(report_8b, batch=recipe.per_device_batch, seq_len=2048, checkpointing=True,
-                          precision="bf16") <= recipe.memory_budget
+                          precision="bf16", packed=True) <= recipe.memory_budget
     assert training_bytes(report_8b, batch=recipe.per_device_batch * 2, seq_len=2048, checkpointing=True,
-                          precision="bf16") > recipe.memory_budget  # the biggest that fits
+                          precision="bf16", packed=True) > recipe.memory_budget  # the biggest that fits
     assert "accumulated" in recipe.why["batch"]
 
 

@@ -6,6 +6,10 @@ several (answer tokens x vocabulary) fp32 arrays, each a fresh allocation of ten
 frozen head, and computes the gradient for the hidden states while the block's logits
 exist (``(softmax - onehot) @ weight``, in one native pass over the logits for bf16), so
 only one block's logits ever exist, in cache-sized, reused allocations.
+
+A GPU run uses it too (plain torch products in larger blocks, no packing, no native pass):
+there the point is memory, a block's logits instead of every answer position's
+(:data:`backend.bases.memory.LOSS_BLOCK_ROWS`).
 """
 
 from __future__ import annotations
@@ -43,17 +47,20 @@ class HeadLossFunction(torch.autograd.Function):
                 total += losses.sum()
                 if need_grad:
                     grad_hidden[rows] = logits @ weight if packed is None else packed_linear(logits, packed[1])
+                del logits  # freed before the next block's are made: one block's logits at a time
                 continue
             log_probs = torch.log_softmax(logits, dim=-1, dtype=torch.float32)
+            del logits  # (each del: one block's arrays alive at a time, not the last block's too)
             picked = targets[rows].unsqueeze(1)
             total -= log_probs.gather(1, picked).sum()
             if need_grad:
-                probs = log_probs.exp_()
-                probs.scatter_add_(1, picked, torch.full(picked.shape, -1.0, device=probs.device))
+                log_probs.exp_()  # now softmax - onehot, in place
+                log_probs.scatter_add_(1, picked, torch.full(picked.shape, -1.0, device=log_probs.device))
                 if packed is None:
-                    torch.mm(probs.to(hidden.dtype), weight, out=grad_hidden[rows])
+                    torch.mm(log_probs.to(hidden.dtype), weight, out=grad_hidden[rows])
                 else:
-                    grad_hidden[rows] = packed_linear(probs.to(hidden.dtype), packed[1])
+                    grad_hidden[rows] = packed_linear(log_probs.to(hidden.dtype), packed[1])
+            del log_probs
         ctx.save_for_backward(grad_hidden)
         return total
 
