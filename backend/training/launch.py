@@ -1,4 +1,4 @@
-"""Several training processes for one job: the same worker under ``accelerate launch`` (DDP).
+"""Several training processes for one job: the same worker under ``accelerate launch`` (DDP or FSDP).
 
 A job whose spec asks for ``processes`` > 1 is started as::
 
@@ -11,6 +11,12 @@ touches the store and writes the adapter (:mod:`backend.training.worker`,
 :mod:`backend.training.run`); every rank stops at the same step on a cancel or a pause
 (:func:`backend.training.trainer.any_rank`), and a resumed job starts all ranks again from
 the run's last checkpoint.
+
+Whether the ranks shard the base (FSDP) or each hold all of it (DDP) is not the launcher's
+choice: every rank computes the same recipe (:mod:`backend.training.recipe`, from the
+device, the spec and the memory estimate) and hands it to the trainer as transformers'
+``fsdp`` / ``fsdp_config`` (:func:`backend.training.run.distributed_fields`), which become
+accelerate's FSDP plugin. The command is the same for both.
 
 torchrun puts every rank in a process group of its own, so the job runner cannot reach
 them through the launcher's group. Instead every process of the job carries a tag in its

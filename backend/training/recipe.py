@@ -23,6 +23,12 @@ On CUDA:
   (gradient accumulation keeps the examples per optimizer step), and if batch 1 does not
   fit the whole card the run is refused, naming what ``--quantize 4bit`` would need.
 ``--quantize 4bit|8bit`` (QLoRA, bitsandbytes) needs CUDA and is refused elsewhere.
+
+Several processes (``--processes N``): DDP, each rank holding the whole base, wherever the
+run fits one device; FSDP (FSDP2 through accelerate's plugin: each decoder layer's weights,
+the LoRA weights, their gradients and AdamW's moments sharded over the ranks) when even
+batch 1 with gradient checkpointing does not fit one GPU in bf16. accelerate runs FSDP on
+GPUs only (its CPU ranks are plain DDP over gloo), so CPU ranks always use DDP.
 """
 
 from __future__ import annotations
@@ -77,6 +83,7 @@ class Recipe:
     cpu_machinery: bool  # CPU kernels, native build, allocator, threads, use_cpu
     quantize: str | None
     processes: int
+    strategy: str = "single"  # single | ddp | fsdp: how several processes share the work
     memory_estimate: int | None = None  # bytes, for the choices made (CUDA)
     memory_budget: int | None = None
     why: dict[str, str] = field(default_factory=dict)
@@ -133,6 +140,22 @@ def training_bytes(report: dict, *, batch: int, seq_len: int, checkpointing: boo
     return int(total)
 
 
+def fsdp_training_bytes(report: dict, *, batch: int, seq_len: int, checkpointing: bool, precision: str,
+                        processes: int, packed: bool = False) -> int:
+    """:func:`training_bytes` of one FSDP rank: the base, the LoRA weights, their gradients
+    and AdamW's moments sharded ``processes`` ways; the activations whole (each rank its own
+    examples); two decoder layers' weights gathered whole at a time (the one computing and the
+    one prefetched); TRL's own loss over every position's logits (bf16, their fp32 copy and
+    log-probabilities: the blocked head cannot reach a sharded head weight)."""
+    dtype = "fp32" if precision == "fp32" else "bf16"
+    parts = memory_estimates(report, batch_size=batch, seq_len=seq_len, gradient_checkpointing=checkpointing,
+                             packed=packed)["training"][dtype]
+    states = parts["base"] + parts["lora"] + parts["grads"] + parts["optimizer"]
+    layer = parts["base"] / max(1, report["num_layers"] or 1)
+    logits = batch * seq_len * (report.get("vocab_size") or 0) * 10
+    return int(parts["total"] - parts["head"] - states + states / processes + 2 * layer + logits)
+
+
 def quantize_offer(facts: DeviceFacts, spec: RunSpec, report: dict) -> str | None:
     """What to say when the base does not fit this GPU in bf16 even at batch 1 with
     gradient checkpointing: '... --quantize 4bit would need ~X GiB' (None when it fits,
@@ -170,10 +193,13 @@ def choose_recipe(facts: DeviceFacts, spec: RunSpec, report: dict | None = None)
                    else "the model's default",
                    batches="padded, examples of similar length together",
                    machinery="CPU kernels, native build, allocator and threads on")
+        strategy = "ddp" if processes > 1 else "single"
+        if processes > 1:
+            why["strategy"] = "DDP over gloo: every rank holds the whole base (accelerate shards with FSDP on GPUs only)"
         return Recipe(device="cpu", precision=precision, attention="eager" if precision == "bf16" else None,
                       padding_free=False, gradient_checkpointing=t.gradient_checkpointing,
                       per_device_batch=per_device, accumulation=1, cpu_machinery=True, quantize=None,
-                      processes=processes, why=why)
+                      processes=processes, strategy=strategy, why=why)
 
     if processes > facts.count:
         raise ConfigError(f"--processes {processes} asks for one GPU per process; {facts.count} visible.",
@@ -191,11 +217,25 @@ def choose_recipe(facts: DeviceFacts, spec: RunSpec, report: dict | None = None)
                batches="padding-free: each step's examples as one row with position ids, no pad tokens",
                machinery="off (CPU only)")
     checkpointing, accumulation, estimate, budget = t.gradient_checkpointing, 1, None, None
+    strategy = "ddp" if processes > 1 else "single"
+    if processes > 1:
+        why["strategy"] = "DDP: every GPU holds the whole base" + ("" if report is not None and facts.total_memory
+                                                                  else " (no memory estimate to call for FSDP)")
+    if processes > 1 and report is not None and facts.total_memory and not t.quantize:
+        alone = training_bytes(report, batch=1, seq_len=t.max_length, checkpointing=True, precision=precision,
+                               packed=attention == "sdpa")
+        if alone > facts.total_memory * HEADROOM:  # the bf16 base + training state need more than one GPU
+            strategy = "fsdp"
+            why["strategy"] = (f"FSDP: ~{alone / GIB:.1f} GiB at batch 1 × {t.max_length} tokens does not fit one "
+                               f"{facts.label()}; the base and the training state are sharded over {processes} GPUs")
     if report is not None and facts.total_memory:
         budget = int(facts.total_memory * HEADROOM)
         seq = t.max_length
 
         def need(batch: int, ckpt: bool) -> int:
+            if strategy == "fsdp":
+                return fsdp_training_bytes(report, batch=batch, seq_len=seq, checkpointing=ckpt, precision=precision,
+                                           processes=processes, packed=attention == "sdpa")
             return training_bytes(report, batch=batch, seq_len=seq, checkpointing=ckpt, precision=precision,
                                   quantize=t.quantize, packed=attention == "sdpa")
 
@@ -231,7 +271,8 @@ def choose_recipe(facts: DeviceFacts, spec: RunSpec, report: dict | None = None)
                           "bf16 compute; the adapter serves on the unquantized base"
     return Recipe(device="cuda", precision=precision, attention=attention, padding_free=True,
                   gradient_checkpointing=checkpointing, per_device_batch=per_device, accumulation=accumulation,
-                  cpu_machinery=False, quantize=t.quantize, processes=processes, memory_estimate=estimate,
+                  cpu_machinery=False, quantize=t.quantize, processes=processes, strategy=strategy,
+                  memory_estimate=estimate,
                   memory_budget=budget, why=why)
 
 

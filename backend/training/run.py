@@ -163,13 +163,39 @@ def _device_fields(recipe: Recipe | None) -> dict:
                   gradient_accumulation_steps=recipe.accumulation,
                   activation_checkpointing=recipe.gradient_checkpointing,
                   padding_free=recipe.padding_free)
-    if recipe.processes > 1:  # every LoRA weight takes part in every step: DDP need not look for unused ones
-        fields["ddp_find_unused_parameters"] = False
+    fields.update(distributed_fields(recipe))
     if recipe.gradient_checkpointing:
         fields["activation_checkpointing_kwargs"] = {"use_reentrant": False}  # DDP- and peft-safe
     if recipe.padding_free:  # TRL enforces no max_length without packing: keep_within cuts the rows instead
         fields["max_length"] = None
     return fields
+
+
+# FSDP2 through accelerate's plugin (transformers' ``fsdp_config``): each decoder layer
+# (the model's ``_no_split_modules``) a shard unit, weights gathered for its forward and
+# backward and resharded after; the full state dict gathered for the main process to save.
+FSDP_CONFIG = {"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "reshard_after_forward": True,
+               "state_dict_type": "FULL_STATE_DICT", "cpu_ram_efficient_loading": False}
+
+
+def distributed_fields(recipe: Recipe | None) -> dict:
+    """The TrainingArguments fields of a run in several processes (none for one): FSDP as
+    :data:`FSDP_CONFIG` when the recipe chose it, else DDP without its search for unused
+    parameters (every LoRA weight takes part in every step)."""
+    if recipe is None or recipe.processes <= 1:
+        return {}
+    if recipe.strategy == "fsdp":
+        return {"fsdp": "full_shard", "fsdp_config": dict(FSDP_CONFIG)}
+    return {"ddp_find_unused_parameters": False}
+
+
+def check_strategy(trainer, recipe: Recipe) -> None:
+    """Refuse to train when accelerate did not set up the sharding the recipe chose (it runs
+    FSDP on GPUs only): a run that would not fit must not start as DDP."""
+    if (recipe.strategy == "fsdp") != bool(getattr(trainer, "is_fsdp_enabled", False)):
+        raise JobError(f"The run's recipe chose {recipe.strategy.upper()} over {recipe.processes} processes, but "
+                       f"accelerate set up {trainer.accelerator.distributed_type}.",
+                       fix="Start the run with `tunelab train --processes N` on a machine with N GPUs.")
 
 
 def keep_within(dataset, max_length: int):
@@ -277,6 +303,7 @@ def train_adapter(
     except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
         raise ConfigError(f"Could not apply the LoRA configuration to base {base_ref.spec!r}: {exc}") from exc
     callback.trainer = trainer
+    check_strategy(trainer, recipe)
     if recipe.padding_free:
         trainer.train_dataset = keep_within(trainer.train_dataset, spec.train.max_length)
         trainer.eval_dataset = keep_within(trainer.eval_dataset, spec.train.max_length)
@@ -340,6 +367,7 @@ def train_adapter(
             "precision": precision,
             "device": device,
             "processes": trainer.accelerator.num_processes,
+            "strategy": recipe.strategy,
             "recipe": recipe.summary(),
             "epochs_trained": trainer.state.epoch,
             "stopping": stopping,
@@ -359,12 +387,15 @@ def finished(loss_history: list[dict]) -> dict:
 def write_from_main_process(trainer, peft_model, out_dir: Path, meta: dict, *, overwrite: bool = False,
                             before_write: Callable[[], None] | None = None) -> dict:
     """Write the adapter folder from the main process only (every rank waits on both sides,
-    so none returns before the folder is whole); ``before_write`` runs there first."""
+    so none returns before the folder is whole); ``before_write`` runs there first. Under
+    FSDP every rank first takes part in gathering the full weights, which the main process
+    saves (its own LoRA weights are only its shard)."""
     trainer.accelerator.wait_for_everyone()
+    state = trainer.accelerator.get_state_dict(trainer.model) if getattr(trainer, "is_fsdp_enabled", False) else None
     if trainer.is_world_process_zero():
         if before_write is not None:
             before_write()
-        write_adapter_folder(peft_model, out_dir, meta, overwrite=overwrite)
+        write_adapter_folder(peft_model, out_dir, meta, overwrite=overwrite, state_dict=state)
     trainer.accelerator.wait_for_everyone()
     return meta
 
@@ -377,12 +408,14 @@ def _final_eval_loss(trainer, callback) -> float | None:
     return float(trainer.evaluate()["eval_loss"])
 
 
-def write_adapter_folder(peft_model, out_dir: Path, meta: dict, *, overwrite: bool = False) -> Path:
-    """Write exactly the three contract files, via a dot-prefixed temp folder + rename."""
+def write_adapter_folder(peft_model, out_dir: Path, meta: dict, *, overwrite: bool = False,
+                         state_dict: dict | None = None) -> Path:
+    """Write exactly the three contract files, via a dot-prefixed temp folder + rename
+    (``state_dict``: the model's full weights, where the model holds only a shard of them)."""
     out_dir = Path(out_dir)
     check_target(out_dir, overwrite)
     with staged_folder(out_dir) as tmp:
-        peft_model.save_pretrained(str(tmp), safe_serialization=True)
+        peft_model.save_pretrained(str(tmp), safe_serialization=True, state_dict=state_dict)
         for extra in tmp.iterdir():  # peft adds a README.md model card; the contract is three files
             if extra.name not in (CONFIG_FILE, WEIGHTS_FILE):
                 shutil.rmtree(extra) if extra.is_dir() else extra.unlink()

@@ -92,7 +92,8 @@ class AnswerOnlySFTTrainer(SFTTrainer):
         unwrapped = self.accelerator.unwrap_model(model)
         if return_outputs or scales_logits(unwrapped.config) or "labels" not in inputs \
                 or self.args.loss_type != "nll" or self.label_smoother is not None \
-                or getattr(self, "aux_loss_enabled", False):
+                or getattr(self, "aux_loss_enabled", False) or getattr(self, "is_fsdp_enabled", False):
+            # (under FSDP the head's weight is a shard outside the model's forward: TRL's own loss)
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         labels = inputs["labels"]
         forward_inputs = {k: v for k, v in inputs.items() if k != "labels"}

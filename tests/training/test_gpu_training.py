@@ -134,3 +134,50 @@ def test_the_memory_estimate_is_within_20_percent_of_the_measured_peak(gpu_llama
                               packed=recipe["padding_free"] and recipe["attention"] == "sdpa")
     assert abs(estimate - measured) <= 0.2 * measured, \
         f"estimate {estimate / 2**20:.0f} MiB vs measured peak {measured / 2**20:.0f} MiB"
+
+
+FSDP_DRIVER = """
+import sys
+from pathlib import Path
+
+sys.path.insert(0, {root!r})
+from backend.training.recipe import Recipe
+from backend.training.run import train_adapter
+from tests.builders import folder_ref, tiny_spec, write_color_data
+
+root = Path({work!r})
+spec = tiny_spec("fsdp", {base!r}, epochs=2, batch_size=4, processes=2, eval_fraction=0.0, early_stopping=False)
+recipe = Recipe(device="cuda", precision="bf16", attention="sdpa", padding_free=True, gradient_checkpointing=False,
+                per_device_batch=2, accumulation=1, cpu_machinery=False, quantize=None, processes=2, strategy="fsdp")
+train_adapter(spec, base_ref=folder_ref({base!r}), train_file=write_color_data(root / "data"), eval_file=None,
+              out_dir=root / "adapters" / "fsdp", work_dir=root / "work", recipe=recipe)
+"""
+
+
+def test_fsdp_over_two_gpus_writes_one_plain_peft_adapter(gpu_llama, tmp_path):
+    """FSDP forced on the small base (the recipe picks it for a base that does not fit one GPU):
+    two ranks under accelerate launch, the full LoRA weights gathered and written by the main
+    process only, loadable by plain peft on the bf16 base."""
+    import subprocess
+    import sys
+
+    import torch
+
+    from tests.conftest import REPO_ROOT
+
+    if torch.cuda.device_count() < 2:
+        pytest.skip(f"needs two GPUs; {torch.cuda.device_count()} visible")
+    from backend.training.launch import worker_command
+
+    driver = tmp_path / "driver.py"
+    driver.write_text(FSDP_DRIVER.format(root=str(REPO_ROOT), work=str(tmp_path), base=str(gpu_llama)))
+    launch = worker_command(sys.executable, 0, processes=2)[:-3] + [str(driver)]  # the job's launcher, this script
+    done = subprocess.run(launch, capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = tmp_path / "adapters" / "fsdp"
+    metrics = read_meta(folder)["metrics"]
+    assert (metrics["processes"], metrics["strategy"], metrics["device"]) == (2, "fsdp", "cuda")
+    model, _ = _plain_peft(gpu_llama, folder, torch.bfloat16)
+    lora = {n: p for n, p in model.named_parameters() if "lora_B" in n}
+    assert lora and all(p.abs().sum() > 0 for p in lora.values())  # trained, whole weights (not one rank's shard)
+    assert not list(tmp_path.glob("adapters/.*"))  # no staging folder left by another rank

@@ -61,6 +61,7 @@ def test_two_processes_pause_resume_and_finish_one_adapter(runner, settings, tin
     meta = read_meta(settings.paths.adapters / "two")
     metrics = meta["metrics"]
     assert metrics["processes"] == 2 and metrics["recipe"]["per_device_batch"] == 2
+    assert metrics["strategy"] == "ddp"  # CPU ranks: DDP over gloo (accelerate shards with FSDP on GPUs only)
     assert metrics["resumed_from_step"] >= paused_at > 0
     # 12 training rows, 4 per optimizer step split over 2 ranks: 3 steps an epoch, not 6
     assert metrics["examples"] == 12 and metrics["steps"] == 2 * 3

@@ -105,6 +105,63 @@ def test_processes_split_the_batch_one_gpu_each(report_1b):
     assert choose_recipe(CPU, spec(batch_size=5, processes=2), None).per_device_batch == 3
 
 
+# --- several processes: DDP where the run fits one device, FSDP where it does not ---------------------
+
+
+def test_several_gpus_shard_with_fsdp_only_when_one_gpu_cannot_hold_the_run(report_8b, report_1b):
+    two_t4 = DeviceFacts(**{**T4.__dict__, "count": 2})
+    two_h100 = DeviceFacts(**{**H100.__dict__, "count": 2})
+    ddp = choose_recipe(two_h100, spec(batch_size=8, max_length=1024, processes=2), report_8b)
+    assert (ddp.strategy, ddp.per_device_batch) == ("ddp", 4) and ddp.why["strategy"].startswith("DDP")
+    # 8B in bf16 needs ~16 GiB of weights before anything trains: no 16 GiB card holds it alone
+    assert training_bytes(report_8b, batch=1, seq_len=1024, checkpointing=True, precision="fp16",
+                          packed=True) > 16 * GIB * HEADROOM
+    fsdp = choose_recipe(two_t4, spec(batch_size=4, max_length=1024, processes=2), report_8b)
+    assert fsdp.strategy == "fsdp" and fsdp.why["strategy"].startswith("FSDP") and "2 GPUs" in fsdp.why["strategy"]
+    assert fsdp.memory_estimate <= fsdp.memory_budget  # a shard of the base and the state fits each card
+    assert fsdp.memory_estimate < training_bytes(report_8b, batch=fsdp.per_device_batch, seq_len=1024,
+                                                 checkpointing=True, precision="fp16", packed=True)
+    with pytest.raises(ConfigError):  # one process on that card: refused as before (quantizing offered)
+        choose_recipe(T4, spec(batch_size=4, max_length=1024), report_8b)
+    assert choose_recipe(two_t4, spec(batch_size=4, max_length=1024, processes=2), report_1b).strategy == "ddp"
+    assert choose_recipe(two_t4, spec(batch_size=4, max_length=1024, processes=2, quantize="4bit"),
+                         report_8b).strategy == "ddp"  # QLoRA makes it fit one card
+    assert choose_recipe(H100, spec(), report_1b).strategy == "single"
+
+
+def test_cpu_ranks_use_ddp_whatever_the_base():
+    recipe = choose_recipe(CPU, spec(processes=2), None)
+    assert recipe.strategy == "ddp" and "GPUs only" in recipe.why["strategy"]
+
+
+def test_the_strategy_becomes_accelerates_fsdp_or_ddp_settings(tmp_path):
+    from backend.training.run import FSDP_CONFIG, distributed_fields, make_sft_config
+
+    base = dict(device="cuda", precision="bf16", attention="sdpa", padding_free=True, gradient_checkpointing=True,
+                per_device_batch=2, accumulation=1, cpu_machinery=False, quantize=None, processes=2)
+    fsdp = make_sft_config(spec(max_length=64), tmp_path, has_eval=False, precision="fp32", device="cpu",
+                           recipe=Recipe(**base, strategy="fsdp"))
+    plugin = fsdp.fsdp_plugin_args  # what transformers hands accelerate's FullyShardedDataParallelPlugin
+    assert (plugin["fsdp_version"], plugin["auto_wrap_policy"], plugin["state_dict_type"],
+            plugin["reshard_after_forward"]) == (2, "TRANSFORMER_BASED_WRAP", "FULL_STATE_DICT", True)
+    assert "transformer_cls_names_to_wrap" not in plugin  # accelerate wraps the model's _no_split_modules
+    ddp = make_sft_config(spec(max_length=64), tmp_path, has_eval=False, precision="fp32", device="cpu",
+                          recipe=Recipe(**base, strategy="ddp"))
+    assert ddp.fsdp_plugin_args is None and ddp.ddp_find_unused_parameters is False
+    assert distributed_fields(Recipe(**{**base, "processes": 1})) == {} and FSDP_CONFIG["version"] == 2
+
+
+def test_a_run_whose_recipe_says_fsdp_is_refused_where_accelerate_did_not_shard(tiny_llama, tmp_path):
+    from backend.errors import JobError
+
+    recipe = Recipe(device="cpu", precision="fp32", attention=None, padding_free=False, gradient_checkpointing=False,
+                    per_device_batch=4, accumulation=1, cpu_machinery=False, quantize=None, processes=1,
+                    strategy="fsdp")
+    with pytest.raises(JobError) as exc:
+        _run(tiny_llama, tmp_path, recipe, "unsharded")
+    assert "FSDP" in exc.value.message and not (tmp_path / "adapters" / "unsharded").exists()
+
+
 # --- quantization: CUDA only, offered by the estimate -----------------------------------------------
 
 
