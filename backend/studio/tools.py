@@ -24,6 +24,7 @@ from backend.data.columns import (IMPORT_COLUMNS_LABEL, INPUT_COLUMN_LABEL, OUTP
 from backend.data.doctor import judged_on
 from backend.data.samples import SAMPLES_DIR
 from backend.errors import DataError
+from backend.studio.arena_tools import ArenaTools
 from backend.studio.describe import describe_cancel, describe_job, describe_tally, proof_lines
 from backend.studio.leaderboard import sweep_summary
 from backend.studio.plan_form import resize_plan
@@ -54,6 +55,7 @@ class AssistantTools:
         self.service = service
         self.state = state
         self.log: list[tuple[str, ToolResult]] = log if log is not None else []
+        self.arena = ArenaTools(service, state, log=self.log, compare=self.compare)  # ranking, rounds
 
     # goal and plan ----------------------------------------------------------------------
     @tool
@@ -496,4 +498,5 @@ class AssistantTools:
     def functions(self) -> list[Callable[..., ToolResult]]:
         return [self.set_goal, self.show_plan, self.add_examples, self.choose_columns, self.pick_base, self.inspect_base,
                 self.start_training, self.training_status, self.cancel_training, self.compare, self.rate,
-                self.tallies, self.mark, self.use_base, self.use_adapter, self.list_adapters, self.export]
+                self.tallies, self.mark, self.use_base, self.use_adapter, self.list_adapters, self.export,
+                *self.arena.functions()]

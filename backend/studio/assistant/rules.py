@@ -41,8 +41,8 @@ _AGAIN = re.compile(r"^(yes[ ,]*)?(train|go|run|queue)( it| the plan)? again( an
                     re.IGNORECASE)
 _FROM_RATINGS = re.compile(r"\b(train|learn|tune|improve)\b.*\b(from|on|with|using)\s+(my\s+|the\s+)?(ratings|votes)\b|"
                            r"평가(로|를|에서).*(학습|훈련)", re.IGNORECASE)
-_RANKING = re.compile(r"\b(leaderboard|ranking|rank(ed)?|arena|which (model|adapter|one) is (the )?best)\b|순위|랭킹|리더보드",
-                      re.IGNORECASE)
+_RANKING = re.compile(r"\b(leaderboard|ranking|rank(ed)?|arena|which( model| adapter| one)? is (the )?(best|winning)|"
+                      r"who('s| is) winning)\b|순위|랭킹|리더보드|(뭐|어느|무엇).{0,8}(제일|가장)\s*(좋|나아|잘)", re.IGNORECASE)
 _CANCEL = re.compile(r"\b(cancel|stop|abort|halt)\b|취소|중지|중단|멈춰", re.IGNORECASE)
 _COMPARE = re.compile(r"\bcompare\b|\bside[- ]by[- ]side\b|비교", re.IGNORECASE)
 _BLIND = re.compile(r"\bblind\b|블라인드|가려|숨겨", re.IGNORECASE)
@@ -195,11 +195,11 @@ class RuleAssistant:
         if _HELP.match(cleaned):
             return HELP
         if _FROM_RATINGS.search(cleaned):  # before "go": "내 평가로 다시 학습해" also says 학습
-            started, said = rounds.train_from_ratings(tools.service, lowered)
-            return said + ("\n\nNext: watch the **Train** tab." if started else "")
+            result = tools.arena.train_from_ratings(rounds.round_parent(tools.service, lowered))
+            return result.text + ("\n\nNext: watch the **Train** tab." if result.ok else "")
         if _RANKING.search(cleaned) and not looks_like_goal(cleaned):
-            return rounds.ranking_reply(tools.service) + "\n\nNext: compare and rate more answers, or say " \
-                "*train from my ratings*."
+            return self._say(tools.arena.ranking(), next_step="compare and rate more answers, or say "
+                                                              "*train from my ratings*.")
         mapping = column_mapping(cleaned, state.column_guess.get("columns"))
         if mapping and (state.column_guess.get("columns") or _COLUMN_TALK.search(cleaned)):
             return self._say_examples(tools.choose_columns(*mapping))

@@ -39,3 +39,22 @@ def test_train_from_my_ratings_queues_a_round_from_the_best_rated_adapter(servic
     job = service.store.list_jobs()[-1]
     assert job.adapter == "news-r16-dpo" and job.status == "queued"
     assert job.request["spec"]["method"] == "dpo" and job.request["spec"]["parent"] == "news-r16"
+
+
+def test_which_is_best_and_순위_are_answered_with_the_ranking_tool(service, state):
+    add_finished_adapter(service, "news-r8")
+    vote_pairs(service, "news-r8", 2)
+    for question in ("which is best?", "순위 보여줘", "어느 게 제일 좋아?"):
+        reply = respond(service, state, question)
+        assert [name for name, _ in reply.results] == ["ranking"], question
+        assert "1. news-r8:" in reply.text and "2. base:" in reply.text and "95% CI" in reply.text
+    assert service.store.ratings() and not [r for r in service.store.ratings() if r.best]  # nothing was rated
+
+
+def test_train_from_my_ratings_makes_the_round_one_of_the_sessions_runs(service, state):
+    add_finished_adapter(service, "news-r8")
+    vote_pairs(service, "news-r8", 8)
+    reply = respond(service, state, "train from my ratings")
+    job = service.store.list_jobs()[-1]
+    assert job.adapter == "news-r8-dpo" and state.job_ids == [job.id]
+    assert [name for name, _ in reply.results] == ["train_from_ratings"] and reply.ok
