@@ -6,6 +6,11 @@ survives a page reload and an app restart; the page never trains anything itself
 the job runner does, in the background. "Cancel" says what the runner did: a queued
 run is cancelled at once, a running one stops at its next step, a finished one is
 left as it is (and the page says so).
+
+Two choices for the plan's next runs, from what this machine has (service.train_device):
+"fit in memory" (4-bit / 8-bit QLoRA), offered only when the estimate says the base does
+not fit one GPU in bf16, and the number of processes (all visible GPUs by default; fixed
+to 1 on a machine without a GPU, which says why).
 """
 
 from __future__ import annotations
@@ -18,6 +23,48 @@ from backend.studio.tools import ACTIVE, AssistantTools, finished_sweeps
 from .common import Ctx, edge, esc, leaderboard_html, loss_svg
 
 POLL_S = 2.0
+FIT_CHOICES = [("no: bf16", "none"), ("4-bit (QLoRA)", "4bit"), ("8-bit", "8bit")]
+NO_PLAN = "No plan yet: say the goal in the chat first; these choices apply to the plan's runs."
+
+
+def fit_control(device: dict, plan) -> dict:
+    """The "fit in memory" choice: shown only when the base does not fit the GPU in bf16,
+    saying what each way would need; its value is the plan's."""
+    offer = device.get("quantize_offer")
+    value = (plan.train.quantize if plan is not None else None) or "none"
+    return gr.Radio(choices=FIT_CHOICES, value=value, visible=bool(offer),
+                    info=(offer[0].upper() + offer[1:] + ".") if offer else None)
+
+
+def processes_control(device: dict, plan) -> dict:
+    """The processes control: the plan's count (every visible GPU by default), 1 to the GPUs
+    visible; fixed to 1 without a GPU, the note saying why."""
+    gpus = device.get("gpus") or 0
+    if gpus == 0:
+        return gr.Number(value=1, minimum=1, maximum=1, interactive=False, info=device.get("processes_note"))
+    value = plan.train.processes if plan is not None else gpus
+    return gr.Number(value=min(value, gpus), minimum=1, maximum=gpus, interactive=gpus > 1,
+                     info=device.get("processes_note"))
+
+
+def apply_device_choices(device: dict, state, fit: str | None, processes) -> object:
+    """The two choices put on the session's plan (its next runs train with them)."""
+    if state.plan is None:
+        raise gr.Error(NO_PLAN)
+    gpus = max(1, device.get("gpus") or 0)
+    try:
+        count = int(processes if processes is not None else 1)
+    except (TypeError, ValueError):
+        raise gr.Error(f"Processes {processes!r} is not a whole number; give 1 to {gpus}.") from None
+    if not 1 <= count <= gpus:
+        raise gr.Error(f"Processes {count} is not between 1 and {gpus}: " + (
+            "this machine has no GPU, so its runs use 1 process." if not device.get("gpus")
+            else f"{gpus} GPUs are visible, one process each."))
+    if fit not in (None, "none") and not device.get("quantize_offer"):
+        raise gr.Error(f"The base fits in bf16 here, so it is not quantized ({fit!r} was asked).")
+    quantize = None if fit in (None, "none") else fit
+    state.plan.train = state.plan.train.model_copy(update={"quantize": quantize, "processes": count})
+    return state
 
 
 def runs_html(rows: list[dict]) -> str:
@@ -105,6 +152,9 @@ def build(ctx: Ctx) -> None:
         cancel = gr.Button("Cancel this run", variant="stop", elem_id="train-cancel", scale=1, visible=False)
     plot = gr.HTML(loss_svg([], "Loss (train and eval)"), elem_id="loss-plot")
     note = gr.Markdown(elem_id="train-note")
+    with gr.Row():
+        fit = gr.Radio(FIT_CHOICES, value="none", label="Fit in memory", elem_id="train-fit", visible=False)
+        processes = gr.Number(1, precision=0, label="Processes", elem_id="train-processes", interactive=False)
     timer = gr.Timer(POLL_S)
     signature = gr.State("")  # "job:status;..." — changes when a run starts or ends
 
@@ -141,6 +191,18 @@ def build(ctx: Ctx) -> None:
     # chat says what a finished run scored against the base and what to do next.
     def announce(history, state):
         return chat_with_news(ctx.service(), history, state), state
+
+    def device_controls(state):
+        device = ctx.service().train_device(state.plan, state.base or None)
+        return fit_control(device, state.plan), processes_control(device, state.plan)
+
+    def choose(state, fit_value, count):
+        service = ctx.service()
+        return apply_device_choices(service.train_device(state.plan, state.base or None), state, fit_value, count)
+
+    ctx.on_refresh(device_controls, [fit, processes])
+    fit.input(edge(choose), [ctx.state, fit, processes], [ctx.state])
+    processes.input(edge(choose), [ctx.state, fit, processes], [ctx.state])
 
     ended = signature.change(lambda: None, None, None)
     ctx.refresh_after(ended)

@@ -105,6 +105,7 @@ class Service:
         self._client = client
         self._runner = runner
         self._gpu: bool | None = None
+        self._facts = None  # this machine's training device (backend.training.recipe.DeviceFacts), asked once
 
     # plumbing ---------------------------------------------------------------------------
     @property
@@ -165,7 +166,11 @@ class Service:
         data = self.data_facts(data_dir) if data_dir else None
         gpu = self.gpu()
         runs = max_runs if max_runs is not None else (GPU_RUNS if gpu else 1)
-        return make_plan(goal, n_examples=n_examples, data=data, name=name, max_runs=runs, gpu=gpu)
+        plan = make_plan(goal, n_examples=n_examples, data=data, name=name, max_runs=runs, gpu=gpu)
+        gpus = self.train_device()["gpus"] if gpu else 0
+        if gpus > 1:  # the page's default: every visible GPU, one process each
+            plan.train = plan.train.model_copy(update={"processes": gpus})
+        return plan
 
     def gpu(self) -> bool:
         """True when runs train on a CUDA GPU here (asked once; torch loads here, at the first plan)."""
@@ -174,6 +179,31 @@ class Service:
 
             self._gpu = device_kind() == "cuda"
         return self._gpu
+
+    def train_device(self, plan: PlanCard | None = None, base: str | None = None, *, facts=None) -> dict:
+        """What the Train tab offers here: ``gpus`` visible (0 on a CPU machine) with a note on
+        the processes control, and ``quantize_offer``: what 4-bit / 8-bit would need when the
+        plan's base does not fit one GPU in bf16 (:func:`backend.training.recipe.quantize_offer`;
+        None when it fits, on a CPU, or without a plan). ``facts``: a described device (tests)."""
+        from backend.training import recipe  # heavy: torch
+
+        if facts is None:
+            self._facts = self._facts or recipe.describe_device()
+            facts = self._facts
+        if facts.kind != "cuda":
+            return {"gpus": 0, "device": facts.label(), "quantize_offer": None,
+                    "processes_note": "1 process: this machine has no GPU (processes on a CPU share its cores)."}
+        offer = None
+        if plan is not None:
+            spec = RunSpec(name=plan.name, base=base or "default", lora=plan.lora, train=plan.train)
+            try:
+                report = self.inspect(base or None, plan.lora)
+            except TuneLabError:  # a base the inspector cannot read: nothing to offer
+                report = None
+            offer = recipe.quantize_offer(facts, spec, report) if report is not None else None
+        return {"gpus": facts.count, "device": facts.label(), "quantize_offer": offer,
+                "processes_note": f"{facts.count} GPU{'s' if facts.count != 1 else ''} visible ({facts.label()}): "
+                                  "one process each; batch split between them."}
 
     def data_facts(self, data_dir: str | Path) -> DataFacts:
         """What a plan needs to know about an import: row counts, answer length, where the

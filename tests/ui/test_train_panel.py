@@ -83,3 +83,61 @@ def test_after_a_reload_the_board_shows_the_newest_finished_sweep(service):
     _sweep(service)
     html = board_html(service, service.jobs(), [])  # a new session: no runs of its own
     assert "Sweep older" in html and "news-r16" not in html
+
+
+# --- the device choices: fit in memory, processes ---------------------------------------------------
+
+LLAMA_8B = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+            "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+            "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 8192}
+
+
+@pytest.fixture()
+def planned(service, state):
+    from backend.studio.tools import AssistantTools
+
+    AssistantTools(service, state).set_goal("classify wine as red or white")
+    return state
+
+
+def test_without_a_gpu_processes_are_fixed_to_one_and_nothing_is_quantized(service, planned):
+    from ui.train_panel import apply_device_choices, fit_control, processes_control
+
+    device = service.train_device(planned.plan, planned.base)  # this machine: a CPU
+    assert device["gpus"] == 0 and device["quantize_offer"] is None
+    count = processes_control(device, planned.plan)
+    assert (count.value, count.interactive) == (1, False) and "no GPU" in count.info
+    assert fit_control(device, planned.plan).visible is False
+    with pytest.raises(gr.Error, match="between 1 and 1: this machine has no GPU"):
+        apply_device_choices(device, planned, "none", 2)
+    with pytest.raises(gr.Error, match="fits in bf16 here"):
+        apply_device_choices(device, planned, "4bit", 1)
+    assert planned.plan.train.quantize is None and planned.plan.train.processes == 1
+
+
+def test_a_base_too_big_for_the_gpu_is_offered_4bit_and_the_choices_go_on_the_plan(service, planned, tmp_path):
+    import json
+
+    from backend.training.recipe import GIB, DeviceFacts
+    from ui.train_panel import NO_PLAN, apply_device_choices, fit_control, processes_control
+
+    big = tmp_path / "llama-8b"
+    big.mkdir()
+    (big / "config.json").write_text(json.dumps(LLAMA_8B))
+    two_t4 = DeviceFacts(kind="cuda", name="Tesla T4", total_memory=16 * GIB, bf16=False, count=2)
+    device = service.train_device(planned.plan, str(big), facts=two_t4)
+    assert device["gpus"] == 2 and device["quantize_offer"].startswith("the base does not fit in bf16 on Tesla T4")
+    fit = fit_control(device, planned.plan)
+    assert fit.visible is True and "--quantize 4bit would need ~" in fit.info and fit.value == "none"
+    count = processes_control(device, planned.plan)
+    assert (count.value, count.maximum, count.interactive) == (1, 2, True) and "2 GPUs visible" in count.info
+    apply_device_choices(device, planned, "4bit", 2)
+    assert (planned.plan.train.quantize, planned.plan.train.processes) == ("4bit", 2)
+    assert fit_control(device, planned.plan).value == "4bit"  # the control shows the plan's choice
+    with pytest.raises(gr.Error, match="Processes 3 is not between 1 and 2"):
+        apply_device_choices(device, planned, "4bit", 3)
+    small = service.train_device(planned.plan, planned.base, facts=two_t4)  # the tiny base fits: no offer
+    assert small["quantize_offer"] is None and fit_control(small, planned.plan).visible is False
+    planned.plan = None
+    with pytest.raises(gr.Error, match=NO_PLAN.split(":")[0]):
+        apply_device_choices(device, planned, "none", 1)
