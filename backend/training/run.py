@@ -198,6 +198,21 @@ def check_strategy(trainer, recipe: Recipe) -> None:
                        fix="Start the run with `tunelab train --processes N` on a machine with N GPUs.")
 
 
+def load_base(base_ref: BaseRef, recipe: Recipe, *, trust_remote_code: bool = False):
+    """The frozen base as the recipe says: its weights in the run's precision (bf16/fp16: the
+    LoRA weights peft adds stay fp32), quantized where asked, the recipe's attention (eager
+    in CPU bf16, SDPA or FlashAttention-2 on CUDA)."""
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(recipe.precision, torch.float32)
+    if recipe.quantize:
+        return load_quantized(base_ref, recipe.quantize, compute_dtype=dtype, attention=recipe.attention,
+                              gradient_checkpointing=recipe.gradient_checkpointing, trust_remote_code=trust_remote_code)
+    model = load_model(base_ref, dtype=dtype, trust_remote_code=trust_remote_code,
+                       attn_implementation=recipe.attention if recipe.device == "cuda" else None)
+    if recipe.device == "cpu" and recipe.attention == "eager":
+        use_eager_attention(model)
+    return model
+
+
 def keep_within(dataset, max_length: int):
     """Rows cut to ``max_length`` tokens, rows left with no answer token dropped: what TRL
     does itself with padded batches, done here for padding-free ones."""
@@ -268,17 +283,7 @@ def train_adapter(
     train_ds, eval_ds = build_datasets(spec, train_file, eval_file)
     say(phase_loading(base_ref.name))
     tokenizer = load_tokenizer(base_ref, plain_template=plain_template, trust_remote_code=trust_remote_code)
-    # bf16/fp16: the frozen base weights live in it; peft keeps the LoRA weights in fp32
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision, torch.float32)
-    if recipe.quantize:
-        model = load_quantized(base_ref, recipe.quantize, compute_dtype=dtype, attention=recipe.attention,
-                               gradient_checkpointing=recipe.gradient_checkpointing,
-                               trust_remote_code=trust_remote_code)
-    else:
-        model = load_model(base_ref, dtype=dtype, trust_remote_code=trust_remote_code,
-                           attn_implementation=recipe.attention if device == "cuda" else None)
-    if device == "cpu" and recipe.attention == "eager":
-        use_eager_attention(model)
+    model = load_base(base_ref, recipe, trust_remote_code=trust_remote_code)
     try:
         peft_config = LoraConfig(**spec.lora.to_peft_kwargs())
     except (ValueError, TypeError) as exc:
