@@ -1,33 +1,43 @@
 """Preference benchmark: does a round trained from a person's votes move the adapter toward
-what that person prefers, on prompts nobody voted on?
+what that person prefers, on questions nobody trained or voted on, without losing the right
+answers? And does KTO (single votes) help where DPO (pairs) has too few pairs?
 
-Through the product's own paths, in a fresh home, on the default base:
+Through the product's own paths, in a fresh home, on the default base (the questions, the
+rater and the scoring are bench/preference_tasks.py's):
 
-1. train a parent adapter (``tunelab train``'s defaults but 2 epochs, as a background job) on colour
-   questions whose answers only half follow a format: half are one word ("Red."), half a
-   sentence ("The colour of a cherry is red, ...");
-2. serve base and parent on the real endpoint and collect votes through the arena's path
-   (``Service.compare`` then ``Service.rate``) from a simulated rater with a fixed
-   preference written here: an answer of one or two words is 👍, anything longer 👎;
-   each voting prompt is compared twice, sampled (temperature 0.8, two seeds), so the
-   same prompt gets answers of both kinds;
-3. run the preference round from those ratings (``rounds.start_round``: the pairs the
-   votes make, DPO from the parent, through the job runner), hot-loaded into the endpoint;
-4. answer held-out colour questions (objects nobody trained or voted on) greedily with
-   the base, the parent and the round, and report the share that follows the preferred
-   format, each with a 95% Wilson interval; and the arena's ranking from the votes.
+1. **parent**: an adapter trained as ``tunelab train`` would (its plan's defaults, 2 epochs,
+   as a background job) on colour questions whose answers follow the preferred format (one or
+   two words) in one row of five; the others answer in a sentence;
+2. **votes**: the parent answers each voting prompt several times, sampled, through the
+   arena's path (``Service.compare`` on the real endpoint, then ``Service.rate``); a
+   simulated rater gives 👍 only to an answer that follows the format *and* names the right
+   colour, 👎 to anything else;
+3. **rounds**, each through ``rounds.start_round`` and the job runner, with the product's
+   round defaults (``rounds.ROUND_DEFAULTS``: no knob chosen here):
+   - ``dpo``: DPO on the pairs those votes make;
+   - ``kto``: KTO on the same votes (skipped, with the reason, while the round has no KTO);
+   - the **unpaired** regime: only the first rated answer of each prompt (one vote per
+     prompt, so no pairs): DPO is refused there (its message is recorded) and ``kto-unpaired``
+     trains on those single votes (in a second store, so it sees no other vote);
+4. **held out**: colour questions on objects nobody trained or voted on, and a second family
+   nobody trained or voted on at all (``What is the opposite of hot?``), answered greedily by
+   every arm in one comparison each; per arm the share that follows the format, the share
+   that is right and the share the rater would 👍, each with n and a 95% Wilson interval;
+   and paired sign tests (the same prompts for every arm) of each round against the parent,
+   the parent against the base, and KTO against DPO.
 
 Writes ``bench/results/preference.json`` (``--out``) with the CPU and its flags.
 
-    python bench/preference.py [--lr 2e-4] [--epochs 3] [--beta 0.1]
+    python bench/preference.py [--quick] [--home DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
-import re
+import shutil
 import sys
 import tempfile
 import time
@@ -39,62 +49,136 @@ sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
+from preference_tasks import (SHORT_EVERY, Item, compare_arms, rate, score_answers, sft_rows,  # noqa: E402
+                              split_items)
 from quality import cpu_line  # noqa: E402  (bench/quality.py)
 
-COLOURS = {
-    "white": ["snow", "milk", "a cloud", "salt", "sugar", "a swan", "chalk", "rice", "cotton", "a pearl"],
-    "green": ["grass", "a leaf", "a lime", "a frog", "an emerald", "a cucumber", "moss", "a pea", "broccoli", "jade"],
-    "blue": ["the sky", "the ocean", "a sapphire", "a blueberry", "denim", "a bluebird", "cornflowers"],
-    "red": ["blood", "a cherry", "a ruby", "a tomato", "a strawberry", "a fire truck", "a ladybug", "a brick"],
-    "yellow": ["a banana", "a lemon", "the sun", "corn", "butter", "a canary", "a dandelion", "an egg yolk"],
-    "black": ["coal", "a crow", "ink", "tar", "a raven", "licorice", "a panther"],
-    "orange": ["an orange", "a carrot", "a pumpkin", "a tangerine", "an apricot", "a goldfish"],
-    "brown": ["chocolate", "coffee", "soil", "tree bark", "a walnut", "a bear"],
-}
-ITEMS = [(thing, colour) for colour, things in COLOURS.items() for thing in things]  # 62
+PARENT = "colours"
+GOAL = "answer short questions"
+SAMPLES, TEMPERATURE, MAX_TOKENS = 5, 0.8, 16
+ROUNDS = {"dpo": ("colours-dpo", "dpo"), "kto": ("colours-kto", "kto"), "kto_unpaired": ("colours-kto-unpaired", "kto")}
 
 
-def question(thing: str) -> str:
-    return f"What colour is {thing}?"
+def kto_missing() -> str | None:
+    """Why the KTO arms cannot run in this checkout, or None when ``start_round`` takes
+    ``method="kto"`` and ``RunSpec.method`` accepts it."""
+    from backend.hparams import RunSpec
+    from backend.studio import rounds
+
+    if "method" not in inspect.signature(rounds.start_round).parameters:
+        return "rounds.start_round takes no method yet (KTO for unpaired votes is not in this checkout)"
+    if "kto" not in str(RunSpec.model_fields["method"].annotation):
+        return "RunSpec.method does not accept 'kto' yet"
+    return None
 
 
-def follows_format(answer: str) -> bool:
-    """The simulated rater's fixed preference: one or two words, nothing more."""
-    words = re.findall(r"[A-Za-z']+", answer)
-    return 1 <= len(words) <= 2
+def run_round(service, name: str, method: str, train: dict | None = None) -> dict:
+    """One round from the stored votes through the job runner; its knobs, losses and time, or
+    why it did not run (a refusal such as too few pairs is a result, not a crash)."""
+    from backend.errors import TuneLabError
+    from backend.studio import rounds
+
+    started = time.perf_counter()
+    trained_now = name not in service.adapter_names(status="done")
+    if trained_now:
+        try:
+            job = (rounds.start_round(service, PARENT, name, train=train) if method == "dpo"
+                   else rounds.start_round(service, PARENT, name, train=train, method=method))
+        except TuneLabError as exc:
+            return {"ran": False, "method": method, "why": str(exc)}
+        service.runner.run_pending()
+        status = service.progress(job)
+        if status["status"] != "done":
+            return {"ran": False, "method": method, "why": f"the round {status['status']}: {status.get('error')}"}
+    meta = service.adapter_meta(name)
+    extra = meta.model_extra or {}
+    losses = [round(h["loss"], 5) for h in meta.loss_history if isinstance(h.get("loss"), (int, float))]
+    return {"ran": True, "method": method, "name": name,
+            "knobs": {k: meta.train.get(k) for k in ("learning_rate", "epochs", "beta", "batch_size")},
+            "trained_on": {k: v for k, v in (extra.get("preference") or {}).items() if k != "rating_ids"},
+            "steps": meta.metrics.get("steps"), "first_loss": meta.metrics.get("first_loss"),
+            "last_loss": meta.metrics.get("train_loss"), "loss_curve": losses or None,
+            "reward_accuracy": meta.metrics.get("reward_accuracy"), "reward_margin": meta.metrics.get("reward_margin"),
+            "train_s": round(meta.metrics.get("runtime_s") or 0, 1), "wall_s": round(time.perf_counter() - started, 1),
+            "trained_now": trained_now}
 
 
-def split_items() -> tuple[list, list, list]:
-    """Every third item held out (nobody trains or votes on it); the rest train and vote."""
-    held = ITEMS[2::3]
-    rest = [item for i, item in enumerate(ITEMS) if i % 3 != 2]
-    return rest[::2] + rest[1::4], rest, held  # train (~31), vote (all 41 not held out), held-out (~21)
+def train_parent(settings, base: str, train_items: list[Item], epochs: float) -> dict:
+    from backend.data.normalized import TRAIN_FILE
+    from backend.studio.service import Service
+
+    data = settings.home / "colours.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in sft_rows(train_items)), encoding="utf-8")
+    plain = Service(settings)
+    try:
+        # every row trains (no eval split) and no eval file goes with the job:
+        # no early stopping and no proof run, whose held-out rows would be training rows here;
+        # the bench's own held-out questions are the proof
+        # (the plan is read from the default split: run_spec refuses an empty eval.jsonl)
+        split = plain.import_data([data], base=base, goal=GOAL)
+        spec, _ = plain.run_spec(PARENT, split.folder, base=base, goal=GOAL,
+                                 train={"epochs": epochs, "early_stopping": False})
+        imported = plain.import_data([data], eval_fraction=0.0, base=base, goal=GOAL)
+        if PARENT not in plain.adapter_names(status="done"):
+            job = plain.runner.submit(spec, imported.folder / TRAIN_FILE, None,
+                                      data_hash=imported.report.content_hash)
+            plain.runner.run_pending()
+            status = plain.progress(job)
+            if status["status"] != "done":
+                raise SystemExit(f"parent training {status['status']}: {status.get('error')}")
+        meta = plain.adapter_meta(PARENT)
+        return {"rows": len(train_items), "short_rows": sum(1 for i in range(len(train_items)) if i % SHORT_EVERY == 0),
+                "system_prompt": meta.system_prompt, "epochs": meta.train.get("epochs"),
+                "epochs_trained": meta.metrics.get("epochs_trained"), "learning_rate": meta.train.get("learning_rate"),
+                "lora_r": (meta.hyperparameters.get("lora") or {}).get("r"), "steps": meta.metrics.get("steps"),
+                "last_loss": meta.metrics.get("train_loss"), "train_s": round(meta.metrics.get("runtime_s") or 0, 1),
+                "stopping": (meta.metrics.get("stopping") or {}).get("stopped_because")}
+    finally:
+        plain.close()
 
 
-def sft_rows(items) -> list[dict]:
-    rows = []
-    for i, (thing, colour) in enumerate(items):
-        answer = f"{colour.capitalize()}." if i % 2 == 0 else \
-            f"The colour of {thing} is {colour}, which is what most people would say when they see it."
-        rows.append({"messages": [{"role": "user", "content": question(thing)},
-                                  {"role": "assistant", "content": answer}]})
-    return rows
+def unpaired_service(settings, main):
+    """A second home and store that holds the parent and only single votes: a KTO round
+    there sees no pair and no other vote. Its adapters are copied back into the main home."""
+    from backend.names import adapter_path
+    from backend.settings import Settings
+    from backend.studio.service import Service
+
+    home = settings.home / "unpaired"
+    service = Service(Settings(home=home, models_dir=settings.models_dir))
+    target = adapter_path(service.paths.adapters, PARENT)
+    if not target.exists():
+        shutil.copytree(adapter_path(main.paths.adapters, PARENT), target)
+    row = main.store.get_adapter(PARENT)
+    service.store.upsert_adapter(PARENT, base=row.base, status="done", goal=row.goal, meta={"copied_from": "main home"})
+    return service
+
+
+def bring_back(unpaired, main, name: str) -> None:
+    from backend.names import adapter_path
+
+    source, target = adapter_path(unpaired.paths.adapters, name), adapter_path(main.paths.adapters, name)
+    if not target.exists():
+        shutil.copytree(source, target)
+    row = unpaired.store.get_adapter(name)
+    main.store.upsert_adapter(name, base=row.base, status="done", goal=row.goal,
+                              meta={"trained_in": str(unpaired.settings.home)})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="default")
-    parser.add_argument("--lr", type=float, default=2e-4, help="the round's learning rate")
-    parser.add_argument("--epochs", type=float, default=2.0, help="the round's epochs")
     parser.add_argument("--parent-epochs", type=float, default=2.0, help="the parent's (SFT) epochs")
-    parser.add_argument("--beta", type=float, default=0.1)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "preference.json")
-    parser.add_argument("--home", type=Path, default=None, help="go on in the home of an earlier run: its parent "
-                        "and its votes are kept (each phase runs only when its result is missing)")
+    parser.add_argument("--samples", type=int, default=SAMPLES, help="sampled answers rated per voting prompt")
+    parser.add_argument("--quick", action="store_true", help="a smoke test: few prompts, rounds of 1 epoch; "
+                        "its figures mean nothing and it writes bench/results/preference.quick.json")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--home", type=Path, default=None, help="go on in the home of an earlier run: what it "
+                        "finished (parent, votes, rounds) is kept, each phase runs only when its result is missing")
     args = parser.parse_args()
+    out = args.out or ROOT / "bench" / "results" / ("preference.quick.json" if args.quick else "preference.json")
 
     from backend.bases.resolve import resolve_base
-    from backend.proof.intervals import scored
     from backend.serving.auth import api_token
     from backend.serving.http.app import create_app, start_in_thread
     from backend.settings import Settings
@@ -105,96 +189,114 @@ def main() -> None:
     ref = resolve_base(args.base, shared)
     home = args.home or Path(tempfile.mkdtemp(prefix="tunelab-preference-"))
     settings = Settings(home=home, models_dir=shared.paths.models)
-    train_items, vote_items, held_items = split_items()
-    timings = {}
+    train_items, vote_items, held_items = split_items(args.quick)
+    kto_why_not = kto_missing()
+    knobs = {"epochs": 1.0} if args.quick else None  # --quick: a smoke test of the path, not a measurement
+    timings, sitting = {}, time.perf_counter()
+    print(f"home {home}; KTO: {kto_why_not or 'available'}", flush=True)
 
-    # 1. the parent adapter, trained as a user would
+    earlier = json.loads(out.read_text(encoding="utf-8")) if args.home and out.is_file() else {}
+    if earlier.get("home") == str(home):  # the same home: what ran then and is kept now keeps its time
+        timings.update(earlier.get("timings_s") or {})
     started = time.perf_counter()
-    data = home / "colours.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in sft_rows(train_items)), encoding="utf-8")
-    plain = Service(settings)
-    done_before = "colours" in plain.adapter_names(status="done")
-    imported = plain.import_data([data], base=args.base, goal="say the colour")
-    spec, _ = plain.run_spec("colours", imported.folder, base=args.base, goal="say the colour",
-                             train={"epochs": args.parent_epochs})
-    if not done_before:
-        job = plain.train(spec, imported.folder, data_hash=imported.report.content_hash)
-        plain.runner.run_pending()
-        status = plain.progress(job)
-        if status["status"] != "done":
-            raise SystemExit(f"parent training {status['status']}: {status.get('error')}")
-    plain.close()
-    timings["parent_s"] = round(time.perf_counter() - started, 1)
+    had_parent = (home / "adapters" / PARENT).is_dir()
+    parent = train_parent(settings, args.base, train_items, args.parent_epochs)
+    if not had_parent:
+        timings["parent_s"] = round(time.perf_counter() - started, 1)
 
-    # 2. votes through the arena's path, on the real endpoint
     app = create_app(settings=settings, base=ref.path, token=api_token(settings))
     url, stop = start_in_thread(app, port=0)
     service = Service(settings.model_copy(update={"server_url": url}))
+    unpaired = unpaired_service(settings, service)
+    arms: dict[str, dict] = {}
     try:
         service.sync_endpoint()
         base_name = service.models()[0]
-        started = time.perf_counter()
-        voted_before = bool(service.store.ratings())
-        for thing, _ in ([] if voted_before else vote_items):
-            for seed in (1, 2):
-                comparison = service.compare(question(thing), [base_name, "colours"], max_tokens=24, seed=seed,
-                                             temperature=0.8)
-                for answer in comparison.answers:
-                    service.rate(comparison, answer.model, score=1 if follows_format(answer.text) else -1)
-        timings["votes_s"] = round(time.perf_counter() - started, 1)
-        shown = [{"model": r.model, "follows": r.score > 0} for r in service.store.ratings()]
-        board = rounds.table(service)
-        pairs = rounds.pairs(service)
 
-        # 3. the round, from the ratings
+        # 2. votes: sampled answers of the parent, rated; the first of each prompt also alone
         started = time.perf_counter()
-        if "colours-dpo" not in service.adapter_names(status="done"):
-            job = rounds.start_round(service, "colours", "colours-dpo",
-                                     train={"learning_rate": args.lr, "epochs": args.epochs, "beta": args.beta})
-            service.runner.run_pending()
-            status = service.progress(job)
-            if status["status"] != "done":
-                raise SystemExit(f"round {status['status']}: {status.get('error')}")
-        timings["round_s"] = round(time.perf_counter() - started, 1)
-        meta = service.adapter_meta("colours-dpo")
+        if not service.store.ratings():
+            for item in vote_items:
+                for seed in range(1, args.samples + 1):
+                    comparison = service.compare(item.prompt, [PARENT], max_tokens=MAX_TOKENS, seed=seed,
+                                                 temperature=TEMPERATURE)
+                    score = rate(comparison.answers[0].text, item)
+                    service.rate(comparison, PARENT, score=score)
+                    if seed == 1:
+                        unpaired.rate(comparison, PARENT, score=score)
+            timings["votes_s"] = round(time.perf_counter() - started, 1)
+        ratings = service.store.ratings()
+        votes = {"prompts": len(vote_items), "samples_per_prompt": args.samples, "temperature": TEMPERATURE,
+                 "ratings": len(ratings), "up": sum(1 for r in ratings if r.score > 0),
+                 "pairs": len(rounds.pairs(service)),
+                 "unpaired": {"ratings": len(unpaired.store.ratings()),
+                              "up": sum(1 for r in unpaired.store.ratings() if r.score > 0),
+                              "pairs": len(rounds.pairs(unpaired))}}
+        print(f"votes: {votes}", flush=True)
 
-        # 4. held-out prompts, greedy
+        # 3. the rounds, with the product's defaults
+        arms["dpo"] = run_round(service, *ROUNDS["dpo"], knobs)
+        arms["dpo_unpaired"] = run_round(unpaired, "colours-dpo-unpaired", "dpo", knobs)
+        for arm in ("kto", "kto_unpaired"):
+            if kto_why_not:
+                arms[arm] = {"ran": False, "method": "kto", "why": kto_why_not}
+                continue
+            arms[arm] = run_round(service if arm == "kto" else unpaired, *ROUNDS[arm], knobs)
+            if arm == "kto_unpaired" and arms[arm]["ran"]:
+                bring_back(unpaired, service, ROUNDS[arm][0])
+        for arm, result in arms.items():
+            if result.get("trained_now"):
+                timings[f"{arm}_s"] = result["wall_s"]
+            print(f"{arm}: {json.dumps(result)[:400]}", flush=True)
+        service.sync_endpoint()
+
+        # 4. held-out questions, greedy, every arm in one comparison each
+        models = {"base": base_name, "parent": PARENT,
+                  **{arm: result["name"] for arm, result in arms.items() if result["ran"]}}
         started = time.perf_counter()
-        outputs = {name: [] for name in ("base", "colours", "colours-dpo")}
-        for thing, _ in held_items:
-            comparison = service.compare(question(thing), [base_name, "colours", "colours-dpo"], max_tokens=24)
+        outputs = {arm: [] for arm in models}
+        by_model = {model: arm for arm, model in models.items()}
+        for item in held_items:
+            comparison = service.compare(item.prompt, list(models.values()), max_tokens=MAX_TOKENS)
             for answer in comparison.answers:
-                outputs["base" if answer.model == base_name else answer.model].append(answer.text)
+                outputs[by_model[answer.model]].append(answer.text)
         timings["held_out_s"] = round(time.perf_counter() - started, 1)
     finally:
         service.close()
+        unpaired.close()
         stop()
 
-    held_out = {name: scored([follows_format(t) for t in texts]) for name, texts in outputs.items()}
+    timings["this_sitting_s"] = round(time.perf_counter() - sitting, 1)
+    held_out = {arm: score_answers(texts, held_items) for arm, texts in outputs.items()}
+    tests = {f"{b}_vs_{a}": compare_arms(outputs[a], outputs[b], held_items)
+             for a, b in [("base", "parent"), ("parent", "dpo"), ("parent", "kto"), ("parent", "kto_unpaired"),
+                          ("dpo", "kto")] if a in outputs and b in outputs}
     report = {
         "benchmark": "preference", "machine": cpu_line(), "base": args.base, "date": time.strftime("%Y-%m-%d"),
-        "preference": "an answer of one or two words (the SFT data shows it in half its rows)",
-        "items": {"train": len(train_items), "vote_prompts": len(vote_items), "held_out": len(held_items)},
-        "votes": {"ratings": board["votes"], "games": board["games"], "pairs": len(pairs),
-                  "shown_following": {m: scored([s["follows"] for s in shown if s["model"] == m])
-                                      for m in sorted({s["model"] for s in shown})},
-                  "arena": [{k: r[k] for k in ("name", "score", "ci95", "votes", "wins", "losses")}
-                            for r in board["rows"]], "arena_summary": board["summary"]},
-        "round": {**{k: meta.train.get(k) for k in ("learning_rate", "epochs", "beta", "batch_size")},
-                  "pairs": (meta.model_extra or {}).get("preference", {}).get("pairs"),
-                  "first_loss": meta.metrics.get("first_loss"), "last_loss": meta.metrics.get("train_loss"),
-                  "reward_accuracy": meta.metrics.get("reward_accuracy"), "steps": meta.metrics.get("steps")},
-        "held_out_follows_format": held_out,
-        "examples": [{"prompt": question(thing), **{name: outputs[name][i] for name in outputs}}
-                     for i, (thing, _) in enumerate(held_items[:6])],
+        "quick": args.quick, "home": str(home),
+        "preference": "an answer of one or two words that is also right (the rater's 👍); the SFT data shows the "
+                      f"format in one row of {SHORT_EVERY}",
+        "items": {"train": len(train_items), "vote_prompts": len(vote_items), "held_out": len(held_items),
+                  "held_out_by_family": {f: sum(1 for i in held_items if i.family == f)
+                                         for f in sorted({i.family for i in held_items})}},
+        "parent": parent, "votes": votes,
+        "round_rule": "the product's rounds.ROUND_DEFAULTS, nothing chosen for this bench"
+                      + (" (--quick: 1 epoch)" if args.quick else ""),
+        "round_defaults": dict(rounds.ROUND_DEFAULTS), "rounds": arms,
+        "held_out": held_out,
+        "paired_tests": {"about": "same held-out prompts; only_first / only_second: prompts where only that model "
+                                  "succeeds; p_value: exact two-sided sign (McNemar) test", **tests},
+        "examples": [{"prompt": item.prompt, "right": list(item.answers), **{arm: outputs[arm][i] for arm in outputs}}
+                     for i, item in enumerate(held_items) if i % max(1, len(held_items) // 8) == 0],
         "timings_s": timings,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
-    for name, figure in held_out.items():
-        lo, hi = figure["ci95"]
-        print(f"{name:12s} {figure['correct']}/{figure['total']} follow the format (95% CI {lo:.0%}-{hi:.0%})")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+    for arm, figure in held_out.items():
+        line = "  ".join(f"{k} {v['correct']}/{v['total']} ({v['ci95'][0]:.0%}-{v['ci95'][1]:.0%})"
+                         for k, v in figure["all"].items())
+        print(f"{arm:13s} {line}")
 
 
 if __name__ == "__main__":
