@@ -10,8 +10,9 @@ Measured, in this order (one run, about 6 minutes on one H100):
   rows, LoRA and steps: answer tokens/s, model FLOP/s over the peak (MFU, 4 x params x
   tokens/s: a LoRA step needs no weight gradients of the frozen base), peak memory, the
   final train loss of both (equal loss: the speed-up counts only if ours is no worse).
-* ``qlora_8b``: peak memory of a 4-bit QLoRA step of the 8B shape at batch 4 x 1024
-  tokens (bitsandbytes NF4, double quantization, bf16 compute).
+* ``qlora_8b``: peak memory of TuneLab's 4-bit QLoRA run (``--quantize 4bit``: NF4,
+  double quantization, bf16 compute) of the 8B shape at batch 4 x 1024 tokens, beside the
+  inspector's estimate for it.
 * ``serve``: the embedded engine on the 1B shape: decode tokens/s at batch 1/8/32 with
   0/4/16 adapters (the overhead of LoRA against the base alone, same batch), the p50 of
   an adapter swap while 8 clients stream, and the time from "go" to the first answer of a
@@ -81,25 +82,29 @@ def plan(smoke: bool) -> dict:
 
 
 def estimates(the_plan: dict) -> dict:
-    """The inspector's memory estimates for every training shape in the plan (bf16 and 4-bit)."""
+    """The inspector's memory estimates for every training shape in the plan, as the recipe
+    makes them on a GPU (backend/training/recipe.py: padding-free rows under SDPA, the LM
+    head a block of rows at a time): bf16 with and without checkpointing, and 4-bit QLoRA."""
     from backend.bases.inspect import inspect_base
+    from backend.training.recipe import training_bytes
 
     out = {}
     for shape, p in the_plan["train"].items():
         report = inspect_base(dict(SHAPES[shape]), LoraSpec(r=p["rank"], alpha=2 * p["rank"]),
                               batch_size=p["batch"], seq_len=p["seq_len"])
         memory = report["memory"]["training"]["bf16"]
-        checkpointed = inspect_base(dict(SHAPES[shape]), LoraSpec(r=p["rank"], alpha=2 * p["rank"]),
-                                    batch_size=p["batch"], seq_len=p["seq_len"],
-                                    gradient_checkpointing=True)["memory"]["training"]["bf16"]
-        four_bit_base = report["total_params"] * 4.5 / 8  # NF4 + double-quantized scales, about 4.5 bits a weight
-        out[shape] = {"params": report["total_params"], "bf16_total_gib": round(memory["total"] / GIB, 1),
-                      "bf16_base_gib": round(memory["base"] / GIB, 1),
+
+        def total(checkpointing: bool, quantize: str | None = None) -> float:
+            return round(training_bytes(report, batch=p["batch"], seq_len=p["seq_len"], checkpointing=checkpointing,
+                                        precision="bf16", quantize=quantize, packed=True) / GIB, 1)
+
+        out[shape] = {"params": report["total_params"], "batch": p["batch"], "seq_len": p["seq_len"],
+                      "bf16_total_gib": total(False), "bf16_base_gib": round(memory["base"] / GIB, 1),
                       "activations_gib": round(memory["activations"] / GIB, 1),
-                      "bf16_checkpointed_total_gib": round(checkpointed["total"] / GIB, 1),
+                      "head_gib": round(memory["head"] / GIB, 2),
+                      "bf16_checkpointed_total_gib": total(True),
                       # QLoRA always checkpoints (prepare_model_for_kbit_training)
-                      "qlora_4bit_total_gib": round((checkpointed["total"] - checkpointed["base"] + four_bit_base)
-                                                    / GIB, 1)}
+                      "qlora_4bit_total_gib": total(True, "4bit")}
     return out
 
 
@@ -180,7 +185,7 @@ def _peak_memory_gib(device: str) -> float | None:
     return round(torch.cuda.max_memory_allocated() / GIB, 2) if device == "cuda" else None
 
 
-def train_ours(base: Path, rows: list[dict], p: dict, work: Path, device: str) -> dict:
+def train_ours(base: Path, rows: list[dict], p: dict, work: Path, device: str, quantize: str | None = None) -> dict:
     from backend.bases.resolve import resolve_base
     from backend.settings import Settings
     from backend.training.run import train_adapter
@@ -191,7 +196,7 @@ def train_ours(base: Path, rows: list[dict], p: dict, work: Path, device: str) -
     ref = resolve_base(str(base), settings)
     spec = RunSpec(name="bench-gpu-ours", base=str(base), lora=LoraSpec(r=p["rank"], alpha=2 * p["rank"]),
                    train=TrainSpec(epochs=1, batch_size=p["batch"], learning_rate=2e-4, eval_fraction=0.0,
-                                   max_length=p["seq_len"], early_stopping=False))
+                                   max_length=p["seq_len"], early_stopping=False, quantize=quantize))
     train_file = write_jsonl(rows, work / "train.jsonl")
     _peak_memory_reset(device)
     meta = train_adapter(spec, base_ref=ref, train_file=train_file, eval_file=None,
@@ -202,28 +207,20 @@ def train_ours(base: Path, rows: list[dict], p: dict, work: Path, device: str) -
 
 
 def train_baseline(base: Path, rows: list[dict], p: dict, work: Path, device: str) -> dict:
-    """Plain TRL SFTTrainer + peft at its defaults (use_cpu only where there is no GPU)."""
+    """Plain TRL SFTTrainer + peft at its defaults (bench/train.py's baseline, on this shape)."""
     import torch
-    from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
 
-    from backend.data.normalized import to_prompt_completion
+    from bench.train import plain_sft
 
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    dataset = Dataset.from_list([to_prompt_completion(r["messages"]) for r in rows])
-    args = SFTConfig(output_dir=str(work / "baseline"), num_train_epochs=1, per_device_train_batch_size=p["batch"],
-                     learning_rate=2e-4, max_length=p["seq_len"], report_to="none", disable_tqdm=True,
-                     save_strategy="no", use_cpu=device != "cuda", bf16=device == "cuda")
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=LoraConfig(r=p["rank"], lora_alpha=2 * p["rank"], target_modules="all-linear",
-                                                task_type="CAUSAL_LM"))
+    lora = LoraConfig(r=p["rank"], lora_alpha=2 * p["rank"], target_modules="all-linear", task_type="CAUSAL_LM")
     _peak_memory_reset(device)
-    started = time.perf_counter()
-    result = trainer.train()
-    seconds = time.perf_counter() - started
+    trainer, result, seconds = plain_sft(model, AutoTokenizer.from_pretrained(base), rows, lora, work=work,
+                                         device=device, batch_size=p["batch"], learning_rate=2e-4,
+                                         max_length=p["seq_len"])
+    args = trainer.args
     out = {"seconds": seconds, "final_loss": result.training_loss, "peak_memory_gib": _peak_memory_gib(device),
            "settings": {"gradient_checkpointing": args.gradient_checkpointing, "bf16": args.bf16,
                         "padding_free": args.padding_free}}
@@ -256,33 +253,17 @@ def measure_training(shape: str, p: dict, work: Path, device: str, peak: float) 
 
 
 def measure_qlora(p: dict, work: Path, device: str) -> dict:
-    """Peak memory of QLoRA steps (4-bit NF4 base, double quantization, bf16 compute)."""
+    """Peak memory of TuneLab's own QLoRA run (``--quantize 4bit``: NF4, double quantization,
+    bf16 compute, the LM head a block of rows at a time) of the 8B shape at batch 4 x 1024,
+    against the inspector's estimate for it."""
     if device != "cuda":
         return {"skipped": "4-bit QLoRA needs CUDA (bitsandbytes)"}
-    import torch
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
-
     base = build_base(p["shape"], work / "base-qlora", device)
-    quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                               bnb_4bit_compute_dtype=torch.bfloat16)
-    _peak_memory_reset(device)
-    model = AutoModelForCausalLM.from_pretrained(base, quantization_config=quant, dtype=torch.bfloat16,
-                                                 device_map={"": 0})
-    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
-    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", task_type="CAUSAL_LM"))
-    optimizer = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-4)
-    ids = torch.randint(0, 500, (p["batch"], p["seq_len"]), device="cuda")
-    started = time.perf_counter()
-    for _ in range(3):
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    torch.cuda.synchronize()
-    out = {"batch": p["batch"], "seq_len": p["seq_len"], "peak_memory_gib": _peak_memory_gib(device),
-           "seconds_per_step": round((time.perf_counter() - started) / 3, 3)}
-    del model, optimizer
+    rows = rows_for(4 * p["batch"], p["seq_len"])  # four steps
+    run = train_ours(base, rows, dict(p, rank=16), work / "qlora", device, quantize="4bit")
+    out = {"batch": p["batch"], "seq_len": p["seq_len"], "peak_memory_gib": run["peak_memory_gib"],
+           "estimate_gib": estimates({"train": {p["shape"]: dict(p, rank=16)}})[p["shape"]]["qlora_4bit_total_gib"],
+           "seconds": round(run["seconds"], 2), "recipe": run["recipe"]}
     shutil.rmtree(base, ignore_errors=True)
     return out
 

@@ -176,24 +176,38 @@ def answer_eval_loss(model, tokenized: list[tuple[list[int], int]]) -> float:
     return total / count
 
 
-def run_baseline(ref, tokenizer, train_rows, lora_kwargs, *, epochs, batch_size, learning_rate, seed, work):
-    """Plain TRL SFTTrainer, its defaults except use_cpu (needed here) and the rate."""
+def plain_sft(model, tokenizer, rows, lora_config, *, work, device="cpu", epochs=1.0, batch_size, learning_rate,
+              seed=42, max_length=None):
+    """The baseline of every training benchmark (this one and bench/gpu.py): plain TRL
+    SFTTrainer + peft at their defaults, except use_cpu where there is no CUDA, bf16 on
+    CUDA, the rate (set to ours so that losses compare fairly) and, where given, the
+    length. Returns the trainer, TRL's train output and the seconds it trained."""
     from datasets import Dataset
-    from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from backend.bases.load import load_model
     from backend.data.normalized import to_prompt_completion
 
-    dataset = Dataset.from_list([to_prompt_completion(r["messages"]) for r in train_rows])
-    args = SFTConfig(output_dir=str(work / "baseline"), num_train_epochs=epochs, use_cpu=True,
-                     per_device_train_batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-                     report_to="none", disable_tqdm=True, save_strategy="no")
-    trainer = SFTTrainer(model=load_model(ref), args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=LoraConfig(**lora_kwargs))
+    dataset = Dataset.from_list([to_prompt_completion(r["messages"]) for r in rows])
+    length = {"max_length": max_length} if max_length else {}
+    args = SFTConfig(output_dir=str(work / "baseline"), num_train_epochs=epochs, use_cpu=device != "cuda",
+                     bf16=device == "cuda", per_device_train_batch_size=batch_size, learning_rate=learning_rate,
+                     seed=seed, report_to="none", disable_tqdm=True, save_strategy="no", **length)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=lora_config)
     started = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - started
+    result = trainer.train()
+    return trainer, result, time.perf_counter() - started
+
+
+def run_baseline(ref, tokenizer, train_rows, lora_kwargs, *, epochs, batch_size, learning_rate, seed, work):
+    """Plain TRL SFTTrainer, its defaults except use_cpu (needed here) and the rate."""
+    from peft import LoraConfig
+
+    from backend.bases.load import load_model
+
+    trainer, _, seconds = plain_sft(load_model(ref), tokenizer, train_rows, LoraConfig(**lora_kwargs), work=work,
+                                    epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed)
+    args = trainer.args
     settings = {"gradient_checkpointing": args.gradient_checkpointing, "bf16": args.bf16,
                 "logging_steps": args.logging_steps, "max_length": args.max_length,
                 "train_sampling_strategy": args.train_sampling_strategy, "padding_free": args.padding_free,
