@@ -13,6 +13,7 @@ from .common import Ctx, edge, esc
 
 
 def arena_html(service, elem_id: str) -> str:
+    """The table as HTML; its id is ``ELEM_ID-table`` (``elem_id`` itself is the gr.HTML block's: one id, one element)."""
     result = rounds.table(service)
     rows = []
     for r in result["rows"]:
@@ -23,7 +24,7 @@ def arena_html(service, elem_id: str) -> str:
                     f"<td>{versus}</td></tr>")
     head = ("<tr><th>#</th><th>model</th><th>score</th><th>95% interval</th><th>votes</th><th>won/lost</th>"
             "<th>leader beats it</th></tr>")
-    return (f"<div id='{elem_id}'><b>Arena: every model ranked from all your votes (Bradley–Terry)</b>"
+    return (f"<div id='{elem_id}-table'><b>Arena: every model ranked from all your votes (Bradley–Terry)</b>"
             f"<table>{head}{''.join(rows)}</table><p>{esc(result['summary'])}</p></div>")
 
 

@@ -150,7 +150,9 @@ def build(ctx: Ctx) -> None:
     def render(state) -> list:
         service = ctx.service()
         names, badges = service.adapter_names(status="done"), service.badges()
-        chosen = [n for n in state.adapter_names if n in names] or names[-1:]
+        compared = [a.model for a in state.comparison.answers if a.model in names] if state.comparison else []
+        # the picks stay as the person left them: a refresh after Compare or a vote must not reset them
+        chosen = compared or [n for n in state.adapter_names if n in names] or names[-1:]
         probes = state.plan.probe_prompts if state.plan else []
         data = service.tallies()
         current = chosen[-1] if chosen else (names[-1] if names else None)
