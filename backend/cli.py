@@ -164,7 +164,9 @@ def _run_spec(name: str, base: str, goal: str, lora: dict, train: dict) -> RunSp
 
 @app.command("train")
 def train(
-    data: list[Path] = typer.Option(..., "--data", help="Example files (JSONL, CSV, TXT); repeat for several."),
+    data: Optional[list[Path]] = typer.Option(None, "--data", help="Example files (JSONL, CSV, TXT); repeat for "
+                                              "several. A round (--from) takes preference files, or without "
+                                              "--data trains on the stored ratings."),
     eval_data: Optional[list[Path]] = typer.Option(None, "--eval-data", help=EVAL_DATA_HELP),
     input_column: Optional[str] = typer.Option(None, help="CSV column (or JSONL field) with the inputs."),
     output_column: Optional[str] = typer.Option(None, help="CSV column (or JSONL field) with the answers."),
@@ -183,30 +185,37 @@ def train(
     system_prompt: Optional[str] = typer.Option(None, help=_help(TrainSpec, "system_prompt")),
     sweep: bool = typer.Option(False, help="Also queue one-knob variations (rank, epochs, lr) sized to the data."),
     detach: bool = typer.Option(False, help="Queue and return; `tunelab jobs run` or the app trains it."),
-    method: str = typer.Option("sft", "--method", help="sft (examples) or dpo (a preference round on "
-                               "prompt/chosen/rejected pairs, from the adapter --from; docs/ratings.md)."),
-    parent: Optional[str] = typer.Option(None, "--from", help="dpo: the adapter the round continues from."),
+    method: str = typer.Option("sft", "--method", help="sft (examples), or a preference round from the adapter "
+                               "--from (docs/ratings.md): dpo (prompt/chosen/rejected pairs), kto (single 👍/👎 "
+                               "votes: prompt/completion/label), auto (dpo on 8+ pairs, else kto on 16+ votes "
+                               "with 4+ of each, else says how many more votes are needed)."),
+    parent: Optional[str] = typer.Option(None, "--from", help="dpo, kto, auto: the adapter the round continues from."),
+    beta: Optional[float] = typer.Option(None, "--beta", help=_help(TrainSpec, "beta")),
+    desirable_weight: Optional[float] = typer.Option(None, "--desirable-weight", help=_help(TrainSpec, "desirable_weight")),
+    undesirable_weight: Optional[float] = typer.Option(None, "--undesirable-weight",
+                                                       help=_help(TrainSpec, "undesirable_weight")),
     quantize: Optional[str] = typer.Option(None, "--quantize", help="4bit or 8bit: " + _help(TrainSpec, "quantize")),
     processes: Optional[int] = typer.Option(None, "--processes", help=_help(TrainSpec, "processes")),
 ) -> None:
-    """Check the data, train one LoRA adapter (or a sweep) with a progress bar."""
+    """Check the data, train one LoRA adapter (or a sweep) with a progress bar; with --from, a
+    preference round (DPO, KTO or auto) continuing from that adapter."""
     lora_kw = {k: v for k, v in {"r": rank, "alpha": alpha, "dropout": dropout,
                                  "target_modules": target or None}.items() if v is not None}
     train_kw = {k: v for k, v in {"epochs": epochs, "learning_rate": lr, "batch_size": batch_size,
                                   "max_length": max_length, "seed": seed, "system_prompt": system_prompt,
-                                  "quantize": quantize, "processes": processes}.items()
+                                  "quantize": quantize, "processes": processes, "beta": beta,
+                                  "desirable_weight": desirable_weight,
+                                  "undesirable_weight": undesirable_weight}.items()
                 if v is not None}
-    if method not in ("sft", "dpo") or (method == "dpo") != bool(parent):
+    if method not in ("sft", *rounds.METHODS) or (method != "sft") != bool(parent):
         raise ConfigError(f"--method {method!r} with --from {parent!r} does not go together.",
-                          fix="Use --method sft (no --from), or --method dpo --from ADAPTER.")
-    if method == "dpo":  # the pairs are checked by the round, which continues from --from
-        service = _service()
-        job_ids = [rounds.start_round(service, parent, name, data, train=train_kw)]
-        console.print(f"Queued job {job_ids[0]}: preference round {name} from {parent}.")
-        if not detach:
-            _run_and_follow(service, job_ids)
-            console.print(f"  {rounds.round_line(service.adapter_meta(name))}", highlight=False)
+                          fix="Use --method sft (no --from), or --method dpo, kto or auto --from ADAPTER.")
+    if method != "sft":  # the data (files, or the stored ratings) is checked by the round, from --from
+        _train_round(method, parent, name, data, train_kw, detach)
         return
+    if not data:
+        raise ConfigError("--data is missing: name the example files to train on.",
+                          fix="Add --data FILE (repeat for several).")
     spec = _run_spec(name, base, goal, lora_kw, train_kw)
     service = _service()
     if quantize or (processes or 1) > 1:  # refused here, before the data is imported, where it cannot run
@@ -237,6 +246,18 @@ def train(
     if detach:
         return
     _run_and_follow(service, job_ids)
+
+
+def _train_round(method: str, parent: str, name: str, data: list[Path] | None, train_kw: dict, detach: bool) -> None:
+    """A preference round from ``parent``: DPO, KTO or the one the votes allow (auto), on the
+    preference files or, without, on the stored ratings; says which method and why."""
+    service = _service()
+    choice = rounds.choose_round(service, data or None, method)
+    job_ids = [rounds.start_round(service, parent, name, data or None, method=choice.method, train=train_kw)]
+    console.print(f"Queued job {job_ids[0]}: preference round {name} from {parent}. {choice.why}", highlight=False)
+    if not detach:
+        _run_and_follow(service, job_ids)
+        console.print(f"  {rounds.round_line(service.adapter_meta(name))}", highlight=False)
 
 
 def _check_device(spec: RunSpec, settings: Settings) -> None:

@@ -1,7 +1,8 @@
 """``tunelab ratings``: the arena's leaderboard, a rating from the command line, and the
-ratings exported as preference pairs (TRL's format). Registered in :mod:`backend.cli`,
-whose one error handler turns a TuneLab error into ``Error: ...`` and exit code 2.
-The round itself is ``tunelab train --method dpo --from NAME``; docs/ratings.md says more.
+ratings exported as preference pairs or single votes (TRL's formats). Registered in
+:mod:`backend.cli`, whose one error handler turns a TuneLab error into ``Error: ...`` and exit
+code 2. The round itself is ``tunelab train --method dpo|kto|auto --from NAME``;
+docs/ratings.md says more.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from rich.table import Table
 
 from backend.settings import Settings
 from backend.studio import rounds
+from backend.studio.ratings import single_votes_needed
 from backend.studio.service import Service
 from backend.words import counted
 
 console = Console()
 err = Console(stderr=True)
 
-ratings_app = typer.Typer(help="Ratings: the arena's ranking, adding ratings, preference pairs.",
+ratings_app = typer.Typer(help="Ratings: the arena's ranking, adding ratings, preference pairs and votes.",
                           no_args_is_help=True)
 
 
@@ -63,18 +65,27 @@ def add(name: str = typer.Argument(..., help="The adapter rated, or 'base'."),
 
 
 @ratings_app.command("export")
-def export(fmt: str = typer.Option("preference", "--format", help="Only 'preference' (TRL prompt/chosen/rejected)."),
+def export(fmt: str = typer.Option("preference", "--format", help="preference (TRL prompt/chosen/rejected pairs, "
+                                   "for DPO) or unpaired (TRL prompt/completion/label, one row per 👍/👎, for KTO)."),
            out: Optional[Path] = typer.Option(None, "--out", help="File to write; default: a new file in the "
                                               "home's datasets/uploads/preference/."),
            ) -> None:
-    """Write the ratings as preference pairs: wherever one prompt has an answer voted up (or best)
-    and another voted down (or beaten by the best)."""
+    """Write the ratings as preference pairs (wherever one prompt has an answer voted up, or best,
+    and another voted down, or beaten by the best) or as single votes (every 👍/👎; Best is 👍)."""
+    service = _service()
+    if fmt == "unpaired":
+        written = rounds.export_unpaired(service, out)
+        err.print(f"{counted(written['votes'], 'vote')} ({written['up']} 👍, {written['down']} 👎) from "
+                  f"{counted(len(written['rating_ids']), 'rating')} -> {written['path']}", highlight=False)
+        if not rounds.enough_votes(written["up"], written["down"]):
+            err.print(single_votes_needed(written["up"], written["down"]), highlight=False)
+        print(written["path"])
+        return
     if fmt != "preference":
-        raise typer.BadParameter(f"format {fmt!r} is not known; use --format preference.")
-    written = rounds.export_preference(_service(), out)
+        raise typer.BadParameter(f"format {fmt!r} is not known; use --format preference or --format unpaired.")
+    written = rounds.export_preference(service, out)
     err.print(f"{counted(written['pairs'], 'pair')} from {counted(len(written['rating_ids']), 'rating')} -> {written['path']}",
               highlight=False)
     if written["pairs"] < rounds.MIN_PAIRS:
         err.print(rounds.votes_needed(written["pairs"]), highlight=False)
     print(written["path"])
-

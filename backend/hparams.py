@@ -13,6 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+PREFERENCE_METHODS = ("dpo", "kto")  # rounds that continue from a parent adapter (docs/ratings.md)
+
 
 class LoraSpec(BaseModel):
     """What peft's ``LoraConfig`` gets."""
@@ -91,8 +93,13 @@ class TrainSpec(BaseModel):
                                                      "still serves on the unquantized base. Needs CUDA.")
     processes: int = Field(1, ge=1, le=64, description="Training processes under accelerate launch (DDP), one per "
                            "GPU; batch_size is split between them. On CPU they share the cores (gloo).")
-    beta: float = Field(0.1, gt=0, le=10, description="DPO only: how far the round may move from the adapter it "
-                        "starts from; lower moves further (TRL's 0.1 is typical).")
+    beta: float = Field(0.1, gt=0, le=10, description="Preference rounds (DPO, KTO): how far the round may move from "
+                        "the adapter it starts from; lower moves further (TRL's 0.1 is typical).")
+    desirable_weight: float | None = Field(None, gt=0, le=100, description="KTO only: weight of the 👍 answers' loss. "
+                                           "Unset: balanced from the counts (the rarer side weighs majority/minority, "
+                                           "the other 1), as the KTO paper advises for unequal votes.")
+    undesirable_weight: float | None = Field(None, gt=0, le=100, description="KTO only: weight of the 👎 answers' "
+                                             "loss. Unset: balanced from the counts, like desirable_weight.")
 
 
 class RunSpec(BaseModel):
@@ -106,12 +113,16 @@ class RunSpec(BaseModel):
     lora: LoraSpec = Field(default_factory=LoraSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     equalizer: dict | None = Field(None, description="The equalizer grid this LoRA config was compiled from, if any.")
-    method: Literal["sft", "dpo"] = Field("sft", description="sft: learn from examples; dpo: a preference round "
-                                          "(prompt/chosen/rejected pairs) continuing from the adapter `parent`.")
-    parent: str | None = Field(None, description="DPO only: the adapter the round starts from (and its reference).")
+    method: Literal["sft", "dpo", "kto"] = Field("sft", description="sft: learn from examples; dpo: a preference "
+                                                 "round on prompt/chosen/rejected pairs; kto: one on single 👍/👎 votes "
+                                                 "(prompt/completion/label); both continue from the adapter `parent`.")
+    parent: str | None = Field(None, description="DPO and KTO: the adapter the round starts from (and its reference).")
 
     @model_validator(mode="after")
     def _check_method(self) -> "RunSpec":
-        if self.method == "dpo" and not self.parent:
-            raise ValueError("method 'dpo' continues from an adapter: name it as parent (--from NAME).")
+        if self.method in PREFERENCE_METHODS and not self.parent:
+            raise ValueError(f"method {self.method!r} continues from an adapter: name it as parent (--from NAME).")
+        if self.method == "kto" and self.train.batch_size < 2:
+            raise ValueError("method 'kto' needs batch_size 2 or more: it estimates its reference point from the other "
+                             "answers of a batch (TRL refuses 1).")
         return self

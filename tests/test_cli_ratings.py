@@ -67,7 +67,7 @@ def test_train_dpo_refuses_too_few_pairs_and_a_missing_from(home, tmp_path, tiny
     result = runner.invoke(app, ["train", "--data", str(pairs), "--method", "dpo", "--from", "a1", "--name", "a1-dpo"])
     assert result.exit_code == 2 and "1 preference pair " in result.output and "7 more" in result.output
     result = runner.invoke(app, ["train", "--data", str(pairs), "--method", "dpo", "--name", "a1-dpo"])
-    assert result.exit_code == 2 and "--method dpo --from ADAPTER" in result.output
+    assert result.exit_code == 2 and "--method dpo, kto or auto --from ADAPTER" in result.output
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"prompt": "q", "chosen": "same", "rejected": "same"}) + "\n")
     result = runner.invoke(app, ["train", "--data", str(bad), "--method", "dpo", "--from", "a1", "--name", "x"])

@@ -9,6 +9,8 @@
 ``instruction/output`` alpaca (``input`` optional); ``input/output`` alone also works
 ``conversations``      sharegpt (``from`` human/gpt/system, ``value``)
 ``text``               style text: paired with a user prompt derived from the goal
+``chosen``, ``label``  preference pairs and 👍/👎 votes (a completion with a true/false
+                       label): refused, naming the round that trains them
 chosen fields          with an input and/or output field chosen (``CsvColumns``), a
                        flat record ({"email": ..., "label": ...}) is read by them
 =====================  ==========================================================
@@ -36,8 +38,10 @@ from backend.data.problems import (
     TOO_DEEP,
     UNKNOWN_FORMAT,
     UNKNOWN_ROLE,
+    VOTE_FILE,
     WRONG_TYPE,
 )
+from backend.data.preference import is_vote
 from backend.data.style_text import style_example
 
 
@@ -190,6 +194,8 @@ def _read_record(record: Any, line: int, result: FileRead, style_prompt: str) ->
 def _reader_for(record: dict):
     if "chosen" in record or "rejected" in record:
         return _from_preference
+    if is_vote(record):
+        return _from_vote
     if "messages" in record:
         return _from_messages
     if "contents" in record:
@@ -299,6 +305,13 @@ def _from_preference(record: dict, line: int, result: FileRead, style_prompt: st
     (:mod:`backend.data.preference` reads such files)."""
     result.add(PREFERENCE_FILE, line, None)
     return "preference", None, ""
+
+
+def _from_vote(record: dict, line: int, result: FileRead, style_prompt: str):
+    """An unpaired vote (a completion with a 👍/👎 label) among examples to imitate: said, with
+    the command that trains it, so a 👎 answer is never learned as a good one."""
+    result.add(VOTE_FILE, line, None)
+    return "unpaired vote", None, ""
 
 
 def _from_gemini(record: dict, line: int, result: FileRead, style_prompt: str):

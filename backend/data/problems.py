@@ -161,9 +161,13 @@ PREFERENCE_FILE = Rule(
     "preference_file", "error",
     "This is a preference pair (prompt/chosen/rejected), not an example to imitate. Train pairs as a "
     "preference round: `tunelab train --data FILE --method dpo --from ADAPTER --name NEW`.")
+VOTE_FILE = Rule(
+    "vote_file", "error",
+    "This is a rated answer (prompt/completion/label), not an example to imitate: a 👎 answer would be learned "
+    "as a good one. Train votes as a KTO round: `tunelab train --data FILE --method kto --from ADAPTER --name NEW`.")
 
 RULES = {rule.code: rule for rule in (
     FILE_NOT_FOUND, UNSUPPORTED_FILE, NOT_UTF8, EMPTY_FILE, BAD_JSON, TOO_DEEP, LINE_TOO_LONG, NOT_OBJECT,
     UNKNOWN_FORMAT, MISSING_FIELD, WRONG_TYPE, UNKNOWN_ROLE, EMPTY_TEXT, NO_ASSISTANT, LAST_NOT_ASSISTANT, NO_USER,
     CSV_MISSING_COLUMNS, CSV_UNKNOWN_COLUMN, TEMPLATE_FAILED, TOO_LONG, DUPLICATE, TOO_FEW,
-    NO_EXAMPLES, EVAL_IN_TRAINING, EVAL_IS_TRAINING, SAME_ANSWER, PREFERENCE_FILE)}
+    NO_EXAMPLES, EVAL_IN_TRAINING, EVAL_IS_TRAINING, SAME_ANSWER, PREFERENCE_FILE, VOTE_FILE)}

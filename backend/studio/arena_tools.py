@@ -87,10 +87,11 @@ class ArenaTools:
 
     @tool
     def train_from_ratings(self, adapter: str | None = None, name: str | None = None) -> ToolResult:
-        """Train a preference round (DPO) from the person's ratings ("train from my ratings",
+        """Train a preference round from the person's ratings ("train from my ratings",
         "내 평가로 다시 학습해"): it continues from ``adapter`` (default: the arena's best-rated
-        adapter) as a new adapter ``name`` (default: ADAPTER-dpo) on the pairs the stored votes
-        make; the base stays frozen. With too few pairs nothing is queued and the result says
+        adapter) as a new adapter ``name`` (default: ADAPTER-dpo, or ADAPTER-kto) on the stored
+        votes: DPO on the pairs they make, or KTO on single 👍/👎 votes where there are too few
+        pairs; the base stays frozen. With too few votes nothing is queued and the result says
         how many more votes are needed."""
         done = self.service.adapter_names(status="done")
         given = (adapter or "").strip()
@@ -100,7 +101,7 @@ class ArenaTools:
         if parent is None:
             return ToolResult(False, "There is no finished adapter to improve yet: train one, compare it and "
                                      "rate the answers.")
-        name = (name or "").strip() or rounds.free_name(self.service, parent)
+        name = (name or "").strip() or rounds.round_name(self.service, parent)
         started, said = rounds.train_from_ratings(self.service, parent, name)
         if not started:
             return ToolResult(False, said)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 
-from backend.data.preference import MIN_PAIRS
+from backend.data.preference import MIN_EACH, MIN_PAIRS, MIN_VOTES, more_votes
 from backend.words import counted
 
 BASE = "base"
@@ -122,9 +122,48 @@ def trl_row(pair: dict) -> dict:
     return row
 
 
+def unpaired_votes(rows, system_of=lambda models: None) -> list[dict]:
+    """Every answer voted 👍 (or picked Best) or 👎 as a single vote, for a KTO round: per
+    prompt, system prompt (as :func:`preference_pairs` finds it) and answer text, the latest
+    vote of each comparison. An answer voted both ways is left out (the votes cancel), one
+    voted the same way twice is one vote with both rating ids. Each vote: ``prompt, system,
+    completion, label`` (True: 👍), ``model, rating_ids``."""
+    found: dict[tuple[str, str, str], dict] = {}
+    for by_model in latest_votes(rows).values():
+        system = system_of(sorted(by_model)) or ""
+        for row in by_model.values():
+            if not (row.best or row.score) or not row.output.strip():
+                continue
+            vote = found.setdefault((row.prompt, system, row.output.strip()), {
+                "prompt": row.prompt, "system": system or None, "completion": row.output, "labels": set(),
+                "model": row.model, "rating_ids": []})
+            vote["labels"].add(bool(row.best or row.score > 0))
+            vote["rating_ids"].append(row.id)
+    return [{**{k: v for k, v in vote.items() if k != "labels"}, "label": vote["labels"].pop(),
+             "rating_ids": sorted(vote["rating_ids"])} for vote in found.values() if len(vote["labels"]) == 1]
+
+
+def trl_unpaired_row(vote: dict) -> dict:
+    """A vote in TRL's unpaired preference format (``prompt, completion, label``): standard, or
+    conversational when the prompt was asked behind a system prompt. ``rating_ids`` rides along."""
+    if vote.get("system"):
+        row = {"prompt": [{"role": "system", "content": vote["system"]}, {"role": "user", "content": vote["prompt"]}],
+               "completion": [{"role": "assistant", "content": vote["completion"]}]}
+    else:
+        row = {"prompt": vote["prompt"], "completion": vote["completion"]}
+    return {**row, "label": bool(vote["label"]), "rating_ids": list(vote["rating_ids"])}
+
+
 def votes_needed(pairs: int, minimum: int = MIN_PAIRS) -> str:
     """Why a round cannot start yet, in words: how many pairs are missing and how to get them."""
     missing = max(0, minimum - pairs)
     return (f"{counted(pairs, 'preference pair')} from your ratings; a round needs at least {minimum}, so {missing} more. "
             f"Each prompt with one answer rated 👍 (or picked Best) and another rated 👎 (or beaten by the Best) "
             f"makes a pair: about {counted(missing, 'more such comparison', 'more such comparisons')} would do.")
+
+
+def single_votes_needed(up: int, down: int) -> str:
+    """Why a KTO round cannot start yet: the single votes there are and how many more it needs."""
+    return (f"{counted(up + down, 'single vote')} ({up} 👍, {down} 👎) from your ratings; a KTO round needs at least "
+            f"{MIN_VOTES}, with at least {MIN_EACH} of each, so {more_votes(up, down)}. Any answer rated 👍 "
+            f"(or picked Best) or 👎 counts, on any prompt.")

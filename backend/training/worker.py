@@ -138,7 +138,7 @@ def run(job_id: int, settings: Settings) -> int:
     try:
         spec = RunSpec.model_validate(request["spec"])
         base_ref = resolve_base(spec.base, settings)
-        meta = (train.train_adapter if spec.method == "sft" else preference_round(paths))(
+        meta = (train.train_adapter if spec.method == "sft" else round_runner(paths))(
             spec,
             base_ref=base_ref,
             train_file=Path(request["train_file"]),
@@ -194,20 +194,25 @@ def remember_speed(settings: Settings, spec: RunSpec, meta: dict, request: dict,
         traceback.print_exc()
 
 
-def preference_round(paths):
-    """What runs a ``method: dpo`` job in place of :func:`backend.training.run.train_adapter`:
-    the preference round (:mod:`backend.training.dpo`) on the job's pairs file, from its
+def round_runner(paths):
+    """What runs a ``method: dpo`` or ``method: kto`` job in place of
+    :func:`backend.training.run.train_adapter`: the preference round (:mod:`backend.training.dpo`
+    on pairs, :mod:`backend.training.kto` on single votes) on the job's data file, from its
     parent adapter's folder. Same call, so the job's life (cancel, pause, end) is the same."""
-    from backend.training import dpo  # heavy: torch, transformers, peft, trl
+    from backend.training import dpo, kto  # heavy: torch, transformers, peft, trl
+    from backend.training.preference_round import train_round
+
+    rounds = {"dpo": (dpo.train_dpo_adapter, "pairs_file"), "kto": (kto.train_kto_adapter, "votes_file")}
 
     def run_round(spec: RunSpec, *, train_file: Path, eval_file=None, resume=False, native_build=None, **kwargs):
         parent = adapter_folder(paths.adapters, spec.parent)
-        known = inspect.signature(dpo.train_dpo_adapter).parameters
+        known = inspect.signature(train_round).parameters
         dropped = sorted(set(kwargs) - set(known))
         if dropped:  # a knob of supervised runs the round does not take yet: said, not fatal
             print(f"worker: the preference round ignores {', '.join(dropped)}", file=sys.stderr)
-        return dpo.train_dpo_adapter(spec, pairs_file=train_file, parent_dir=parent,
-                                     **{k: v for k, v in kwargs.items() if k in known})
+        train_round_of, data = rounds[spec.method]
+        return train_round_of(spec, **{data: train_file}, parent_dir=parent,
+                              **{k: v for k, v in kwargs.items() if k in known})
 
     return run_round
 
