@@ -5,9 +5,10 @@ answers? And does KTO (single votes) help where DPO (pairs) has too few pairs?
 Through the product's own paths, in a fresh home, on the default base (the questions, the
 rater and the scoring are bench/preference_tasks.py's):
 
-1. **parent**: an adapter trained as ``tunelab train`` would (its plan's defaults, 2 epochs,
-   as a background job) on colour questions whose answers follow the preferred format (one or
-   two words) in one row of five; the others answer in a sentence;
+1. **parent**: an adapter trained as ``tunelab train`` would (its plan's defaults, but 2
+   epochs, every row training, no time budget; as a background job) on colour questions whose
+   answers follow the preferred format (one or two words) in one row of five; the others
+   answer in a sentence that starts with the right colour;
 2. **votes**: the parent answers each voting prompt several times, sampled, through the
    arena's path (``Service.compare`` on the real endpoint, then ``Service.rate``); a
    simulated rater gives 👍 only to an answer that follows the format *and* names the right
@@ -16,7 +17,7 @@ rater and the scoring are bench/preference_tasks.py's):
    round defaults (``rounds.ROUND_DEFAULTS``: no knob chosen here):
    - ``dpo``: DPO on the pairs those votes make;
    - ``kto``: KTO on the same votes (skipped, with the reason, while the round has no KTO);
-   - the **unpaired** regime: only the first rated answer of each prompt (one vote per
+   - the **unpaired** regime: one rated answer for each training prompt (one vote per
      prompt, so no pairs): DPO is refused there (its message is recorded) and ``kto-unpaired``
      trains on those single votes (in a second store, so it sees no other vote);
 4. **held out**: colour questions on objects nobody trained or voted on, and a second family
@@ -55,7 +56,7 @@ from quality import cpu_line  # noqa: E402  (bench/quality.py)
 
 PARENT = "colours"
 GOAL = "answer short questions"
-SAMPLES, TEMPERATURE, MAX_TOKENS = 5, 0.8, 16
+SAMPLES, TEMPERATURE, MAX_TOKENS = 5, 1.0, 16
 ROUNDS = {"dpo": ("colours-dpo", "dpo"), "kto": ("colours-kto", "kto"), "kto_unpaired": ("colours-kto-unpaired", "kto")}
 
 
@@ -98,26 +99,29 @@ def run_round(service, name: str, method: str, train: dict | None = None) -> dic
             "trained_on": {k: v for k, v in (extra.get("preference") or {}).items() if k != "rating_ids"},
             "steps": meta.metrics.get("steps"), "first_loss": meta.metrics.get("first_loss"),
             "last_loss": meta.metrics.get("train_loss"), "loss_curve": losses or None,
-            "reward_accuracy": meta.metrics.get("reward_accuracy"), "reward_margin": meta.metrics.get("reward_margin"),
+            **{k: meta.metrics[k] for k in ("reward_accuracy", "reward_margin", "reward_chosen", "reward_rejected", "kl")
+               if meta.metrics.get(k) is not None},
             "train_s": round(meta.metrics.get("runtime_s") or 0, 1), "wall_s": round(time.perf_counter() - started, 1),
             "trained_now": trained_now}
 
 
-def train_parent(settings, base: str, train_items: list[Item], epochs: float) -> dict:
-    from backend.data.normalized import TRAIN_FILE
+def train_parent(settings, base: str, train_items: list[Item], vote_items: list[Item], epochs: float) -> dict:
+    from backend.data.normalized import TRAIN_FILE, read_rows, split_rows
     from backend.studio.service import Service
 
     data = settings.home / "colours.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in sft_rows(train_items)), encoding="utf-8")
     plain = Service(settings)
     try:
-        # every row trains (no eval split) and no eval file goes with the job:
-        # no early stopping and no proof run, whose held-out rows would be training rows here;
-        # the bench's own held-out questions are the proof
+        # the import keeps every row in train.jsonl and no eval file goes with the job: no proof
+        # run (the bench's own held-out questions are the proof) and no early stopping; the run
+        # holds back its usual share of those rows for its eval loss (recorded as eval_rows)
         # (the plan is read from the default split: run_spec refuses an empty eval.jsonl)
         split = plain.import_data([data], base=base, goal=GOAL)
+        # no time budget either (the plan's 10 minutes): on a loaded CPU it would cut the parent
+        # short by however busy the machine was, and the parent would differ run to run
         spec, _ = plain.run_spec(PARENT, split.folder, base=base, goal=GOAL,
-                                 train={"epochs": epochs, "early_stopping": False})
+                                 train={"epochs": epochs, "early_stopping": False, "time_budget_s": None})
         imported = plain.import_data([data], eval_fraction=0.0, base=base, goal=GOAL)
         if PARENT not in plain.adapter_names(status="done"):
             job = plain.runner.submit(spec, imported.folder / TRAIN_FILE, None,
@@ -127,7 +131,12 @@ def train_parent(settings, base: str, train_items: list[Item], epochs: float) ->
             if status["status"] != "done":
                 raise SystemExit(f"parent training {status['status']}: {status.get('error')}")
         meta = plain.adapter_meta(PARENT)
-        return {"rows": len(train_items), "short_rows": sum(1 for i in range(len(train_items)) if i % SHORT_EVERY == 0),
+        kept, _ = split_rows(read_rows(imported.folder / TRAIN_FILE), eval_fraction=spec.train.eval_fraction,
+                             seed=spec.train.seed)  # the rows the run trained on, split as it split them
+        trained = {next(m["content"] for m in row if m["role"] == "user") for row in kept}
+        return {"vote_prompts_trained": sum(1 for i in vote_items if i.prompt in trained),
+                "rows": len(train_items), "short_rows": sum(1 for i in range(len(train_items)) if i % SHORT_EVERY == 0),
+                "trained_rows": meta.metrics.get("examples"), "eval_rows": meta.metrics.get("eval_examples"),
                 "system_prompt": meta.system_prompt, "epochs": meta.train.get("epochs"),
                 "epochs_trained": meta.metrics.get("epochs_trained"), "learning_rate": meta.train.get("learning_rate"),
                 "lora_r": (meta.hyperparameters.get("lora") or {}).get("r"), "steps": meta.metrics.get("steps"),
@@ -200,7 +209,7 @@ def main() -> None:
         timings.update(earlier.get("timings_s") or {})
     started = time.perf_counter()
     had_parent = (home / "adapters" / PARENT).is_dir()
-    parent = train_parent(settings, args.base, train_items, args.parent_epochs)
+    parent = train_parent(settings, args.base, train_items, vote_items, args.parent_epochs)
     if not had_parent:
         timings["parent_s"] = round(time.perf_counter() - started, 1)
 
@@ -213,23 +222,37 @@ def main() -> None:
         service.sync_endpoint()
         base_name = service.models()[0]
 
-        # 2. votes: sampled answers of the parent, rated; the first of each prompt also alone
+        # 2. votes: sampled answers of the parent, rated. Paired regime (the main store): each
+        # voting prompt answered SAMPLES times. Unpaired regime (its own store): every training
+        # prompt answered once (seed 1, the same answer where the paired regime asked it too)
         started = time.perf_counter()
+        first = {}
+
+        def ask(item: Item, seed: int):
+            comparison = service.compare(item.prompt, [PARENT], max_tokens=MAX_TOKENS, seed=seed,
+                                         temperature=TEMPERATURE)
+            return comparison, rate(comparison.answers[0].text, item)
+
         if not service.store.ratings():
             for item in vote_items:
                 for seed in range(1, args.samples + 1):
-                    comparison = service.compare(item.prompt, [PARENT], max_tokens=MAX_TOKENS, seed=seed,
-                                                 temperature=TEMPERATURE)
-                    score = rate(comparison.answers[0].text, item)
+                    comparison, score = ask(item, seed)
                     service.rate(comparison, PARENT, score=score)
                     if seed == 1:
-                        unpaired.rate(comparison, PARENT, score=score)
+                        first[item.prompt] = comparison, score
+        if not unpaired.store.ratings():
+            for item in train_items:
+                comparison, score = first.get(item.prompt) or ask(item, 1)
+                unpaired.rate(comparison, PARENT, score=score)
+        if first:
             timings["votes_s"] = round(time.perf_counter() - started, 1)
         ratings = service.store.ratings()
         votes = {"prompts": len(vote_items), "samples_per_prompt": args.samples, "temperature": TEMPERATURE,
+                 "max_tokens": MAX_TOKENS,
                  "ratings": len(ratings), "up": sum(1 for r in ratings if r.score > 0),
                  "pairs": len(rounds.pairs(service)),
-                 "unpaired": {"ratings": len(unpaired.store.ratings()),
+                 "unpaired": {"prompts": len(train_items), "samples_per_prompt": 1,
+                              "ratings": len(unpaired.store.ratings()),
                               "up": sum(1 for r in unpaired.store.ratings() if r.score > 0),
                               "pairs": len(rounds.pairs(unpaired))}}
         print(f"votes: {votes}", flush=True)

@@ -11,7 +11,10 @@ Two question families in the same style, each with a short right answer:
 
 The preferred format is an answer of one or two words (``Red.``). The SFT data shows it in
 one row of five (:data:`SHORT_EVERY`); the other rows answer in a sentence that names the
-right colour. The rater gives 👍 only to an answer that follows the format **and** is right,
+right colour first (``Red is the colour of a cherry, as most people would say.``). A first
+design whose sentences began ``The colour of ...`` let the parent sample the short format in
+4% of answers (one token, ``The``, against eleven colours): 1 or 2 👍 in 75-120 votes,
+7 pairs, too few for a round. The rater gives 👍 only to an answer that follows the format **and** is right,
 so a round that keeps the format but loses the right colours is caught.
 """
 
@@ -134,7 +137,9 @@ def sft_answer(item: Item, row: int) -> str:
     colour = item.answers[0]
     if row % SHORT_EVERY == 0:
         return f"{colour.capitalize()}."
-    return f"The colour of {item.subject} is {colour}, as most people would say."
+    # the sentence starts with the same word as the short answer, so the two formats part at
+    # the second token: sampled, the parent answers short about as often as its data did
+    return f"{colour.capitalize()} is the colour of {item.subject}, as most people would say."
 
 
 def sft_rows(items: list[Item]) -> list[dict]:
