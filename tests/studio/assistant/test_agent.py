@@ -4,12 +4,10 @@ fall back to the built-in assistant when the model cannot be reached."""
 
 from __future__ import annotations
 
-import json
-import threading
-
 from backend.studio.assistant.agent import langchain_tools
 from backend.studio.assistant.respond import respond
 from backend.studio.tools import AssistantTools
+from tests.builders import ScriptedChatModel
 
 
 def tool_names(reply) -> list[str]:
@@ -34,51 +32,6 @@ def test_an_unreachable_assistant_model_falls_back_to_the_built_in_one(service, 
     reply = respond(service, state, "autumn mood")
     assert "did not answer" in reply.text and "built-in assistant handled this" in reply.text
     assert state.plan is not None and state.plan.kind == "style"
-
-
-class ScriptedChatModel:
-    """An OpenAI-compatible /v1/chat/completions that plays back scripted turns.
-
-    A capable tool-calling model cannot run on this machine; this stands in for one so
-    the real langchain agent, the real tools and the real service run end to end. It
-    records every request so the test can check what the agent sent.
-    """
-
-    def __init__(self, turns: list[dict]):
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        self.turns, self.requests = list(turns), []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append(body)
-                turn = outer.turns.pop(0)
-                message = {"role": "assistant", "content": turn.get("content")}
-                if turn.get("tool"):
-                    name, args = turn["tool"]
-                    message["tool_calls"] = [{"id": f"call_{len(outer.requests)}", "type": "function",
-                                              "function": {"name": name, "arguments": json.dumps(args)}}]
-                payload = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                                      "choices": [{"index": 0, "message": message,
-                                                   "finish_reason": "tool_calls" if turn.get("tool") else "stop"}],
-                                      "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload.encode())
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.server.shutdown()
 
 
 def test_a_configured_chat_model_drives_the_tools_as_an_agent(service, state):

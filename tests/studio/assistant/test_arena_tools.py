@@ -11,11 +11,14 @@ from backend.studio import rounds
 from backend.studio.assistant.agent import langchain_tools
 from backend.studio.assistant.respond import respond
 from backend.studio.tools import AssistantTools
-from tests.builders import add_finished_adapter
-from tests.studio.assistant.test_agent import ScriptedChatModel, tool_names
-from tests.studio.conftest import WINE_GOAL
+from tests.builders import ScriptedChatModel, add_finished_adapter
 
+WINE_GOAL = "classify wine as red or white"  # the goal of the trained fixture's adapter
 ARENA_TOOLS = ["ranking", "next_comparison", "rate_answer", "export_ratings", "train_from_ratings"]
+
+
+def tool_names(reply) -> list[str]:
+    return [name for name, _ in reply.results]
 
 
 def vote_pairs(service, adapter: str, n: int) -> None:
