@@ -86,13 +86,15 @@ class ArenaTools:
         return ToolResult(True, text, written)
 
     @tool
-    def train_from_ratings(self, adapter: str | None = None, name: str | None = None) -> ToolResult:
+    def train_from_ratings(self, adapter: str | None = None, name: str | None = None,
+                           method: str = "auto") -> ToolResult:
         """Train a preference round from the person's ratings ("train from my ratings",
         "내 평가로 다시 학습해"): it continues from ``adapter`` (default: the arena's best-rated
         adapter) as a new adapter ``name`` (default: ADAPTER-dpo, or ADAPTER-kto) on the stored
         votes: DPO on the pairs they make, or KTO on single 👍/👎 votes where there are too few
-        pairs; the base stays frozen. With too few votes nothing is queued and the result says
-        how many more votes are needed."""
+        pairs; the base stays frozen. ``method``: "auto" (that choice), or "dpo" / "kto" when the
+        person asks for one. With too few votes nothing is queued and the result says how many
+        more votes are needed."""
         done = self.service.adapter_names(status="done")
         given = (adapter or "").strip()
         if given and given not in done:  # never a round from another adapter than the one asked for
@@ -101,8 +103,10 @@ class ArenaTools:
         if parent is None:
             return ToolResult(False, "There is no finished adapter to improve yet: train one, compare it and "
                                      "rate the answers.")
-        name = (name or "").strip() or rounds.round_name(self.service, parent)
-        started, said = rounds.train_from_ratings(self.service, parent, name)
+        method = (method or "auto").strip().lower()
+        name = (name or "").strip() or (rounds.round_name(self.service, parent) if method == "auto"
+                                         else rounds.free_name(self.service, parent, method))
+        started, said = rounds.train_from_ratings(self.service, parent, name, method=method)
         if not started:
             return ToolResult(False, said)
         job = max(j.id for j in self.service.store.list_jobs() if j.adapter == name)

@@ -305,14 +305,15 @@ def round_name(service, parent: str) -> str:
     return free_name(service, parent, method)
 
 
-def train_from_ratings(service, text: str = "", name: str | None = None) -> tuple[bool, str]:
+def train_from_ratings(service, text: str = "", name: str | None = None, method: str = "auto") -> tuple[bool, str]:
     """"Train from my ratings": a round from the best-rated (or named) adapter on the stored
-    votes, DPO or KTO as :func:`choose_round` decides; (started, what to say: which round, why)."""
+    votes, DPO or KTO as :func:`choose_round` decides (or as ``method`` asks); (started, what to
+    say: which round, why)."""
     parent = round_parent(service, text)
     if parent is None:
         return False, "There is no finished adapter to improve yet: train one, compare it and rate the answers."
     try:
-        choice = choose_round(service, method="auto")
+        choice = choose_round(service, method=method)
         name = name or free_name(service, parent, choice.method)
         job = start_round(service, parent, name, method=choice.method)
     except TuneLabError as exc:

@@ -47,7 +47,7 @@ def test_the_agent_is_given_the_arena_tools_with_their_docstrings(service, state
     wrapped = {t.name: t for t in langchain_tools(AssistantTools(service, state))}
     assert set(ARENA_TOOLS) <= set(wrapped)
     assert set(wrapped["rate_answer"].args) == {"model", "prompt", "output", "score"}
-    assert set(wrapped["train_from_ratings"].args) == {"adapter", "name"}
+    assert set(wrapped["train_from_ratings"].args) == {"adapter", "name", "method"}
     assert "95% interval" in wrapped["ranking"].description and "순위" in wrapped["ranking"].description
     assert "how many more votes" in wrapped["train_from_ratings"].description
 
@@ -135,3 +135,19 @@ def test_the_agent_shows_the_most_telling_pair_blind_and_the_vote_moves_the_rank
     table = rounds.table(service)
     assert [(r["name"], r["wins"], r["losses"]) for r in table["rows"]] == [(winner, 1, 0), (loser, 0, 1)]
     assert f"1. {winner}:" in said[3] and f"2. {loser}:" in said[3] and "Revealed:" in said[2]
+
+
+def test_the_round_tool_passes_the_method_asked_for(service, state):
+    add_finished_adapter(service, "news-r8")
+    vote_pairs(service, "news-r8", 8)  # 8 pairs, and 16 single votes (8 👍, 8 👎)
+    tools = AssistantTools(service, state)
+    bogus = tools.arena.train_from_ratings(method="ppo")
+    assert not bogus.ok and "Unknown round method 'ppo'" in bogus.text and state.job_ids == []
+    kto = tools.arena.train_from_ratings(method="kto")  # auto would take DPO on 8 pairs
+    assert kto.ok, kto.text
+    job = service.store.get_job(kto.data["job_id"])
+    assert job.adapter == "news-r8-kto" and job.request["spec"]["method"] == "kto"
+    assert job.request["spec"]["parent"] == "news-r8" and state.job_ids == [job.id]
+    auto = tools.arena.train_from_ratings()
+    assert auto.ok and service.store.get_job(auto.data["job_id"]).request["spec"]["method"] == "dpo"
+    assert auto.data["adapter"] == "news-r8-dpo"
