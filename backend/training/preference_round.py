@@ -9,6 +9,10 @@ checks that the copy is there and refuses to train otherwise; the copy is droppe
 new adapter is written (:func:`backend.training.run.write_from_main_process`: three files,
 staged then renamed). Its ``tunelab.json`` records ``hyperparameters.method``, ``parent``,
 ``preference`` (what the round trained on: counts, rating ids, knobs) and metrics.
+
+A round takes a supervised run's per-device recipe (:mod:`backend.training.recipe`:
+precision, attention, checkpointing by the memory estimate, batch per process, DDP; the CPU
+machinery only on a CPU) and records it as ``metrics.recipe``; its rows stay padded.
 """
 
 from __future__ import annotations
@@ -17,20 +21,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from datasets import Dataset
 from peft import PeftModel
 
 from backend.adapter_folder import read_meta
-from backend.bases.load import load_model, load_tokenizer
+from backend.bases.load import load_tokenizer
 from backend.bases.resolve import BaseRef
 from backend.data.normalized import behind_system
-from backend.errors import JobError
-from backend.hardware.device import device_kind, resolve_precision
+from backend.errors import ConfigError, JobError
 from backend.hardware.threads import set_cpu_threads
 from backend.hparams import RunSpec
-from backend.training.run import (TrainingCancelled, TrainingPaused, check_target, common_training_args, finished,
-                                  write_from_main_process)
+from backend.training.recipe import Recipe, recipe_for_run
+from backend.training.run import (TrainingCancelled, TrainingPaused, check_target, common_training_args,
+                                  distributed_fields, finished, load_base, write_from_main_process)
 from backend.training.trainer import ProgressCallback, ProgressFn, StopFn
 
 REFERENCE = "ref"  # the name TRL gives the frozen copy of the parent adapter
@@ -51,11 +54,21 @@ class RoundCounters:
         return super().compute_loss(model, inputs, *args, **kwargs)
 
 
-def round_config_args(spec: RunSpec, work_dir: Path, *, precision: str, device: str) -> dict:
+def round_config_args(spec: RunSpec, work_dir: Path, *, precision: str, device: str,
+                      recipe: Recipe | None = None) -> dict:
     """The trainer-config fields every round sets alike: the runs' common ones, ``beta``, no
-    checkpoints (a round is short: an interrupted one starts again) and no evaluation."""
-    return {**common_training_args(spec, work_dir, precision=precision, device=device),
-            "beta": spec.train.beta, "save_strategy": "no", "eval_strategy": "no"}
+    checkpoints (a round is short: an interrupted one starts again) and no evaluation; with a
+    ``recipe`` its batch per process, accumulation, checkpointing and DDP settings (its rows
+    stay padded: TRL's padding-free preference batches need FlashAttention)."""
+    fields = {**common_training_args(spec, work_dir, precision=precision, device=device),
+              "beta": spec.train.beta, "save_strategy": "no", "eval_strategy": "no"}
+    if recipe is not None:
+        fields.update(per_device_train_batch_size=recipe.per_device_batch,
+                      gradient_accumulation_steps=recipe.accumulation,
+                      activation_checkpointing=recipe.gradient_checkpointing, **distributed_fields(recipe))
+        if recipe.gradient_checkpointing:
+            fields["activation_checkpointing_kwargs"] = {"use_reentrant": False}
+    return fields
 
 
 def train_round(
@@ -89,20 +102,24 @@ def train_round(
     out_dir, work_dir, parent_dir = Path(out_dir), Path(work_dir), Path(parent_dir)
     check_target(out_dir, overwrite)
     work_dir.mkdir(parents=True, exist_ok=True)
-    device = device_kind()
-    precision = resolve_precision(spec.train.precision, device)
-    set_cpu_threads(device)
+    recipe = recipe_for_run(spec, base_ref)  # the per-device choices of a supervised run
+    if recipe.strategy == "fsdp":
+        raise ConfigError(f"The preference round {spec.name!r} would need FSDP ({recipe.why.get('strategy')}); "
+                          "a round shards no weights.", fix="Run the round with --quantize 4bit, or on a bigger GPU.")
+    device, precision = recipe.device, recipe.precision
+    if recipe.cpu_machinery:  # the CPU's threads; none of it on CUDA
+        set_cpu_threads(device)
     if on_phase is not None:
         on_phase(f"loading the base and the parent adapter {spec.parent}")
     system = spec.train.system_prompt
     dataset = Dataset.from_list([{**row, "prompt": behind_system(row["prompt"], system)} for row in rows])
     tokenizer = load_tokenizer(base_ref, plain_template=plain_template, trust_remote_code=trust_remote_code)
-    base = load_model(base_ref, dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
-                      trust_remote_code=trust_remote_code)
+    base = load_base(base_ref, recipe, trust_remote_code=trust_remote_code)
     model = PeftModel.from_pretrained(base, str(parent_dir), is_trainable=True)
     callback = ProgressCallback(on_progress, should_stop, should_pause,
                                 before_step=before_step if device == "cpu" else None)
-    trainer = make_trainer(model=model, args=round_config_args(spec, work_dir, precision=precision, device=device),
+    trainer = make_trainer(model=model, args=round_config_args(spec, work_dir, precision=precision, device=device,
+                                                               recipe=recipe),
                            train_dataset=dataset, processing_class=tokenizer, callbacks=[callback])
     callback.trainer = trainer
     policy = trainer.accelerator.unwrap_model(trainer.model)
@@ -142,6 +159,8 @@ def train_round(
             "examples": len(rows),
             "precision": precision,
             "device": device,
+            "processes": trainer.accelerator.num_processes,
+            "recipe": recipe.summary(),
             "epochs_trained": trainer.state.epoch,
         },
         **finished(callback.history),

@@ -121,3 +121,30 @@ def test_a_dpo_spec_needs_its_parent():
     with pytest.raises(ValueError, match="parent"):
         RunSpec(name="x", method="dpo")
     assert RunSpec(name="x").method == "sft"  # older specs read as supervised runs
+
+
+def test_the_round_takes_the_devices_recipe(round_):
+    """As a supervised run: the CPU's recipe here (its precision, its machinery, the spec's batch,
+    no checkpointing), kept in tunelab.json."""
+    metrics = round_.meta["metrics"]
+    recipe = metrics["recipe"]
+    assert (recipe["device"], recipe["precision"], recipe["cpu_machinery"]) == ("cpu", metrics["precision"], True)
+    assert recipe["per_device_batch"] == round_.meta["hyperparameters"]["train"]["batch_size"]
+    assert not recipe["gradient_checkpointing"] and metrics["processes"] == 1
+
+
+def test_a_gpu_recipe_sets_the_rounds_batch_accumulation_and_checkpointing(tmp_path):
+    from trl import DPOConfig
+
+    from backend.hparams import TrainSpec
+    from backend.training.preference_round import round_config_args
+    from backend.training.recipe import Recipe
+
+    spec = RunSpec(name="r", method="dpo", parent="p", train=TrainSpec(batch_size=8))
+    gpu = Recipe(device="cuda", precision="bf16", attention="sdpa", padding_free=True, gradient_checkpointing=True,
+                 per_device_batch=2, accumulation=4, cpu_machinery=False, quantize=None, processes=2, strategy="ddp")
+    args = DPOConfig(**round_config_args(spec, tmp_path, precision="fp32", device="cpu", recipe=gpu))
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.gradient_checkpointing,
+            args.ddp_find_unused_parameters, args.padding_free) == (2, 4, True, False, False)
+    plain = DPOConfig(**round_config_args(spec, tmp_path, precision="fp32", device="cpu"))
+    assert (plain.per_device_train_batch_size, plain.gradient_checkpointing) == (8, False)
