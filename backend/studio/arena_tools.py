@@ -93,8 +93,8 @@ class ArenaTools:
         adapter) as a new adapter ``name`` (default: ADAPTER-dpo, or ADAPTER-kto) on the stored
         votes: DPO on the pairs they make, or KTO on single 👍/👎 votes where there are too few
         pairs; the base stays frozen. ``method``: "auto" (that choice), or "dpo" / "kto" when the
-        person asks for one. With too few votes nothing is queued and the result says how many
-        more votes are needed."""
+        person asks for one. With too few votes nothing is queued, and the result says
+        how many more votes are needed."""
         done = self.service.adapter_names(status="done")
         given = (adapter or "").strip()
         if given and given not in done:  # never a round from another adapter than the one asked for
