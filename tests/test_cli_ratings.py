@@ -106,3 +106,45 @@ def test_data_check_reads_a_preference_file_line_by_line(home, tmp_path):
     report = json.loads(result.output)
     assert [(p["line"], p["code"], p["field"]) for p in report["problems"]] == [
         (1, "missing_field", "rejected"), (2, "empty_text", "chosen")]
+
+
+def test_export_unpaired_writes_one_trl_row_per_vote(home, tmp_path):
+    service = Service(Settings())
+    add_finished_adapter(service, "a1")
+    rate("a1", "--prompt", "q", "--output", "yes", "--score", "up", "--comparison", "c")
+    rate("a1", "--prompt", "r", "--output", "no", "--score", "down", "--comparison", "d")
+    out = tmp_path / "votes.jsonl"
+    result = runner.invoke(app, ["ratings", "export", "--format", "unpaired", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert rows == [{"prompt": "q", "completion": "yes", "label": True, "rating_ids": [1]},
+                    {"prompt": "r", "completion": "no", "label": False, "rating_ids": [2]}]
+    assert "2 votes (1 👍, 1 👎) from 2 ratings" in result.output and "so 14 more" in result.output
+    result = runner.invoke(app, ["data", "check", str(out)])
+    assert result.exit_code == 0 and "2 unpaired votes (1 👍, 1 👎) ready." in result.output
+    result = runner.invoke(app, ["ratings", "export", "--format", "kto"])
+    assert result.exit_code == 2 and "--format unpaired" in result.output
+
+
+def test_train_kto_from_a_votes_file_and_auto_from_the_stored_ratings(home, tmp_path):
+    service = Service(Settings())
+    add_finished_adapter(service, "a1")
+    votes = tmp_path / "votes.jsonl"
+    votes.write_text("".join(json.dumps({"prompt": f"q{i}", "completion": f"answer {i}", "label": i % 3 != 0}) + "\n"
+                             for i in range(16)))
+    result = runner.invoke(app, ["train", "--data", str(votes), "--method", "kto", "--from", "a1", "--name", "a1-kto",
+                                 "--beta", "0.2", "--undesirable-weight", "2", "--detach"])
+    assert result.exit_code == 0, result.output
+    assert "KTO on 16 single votes (10 👍, 6 👎), as asked." in " ".join(result.output.split())  # rich wraps
+    spec = service.store.list_jobs()[-1].request["spec"]
+    assert (spec["method"], spec["parent"], spec["train"]["beta"], spec["train"]["undesirable_weight"]) == (
+        "kto", "a1", 0.2, 2.0)
+
+    for i in range(3):  # no --data: the stored ratings, which make 3 pairs and 6 single votes
+        rate("a1", "--prompt", f"p{i}", "--output", f"good {i}", "--score", "up", "--comparison", f"c{i}")
+        rate("base", "--prompt", f"p{i}", "--output", f"bad {i}", "--score", "down", "--comparison", f"c{i}")
+    result = runner.invoke(app, ["train", "--method", "auto", "--from", "a1", "--name", "a1-auto", "--detach"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "3 preference pairs" in said and "6 single votes (3 👍, 3 👎)" in said
+    result = runner.invoke(app, ["train", "--method", "sft", "--name", "x"])
+    assert result.exit_code == 2 and "--data is missing" in result.output
