@@ -138,6 +138,12 @@ class Settings(BaseSettings):
         "faster decode steps; docs/performance.md) at the cost of a second copy of those weights in memory. "
         "Set false to save the memory.",
     )
+    serve_kv_cache: str = Field(
+        default="auto",
+        description="How the serving engine holds a batch's keys and values: 'auto' (preallocated blocks written "
+        "in place on a GPU, and on a CPU where docs/performance.md measured them no slower), 'preallocated', or "
+        "'dynamic' (transformers' cache, which concatenates every step). Greedy output is the same either way.",
+    )
     native_kernels: bool = Field(
         default=True,
         description="CPU training builds (once per machine, with the system's C compiler) and uses the native "

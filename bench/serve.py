@@ -31,9 +31,13 @@ over HTTP with TuneLab's client from this process.
    (during / idle, target <= 2) and ``training_delay_over_request_time`` (how much
    longer the run took, over the seconds the requests took; target <= 1).
 
+``--kv-cache`` picks the server's KV cache (default: its own choice, ``auto``);
+bench/serve_kv_cache.py compares the two caches on the same workloads.
+
 Prints the results as JSON and writes bench/results/serve.json (with ``--only-training``:
 bench/results/serve-training.json, named after the CPU with ``--out``).
-Usage: python bench/serve.py [--base SPEC] [--swaps 20] [--new-tokens 64] [--during-training | --only-training]
+Usage: python bench/serve.py [--base SPEC] [--swaps 20] [--new-tokens 64] [--kv-cache auto|preallocated|dynamic]
+                             [--during-training | --only-training]
 """
 
 from __future__ import annotations
@@ -326,15 +330,19 @@ def stop_server(server) -> None:
         server.kill()
 
 
-def start_server(base: str, threads: int, home: Path, models_dir: Path, timeout: float = 300.0):
+def start_server(base: str, threads: int, home: Path, models_dir: Path, timeout: float = 300.0,
+                 kv_cache: str | None = None):
     """``tunelab serve`` in its own process on a free loopback port; returns (url, process)."""
     import subprocess
 
     import httpx
 
     port = free_port()
+    # the adapters the benchmark makes lie in its temporary folder, beside the home: a root of the server's
     env = {**os.environ, "TUNELAB_HOME": str(home), "TUNELAB_MODELS_DIR": str(models_dir),
-           "TUNELAB_API_TOKEN": TOKEN}
+           "TUNELAB_API_TOKEN": TOKEN, "TUNELAB_ADAPTER_ROOTS": str(home.parent)}
+    if kv_cache:
+        env["TUNELAB_SERVE_KV_CACHE"] = kv_cache
     with open(home / "serve.log", "wb") as log:  # the child keeps its own handle
         process = subprocess.Popen([sys.executable, "-m", "backend.cli", "serve", "--base", base, "--port",
                                     str(port), "--threads", str(threads)],
@@ -386,6 +394,8 @@ def main() -> None:
     parser.add_argument("--answer-tokens", type=int, default=32)
     parser.add_argument("--think-s", type=float, default=1.0, help="pause between two answers while training")
     parser.add_argument("--train-rows", type=int, default=32, help="rows of the training run (batch 4, 1 epoch)")
+    parser.add_argument("--kv-cache", default=None, choices=("auto", "preallocated", "dynamic"),
+                        help="the server's KV cache (default: the server's own choice, 'auto')")
     args = parser.parse_args()
     args.out = args.out or str(ROOT / "bench" / "results" / ("serve-training.json" if args.only_training
                                                              else "serve.json"))
@@ -407,7 +417,8 @@ def main() -> None:
         tmp = Path(tmp)
         adapters = make_adapters(ref.path, tmp / "adapters")
         (tmp / "home").mkdir()
-        url, server = start_server(args.base, args.threads, tmp / "home", settings.paths.models)
+        url, server = start_server(args.base, args.threads, tmp / "home", settings.paths.models,
+                                   kv_cache=args.kv_cache)
         failures: list[str] = []
         try:
             engine_info = httpx.get(url + "/info", timeout=10).json()["engine"]

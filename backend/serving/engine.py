@@ -41,8 +41,9 @@ from backend.errors import Overloaded, PromptTooLong, TuneLabError
 from backend.hardware.device import device_kind, serving_dtype
 from backend.hardware.prepack import prepack_linears
 from backend.hardware.threads import ServingFlag, own_intraop_threads, single_threaded_by_default
-from backend.serving.batch import Batch, can_merge, merge, new_cache, position_ids, prefill_inputs
+from backend.serving.batch import Batch, CachePlan, can_merge, merge, new_cache, position_ids, prefill_inputs
 from backend.serving.decode import Detokenizer, choose, eos_ids
+from backend.serving.kv_cache import PreallocatedCache, use_preallocated
 from backend.serving.registry import AdapterInfo, AdapterRegistry, linear_shapes, wrap_for_adapters
 from backend.serving.requests import Completion, Request, RequestHandle, SamplingParams, TokenEvent, error_text
 from backend.serving.routing import AdapterRouting
@@ -58,7 +59,8 @@ class Engine:
     def __init__(self, model, tokenizer, *, base_name: str, base_path: str = "",
                  max_batch: int = 16, max_queue: int = 64, batch_window_s: float = 0.01,
                  context_limit: int | None = None, threads: int | None = None,
-                 spare_slots: int = 2, max_free_slots: int = 4, prepack: bool = True, busy_flag: Path | None = None):
+                 spare_slots: int = 2, max_free_slots: int = 4, prepack: bool = True, busy_flag: Path | None = None,
+                 kv_cache: str = "auto"):
         self.base_name = base_name
         self.base_path = base_path
         self.tokenizer = tokenizer
@@ -84,6 +86,10 @@ class Engine:
             spare_slots=spare_slots, max_free_slots=max_free_slots)
         self._detokenizer = Detokenizer(tokenizer, eos_ids(model, tokenizer))
         self._can_join = can_merge(model.config)  # newcomers may join a running batch
+        # keys and values in blocks allocated ahead, written in place (backend.serving.kv_cache);
+        # only where every layer is full attention, as merging requires
+        self.cache_plan = CachePlan(preallocate=self._can_join and use_preallocated(kv_cache, self.device),
+                                    max_rows=max_batch)
         self._accepts_logits_to_keep = _accepts(self.model.get_base_model(), "logits_to_keep")
         # None: the model scales or caps its logits, so the whole model runs
         self._decoder = None if scales_logits(model.config) else decoder_of(self.model)
@@ -117,6 +123,7 @@ class Engine:
         model = load_model(ref, dtype=serving_dtype(settings.serve_dtype), device=device_kind(),
                            trust_remote_code=settings.trust_remote_code)
         kwargs.setdefault("prepack", settings.serve_prepack)
+        kwargs.setdefault("kv_cache", settings.serve_kv_cache)
         kwargs.setdefault("busy_flag", settings.paths.serving_busy)
         return cls(model, tokenizer, base_name=ref.name, base_path=ref.path, **kwargs)
 
@@ -138,7 +145,8 @@ class Engine:
         """How this engine serves (``/info`` reports it; benchmarks record it)."""
         return {"dtype": str(self.model.get_base_model().dtype).replace("torch.", ""), "threads": self.threads,
                 "max_batch": self.max_batch, "batch_window_s": self.batch_window_s,
-                "prepacked_linears": self.prepacked, "spare_slots": self.registry.slots.spare}
+                "prepacked_linears": self.prepacked, "spare_slots": self.registry.slots.spare,
+                "kv_cache": "preallocated" if self.cache_plan.preallocate else "dynamic"}
 
     # --- adapters (see backend.serving.registry) ------------------------------------------
 
@@ -304,11 +312,11 @@ class Engine:
                 try:
                     with self._model_lock:
                         if newcomers:
-                            fresh = self._prefill(newcomers)
+                            fresh = self._prefill(newcomers, joining=batch is not None)
                             # the running rows' pending tokens were emitted by the step that chose
                             # them: only the newcomers' first tokens are new here
                             first_new = 0 if batch is None else batch.size
-                            batch = fresh if batch is None else merge(batch, fresh)
+                            batch = fresh if batch is None else self._merge(batch, fresh)
                             self._emit_and_prune(batch, first_row=first_new)
                         elif batch is not None:
                             self._step(batch)
@@ -348,7 +356,7 @@ class Engine:
                 continue
             try:
                 with self._model_lock:
-                    survivors.append(self._prefill([request], resume=True))
+                    survivors.append(self._prefill([request], resume=True, joining=bool(survivors)))
             except Exception as own:
                 log.warning("request %s failed alone too: %s", request.id, error_text(own))
                 self._end(request, "error", error=error_text(own))
@@ -360,7 +368,7 @@ class Engine:
                 for solo in survivors[1:]:
                     if not self._can_join:
                         raise TuneLabError("this base's cache cannot merge rows")
-                    batch = merge(batch, solo)
+                    batch = self._merge(batch, solo)
                 self._emit_and_prune(batch)
             return batch
         except Exception:  # cannot rebuild the batch: fail what is left, with the step's error
@@ -381,22 +389,39 @@ class Engine:
                 taken.append(request)
         return taken
 
-    def _prefill(self, requests: list[Request], *, resume: bool = False) -> Batch:
+    def _prefill(self, requests: list[Request], *, resume: bool = False, joining: bool = False) -> Batch:
         """Prefill ``requests`` as one new batch; with ``resume`` each row's input is its
-        prompt and the tokens it already generated (rebuilding a row after a failed step)."""
+        prompt and the tokens it already generated (rebuilding a row after a failed step);
+        ``joining``: the rows are about to be merged into a running batch."""
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         input_ids, mask = prefill_inputs(requests, pad, resume=resume, device=self.device)
-        cache = new_cache(self.model.get_base_model().config)
+        cache = new_cache(self.model.get_base_model().config, self.cache_plan, requests, input_ids.shape[1],
+                          joining=joining)
         logits = self._forward(input_ids, mask, cache, [r.internal_adapter for r in requests])
+        if isinstance(cache, PreallocatedCache):
+            self.stats.kv_blocks += 1
         batch = Batch(requests=list(requests), mask=mask, cache=cache, next_ids=None)
         self.stats.prefills.append(len(requests))
         self._choose(batch, logits)
         return batch
 
+    def _merge(self, old: Batch, new: Batch) -> Batch:
+        """``new``'s rows join ``old``'s (:func:`backend.serving.batch.merge`), counted."""
+        merged = merge(old, new, self.cache_plan)
+        if isinstance(merged.cache, PreallocatedCache):
+            if merged.cache is old.cache:
+                self.stats.kv_joins_in_place += 1
+            else:
+                self.stats.kv_blocks += 1
+        return merged
+
     def _step(self, batch: Batch) -> None:
         batch.grow_mask()
+        blocks = batch.cache.allocations if isinstance(batch.cache, PreallocatedCache) else 0
         logits = self._forward(batch.next_ids[:, None], batch.mask, batch.cache,
                                [r.internal_adapter for r in batch.requests])
+        if isinstance(batch.cache, PreallocatedCache) and batch.cache.allocations > blocks:
+            self.stats.kv_growths += 1
         self._choose(batch, logits)
 
     def _forward(self, input_ids, mask, cache, adapter_names: list[str]):

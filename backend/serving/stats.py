@@ -19,6 +19,11 @@ class EngineStats:
     loads: int = 0
     slot_loads: int = 0  # loads that copied into a preallocated slot (the fast path)
     max_rows: int = 0
+    # the preallocated KV cache (backend.serving.kv_cache): blocks allocated for a new or a
+    # merged batch, blocks replaced by a longer one, newcomers written into a block's free rows
+    kv_blocks: int = 0
+    kv_growths: int = 0
+    kv_joins_in_place: int = 0
     prefills: deque = field(default_factory=lambda: deque(maxlen=1024))
     step_rows: deque = field(default_factory=lambda: deque(maxlen=4096))
     latencies: deque = field(default_factory=lambda: deque(maxlen=1024))

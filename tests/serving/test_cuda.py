@@ -2,8 +2,10 @@
 machine without one; `bench/gpu_device.sh` runs them on a lent H100/H200.
 
 Greedy parity with plain peft on the same device and dtype, a mixed batch of the base and
-several adapters included; hot swaps under streaming load fail nothing; a base served by
-``Engine.from_base`` lives on the GPU, and so do its adapters and the KV cache."""
+several adapters included, on the preallocated KV cache (backend/serving/kv_cache.py: blocks
+on the device, written in place, newcomers merged into them); hot swaps under streaming load
+fail nothing; a base served by ``Engine.from_base`` lives on the GPU, and so do its adapters
+and the KV cache."""
 
 from __future__ import annotations
 
@@ -36,6 +38,7 @@ def test_a_mixed_batch_on_cuda_matches_plain_peft_on_cuda(tiny_llama, cuda_loras
     engine = make_engine(tiny_llama, dtype=dtype, device="cuda", batch_window_s=0.3)
     try:
         assert engine.device.type == "cuda"
+        assert engine.describe()["kv_cache"] == "preallocated"  # 'auto' on CUDA
         for i, path in enumerate(cuda_loras):
             engine.load_adapter(f"a{i}", path)
         prompt = engine.encode_chat([{"role": "user", "content": "Tell me about the autumn leaves"}])
@@ -46,8 +49,50 @@ def test_a_mixed_batch_on_cuda_matches_plain_peft_on_cuda(tiny_llama, cuda_loras
         for model, path in zip(models, [None, *cuda_loras]):
             expected = reference_tokens(tiny_llama, path, prompt, 12, dtype=dtype, device="cuda")
             assert results[model].token_ids == expected, model
+        assert engine.stats.kv_blocks >= 1, "the batch did not run on the preallocated cache"
+
+        if dtype is not torch.float32:
+            return  # bf16: the first part's parity is the check; rows padded in bf16 may tie differently
+        # newcomers join the running answer: into the block's free rows, then into a larger block
+        long = engine.submit(prompt, "a0", _greedy(60))
+        events = iter(long)
+        head = [next(events).token_id for _ in range(5)]
+        late = [("a1", 7), (None, 12), ("a2", 5), ("a0", 9), (None, 3)]
+        joined = [engine.submit(prompt, m, _greedy(n)) for m, n in late]
+        tail = [e.token_id for e in events if e.token_id is not None and not e.special]
+        assert head + tail == reference_tokens(tiny_llama, cuda_loras[0], prompt, 60, dtype=dtype, device="cuda")
+        for (model, n), handle in zip(late, joined):
+            adapter = None if model is None else cuda_loras[int(model[1])]
+            got = handle.result()
+            assert got.batch_rows_max >= 2, model
+            assert got.token_ids == reference_tokens(tiny_llama, adapter, prompt, n, dtype=dtype, device="cuda"), model
+        assert engine.stats.kv_joins_in_place + engine.stats.kv_blocks >= 3
     finally:
         engine.stop()
+
+
+def test_the_preallocated_cache_lives_on_the_gpu_and_is_written_in_place(tiny_llama):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from backend.serving.kv_cache import PreallocatedCache
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.bfloat16).to("cuda").eval()
+    prompt = list(range(5, 25))
+    cache = PreallocatedCache(model.config.num_hidden_layers, rows=1, length=len(prompt) + 40)
+    ids, tokens, pointers = torch.tensor([prompt], device="cuda"), [], set()
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        out = model(input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True)
+        for _ in range(30):
+            tokens.append(int(out.logits[0, -1].argmax()))
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            out = model(input_ids=torch.tensor([[tokens[-1]]], device="cuda"), attention_mask=mask,
+                        past_key_values=cache, use_cache=True)
+            pointers.add(cache.layers[0].key_store.data_ptr())
+    assert cache.layers[0].key_store.device.type == "cuda"
+    assert len(pointers) == 1 and cache.layers[0].allocations == 1
+    assert tokens == reference_tokens(tiny_llama, None, prompt, 30, dtype=torch.bfloat16, device="cuda")
 
 
 def test_hot_swaps_under_streaming_load_on_cuda_fail_nothing(tiny_llama, cuda_loras):
@@ -89,6 +134,7 @@ def test_a_base_served_from_settings_lives_on_the_gpu(tiny_llama, tmp_path):
     try:
         assert engine.device.type == "cuda"
         assert engine.describe()["dtype"] == "bfloat16"  # auto: bf16 on a GPU that has it
+        assert engine.describe()["kv_cache"] == "preallocated"
         prompt = engine.encode_chat([{"role": "user", "content": "hi"}])
         assert engine.generate(prompt, None, max_tokens=4, temperature=0).token_ids
     finally:
