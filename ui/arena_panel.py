@@ -50,10 +50,11 @@ def build(ctx: Ctx, *, elem_id: str, with_round: bool = False) -> None:
         return state, esc(f"Blind comparison on {chosen['prompt']!r}: {chosen['why']}. Rate the answers above.")
 
     def start(state):
-        ok, text = rounds.train_from_ratings(ctx.service())
-        if not ok:
-            raise gr.Error(text)
-        return text
+        # the assistant's tool: the round becomes one of this session's runs, as from the chat
+        result = AssistantTools(ctx.service(), state).arena.train_from_ratings()
+        if not result.ok:
+            raise gr.Error(result.text)
+        return state, result.text
 
-    ctx.refresh_after(go.click(edge(start), [ctx.state], [note]))
+    ctx.refresh_after(go.click(edge(start), [ctx.state], [ctx.state, note]))
     ctx.refresh_after(telling.click(edge(compare_next), [ctx.state], [ctx.state, note]))
