@@ -41,8 +41,9 @@ class ArenaTools:
         """The comparison whose votes would most shrink the doubt about which model is best: the
         leader and the challenger it is least surely ahead of, on the probe or held-out prompt
         they were rated on least. With ``run`` (the default) it is shown now, blind (answers
-        labelled A, B ...): then ask the person which answer is better and record it with
-        ``rate``. Says so when the winner is already clear."""
+        labelled A, B ...): then ask the person to judge each answer and record it with ``rate``
+        (👍 on one and 👎 on another is a game in the arena). Says so when the winner is already
+        clear."""
         chosen = rounds.next_comparison(self.service, self.state)
         if chosen is None:
             return ToolResult(False, "Nothing to compare yet: the arena needs a finished adapter and a prompt "
@@ -53,15 +54,16 @@ class ArenaTools:
         shown = self._compare(chosen["prompt"], chosen["adapters"], blind=True)
         if not shown.ok:
             return ToolResult(False, f"{said} The comparison failed: {shown.text}", chosen)
-        return ToolResult(True, f"{said}\n{shown.text}\nRate the answers with `rate` (e.g. A best, or B 👎).",
+        return ToolResult(True, f"{said}\n{shown.text}\nRate the answers with `rate` (e.g. A 👍 and B 👎).",
                           {**chosen, "comparison": shown.data})
 
     @tool
     def rate_answer(self, model: str, prompt: str, output: str, score: str) -> ToolResult:
         """Record one rating of an answer given outside a comparison (e.g. in the playground chat):
         ``model`` is the adapter's name or "base", ``prompt`` what was asked, ``output`` the answer
-        it gave, ``score`` "up" (👍) or "down" (👎). It joins the arena and the preference pairs.
-        For an answer of the last comparison use ``rate`` instead."""
+        it gave, ``score`` "up" (👍) or "down" (👎). With other ratings on the same prompt it makes
+        preference pairs (one 👍 and one 👎), and it counts in the tallies; the arena ranks from
+        answers shown together, so for an answer of the last comparison use ``rate`` instead."""
         given = model.strip()
         model = BASE if given.lower() in ("base", "the base", "base model") else given
         row = rounds.add_rating(self.service, model, prompt, output, score)
