@@ -141,8 +141,9 @@ class Settings(BaseSettings):
     serve_kv_cache: str = Field(
         default="auto",
         description="How the serving engine holds a batch's keys and values: 'auto' (preallocated blocks written "
-        "in place on a GPU, and on a CPU where docs/performance.md measured them no slower), 'preallocated', or "
-        "'dynamic' (transformers' cache, which concatenates every step). Greedy output is the same either way.",
+        "in place on a GPU; transformers' cache on a CPU, where the blocks measured no faster: docs/performance.md), "
+        "'preallocated', or 'dynamic' (transformers' cache, which concatenates every step). Greedy output is the "
+        "same either way.",
     )
     native_kernels: bool = Field(
         default=True,

@@ -23,8 +23,8 @@ The running batch's operations (:mod:`backend.serving.batch`) keep working:
 - Past the block's length the layer moves to a block one ``grow`` chunk longer than
   needed (one copy, amortised over the chunk).
 
-Which device uses it: :func:`use_preallocated` (CUDA always; CPU per the measurement
-in docs/performance.md).
+Which device uses it: :func:`use_preallocated` (CUDA; not CPU, per the measurement in
+docs/performance.md).
 """
 
 from __future__ import annotations
@@ -242,15 +242,16 @@ def merged_cache(old: Cache, new: Cache, old_width: int, new_width: int, *, rows
 def use_preallocated(choice: str, device: torch.device | str) -> bool:
     """Whether the engine on ``device`` runs its batches on :class:`PreallocatedCache`.
 
-    'auto': on CUDA always (no allocation per token, a fixed address per block, no
-    fragmentation); on CPU too, where ``bench/serve.py`` measured it no slower than
-    transformers' concatenating cache (docs/performance.md). 'preallocated' / 'dynamic'
-    force one.
+    'auto': on CUDA (no allocation per token, a fixed address per block, no fragmentation
+    of the allocator's memory); not on CPU, where ``bench/serve_kv_cache.py`` measured it
+    no faster than transformers' concatenating cache (0.82-0.97x on a 2-core AMD EPYC,
+    AVX2: a CPU decode step is dominated by reading the weights, and the attention reads the
+    strided views a little slower than contiguous keys; docs/performance.md).
+    'preallocated' / 'dynamic' force one.
     """
     if choice not in KV_CACHE_CHOICES:
         raise ConfigError(f"Unknown serving KV cache {choice!r}.",
                           fix="Set TUNELAB_SERVE_KV_CACHE to auto, preallocated or dynamic.")
     if choice != "auto":
         return choice == "preallocated"
-    kind = torch.device(device).type
-    return kind == "cuda" or kind == "cpu"
+    return torch.device(device).type == "cuda"
