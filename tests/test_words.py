@@ -9,7 +9,7 @@ import pytest
 from backend.data.doctor import check_files, import_files
 from backend.data.preference import read_preference_files
 from backend.errors import DataError
-from backend.studio.service import Comparison
+from backend.studio.comparison import Comparison
 from backend.words import counted, is_korean, korean_subject, name_words, plural, with_ro
 from tests.data.files import jsonl, write
 from ui.compare_panel import status_line

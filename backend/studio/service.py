@@ -15,7 +15,6 @@ import logging
 import random
 import shutil
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -36,6 +35,7 @@ from backend.settings import Settings
 from backend.store import VERDICTS, Store
 from backend.studio import leaderboard as board
 from backend.studio import trust
+from backend.studio.comparison import Answer, Comparison
 from backend.studio.ratings import BASE, tallies
 from backend.training.estimate import read_speed, write_speed
 from backend.training.probe import measure as measure_speed
@@ -61,38 +61,6 @@ def _weights():
     from backend.studio import weights
 
     return weights
-
-
-@dataclass
-class Answer:
-    model: str
-    label: str
-    text: str
-
-
-@dataclass
-class Comparison:
-    id: str
-    prompt: str
-    blind: bool
-    answers: list[Answer] = field(default_factory=list)
-    # what every model was asked with (the same for all): backend.studio.trust says it in words
-    temperature: float = 0.0
-    max_tokens: int = trust.COMPARE_MAX_TOKENS
-    seed: int | None = None
-    system_prompt: str | None = None
-
-    @property
-    def settings_text(self) -> str:
-        """``all answered greedily, same prompt, max 64 tokens``."""
-        return trust.sampling_text(self.temperature, self.max_tokens, seed=self.seed,
-                                   system_prompt=self.system_prompt)
-
-    def to_dict(self) -> dict:
-        return {"id": self.id, "prompt": self.prompt, "blind": self.blind,
-                "answers": [a.__dict__ for a in self.answers], "temperature": self.temperature,
-                "max_tokens": self.max_tokens, "seed": self.seed, "system_prompt": self.system_prompt,
-                "settings": self.settings_text}
 
 
 class Service:
@@ -529,15 +497,23 @@ class Service:
         return prompts.pop() if len(prompts) == 1 else None
 
     def rate(self, comparison: Comparison, model: str, *, score: int = 0, best: bool = False) -> None:
+        """Store a vote on one answer of ``comparison``. Picking one Best also stores the answers
+        not yet rated there as shown and not picked (score 0): Best is then a game in the arena
+        and a preference pair, as :mod:`backend.studio.arena` says (a lone Best was neither)."""
         answer = next((a for a in comparison.answers if a.model == model), None)
         if answer is None:
             raise TuneLabError(f"Model {model!r} is not part of comparison {comparison.id}.",
                                fix=f"Rate one of: {', '.join(a.model for a in comparison.answers)}.")
         if score not in (-1, 0, 1):
             raise TuneLabError(f"Score {score!r} is not -1, 0 or +1.", fix="Use 👍 (+1) or 👎 (-1).")
-        stored_model = BASE if model not in self.adapter_names() else model
-        self.store.add_rating(comparison=comparison.id, model=stored_model, prompt=comparison.prompt,
-                              output=answer.text, score=score, best=best, blind=comparison.blind)
+        known = set(self.adapter_names())
+        rated = {row.model for row in self.store.ratings() if row.comparison == comparison.id}
+        others = [(a, 0, False) for a in comparison.answers if a is not answer] if best else []
+        for shown, vote, picked in [(answer, score, best), *others]:
+            stored_model = shown.model if shown.model in known else BASE
+            if shown is answer or stored_model not in rated:
+                self.store.add_rating(comparison=comparison.id, model=stored_model, prompt=comparison.prompt,
+                                      output=shown.text, score=vote, best=picked, blind=comparison.blind)
 
     def tallies(self) -> dict[str, dict]:
         return {name: t.to_dict() for name, t in tallies(self.store.ratings()).items()}

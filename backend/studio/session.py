@@ -54,7 +54,7 @@ class SessionState:
     job_ids: list[int] = field(default_factory=list)
     told_jobs: list[int] = field(default_factory=list)  # runs of sweeps whose outcome the assistant has said
     adapter_names: list[str] = field(default_factory=list)
-    comparison: Any = None  # backend.studio.service.Comparison
+    comparison: Any = None  # backend.studio.comparison.Comparison
     served_base: str = ""  # the endpoint's name for the base in the last comparison
     rated: dict[str, dict] = field(default_factory=dict)  # model -> {"score", "best"} in this comparison
     history: list[dict] = field(default_factory=list)  # the assistant conversation (role/content)

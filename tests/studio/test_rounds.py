@@ -251,3 +251,22 @@ def test_too_few_votes_of_either_kind_says_how_many_more(service):
            "so 14 more, at least 3 more 👍 and 3 more 👎 among them." in said
     with pytest.raises(ConfigError, match="Unknown round method 'ppo'"):
         rounds.choose_round(service, method="ppo")
+
+
+def test_a_lone_best_is_a_game_and_a_pair_and_does_not_overwrite_a_vote(service, tiny_llama):
+    from backend.studio.comparison import Answer, Comparison
+    from backend.studio.ratings import BASE
+
+    for name in ("left", "right"):
+        add_parent(service, tiny_llama, name)
+    shown = [Answer("tiny-base", "A", "red"), Answer("left", "B", "crimson red"), Answer("right", "C", "blue")]
+    first = Comparison(id="c-best", prompt="What colour is a cherry?", blind=True, answers=shown)
+    service.rate(first, "right", score=-1)  # voted before Best was picked: it stays a 👎
+    service.rate(first, "left", best=True, score=1)
+    stored = {row.model: (row.score, row.best) for row in service.store.ratings()}
+    assert stored == {"right": (-1, False), "left": (1, True), BASE: (0, False)}
+    table = rounds.table(service)
+    games = {r["name"]: (r["wins"], r["losses"]) for r in table["rows"]}
+    assert games["left"] == (2, 0) and games[BASE] == (0, 1) and games["right"] == (0, 1)
+    assert {(p["chosen"], p["rejected"]) for p in rounds.pairs(service)} == {("crimson red", "red"),
+                                                                             ("crimson red", "blue")}
