@@ -6,8 +6,8 @@ Through the product's own paths, in a fresh home, on the default base (the quest
 rater and the scoring are bench/preference_tasks.py's):
 
 1. **parent**: an adapter trained as ``tunelab train`` would (its plan's defaults, but 2
-   epochs, every row training, no time budget; as a background job) on colour questions whose
-   answers follow the preferred format (one or two words) in one row of five; the others
+   epochs, no time budget and no proof run; as a background job) on colour questions whose
+   answers follow the preferred format (one or two words) in one row of three; the others
    answer in a sentence that starts with the right colour;
 2. **votes**: the parent answers each voting prompt several times, sampled, through the
    arena's path (``Service.compare`` on the real endpoint, then ``Service.rate``); a
@@ -51,7 +51,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 from preference_tasks import (SHORT_EVERY, Item, compare_arms, rate, score_answers, sft_rows,  # noqa: E402
-                              split_items)
+                              split_items, verdict)
 from quality import cpu_line  # noqa: E402  (bench/quality.py)
 
 PARENT = "colours"
@@ -307,6 +307,8 @@ def main() -> None:
                       + (" (--quick: 1 epoch)" if args.quick else ""),
         "round_defaults": dict(rounds.ROUND_DEFAULTS), "rounds": arms,
         "held_out": held_out,
+        "verdict": {arm: verdict(tests[f"{arm}_vs_parent"]) for arm in ("dpo", "kto", "kto_unpaired")
+                    if f"{arm}_vs_parent" in tests},
         "paired_tests": {"about": "same held-out prompts; only_first / only_second: prompts where only that model "
                                   "succeeds; p_value: exact two-sided sign (McNemar) test", **tests},
         "examples": [{"prompt": item.prompt, "right": list(item.answers), **{arm: outputs[arm][i] for arm in outputs}}

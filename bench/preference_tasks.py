@@ -10,11 +10,12 @@ Two question families in the same style, each with a short right answer:
   of them; they show whether what the round learned carries to new kinds of questions.
 
 The preferred format is an answer of one or two words (``Red.``). The SFT data shows it in
-one row of five (:data:`SHORT_EVERY`); the other rows answer in a sentence that names the
-right colour first (``Red is the colour of a cherry, as most people would say.``). A first
-design whose sentences began ``The colour of ...`` let the parent sample the short format in
-4% of answers (one token, ``The``, against eleven colours): 1 or 2 👍 in 75-120 votes,
-7 pairs, too few for a round. The rater gives 👍 only to an answer that follows the format **and** is right,
+one row of three (:data:`SHORT_EVERY`); the other rows answer in a sentence that names the
+right colour first (``Red is the colour of a cherry, as most people would say.``). With one
+row in five the parent almost never answered short, greedy (0 of 80 held-out questions) or
+sampled (5 of 120 and 0 of 75 voted answers, with sentences starting ``The colour of ...``
+and ``Red is ...``): 0 to 2 👍 and at most 7 pairs, too few for a round; with one row in two
+(the bench before) it already answered short 82% of the time sampled, 85% greedy (no room). The rater gives 👍 only to an answer that follows the format **and** is right,
 so a round that keeps the format but loses the right colours is caught.
 """
 
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 
 from backend.proof.intervals import scored
 
-SHORT_EVERY = 5  # one SFT row in five follows the preferred format (20%)
+SHORT_EVERY = 3  # one SFT row in three follows the preferred format (33%; 20% was too rare: see below)
 VOTE_EVERY = 3  # the rater votes on the answers to one training question in three
 
 COLOURS = {
@@ -182,7 +183,7 @@ def paired(a: list[bool], b: list[bool]) -> dict:
     only_b = sum(1 for x, y in zip(a, b) if y and not x)
     both = sum(1 for x, y in zip(a, b) if x and y)
     return {"n": len(a), "both": both, "neither": len(a) - both - only_a - only_b, "only_first": only_a,
-            "only_second": only_b, "p_value": round(sign_test_p(only_a, only_b), 6)}
+            "only_second": only_b, "p_value": float(f"{sign_test_p(only_a, only_b):.3g}")}
 
 
 def compare_arms(first: list[str], second: list[str], items: list[Item]) -> dict:
@@ -191,3 +192,29 @@ def compare_arms(first: list[str], second: list[str], items: list[Item]) -> dict
               "preferred": lambda t, i: rate(t, i) > 0}
     return {name: paired([check(t, i) for t, i in zip(first, items)], [check(t, i) for t, i in zip(second, items)])
             for name, check in checks.items()}
+
+
+def verdict(tests: dict, alpha: float = 0.05) -> dict:
+    """What a round did against its parent, from :func:`compare_arms` (parent first, round
+    second) in one sentence: helped only when more held-out answers get the rater's 👍 (sign
+    test below ``alpha``) and the right answers did not fall (no significant loss)."""
+    def moved(name):
+        t = tests[name]
+        if t["p_value"] >= alpha:
+            return 0
+        return 1 if t["only_second"] > t["only_first"] else -1
+
+    liked, right = moved("preferred"), moved("right_answer")
+    if liked > 0 and right >= 0:
+        said = "helped: more held-out answers the rater likes"
+    elif liked > 0:
+        said = "mixed: more answers in the liked format, but fewer right answers"
+    elif liked < 0:
+        said = "hurt: fewer held-out answers the rater likes"
+    else:
+        said = "no effect shown: the rater's share did not change beyond noise"
+    if right < 0 and liked <= 0:
+        said += "; and fewer right answers"
+    p = tests["preferred"]["p_value"]
+    return {"helped": liked > 0 and right >= 0, "said": f"{said} (👍 on {tests['preferred']['only_second']} "
+            f"questions only after the round, {tests['preferred']['only_first']} only before; p = {p:.2g})"}

@@ -59,7 +59,7 @@ def test_the_splits_keep_held_out_questions_apart_and_the_sft_data_rarely_shows_
     assert not any(i.family == "opposites" for i in train)
     rows = tasks.sft_rows(train)
     share = sum(tasks.follows_format(r["messages"][1]["content"]) for r in rows) / len(rows)
-    assert 0.15 <= share <= 0.25
+    assert 0.15 <= share <= 0.35  # rare: the parent sits well below the ceiling
     assert all(tasks.is_right(r["messages"][1]["content"], i) for r, i in zip(rows, train))  # the data is right
 
 
@@ -97,3 +97,18 @@ def test_paired_counts_only_the_prompts_where_the_two_differ():
     tests = tasks.compare_arms(["The colour of a cherry is red.", "Hot."], ["Red.", "Cold."], [CHERRY, HOT])
     assert tests["follows_format"]["only_second"] == 1 and tests["follows_format"]["both"] == 1
     assert tests["right_answer"]["only_second"] == 1 and tests["preferred"]["only_second"] == 2
+
+
+def test_the_verdict_says_helped_only_when_liked_answers_rise_without_losing_right_ones():
+    def tests(liked, right):
+        return {"preferred": tasks.paired(*liked), "right_answer": tasks.paired(*right)}
+
+    up = ([False] * 10, [True] * 10)  # the round gets 10 more liked answers: p = 0.002
+    same = ([True, False] * 5, [False, True] * 5)  # 5 each way: p = 1
+    down = ([True] * 10, [False] * 10)
+    assert tasks.verdict(tests(up, same))["helped"] is True
+    assert tasks.verdict(tests(up, same))["said"].startswith("helped")
+    assert tasks.verdict(tests(up, down))["helped"] is False
+    assert tasks.verdict(tests(up, down))["said"].startswith("mixed")
+    assert tasks.verdict(tests(same, same))["said"].startswith("no effect shown")
+    assert tasks.verdict(tests(down, down))["said"].startswith("hurt")
