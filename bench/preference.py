@@ -116,7 +116,7 @@ def train_parent(settings, base: str, train_items: list[Item], vote_items: list[
         # the import keeps every row in train.jsonl and no eval file goes with the job: no proof
         # run (the bench's own held-out questions are the proof) and no early stopping; the run
         # holds back its usual share of those rows for its eval loss (recorded as eval_rows)
-        # (the plan is read from the default split: run_spec refuses an empty eval.jsonl)
+        # (the plan is read from the default split, as the page would make it)
         split = plain.import_data([data], base=base, goal=GOAL)
         # no time budget either (the plan's 10 minutes): on a loaded CPU it would cut the parent
         # short by however busy the machine was, and the parent would differ run to run

@@ -548,7 +548,8 @@ def import_files(paths: list[Path], uploads_dir: Path, **check_kwargs) -> Import
         return ImportResult(final, report)
     with staged_folder(final) as tmp:
         write_rows(tmp / TRAIN_FILE, [e.messages for e in report.train])
-        write_rows(tmp / EVAL_FILE, [e.messages for e in report.eval])
+        if report.eval:  # nothing held out (too few rows, or a split of 0): no eval file, not an empty one
+            write_rows(tmp / EVAL_FILE, [e.messages for e in report.eval])
         (tmp / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
     return ImportResult(final, report)
 
@@ -566,4 +567,4 @@ def _same_import(folder: Path, report: DataReport) -> bool:
     saved = saved_report(folder)
     return (bool(saved) and saved.get("content_hash") == report.content_hash
             and saved.get("stats", {}).get("split") == report.stats["split"]
-            and (folder / TRAIN_FILE).is_file() and (folder / EVAL_FILE).is_file())
+            and (folder / TRAIN_FILE).is_file() and (folder / EVAL_FILE).is_file() == bool(report.eval))

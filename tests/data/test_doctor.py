@@ -219,6 +219,22 @@ def test_clean_upload_is_written_and_read_back(tmp_path):
     assert sorted(p.name for p in uploads.iterdir()) == [result.folder.name]
 
 
+def test_an_import_that_holds_nothing_out_writes_no_eval_file_and_a_later_split_does(tmp_path):
+    """Nothing held out (a split of 0, or under 5 rows) writes no eval.jsonl: an empty one
+    made every reader of the import (the run, the proof) refuse it as holding no examples."""
+    uploads = tmp_path / "uploads"
+    path = write(tmp_path, "d.jsonl", jsonl(*[chat(f"q{i}", f"a{i}") for i in range(12)]))
+    whole = import_files([path], uploads, eval_fraction=0.0)
+    assert sorted(p.name for p in whole.folder.iterdir()) == ["report.json", "train.jsonl"]
+    assert len(read_rows(whole.train_path)) == 12
+    assert import_files([path], uploads, eval_fraction=0.0).folder == whole.folder  # the same import again
+    split = import_files([path], uploads, eval_fraction=0.25)  # same rows, now with a held-out share
+    assert split.folder == whole.folder and len(read_rows(split.eval_path)) == 3
+    few = import_files([write(tmp_path, "few.jsonl", jsonl(*[chat(f"w{i}", "b") for i in range(4)]))], uploads,
+                       min_examples=1)
+    assert not few.eval_path.exists() and len(read_rows(few.train_path)) == 4
+
+
 def test_an_imported_file_broken_by_hand_is_refused_by_the_reader(tmp_path):
     path = write(tmp_path, "train.jsonl", jsonl(chat("q", "a"), {"messages": [U("q")]}))
     with pytest.raises(DataError, match="line 2"):
