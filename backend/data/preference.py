@@ -234,17 +234,28 @@ def _records(path: Path, name: str, report: PreferenceReport):
             report.problems.append(BAD_JSON.problem(name, number, error=str(exc)[:120]))
 
 
-def _pair(record: Any, name: str, line: int, report: PreferenceReport, shapes: set) -> dict | None:
+def _line_checks(name: str, line: int, report: PreferenceReport, what: str):
+    """The ``problem(rule, field, **values)`` that files a problem of line ``line`` of ``name``."""
     def problem(rule, field_=None, **values):
-        report.problems.append(rule.problem(name, line, field_, **{"what": "pair", **values}))
+        report.problems.append(rule.problem(name, line, field_, **{"what": what, **values}))
 
+    return problem
+
+
+def _has_fields(record: Any, fields, problem, *, fmt: str, needs: str) -> bool:
+    """True when ``record`` is an object with every one of ``fields``; else each problem is filed."""
     if not isinstance(record, dict):
         problem(NOT_OBJECT, kind=type(record).__name__)
-        return None
-    missing = [side for side in SIDES if side not in record]
-    for side in missing:
-        problem(MISSING_FIELD, side, name=side, fmt="preference", needs=NEEDS)
-    if missing:
+        return False
+    missing = [key for key in fields if key not in record]
+    for key in missing:
+        problem(MISSING_FIELD, key, name=key, fmt=fmt, needs=needs)
+    return not missing
+
+
+def _pair(record: Any, name: str, line: int, report: PreferenceReport, shapes: set) -> dict | None:
+    problem = _line_checks(name, line, report, "pair")
+    if not _has_fields(record, SIDES, problem, fmt="preference", needs=NEEDS):
         return None
     conversational = isinstance(record["prompt"], list)
     shapes.add("conversational" if conversational else "standard")
@@ -261,16 +272,8 @@ def _pair(record: Any, name: str, line: int, report: PreferenceReport, shapes: s
 
 
 def _vote(record: Any, name: str, line: int, report: PreferenceReport, shapes: set) -> dict | None:
-    def problem(rule, field_=None, **values):
-        report.problems.append(rule.problem(name, line, field_, **{"what": "vote", **values}))
-
-    if not isinstance(record, dict):
-        problem(NOT_OBJECT, kind=type(record).__name__)
-        return None
-    missing = [key for key in VOTE_FIELDS if key not in record]
-    for key in missing:
-        problem(MISSING_FIELD, key, name=key, fmt="unpaired vote", needs=VOTE_NEEDS)
-    if missing:
+    problem = _line_checks(name, line, report, "vote")
+    if not _has_fields(record, VOTE_FIELDS, problem, fmt="unpaired vote", needs=VOTE_NEEDS):
         return None
     conversational = isinstance(record["prompt"], list)
     shapes.add("unpaired conversational" if conversational else "unpaired")
