@@ -320,3 +320,41 @@ class ScriptedChatModel:
 
     def close(self):
         self.server.shutdown()
+
+
+def round_spec(name: str, method: str, base, parent: str = "parent", **train) -> RunSpec:
+    """A preference round (``dpo`` or ``kto``) from ``parent`` with small, fast knobs."""
+    knobs = {"epochs": 3, "batch_size": 4, "max_length": 64, "learning_rate": 5e-3, "beta": 0.5, **train}
+    return RunSpec(name=name, base=str(base), method=method, parent=parent, train=knobs)
+
+
+def make_parent(base, out):
+    """A parent adapter whose LoRA weights are not zero, so it differs from the base."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
+    write_adapter_folder(model, out, {"name": out.name, "status": "done", "goal": "say the color",
+                                      "hyperparameters": {"lora": {"r": 4, "alpha": 8}}})
+    return out
+
+
+@contextlib.contextmanager
+def browser_page(url: str, *, viewport: dict | None = None):
+    """One headless Chromium tab on TuneLab's page at ``url``, once the assistant's box is
+    there; closed on leaving."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            tab = browser.new_page(viewport=viewport or {"width": 1500, "height": 1100})
+            tab.set_default_timeout(30_000)
+            tab.goto(url, wait_until="load")
+            tab.wait_for_selector("#assistant-input textarea")
+            yield tab
+        finally:
+            browser.close()

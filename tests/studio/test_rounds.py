@@ -32,6 +32,19 @@ def rate_rounds(service, parent: str, prompts: list[str]) -> None:
         service.rate(comparison, base_name, score=-1)
 
 
+def assert_served_ranked_and_loads_in_peft(service, base, name: str) -> None:
+    """A round's adapter is hot-loaded and answers, enters the arena, and loads in plain peft."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    assert name in service.models()  # hot-loaded by the job runner
+    answer = service.chat(name, [{"role": "user", "content": "color of snow?"}], max_tokens=4)
+    assert isinstance(answer, str)
+    assert name in [r["name"] for r in rounds.table(service)["rows"]]  # enters the arena
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(service.paths.adapters / name))
+    assert list(model.peft_config) == ["default"]
+
+
 def test_the_loop_compare_rate_rank_round_serve(served, tiny_llama):
     service = served
     add_parent(service, tiny_llama)
@@ -58,17 +71,7 @@ def test_the_loop_compare_rate_rank_round_serve(served, tiny_llama):
     losses = [h["loss"] for h in meta["loss_history"] if h["loss"] is not None]
     assert losses[0] == pytest.approx(0.6931, abs=2e-3) and losses[-1] != pytest.approx(losses[0], abs=1e-4)
 
-    assert "parent-dpo" in service.models()  # hot-loaded by the job runner
-    answer = service.chat("parent-dpo", [{"role": "user", "content": "color of snow?"}], max_tokens=4)
-    assert isinstance(answer, str)
-    assert "parent-dpo" in [r["name"] for r in rounds.table(service)["rows"]]  # enters the arena
-
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama),
-                                      str(service.paths.adapters / "parent-dpo"))
-    assert list(model.peft_config) == ["default"]
+    assert_served_ranked_and_loads_in_peft(service, tiny_llama, "parent-dpo")
 
 
 def test_add_rating_and_export_conversational_pairs(service, tiny_llama, tmp_path):
@@ -138,17 +141,7 @@ def test_single_votes_train_a_kto_round_chosen_by_auto_served_and_loaded_in_peft
     assert rounds.round_line(service.adapter_meta("parent-kto")) == \
         "a KTO round from parent on 16 single votes (8 👍, 8 👎; 16 ratings)"
 
-    assert "parent-kto" in service.models()  # hot-loaded by the job runner
-    answer = service.chat("parent-kto", [{"role": "user", "content": "color of snow?"}], max_tokens=4)
-    assert isinstance(answer, str)
-    assert "parent-kto" in [r["name"] for r in rounds.table(service)["rows"]]  # enters the arena
-
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama),
-                                      str(service.paths.adapters / "parent-kto"))
-    assert list(model.peft_config) == ["default"]
+    assert_served_ranked_and_loads_in_peft(service, tiny_llama, "parent-kto")
 
 
 def test_export_unpaired_writes_every_vote_as_trl_rows(service, tiny_llama, tmp_path):

@@ -14,22 +14,7 @@ from backend.data.preference import write_pairs
 from backend.errors import DataError
 from backend.hparams import RunSpec
 from backend.training.dpo import train_dpo_adapter
-from backend.training.run import write_adapter_folder
-from tests.builders import COLORS, folder_ref
-
-
-def make_parent(base, out):
-    """A parent adapter whose LoRA weights are not zero, so it differs from the base."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                           LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", init_lora_weights=False))
-    write_adapter_folder(model, out, {"name": out.name, "status": "done", "goal": "say the color",
-                                      "hyperparameters": {"lora": {"r": 4, "alpha": 8}}})
-    return out
+from tests.builders import COLORS, folder_ref, make_parent, round_spec
 
 
 def color_pairs(n: int = 10) -> list[dict]:
@@ -44,18 +29,13 @@ def color_pairs(n: int = 10) -> list[dict]:
     return pairs
 
 
-def round_spec(name: str, base, parent: str = "parent", **train) -> RunSpec:
-    knobs = {"epochs": 3, "batch_size": 4, "max_length": 64, "learning_rate": 5e-3, "beta": 0.5, **train}
-    return RunSpec(name=name, base=str(base), method="dpo", parent=parent, train=knobs)
-
-
 @pytest.fixture(scope="module")
 def round_(tiny_llama, tmp_path_factory):
     root = tmp_path_factory.mktemp("dpo")
     parent = make_parent(tiny_llama, root / "adapters" / "parent")
     pairs = write_pairs(color_pairs(), root / "data" / "pairs.jsonl")
     progress = []
-    meta = train_dpo_adapter(round_spec("parent-dpo", tiny_llama), base_ref=folder_ref(tiny_llama),
+    meta = train_dpo_adapter(round_spec("parent-dpo", "dpo", tiny_llama), base_ref=folder_ref(tiny_llama),
                              pairs_file=pairs, parent_dir=parent, out_dir=root / "adapters" / "parent-dpo",
                              work_dir=root / "work", on_progress=progress.append)
     return SimpleNamespace(root=root, parent=parent, out=root / "adapters" / "parent-dpo", meta=meta,
@@ -112,7 +92,7 @@ def test_too_few_pairs_is_refused_saying_how_many_more(tiny_llama, tmp_path):
     parent = tmp_path / "parent"
     pairs = write_pairs(color_pairs(3), tmp_path / "pairs.jsonl")
     with pytest.raises(DataError, match="3 preference pair.*at least 8") as info:
-        train_dpo_adapter(round_spec("x", tiny_llama), base_ref=folder_ref(tiny_llama), pairs_file=pairs,
+        train_dpo_adapter(round_spec("x", "dpo", tiny_llama), base_ref=folder_ref(tiny_llama), pairs_file=pairs,
                           parent_dir=parent, out_dir=tmp_path / "x", work_dir=tmp_path / "w")
     assert "5 more" in str(info.value)
 

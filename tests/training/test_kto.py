@@ -14,8 +14,7 @@ from backend.data.preference import write_pairs
 from backend.errors import DataError
 from backend.hparams import RunSpec
 from backend.training.kto import loss_weights, train_kto_adapter
-from tests.builders import COLORS, folder_ref
-from tests.training.test_dpo import make_parent
+from tests.builders import COLORS, folder_ref, make_parent, round_spec
 
 
 def colour_votes(up: int = 8, down: int = 8) -> list[dict]:
@@ -32,20 +31,15 @@ def colour_votes(up: int = 8, down: int = 8) -> list[dict]:
     return votes
 
 
-def kto_spec(name: str, base, parent: str = "parent", **train) -> RunSpec:
-    knobs = {"epochs": 3, "batch_size": 4, "max_length": 64, "learning_rate": 5e-3, "beta": 0.5, **train}
-    return RunSpec(name=name, base=str(base), method="kto", parent=parent, train=knobs)
-
-
 @pytest.fixture(scope="module")
 def round_(tiny_llama, tmp_path_factory):
     root = tmp_path_factory.mktemp("kto")
     parent = make_parent(tiny_llama, root / "adapters" / "parent")
     votes = write_pairs(colour_votes(), root / "data" / "votes.jsonl")
     progress = []
-    meta = train_kto_adapter(kto_spec("parent-kto", tiny_llama), base_ref=folder_ref(tiny_llama), votes_file=votes,
-                             parent_dir=parent, out_dir=root / "adapters" / "parent-kto", work_dir=root / "work",
-                             on_progress=progress.append)
+    meta = train_kto_adapter(round_spec("parent-kto", "kto", tiny_llama), base_ref=folder_ref(tiny_llama),
+                             votes_file=votes, parent_dir=parent, out_dir=root / "adapters" / "parent-kto",
+                             work_dir=root / "work", on_progress=progress.append)
     return SimpleNamespace(root=root, parent=parent, out=root / "adapters" / "parent-kto", meta=meta,
                            progress=progress)
 
@@ -100,18 +94,18 @@ def test_plain_peft_loads_it_and_it_favours_the_liked_answers_more_than_its_pare
 
 
 def test_unequal_votes_are_weighed_alike_unless_the_spec_says():
-    spec = kto_spec("x", "base")
+    spec = round_spec("x", "kto", "base")
     assert loss_weights(spec, 12, 4) == (1.0, 3.0)  # 12 👍 * 1 == 4 👎 * 3
     assert loss_weights(spec, 4, 10) == (2.5, 1.0)
     assert loss_weights(spec, 5, 5) == (1.0, 1.0)
-    assert loss_weights(kto_spec("x", "base", undesirable_weight=1.5), 12, 4) == (1.0, 1.5)
+    assert loss_weights(round_spec("x", "kto", "base", undesirable_weight=1.5), 12, 4) == (1.0, 1.5)
 
 
 def test_too_few_votes_are_refused_saying_how_many_more(tiny_llama, tmp_path):
     votes = write_pairs(colour_votes(6, 2), tmp_path / "votes.jsonl")
     with pytest.raises(DataError, match=r"8 votes \(6 👍, 2 👎\).*at least 16 with at least 4 of each, "
                        r"so 8 more, at least 2 more 👎 among them"):
-        train_kto_adapter(kto_spec("x", tiny_llama), base_ref=folder_ref(tiny_llama), votes_file=votes,
+        train_kto_adapter(round_spec("x", "kto", tiny_llama), base_ref=folder_ref(tiny_llama), votes_file=votes,
                           parent_dir=tmp_path / "parent", out_dir=tmp_path / "x", work_dir=tmp_path / "w")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.builders import CHROMIUM, CHROMIUM_ARGS, REPO, running_up
+from tests.builders import CHROMIUM, REPO, browser_page, running_up
 
 pytestmark = [
     pytest.mark.browser,
@@ -51,19 +51,13 @@ def add_adapter(home: Path, base: Path, name: str, seed: int) -> None:
 
 @pytest.fixture()
 def page(home, tiny_llama, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     for seed, name in enumerate(ADAPTERS, start=1):
         add_adapter(home, tiny_llama, name, seed)
     expect.set_options(timeout=20_000)  # two shared cores: a refresh can take seconds
-    with running_up(home, str(tiny_llama), {}, tmp_path / "up.log") as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        tab = browser.new_page(viewport={"width": 1500, "height": 1100})
-        tab.set_default_timeout(30_000)
-        tab.goto(url, wait_until="load")
-        tab.wait_for_selector("#assistant-input textarea")
+    with running_up(home, str(tiny_llama), {}, tmp_path / "up.log") as url, browser_page(url) as tab:
         yield tab
-        browser.close()
 
 
 def blind_compare_and_vote(page, prompt: str) -> str:

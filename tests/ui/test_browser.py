@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.builders import CHROMIUM, CHROMIUM_ARGS, WINES, running_up, write_bad, write_wines
+from tests.builders import CHROMIUM, WINES, browser_page, running_up, write_bad, write_wines
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 REPO = Path(__file__).resolve().parents[2]
@@ -49,19 +49,13 @@ def tunelab_up(home, base_env, tmp_path):
 
 @pytest.fixture()
 def page(tunelab_up):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     expect.set_options(timeout=30_000)  # an import scores the base and times this machine first: seconds
 
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        tab = browser.new_page(viewport={"width": 1500, "height": 1100})
-        tab.set_default_timeout(30_000)
-        tab.goto(tunelab_up, wait_until="load")
-        tab.wait_for_selector("#assistant-input textarea")
+    with browser_page(tunelab_up) as tab:
         yield tab
-        browser.close()
 
 
 def shot(page, name: str) -> None:
