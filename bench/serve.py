@@ -321,6 +321,23 @@ def cpu_description() -> dict:
     return {k: fields[k].strip() for k in pick if k in fields}
 
 
+def machine(load_start) -> dict:
+    """The CPU with its flags, the torch build and the load average around a run."""
+    import torch
+
+    return {"cpu": cpu_description(), "cpus": os.cpu_count(), "torch": torch.__version__,
+            "load_average_start": load_start, "load_average_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+def write_results(path, results: dict) -> dict:
+    """``results`` as JSON at ``path`` (its folder made) and on stdout."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return results
+
+
 def stop_server(server) -> None:
     """Stop the server process :func:`start_server` started (killed if it does not stop in 30 s)."""
     server.terminate()
@@ -462,16 +479,11 @@ def main() -> None:
                     "load_average_end": [round(x, 2) for x in os.getloadavg()]},
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    write_results(args.out, results)
 
 
 def main_training(args) -> dict:
     """``--only-training``: the server alone, then answers while a run trains (section 4)."""
-    import torch
-
     from backend.bases.resolve import resolve_base
     from backend.serving.client import ServingClient
     from backend.settings import Settings
@@ -495,15 +507,10 @@ def main_training(args) -> dict:
         "settings": {"base": ref.name, "answer_tokens": args.answer_tokens, "think_s": args.think_s,
                      "engine_threads": args.threads, "training": f"{args.train_rows} rows, batch 4, 1 epoch, no evaluation, "
                      "a real job-runner worker; 'not_shared': the same run watching another home's flag"},
-        "machine": {"cpu": cpu_description(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "load_average_start": load_start, "load_average_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": machine(load_start),
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
-    return results
+    return write_results(args.out, results)
 
 
 if __name__ == "__main__":

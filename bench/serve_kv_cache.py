@@ -26,7 +26,6 @@ Usage: python bench/serve_kv_cache.py [--base SPEC] [--rounds 3] [--threads N] [
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -39,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serve import PROMPT, TOKEN, cpu_description, make_adapters, start_server, stop_server  # noqa: E402
+from serve import PROMPT, TOKEN, machine, make_adapters, start_server, stop_server, write_results  # noqa: E402
 
 KV_KINDS = ("dynamic", "preallocated")
 
@@ -65,7 +64,6 @@ def kv_workloads(compare_tokens: int, concurrency_tokens: int, long_tokens: int,
 def main_kv_cache(args) -> dict:
     """The same workloads on a server with each KV cache, alternating."""
     import httpx
-    import torch
 
     from backend.bases.resolve import resolve_base
     from backend.serving.client import ServingClient
@@ -121,15 +119,10 @@ def main_kv_cache(args) -> dict:
                      "order": "alternating: dynamic first in even rounds, preallocated first in odd ones",
                      "server": "tunelab serve in its own process per cache, both up throughout; clients here",
                      "engines": engines},
-        "machine": {"cpu": cpu_description(), "cpus": os.cpu_count(), "torch": torch.__version__,
-                    "load_average_start": load_start, "load_average_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": machine(load_start),
         "wall_s": round(time.perf_counter() - started, 1),
     }
-    path = Path(args.out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
-    return results
+    return write_results(args.out, results)
 
 
 
