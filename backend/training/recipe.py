@@ -29,6 +29,12 @@ run fits one device; FSDP (FSDP2 through accelerate's plugin: each decoder layer
 the LoRA weights, their gradients and AdamW's moments sharded over the ranks) when even
 batch 1 with gradient checkpointing does not fit one GPU in bf16. accelerate runs FSDP on
 GPUs only (its CPU ranks are plain DDP over gloo), so CPU ranks always use DDP.
+
+A preference round (``spec.method`` dpo or kto) is sized for what TRL runs: padded rows (its
+padding-free preference batches need FlashAttention), and for DPO both answers of each pair
+in one forward pass, so twice the rows of its batch (:data:`ROWS_PER_EXAMPLE`; KTO's KL
+partner and every reference pass run without gradients, so they keep no activations).
+TRL's fused LM head scores the answers in tiles, like the supervised path's blocked head.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ HEADROOM = 0.85  # share of the GPU's memory an estimate may take: the CUDA cont
 QUANT_BYTES = {"4bit": 4.127 / 8, "8bit": 1.0}
 QUANTIZE_NEEDS_CUDA = ("--quantize {q} (QLoRA through bitsandbytes) needs a CUDA GPU; this machine has none "
                        "(device: {device}).")
+# rows each example puts through the model with gradients: DPO's chosen and rejected answers
+ROWS_PER_EXAMPLE = {"sft": 1, "dpo": 2, "kto": 1}
 QUANTIZE_FIX = "Train without --quantize here (LoRA on the unquantized base), or run on a machine with a CUDA GPU."
 
 
@@ -156,19 +164,26 @@ def fsdp_training_bytes(report: dict, *, batch: int, seq_len: int, checkpointing
     return int(parts["total"] - parts["head"] - states + states / processes + 2 * layer + logits)
 
 
+def batch_one(spec: RunSpec) -> str:
+    """'batch 1', and for DPO how many rows that is (a pair's two answers)."""
+    rows = ROWS_PER_EXAMPLE[spec.method]
+    return "batch 1" + (f" ({rows} rows: a pair's chosen and rejected answers)" if rows > 1 else "")
+
+
 def quantize_offer(facts: DeviceFacts, spec: RunSpec, report: dict) -> str | None:
     """What to say when the base does not fit this GPU in bf16 even at batch 1 with
     gradient checkpointing: '... --quantize 4bit would need ~X GiB' (None when it fits,
     or on a CPU, where quantizing is not offered)."""
     if facts.kind != "cuda" or not facts.total_memory:
         return None
-    seq = spec.train.max_length
-    bf16 = training_bytes(report, batch=1, seq_len=seq, checkpointing=True, precision="bf16")
+    seq, rows = spec.train.max_length, ROWS_PER_EXAMPLE[spec.method]
+    bf16 = training_bytes(report, batch=rows, seq_len=seq, checkpointing=True, precision="bf16")
     if bf16 <= facts.total_memory * HEADROOM:
         return None
-    q4 = training_bytes(report, batch=1, seq_len=seq, checkpointing=True, precision="bf16", quantize="4bit")
-    q8 = training_bytes(report, batch=1, seq_len=seq, checkpointing=True, precision="bf16", quantize="8bit")
-    return (f"the base does not fit in bf16 on {facts.label()} (~{bf16 / GIB:.1f} GiB at batch 1 × {seq} tokens): "
+    q4 = training_bytes(report, batch=rows, seq_len=seq, checkpointing=True, precision="bf16", quantize="4bit")
+    q8 = training_bytes(report, batch=rows, seq_len=seq, checkpointing=True, precision="bf16", quantize="8bit")
+    return (f"the base does not fit in bf16 on {facts.label()} "
+            f"(~{bf16 / GIB:.1f} GiB at {batch_one(spec)} × {seq} tokens): "
             f"--quantize 4bit would need ~{q4 / GIB:.1f} GiB (8bit ~{q8 / GIB:.1f} GiB)")
 
 
@@ -209,12 +224,16 @@ def choose_recipe(facts: DeviceFacts, spec: RunSpec, report: dict | None = None)
         raise ConfigError("--quantize trains in bf16 (or fp16) compute; precision 'fp32' was asked.",
                           fix="Leave precision at 'auto' with --quantize.")
     attention = "flash_attention_2" if facts.flash_attn and precision in ("bf16", "fp16") else "sdpa"
+    padding_free, rows = spec.method == "sft", ROWS_PER_EXAMPLE[spec.method]
+    packed = padding_free and attention == "sdpa"  # a block mask over the step's tokens
     why.update(precision=f"{precision}: " + ("the GPU computes in bf16" if precision == "bf16" else
                                              "no bf16 on this GPU: fp16 with loss scaling" if precision == "fp16"
                                              else "asked"),
                attention=attention + (": flash_attn is installed" if attention != "sdpa" else
                                       ": PyTorch's fused attention (flash_attn is not installed)"),
-               batches="padding-free: each step's examples as one row with position ids, no pad tokens",
+               batches="padding-free: each step's examples as one row with position ids, no pad tokens" if padding_free
+               else "padded: TRL's preference batches (its padding-free ones need FlashAttention)"
+               + (", each pair's chosen and rejected answers together: 2 rows per example" if rows == 2 else ""),
                machinery="off (CPU only)")
     checkpointing, accumulation, estimate, budget = t.gradient_checkpointing, 1, None, None
     strategy = "ddp" if processes > 1 else "single"
@@ -222,22 +241,22 @@ def choose_recipe(facts: DeviceFacts, spec: RunSpec, report: dict | None = None)
         why["strategy"] = "DDP: every GPU holds the whole base" + ("" if report is not None and facts.total_memory
                                                                   else " (no memory estimate to call for FSDP)")
     if processes > 1 and report is not None and facts.total_memory and not t.quantize:
-        alone = training_bytes(report, batch=1, seq_len=t.max_length, checkpointing=True, precision=precision,
-                               packed=attention == "sdpa")
+        alone = training_bytes(report, batch=rows, seq_len=t.max_length, checkpointing=True, precision=precision,
+                               packed=packed)
         if alone > facts.total_memory * HEADROOM:  # the bf16 base + training state need more than one GPU
             strategy = "fsdp"
-            why["strategy"] = (f"FSDP: ~{alone / GIB:.1f} GiB at batch 1 × {t.max_length} tokens does not fit one "
-                               f"{facts.label()}; the base and the training state are sharded over {processes} GPUs")
+            why["strategy"] = (f"FSDP: ~{alone / GIB:.1f} GiB at {batch_one(spec)} × {t.max_length} tokens does not "
+                               f"fit one {facts.label()}; the base and the training state are sharded over {processes} GPUs")
     if report is not None and facts.total_memory:
         budget = int(facts.total_memory * HEADROOM)
         seq = t.max_length
 
         def need(batch: int, ckpt: bool) -> int:
             if strategy == "fsdp":
-                return fsdp_training_bytes(report, batch=batch, seq_len=seq, checkpointing=ckpt, precision=precision,
-                                           processes=processes, packed=attention == "sdpa")
-            return training_bytes(report, batch=batch, seq_len=seq, checkpointing=ckpt, precision=precision,
-                                  quantize=t.quantize, packed=attention == "sdpa")
+                return fsdp_training_bytes(report, batch=batch * rows, seq_len=seq, checkpointing=ckpt,
+                                           precision=precision, processes=processes, packed=packed)
+            return training_bytes(report, batch=batch * rows, seq_len=seq, checkpointing=ckpt, precision=precision,
+                                  quantize=t.quantize, packed=packed)
 
         estimate = need(per_device, checkpointing)
         if estimate <= budget:
@@ -253,7 +272,7 @@ def choose_recipe(facts: DeviceFacts, spec: RunSpec, report: dict | None = None)
                 offer = quantize_offer(facts, spec, report)
                 raise ConfigError(
                     f"Training {spec.base!r} does not fit {facts.label()}: ~{estimate / GIB:.1f} GiB estimated at "
-                    f"batch 1 × {seq} tokens with gradient checkpointing"
+                    f"{batch_one(spec)} × {seq} tokens with gradient checkpointing"
                     + (f" in {t.quantize}" if t.quantize else "") + ".",
                     fix=(offer[0].upper() + offer[1:] + "." if offer and not t.quantize
                          else "Lower --max-length, use a smaller base, or a GPU with more memory."))
@@ -269,7 +288,7 @@ def choose_recipe(facts: DeviceFacts, spec: RunSpec, report: dict | None = None)
     if t.quantize:
         why["quantize"] = f"{t.quantize}: bitsandbytes {'NF4 + double quantization' if t.quantize == '4bit' else 'int8'}, " \
                           "bf16 compute; the adapter serves on the unquantized base"
-    return Recipe(device="cuda", precision=precision, attention=attention, padding_free=True,
+    return Recipe(device="cuda", precision=precision, attention=attention, padding_free=padding_free,
                   gradient_checkpointing=checkpointing, per_device_batch=per_device, accumulation=accumulation,
                   cpu_machinery=False, quantize=t.quantize, processes=processes, strategy=strategy,
                   memory_estimate=estimate,

@@ -193,6 +193,31 @@ def test_a_4bit_base_is_about_a_quarter_of_bf16(report_8b):
     assert 14 * GIB < bf16 < 17 * GIB and 5 * GIB < q4 < 6.5 * GIB
 
 
+
+def test_a_preference_round_is_sized_for_padded_rows_and_dpo_for_both_answers_of_each_pair(report_8b):
+    """The 8B at batch 4 x 1024 fits an H100 without checkpointing as a supervised run (packed),
+    but a DPO round puts 8 padded rows through the model: sized as a supervised run, it would
+    have run out of memory; sized for its rows it checkpoints. KTO's KL partner has no gradients."""
+    def round_spec(method: str) -> RunSpec:
+        return RunSpec(name="r", method=method, parent="p", train=TrainSpec(batch_size=4, max_length=1024))
+
+    sft = choose_recipe(H100, spec(batch_size=4, max_length=1024), report_8b)
+    assert sft.padding_free and not sft.gradient_checkpointing
+    for method, rows in (("dpo", 2), ("kto", 1)):
+        recipe = choose_recipe(H100, round_spec(method), report_8b)
+        assert not recipe.padding_free and recipe.why["batches"].startswith("padded")
+        assert ("2 rows per example" in recipe.why["batches"]) == (rows == 2)
+        assert recipe.memory_estimate == training_bytes(
+            report_8b, batch=rows * recipe.per_device_batch,
+            seq_len=1024, checkpointing=recipe.gradient_checkpointing, precision="bf16", packed=False)
+        assert recipe.memory_estimate <= recipe.memory_budget
+    dpo = choose_recipe(H100, round_spec("dpo"), report_8b)
+    assert dpo.gradient_checkpointing and dpo.why["checkpointing"].startswith("on")
+    assert training_bytes(report_8b, batch=8, seq_len=1024, checkpointing=False, precision="bf16") > dpo.memory_budget
+    assert not choose_recipe(H100, round_spec("kto"), report_8b).gradient_checkpointing
+    offer = quantize_offer(T4, round_spec("dpo"), report_8b)
+    assert "batch 1 (2 rows" in offer
+
 # --- a real tiny run applies the recipe ------------------------------------------------------------------
 
 
