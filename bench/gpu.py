@@ -83,8 +83,8 @@ def plan(smoke: bool) -> dict:
 
 def estimates(the_plan: dict) -> dict:
     """The inspector's memory estimates for every training shape in the plan, as the recipe
-    makes them on a GPU (backend/training/recipe.py: padding-free rows under SDPA, the LM
-    head a block of rows at a time): bf16 with and without checkpointing, and 4-bit QLoRA."""
+    makes them on a GPU (backend/training/recipe.py: padding-free rows attended example by
+    example, no T × T mask; the LM head a block of rows at a time): bf16 with and without checkpointing, and 4-bit QLoRA."""
     from backend.bases.inspect import inspect_base
     from backend.training.recipe import training_bytes
 
@@ -96,7 +96,7 @@ def estimates(the_plan: dict) -> dict:
 
         def total(checkpointing: bool, quantize: str | None = None) -> float:
             return round(training_bytes(report, batch=p["batch"], seq_len=p["seq_len"], checkpointing=checkpointing,
-                                        precision="bf16", quantize=quantize, packed=True) / GIB, 1)
+                                        precision="bf16", quantize=quantize) / GIB, 1)
 
         out[shape] = {"params": report["total_params"], "batch": p["batch"], "seq_len": p["seq_len"],
                       "bf16_total_gib": total(False), "bf16_base_gib": round(memory["base"] / GIB, 1),

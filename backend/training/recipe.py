@@ -14,9 +14,10 @@ On a CPU (what the CPU path always did):
   native build, the allocator, torch's threads, ``use_cpu``); gradient checkpointing as
   the spec says.
 On CUDA:
-  bf16 where the GPU has it, else fp16 (the trainer's loss scaling); SDPA attention,
-  FlashAttention-2 where ``flash_attn`` is installed; padding-free batches (TRL
-  ``padding_free``: one flattened row with ``position_ids``, no pad tokens); none of
+  bf16 where the GPU has it, else fp16 (the trainer's loss scaling); padding-free batches
+  (TRL ``padding_free``: one flattened row with ``position_ids``, no pad tokens) attended
+  with FlashAttention-2 where ``flash_attn`` is installed, else with
+  :mod:`backend.training.packed_attention` (each example on its own, no T × T mask); none of
   the CPU machinery; gradient checkpointing only when the memory estimate of the base,
   the LoRA ranks, the batch and the length at the spec's batch does not fit the GPU's
   memory (less :data:`HEADROOM`). If it still does not fit, the batch per step is halved
@@ -48,6 +49,7 @@ from backend.bases.memory import memory_estimates
 from backend.errors import ConfigError, TuneLabError
 from backend.hardware.device import resolve_precision
 from backend.hparams import RunSpec
+from backend.training import packed_attention
 
 GIB = 1024**3
 HEADROOM = 0.85  # share of the GPU's memory an estimate may take: the CUDA context, kernels, fragmentation
@@ -223,14 +225,18 @@ def choose_recipe(facts: DeviceFacts, spec: RunSpec, report: dict | None = None)
     if precision == "fp32" and t.quantize:
         raise ConfigError("--quantize trains in bf16 (or fp16) compute; precision 'fp32' was asked.",
                           fix="Leave precision at 'auto' with --quantize.")
-    attention = "flash_attention_2" if facts.flash_attn and precision in ("bf16", "fp16") else "sdpa"
     padding_free, rows = spec.method == "sft", ROWS_PER_EXAMPLE[spec.method]
-    packed = padding_free and attention == "sdpa"  # a block mask over the step's tokens
+    attention = ("flash_attention_2" if facts.flash_attn and precision in ("bf16", "fp16")
+                 else packed_attention.NAME if padding_free else "sdpa")
+    packed = padding_free and attention == "sdpa"  # a T × T block mask over the step's tokens (never chosen now)
     why.update(precision=f"{precision}: " + ("the GPU computes in bf16" if precision == "bf16" else
                                              "no bf16 on this GPU: fp16 with loss scaling" if precision == "fp16"
                                              else "asked"),
-               attention=attention + (": flash_attn is installed" if attention != "sdpa" else
-                                      ": PyTorch's fused attention (flash_attn is not installed)"),
+               attention=attention + {
+                   "flash_attention_2": ": flash_attn is installed",
+                   packed_attention.NAME: ": flash_attn is not installed; each example of a padding-free row "
+                                          "attended on its own (PyTorch's varlen flash kernel), no T × T mask",
+               }.get(attention, ": PyTorch's fused attention (flash_attn is not installed)"),
                batches="padding-free: each step's examples as one row with position ids, no pad tokens" if padding_free
                else "padded: TRL's preference batches (its padding-free ones need FlashAttention)"
                + (", each pair's chosen and rejected answers together: 2 rows per example" if rows == 2 else ""),

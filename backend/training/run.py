@@ -54,6 +54,7 @@ from backend.hardware.device import device_kind, resolve_precision
 from backend.hardware.threads import own_intraop_threads, set_cpu_threads
 from backend.hparams import LoraSpec, RunSpec
 from backend.store import utcnow
+from backend.training import packed_attention
 from backend.training.checkpoints import checkpoints_dir, last_checkpoint
 from backend.training.cpu.native import NativeBuild
 from backend.training.cpu.tuning import tune_for_device, use_eager_attention
@@ -201,13 +202,17 @@ def check_strategy(trainer, recipe: Recipe) -> None:
 def load_base(base_ref: BaseRef, recipe: Recipe, *, trust_remote_code: bool = False):
     """The frozen base as the recipe says: its weights in the run's precision (bf16/fp16: the
     LoRA weights peft adds stay fp32), quantized where asked, the recipe's attention (eager
-    in CPU bf16, SDPA or FlashAttention-2 on CUDA)."""
+    in CPU bf16; on CUDA FlashAttention-2, or :mod:`~backend.training.packed_attention` for
+    padding-free rows, or SDPA)."""
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(recipe.precision, torch.float32)
+    if recipe.attention == packed_attention.NAME:
+        packed_attention.register()
     if recipe.quantize:
         return load_quantized(base_ref, recipe.quantize, compute_dtype=dtype, attention=recipe.attention,
                               gradient_checkpointing=recipe.gradient_checkpointing, trust_remote_code=trust_remote_code)
     model = load_model(base_ref, dtype=dtype, trust_remote_code=trust_remote_code,
-                       attn_implementation=recipe.attention if recipe.device == "cuda" else None)
+                       attn_implementation=recipe.attention if recipe.device == "cuda"
+                       or recipe.attention == packed_attention.NAME else None)
     if recipe.device == "cpu" and recipe.attention == "eager":
         use_eager_attention(model)
     return model

@@ -4,8 +4,9 @@ without one (tests/conftest.py), run on a lent GPU machine by bench/gpu_device.s
 A Llama built from a config (4 layers, hidden 512, random weights; throughput and memory do
 not depend on the weights' values) and the tiny tokenizer, so nothing comes from the hub:
 a bf16 run with the device's recipe, a 4-bit QLoRA run whose adapter loads on the bf16
-base, two DDP ranks when two GPUs are visible, and the inspector's memory estimate
-against torch's measured peak."""
+base, two DDP ranks when two GPUs are visible, the inspector's memory estimate against
+torch's measured peak, and padding-free rows through PyTorch's varlen kernel
+(backend/training/packed_attention.py) against one SDPA call per example."""
 
 from __future__ import annotations
 
@@ -52,7 +53,7 @@ def test_a_bf16_training_step_on_cuda_with_the_devices_recipe(gpu_llama, tmp_pat
     recipe = metrics["recipe"]
     assert metrics["device"] == "cuda" and metrics["processes"] == 1
     assert recipe["precision"] == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
-    assert recipe["attention"] in ("sdpa", "flash_attention_2") and recipe["padding_free"]
+    assert recipe["attention"] in ("packed_sdpa", "flash_attention_2") and recipe["padding_free"]
     assert not recipe["cpu_machinery"] and not recipe["gradient_checkpointing"]  # a small base fits
     losses = [h["loss"] for h in meta["loss_history"] if h["loss"] is not None]
     assert all(map(lambda x: x == x and x < 100, losses)) and losses[-1] < losses[0]
@@ -60,6 +61,39 @@ def test_a_bf16_training_step_on_cuda_with_the_devices_recipe(gpu_llama, tmp_pat
     ids = torch.tensor([[1, 5, 9, 12]], device="cuda")
     assert torch.isfinite(model(input_ids=ids).logits).all()
 
+
+
+def test_packed_rows_on_cuda_take_the_varlen_kernel_and_match_one_call_per_example():
+    """The recipe's attention for padding-free rows without flash_attn: PyTorch's varlen flash
+    kernel for the whole row, the same outputs and gradients (bf16 tolerance) as one SDPA call
+    per example, and GQA (8 query heads over 2 key/value heads)."""
+    import torch
+
+    from backend.training.packed_attention import _per_example, _varlen, packed_attention
+
+    if _varlen() is None:
+        pytest.skip(f"torch {torch.__version__} has no torch.nn.attention.varlen.varlen_attn of the form used")
+
+    class Layer(torch.nn.Module):
+        num_key_value_groups, is_causal = 4, True
+
+    layer = Layer()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    lengths = [300, 17, 1024, 211]
+    total = sum(lengths)
+    q, k, v = (torch.randn(1, h, total, 64, device="cuda", dtype=torch.bfloat16, generator=g).requires_grad_()
+               for h in (8, 2, 2))
+    cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device="cuda")
+    out, _ = packed_attention(layer, q, k, v, None, scaling=0.125, cu_seq_lens_q=cu, max_length_q=max(lengths))
+    assert not getattr(layer, "_tunelab_varlen_failed", False), "the varlen kernel failed; per example was used"
+    ref_inputs = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    ref = _per_example(layer, *ref_inputs, [0, *torch.tensor(lengths).cumsum(0).tolist()], 0.0, 0.125, {})
+    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    ref.backward(grad)
+    for mine, theirs in zip((q, k, v), ref_inputs):
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=5e-2, atol=5e-2)
 
 def test_a_4bit_qlora_run_whose_adapter_serves_on_the_bf16_base(gpu_llama, tmp_path):
     pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes (pip install bitsandbytes)")

@@ -56,7 +56,8 @@ def test_a_cpu_gets_the_cpu_machinery_and_padded_batches():
 def test_a_cuda_gpu_gets_bf16_sdpa_padding_free_and_no_cpu_machinery(report_1b):
     recipe = choose_recipe(H100, spec(batch_size=8, max_length=512), report_1b)
     assert (recipe.device, recipe.precision, recipe.attention, recipe.padding_free, recipe.cpu_machinery) == \
-        ("cuda", "bf16", "sdpa", True, False)
+        ("cuda", "bf16", "packed_sdpa", True, False)
+    assert "no T × T mask" in recipe.why["attention"]
     assert recipe.quantize is None and recipe.memory_budget == int(80 * GIB * HEADROOM)
     assert choose_recipe(H100_FA, spec(), report_1b).attention == "flash_attention_2"
 
@@ -64,7 +65,8 @@ def test_a_cuda_gpu_gets_bf16_sdpa_padding_free_and_no_cpu_machinery(report_1b):
 def test_a_gpu_without_bf16_trains_in_fp16_and_an_explicit_choice_wins(report_1b):
     assert choose_recipe(T4, spec(batch_size=2, max_length=256), report_1b).precision == "fp16"
     assert "loss scaling" in choose_recipe(T4, spec(batch_size=2, max_length=256), report_1b).why["precision"]
-    assert choose_recipe(H100, spec(precision="fp32"), report_1b).attention == "sdpa"
+    assert choose_recipe(H100, spec(precision="fp32"), report_1b).attention == "packed_sdpa"  # no flash kernel
+    assert choose_recipe(H100_FA, spec(precision="fp32"), report_1b).attention == "packed_sdpa"
     assert choose_recipe(H100, spec(precision="fp32"), report_1b).precision == "fp32"
 
 
@@ -72,26 +74,26 @@ def test_checkpointing_only_when_the_estimate_exceeds_the_gpu(report_8b):
     budget = int(80 * GIB * HEADROOM)
     fits = spec(batch_size=4, max_length=1024)
     assert training_bytes(report_8b, batch=4, seq_len=1024, checkpointing=False, precision="bf16",
-                          packed=True) <= budget
+                          packed=False) <= budget
     recipe = choose_recipe(H100, fits, report_8b)
     assert (recipe.gradient_checkpointing, recipe.per_device_batch, recipe.accumulation) == (False, 4, 1)
     assert recipe.why["checkpointing"].startswith("off")
 
     long = spec(batch_size=4, max_length=4096)
-    assert training_bytes(report_8b, batch=4, seq_len=4096, checkpointing=False, precision="bf16", packed=True) > budget
+    assert training_bytes(report_8b, batch=4, seq_len=4096, checkpointing=False, precision="bf16", packed=False) > budget
     recipe = choose_recipe(H100, long, report_8b)
     assert recipe.gradient_checkpointing and recipe.why["checkpointing"].startswith("on")
     assert recipe.memory_estimate <= budget
 
 
 def test_the_estimate_sizes_the_batch_and_accumulation_keeps_the_examples_per_step(report_8b):
-    recipe = choose_recipe(H100, spec(batch_size=32, max_length=2048), report_8b)
+    recipe = choose_recipe(H100, spec(batch_size=32, max_length=4096), report_8b)
     assert recipe.gradient_checkpointing and recipe.per_device_batch < 32
     assert recipe.per_device_batch * recipe.accumulation >= 32
-    assert training_bytes(report_8b, batch=recipe.per_device_batch, seq_len=2048, checkpointing=True,
-                          precision="bf16", packed=True) <= recipe.memory_budget
-    assert training_bytes(report_8b, batch=recipe.per_device_batch * 2, seq_len=2048, checkpointing=True,
-                          precision="bf16", packed=True) > recipe.memory_budget  # the biggest that fits
+    assert training_bytes(report_8b, batch=recipe.per_device_batch, seq_len=4096, checkpointing=True,
+                          precision="bf16", packed=False) <= recipe.memory_budget
+    assert training_bytes(report_8b, batch=recipe.per_device_batch * 2, seq_len=4096, checkpointing=True,
+                          precision="bf16", packed=False) > recipe.memory_budget  # the biggest that fits
     assert "accumulated" in recipe.why["batch"]
 
 
@@ -115,12 +117,12 @@ def test_several_gpus_shard_with_fsdp_only_when_one_gpu_cannot_hold_the_run(repo
     assert (ddp.strategy, ddp.per_device_batch) == ("ddp", 4) and ddp.why["strategy"].startswith("DDP")
     # 8B in bf16 needs ~16 GiB of weights before anything trains: no 16 GiB card holds it alone
     assert training_bytes(report_8b, batch=1, seq_len=1024, checkpointing=True, precision="fp16",
-                          packed=True) > 16 * GIB * HEADROOM
+                          packed=False) > 16 * GIB * HEADROOM
     fsdp = choose_recipe(two_t4, spec(batch_size=4, max_length=1024, processes=2), report_8b)
     assert fsdp.strategy == "fsdp" and fsdp.why["strategy"].startswith("FSDP") and "2 GPUs" in fsdp.why["strategy"]
     assert fsdp.memory_estimate <= fsdp.memory_budget  # a shard of the base and the state fits each card
     assert fsdp.memory_estimate < training_bytes(report_8b, batch=fsdp.per_device_batch, seq_len=1024,
-                                                 checkpointing=True, precision="fp16", packed=True)
+                                                 checkpointing=True, precision="fp16", packed=False)
     with pytest.raises(ConfigError):  # one process on that card: refused as before (quantizing offered)
         choose_recipe(T4, spec(batch_size=4, max_length=1024), report_8b)
     assert choose_recipe(two_t4, spec(batch_size=4, max_length=1024, processes=2), report_1b).strategy == "ddp"
@@ -237,12 +239,19 @@ def test_padding_free_batches_train_the_same_loss_and_the_cpu_machinery_stays_of
                     gradient_checkpointing=False, per_device_batch=4, accumulation=1, cpu_machinery=False,
                     quantize=None, processes=1)
     flat = Recipe(**{**padded.summary(), "padding_free": True})
+    # the attention the recipe picks for padding-free rows on a GPU without flash_attn (its
+    # per-example path, as there when the varlen kernel is missing)
+    packed = Recipe(**{**flat.summary(), "attention": "packed_sdpa"})
     a = _run(tiny_llama, tmp_path, padded, "padded")
     b = _run(tiny_llama, tmp_path, flat, "flat")
+    c = _run(tiny_llama, tmp_path, packed, "packed")
     first = [h["loss"] for h in a["loss_history"] if h["loss"] is not None]
     second = [h["loss"] for h in b["loss_history"] if h["loss"] is not None]
-    assert len(first) == len(second) == 4
+    third = [h["loss"] for h in c["loss_history"] if h["loss"] is not None]
+    assert len(first) == len(second) == len(third) == 4
     assert first == pytest.approx(second, rel=1e-4)  # same examples, same model: only the layout differs
+    assert first == pytest.approx(third, rel=1e-4)
+    assert c["metrics"]["recipe"]["attention"] == "packed_sdpa"
     assert b["metrics"]["recipe"]["padding_free"] and not b["metrics"]["recipe"]["cpu_machinery"]
     assert b["metrics"]["processes"] == 1
     # the tokens trained are the same: padding-free has no pad tokens to leave out
