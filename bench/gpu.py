@@ -51,6 +51,7 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from backend.hparams import LoraSpec, RunSpec, TrainSpec  # noqa: E402
+from bench.machine import cpu, write_results  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "gpu.json"
 GIB = 1024**3
@@ -331,13 +332,11 @@ def measure_serving(p: dict, work: Path, device: str) -> dict:
 def machine(device: str) -> dict:
     import torch
 
-    info = {"python": platform.python_version(), "torch": torch.__version__, "device": device}
+    info = {"python": platform.python_version(), "torch": torch.__version__, "device": device, **cpu()}
     if device == "cuda":
         props = torch.cuda.get_device_properties(0)
         info.update(gpu=props.name, gpu_memory_gib=round(props.total_memory / GIB, 1),
                     gpus_visible=torch.cuda.device_count())
-    else:
-        info["cpu"] = platform.processor() or platform.machine()
     return info
 
 
@@ -404,8 +403,7 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(work, ignore_errors=True)
     results["verdicts"] = verdicts(results)
     results["seconds"] = round(time.perf_counter() - started, 1)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    write_results(args.out, results, echo=False)
     print(json.dumps(results.get("verdicts"), indent=2))
     return results
 

@@ -52,7 +52,7 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 from preference_tasks import (SHORT_EVERY, Item, compare_arms, rate, score_answers, sft_rows,  # noqa: E402
                               split_items, verdict)
-from quality import cpu_line  # noqa: E402  (bench/quality.py)
+from bench.machine import cpu, write_results  # noqa: E402
 
 PARENT = "colours"
 GOAL = "answer short questions"
@@ -295,7 +295,7 @@ def main() -> None:
              for a, b in [("base", "parent"), ("parent", "dpo"), ("parent", "kto"), ("parent", "kto_unpaired"),
                           ("dpo", "kto")] if a in outputs and b in outputs}
     report = {
-        "benchmark": "preference", "machine": cpu_line(), "base": args.base, "date": time.strftime("%Y-%m-%d"),
+        "benchmark": "preference", "machine": cpu(), "base": args.base, "date": time.strftime("%Y-%m-%d"),
         "quick": args.quick, "home": str(home),
         "preference": "an answer of one or two words that is also right (the rater's 👍); the SFT data shows the "
                       f"format in one row of {SHORT_EVERY}",
@@ -315,9 +315,7 @@ def main() -> None:
                      for i, item in enumerate(held_items) if i % max(1, len(held_items) // 8) == 0],
         "timings_s": timings,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    print(f"wrote {out}")
+    write_results(out, report, echo=False)
     for arm, figure in held_out.items():
         line = "  ".join(f"{k} {v['correct']}/{v['total']} ({v['ci95'][0]:.0%}-{v['ci95'][1]:.0%})"
                          for k, v in figure["all"].items())

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -41,23 +40,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 import tasks  # noqa: E402  (bench/tasks.py)
+from bench.machine import cpu, write_results  # noqa: E402
 
 TARGETS = {"classification": 0.95, "extraction": 0.75, "style": 0.80}
 FEW_SHOT = 6
-
-
-def cpu_line() -> dict:
-    name, flags = platform.processor() or "", []
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and not name:
-                name = line.split(":", 1)[1].strip()
-            if line.startswith("flags"):
-                flags = [f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx")) or "bf16" in f]
-                break
-    except OSError:
-        pass
-    return {"cpu": name, "flags": sorted(set(flags)), "cores": os.cpu_count()}
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -230,11 +216,9 @@ def main() -> None:
         result = run_task(name, service, args.base)
         print(json.dumps({k: result.get(k) for k in ("task", "meets_target", "training")}, default=str), flush=True)
         results.append(result)
-    report = {"benchmark": "quality", "machine": cpu_line(), "base": args.base,
+    report = {"benchmark": "quality", "machine": cpu(), "base": args.base,
               "date": time.strftime("%Y-%m-%d"), "tasks": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+    write_results(args.out, report, echo=False)
     print(summary_table(report))
 
 

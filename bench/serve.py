@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import statistics
 import sys
@@ -58,6 +57,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from bench.machine import describe, load_average, write_results  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Write a short poem about autumn leaves falling in the park."}]
 TOKEN = "bench-token"
@@ -307,37 +308,6 @@ def bench_during_training(client, base: str, home: Path, models_dir: Path, new_t
     return out
 
 
-def cpu_description() -> dict:
-    """The CPU as ``lscpu`` names it, with its flags (what the figures depend on)."""
-    import subprocess
-
-    try:
-        text = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {"model": platform.processor()}
-    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-    pick = ("Model name", "Architecture", "CPU(s)", "Thread(s) per core", "Core(s) per socket", "L2 cache", "L3 cache",
-            "Flags")
-    return {k: fields[k].strip() for k in pick if k in fields}
-
-
-def machine(load_start) -> dict:
-    """The CPU with its flags, the torch build and the load average around a run."""
-    import torch
-
-    return {"cpu": cpu_description(), "cpus": os.cpu_count(), "torch": torch.__version__,
-            "load_average_start": load_start, "load_average_end": [round(x, 2) for x in os.getloadavg()]}
-
-
-def write_results(path, results: dict) -> dict:
-    """``results`` as JSON at ``path`` (its folder made) and on stdout."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
-    return results
-
-
 def stop_server(server) -> None:
     """Stop the server process :func:`start_server` started (killed if it does not stop in 30 s)."""
     server.terminate()
@@ -429,7 +399,7 @@ def main() -> None:
     settings = Settings()
     ref = resolve_base(args.base, settings)  # provisions the default base once, here
     started = time.perf_counter()
-    load_start = [round(x, 2) for x in os.getloadavg()]
+    load_start = load_average()
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-serve-") as tmp:
         tmp = Path(tmp)
         adapters = make_adapters(ref.path, tmp / "adapters")
@@ -473,10 +443,7 @@ def main() -> None:
                      "between the 4 adapters and disable_adapter for the base, in the benchmark process with the "
                      "engine's torch threads and dtype, warmed up on every adapter first, server idle meanwhile",
                      "benchmark_lock": "run under flock /tmp/tunelab-bench.lock (no other benchmark overlaps)"},
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                    "load_average_start": load_start,
-                    "load_average_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": describe(load_start),
         "wall_s": round(time.perf_counter() - started, 1),
     }
     write_results(args.out, results)
@@ -490,7 +457,7 @@ def main_training(args) -> dict:
 
     settings = Settings()
     ref = resolve_base(args.base, settings)
-    started, load_start = time.perf_counter(), [round(x, 2) for x in os.getloadavg()]
+    started, load_start = time.perf_counter(), load_average()
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-serve-") as tmp:
         tmp = Path(tmp)
         (tmp / "home").mkdir()
@@ -507,7 +474,7 @@ def main_training(args) -> dict:
         "settings": {"base": ref.name, "answer_tokens": args.answer_tokens, "think_s": args.think_s,
                      "engine_threads": args.threads, "training": f"{args.train_rows} rows, batch 4, 1 epoch, no evaluation, "
                      "a real job-runner worker; 'not_shared': the same run watching another home's flag"},
-        "machine": machine(load_start),
+        "machine": describe(load_start),
         "wall_s": round(time.perf_counter() - started, 1),
     }
     return write_results(args.out, results)

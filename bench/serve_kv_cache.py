@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serve import PROMPT, TOKEN, machine, make_adapters, start_server, stop_server, write_results  # noqa: E402
+from bench.machine import describe, load_average, write_results  # noqa: E402
+from serve import PROMPT, TOKEN, make_adapters, start_server, stop_server  # noqa: E402
 
 KV_KINDS = ("dynamic", "preallocated")
 
@@ -71,7 +72,7 @@ def main_kv_cache(args) -> dict:
 
     settings = Settings()
     ref = resolve_base(args.base, settings)
-    started, load_start = time.perf_counter(), [round(x, 2) for x in os.getloadavg()]
+    started, load_start = time.perf_counter(), load_average()
     workloads = kv_workloads(args.new_tokens, args.concurrency_tokens, args.long_tokens)
     times: dict = {k: {w: [] for w in workloads} for k in KV_KINDS}
     answers: dict = {k: {} for k in KV_KINDS}
@@ -119,7 +120,7 @@ def main_kv_cache(args) -> dict:
                      "order": "alternating: dynamic first in even rounds, preallocated first in odd ones",
                      "server": "tunelab serve in its own process per cache, both up throughout; clients here",
                      "engines": engines},
-        "machine": machine(load_start),
+        "machine": describe(load_start),
         "wall_s": round(time.perf_counter() - started, 1),
     }
     return write_results(args.out, results)

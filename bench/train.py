@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import shutil
 import sys
@@ -49,6 +48,7 @@ from backend.training.cpu import native  # noqa: E402
 from backend.training.cpu.memory import hugepage_malloc_env  # noqa: E402
 from backend.training.cpu.native import NativeBuild  # noqa: E402
 from backend.training.progress import TOKENS_PER_S_MEANS, tokens_per_s  # noqa: E402
+from bench.machine import describe, load_average, write_results  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "train.json"
 
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
     from backend.hardware.threads import set_cpu_threads
     from backend.training.run import train_adapter
 
-    load_start = os.getloadavg()
+    load_start = load_average()
     settings = Settings()
     native_build = NativeBuild.from_settings(settings)
     ref = resolve_base(args.base, settings)
@@ -333,17 +333,12 @@ def main(argv: list[str] | None = None) -> dict:
                      "row_tokens_min_mean_max": [min(lengths), sum(lengths) / len(lengths), max(lengths)],
                      "answer_tokens_min_mean_max": [min(answers), sum(answers) / len(answers), max(answers)],
                      "flops_formula": "4 x parameters x processed (prompt+answer) tokens / s"},
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "bf16_units": precision == "bf16", "platform": platform.platform(),
-                    "load_average_start": load_start, "load_average_end": os.getloadavg(),
+        "machine": {**describe(load_start), "bf16_units": precision == "bf16",
                     "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
                                  "trl": trl.__version__, "peft": peft.__version__}},
         "targets": {"speedup": ">= 1.8", "eval_loss_ratio": "<= 1.02", "peak_fraction": ">= 0.5"},
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return result
+    return write_results(args.out, result)
 
 
 def _rerun_with_training_env(argv: list[str] | None) -> None:
@@ -353,16 +348,6 @@ def _rerun_with_training_env(argv: list[str] | None) -> None:
     env = hugepage_malloc_env(dict(os.environ))
     if env != dict(os.environ) and argv is None:
         os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":
