@@ -29,7 +29,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 from transformers.pytorch_utils import Conv1D
 
 from backend.bases.inspect_views import public, render_text
-from backend.bases.load import context_length, load_config
+from backend.bases.load import context_length, load_config, sliding_window
 from backend.bases.memory import memory_estimates
 from backend.bases.module_kinds import LAYER_PATH, module_group
 from backend.bases.resolve import BaseRef, folder_base, resolve_base
@@ -153,6 +153,7 @@ def inspect_base(ref_or_config, lora: LoraSpec | None = None, batch_size: int = 
         "num_key_value_heads": _first_int(text_config, "num_key_value_heads", "num_attention_heads", "n_head"),
         "vocab_size": _first_int(text_config, "vocab_size"),
         "context_length": context_length(text_config),
+        "sliding_window": sliding_window(text_config),
         "tie_word_embeddings": bool(getattr(config, "tie_word_embeddings", False)),
         "dtype": _dtype_name(config),
         "total_params": structure["total_params"],

@@ -118,6 +118,19 @@ def decoder_of(model):
     return decoder
 
 
+def sliding_window(config) -> int | None:
+    """The window of a base whose layers (some or all) attend only to their last N tokens
+    (Gemma 2 and 3, Phi-3, Mistral v0.1); None when every layer sees the whole context
+    (Llama, and Qwen2 with ``use_sliding_window`` off)."""
+    window = getattr(config, "sliding_window", None)
+    if not isinstance(window, int) or window <= 0 or getattr(config, "use_sliding_window", True) is False:
+        return None
+    types = getattr(config, "layer_types", None)
+    if types and not any("sliding" in str(kind) for kind in types):
+        return None
+    return window
+
+
 def context_length(config) -> int:
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         value = getattr(config, key, None)

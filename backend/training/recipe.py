@@ -226,8 +226,11 @@ def choose_recipe(facts: DeviceFacts, spec: RunSpec, report: dict | None = None)
         raise ConfigError("--quantize trains in bf16 (or fp16) compute; precision 'fp32' was asked.",
                           fix="Leave precision at 'auto' with --quantize.")
     padding_free, rows = spec.method == "sft", ROWS_PER_EXAMPLE[spec.method]
+    # packed_sdpa attends each example causally over its whole length: not for a base whose layers
+    # attend within a window (transformers' own mask keeps the window), nor one the inspector could not read
+    window = (report or {}).get("sliding_window")
     attention = ("flash_attention_2" if facts.flash_attn and precision in ("bf16", "fp16")
-                 else packed_attention.NAME if padding_free else "sdpa")
+                 else packed_attention.NAME if padding_free and report is not None and not window else "sdpa")
     packed = padding_free and attention == "sdpa"  # a T × T block mask over the step's tokens (never chosen now)
     why.update(precision=f"{precision}: " + ("the GPU computes in bf16" if precision == "bf16" else
                                              "no bf16 on this GPU: fp16 with loss scaling" if precision == "fp16"
@@ -236,7 +239,9 @@ def choose_recipe(facts: DeviceFacts, spec: RunSpec, report: dict | None = None)
                    "flash_attention_2": ": flash_attn is installed",
                    packed_attention.NAME: ": flash_attn is not installed; each example of a padding-free row "
                                           "attended on its own (PyTorch's varlen flash kernel), no T × T mask",
-               }.get(attention, ": PyTorch's fused attention (flash_attn is not installed)"),
+               }.get(attention, ": PyTorch's fused attention (flash_attn is not installed)"
+                     + (f"; the base attends within a {window}-token window, which transformers' mask keeps"
+                        if window and padding_free else "")),
                batches="padding-free: each step's examples as one row with position ids, no pad tokens" if padding_free
                else "padded: TRL's preference batches (its padding-free ones need FlashAttention)"
                + (", each pair's chosen and rejected answers together: 2 rows per example" if rows == 2 else ""),

@@ -62,6 +62,21 @@ def test_a_cuda_gpu_gets_bf16_sdpa_padding_free_and_no_cpu_machinery(report_1b):
     assert choose_recipe(H100_FA, spec(), report_1b).attention == "flash_attention_2"
 
 
+def test_packed_attention_only_where_each_example_attends_to_its_whole_length(report_1b):
+    """A base with a sliding window (Mistral v0.1's 4096 here) keeps transformers' sdpa and its
+    mask, which applies the window; so does a base the inspector could not read. Qwen2's
+    window is off unless use_sliding_window is set."""
+    mistral = inspect_base(dict(LLAMA_1B, model_type="mistral", architectures=["MistralForCausalLM"],
+                                sliding_window=4096))
+    assert mistral["sliding_window"] == 4096 and report_1b["sliding_window"] is None
+    recipe = choose_recipe(H100, spec(), mistral)
+    assert recipe.attention == "sdpa" and recipe.padding_free and "4096-token window" in recipe.why["attention"]
+    assert choose_recipe(H100, spec(), None).attention == "sdpa"
+    assert choose_recipe(H100_FA, spec(), mistral).attention == "flash_attention_2"  # FlashAttention windows itself
+    qwen = dict(LLAMA_1B, model_type="qwen2", architectures=["Qwen2ForCausalLM"], sliding_window=32768)
+    assert inspect_base(qwen)["sliding_window"] is None
+    assert inspect_base(dict(qwen, use_sliding_window=True, max_window_layers=0))["sliding_window"] == 32768
+
 def test_a_gpu_without_bf16_trains_in_fp16_and_an_explicit_choice_wins(report_1b):
     assert choose_recipe(T4, spec(batch_size=2, max_length=256), report_1b).precision == "fp16"
     assert "loss scaling" in choose_recipe(T4, spec(batch_size=2, max_length=256), report_1b).why["precision"]
