@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -55,14 +56,27 @@ class Running:
                 log.exception("while stopping")
 
     def wait(self) -> None:
-        """Block until Ctrl-C (or :meth:`stop` from another thread), then stop cleanly."""
+        """Block until Ctrl-C, SIGTERM (``docker stop``, systemd) or :meth:`stop` from another
+        thread, then stop cleanly. Both signals are handled here even when the process was
+        started with them ignored (a non-interactive shell starts ``tunelab up &`` ignoring
+        SIGINT; a container's first process has no default action for SIGTERM)."""
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGINT, signal.SIGTERM):
+                previous[number] = signal.signal(number, _interrupt)
         try:
             while not self._stopped.wait(0.5):
                 pass
         except KeyboardInterrupt:
             print("\nStopping TuneLab (a running job pauses at a checkpoint and resumes next time) ...", flush=True)
         finally:
+            for number, handler in previous.items():
+                signal.signal(number, handler)
             self.stop()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def start(settings: Settings, *, host: str | None = None, port: int | None = None,

@@ -236,16 +236,21 @@ def add_finished_adapter(service, name: str, *, sweep: str | None = None, proof:
 
 
 @contextlib.contextmanager
-def running_up(home: Path, base: str, extra_env: dict, log_path: Path):
+def running_up(home: Path, base: str, extra_env: dict, log_path: Path, *, stop_with: int = signal.SIGINT,
+               ignoring_sigint: bool = False):
     """`tunelab up` (`python -m backend.cli up`) over ``home`` on free ports, as a person starts
-    it; yields the page URL. Ctrl-C (SIGINT) stops it, and it must stop cleanly. The browser
-    tests' server (tests/ui/test_browser.py, tests/ui/test_journey.py)."""
+    it; yields the page URL. Ctrl-C (SIGINT; ``stop_with`` another signal) stops it, and it
+    must stop cleanly. ``ignoring_sigint``: started the way a non-interactive shell starts a
+    background job, SIGINT ignored. The browser tests' server (tests/ui/test_browser.py,
+    tests/ui/test_journey.py)."""
     env = {**os.environ, "TUNELAB_HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **extra_env}
     for name in ("TUNELAB_DATABASE_URL", "TUNELAB_API_TOKEN"):
         env.pop(name, None)
     with log_path.open("w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "backend.cli", "up", "--port", "0", "--server-port", "0",
-                                 "--base", base], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                                 "--base", base], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignoring_sigint
+                                else None)
     try:
         deadline = time.monotonic() + 120
         url = None
@@ -257,7 +262,7 @@ def running_up(home: Path, base: str, extra_env: dict, log_path: Path):
             time.sleep(0.3)
         yield url
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop_with)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:

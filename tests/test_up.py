@@ -54,3 +54,22 @@ def test_up_serves_the_page_behind_a_login_recovers_runs_and_stops(settings, tin
     for url in (running.page_url, running.server_url):
         with pytest.raises(httpx.TransportError):
             httpx.get(url, timeout=2)
+
+
+@pytest.mark.parametrize("how", ["sigint-while-started-ignoring-it", "sigterm"])
+def test_the_real_command_stops_cleanly_on_ctrl_c_and_on_sigterm(how, tiny_llama, tmp_path):
+    """`tunelab up` started as a non-interactive shell starts a background job (SIGINT
+    ignored) still stops on SIGINT; SIGTERM (`docker stop`, systemd) stops it the same clean
+    way: exit 0, the stop announced. Without its own handlers the first would be ignored
+    until killed and the second would end it without stopping the job runner."""
+    import signal
+
+    from tests.builders import running_up
+
+    home = tmp_path / "home"
+    home.mkdir()
+    log = tmp_path / "up.log"
+    ignoring, stop_with = (True, signal.SIGINT) if how.startswith("sigint") else (False, signal.SIGTERM)
+    with running_up(home, str(tiny_llama), {}, log, stop_with=stop_with, ignoring_sigint=ignoring) as url:
+        assert httpx.get(url, timeout=30).status_code == 200
+    assert "Stopping TuneLab" in log.read_text()
