@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -342,11 +343,12 @@ def machine(device: str) -> dict:
 
 def verdicts(results: dict) -> dict:
     out = {}
-    train8 = results.get("train", {}).get("8b")
+    trained = {shape: t for shape, t in results.get("train", {}).items() if "error" not in t}
+    train8 = trained.get("8b")
     if train8:
         out["train_mfu_8b"] = {"value": train8["ours"]["mfu"], "target": ">= 0.45",
                                "met": train8["ours"]["mfu"] >= TARGETS["train_mfu_8b"]}
-    for shape, train in results.get("train", {}).items():
+    for shape, train in trained.items():
         equal_loss = train["loss_ratio"] is None or train["loss_ratio"] <= 1.02
         out[f"train_speedup_{shape}"] = {"value": train["speedup"], "loss_ratio": train["loss_ratio"],
                                          "target": ">= 1.6 at equal loss",
@@ -384,6 +386,23 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {"machine": machine(device), "plan": the_plan, "memory_estimates": estimates(the_plan)}
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="tunelab-bench-gpu-"))
+
+    def save() -> None:  # after every part: a run cut short (the device call's limit) still returns figures
+        results["verdicts"] = verdicts(results)
+        results["seconds"] = round(time.perf_counter() - started, 1)
+        write_results(args.out, results, echo=False)
+
+    def attempt(where: dict, key: str, measure) -> None:  # one part failing leaves the others measured
+        try:
+            where[key] = measure()
+        except Exception as exc:  # noqa: BLE001 - recorded in the results, the next part runs
+            traceback.print_exc()
+            where[key] = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            if device == "cuda":
+                torch.cuda.empty_cache()
+        save()
+
     try:
         results["peak_bf16_flops"] = matmul_peak(device)
         print(f"bf16 matmul peak: {results['peak_bf16_flops'] / 1e12:.0f} TFLOP/s", flush=True)
@@ -391,14 +410,14 @@ def main(argv: list[str] | None = None) -> dict:
             results["train"] = {}
             for shape, p in the_plan["train"].items():
                 print(f"training {shape} ...", flush=True)
-                results["train"][shape] = measure_training(shape, p, work / f"train-{shape}", device,
-                                                           results["peak_bf16_flops"])
+                attempt(results["train"], shape, lambda: measure_training(shape, p, work / f"train-{shape}", device,
+                                                                          results["peak_bf16_flops"]))
         if "qlora" in parts:
             print("QLoRA ...", flush=True)
-            results["qlora"] = measure_qlora(the_plan["qlora"], work / "qlora", device)
+            attempt(results, "qlora", lambda: measure_qlora(the_plan["qlora"], work / "qlora", device))
         if "serve" in parts:
             print("serving ...", flush=True)
-            results["serve"] = measure_serving(the_plan["serve"], work / "serve", device)
+            attempt(results, "serve", lambda: measure_serving(the_plan["serve"], work / "serve", device))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["verdicts"] = verdicts(results)

@@ -43,6 +43,9 @@ def test_the_smoke_run_measures_every_part_on_tiny_shapes(tmp_path):
     done = _run("--smoke", "--out", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(out.read_text())
+    failed = {part: results[part]["error"] for part in ("qlora", "serve") if "error" in results.get(part, {})}
+    failed.update({shape: t["error"] for shape, t in results["train"].items() if "error" in t})
+    assert not failed, failed  # a part that fails is recorded and the others still run: none may here
     train = results["train"]["smoke"]
     assert train["ours"]["tokens_per_s"] > 0 and train["baseline"]["tokens_per_s"] > 0
     assert train["loss_ratio"] is not None and train["ours"]["recipe"]
@@ -50,6 +53,7 @@ def test_the_smoke_run_measures_every_part_on_tiny_shapes(tmp_path):
     assert set(serve["decode_tokens_per_s"]) == {"b1_a0", "b1_a2", "b4_a0", "b4_a2"}
     assert serve["swap_p50_under_load_s"] > 0 and serve["go_to_first_adapter_answer_s"] > 0
     assert "verdicts" in results and results["machine"]["device"] in ("cpu", "cuda")
+    assert {"cpu", "flags", "cores"} <= set(results["machine"])
 
 
 def test_the_gpu_wheels_are_the_versions_this_project_runs():
