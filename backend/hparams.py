@@ -67,6 +67,9 @@ class TrainSpec(BaseModel):
     early_stopping: bool = Field(True, description="Evaluate about once an epoch, keep the weights of the lowest held-out "
                                  "loss, and stop when it has not improved for `patience` evaluations.")
     patience: int = Field(2, ge=1, le=100, description="Evaluations without a better held-out loss before early stopping stops.")
+    settled_loss: float | None = Field(None, ge=0.0, le=10.0, description="With early stopping, also stop once the "
+                                       "held-out loss (nats per answer token) is at or below this: the held-out "
+                                       "answers are learned. None: only patience, the budget and the ceiling stop.")
     time_budget_s: float | None = Field(None, gt=0, description="Stop after this many training seconds (evaluation "
                                         "excluded) and keep the best weights; None: no limit.")
     learning_rate: float = Field(2e-4, gt=0, le=1e-1, description="Step size; LoRA wants ~1e-4 to 5e-4 (TRL's 2e-5 default is for full fine-tuning).")

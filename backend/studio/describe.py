@@ -71,8 +71,9 @@ def describe_tally(t: dict) -> str:
 def spec_line(spec: RunSpec) -> str:
     """One line: what a run will do (``LoRA r16 alpha 32, lr 0.0005, batch 4, ...``)."""
     t = spec.train
+    settled = f" or reaches {t.settled_loss:g}" if t.settled_loss is not None else ""
     stop = (f"up to {t.epochs:g} epochs, stopping when the held-out loss stops falling (patience {t.patience})"
-            if t.early_stopping else f"{t.epochs:g} epochs")
+            f"{settled}" if t.early_stopping else f"{t.epochs:g} epochs")
     budget = f", at most {t.time_budget_s / 60:g} min of training" if t.time_budget_s else ""
     system = f", system prompt {t.system_prompt!r}" if t.system_prompt else ""
     return f"LoRA r{spec.lora.r} alpha {spec.lora.alpha}, lr {t.learning_rate:g}, batch {t.batch_size}, {stop}{budget}{system}"

@@ -4,8 +4,10 @@
 (answer-only) loss with the best so far: a lower loss becomes the best, and its LoRA
 weights (the only trained parameters) are copied aside in memory; ``patience``
 evaluations in a row without a meaningful improvement (``min_improvement``, relative)
-stop the run. A time budget (training seconds, evaluation excluded) stops it too, after
-one last evaluation. When training ends, :meth:`KeepBest.restore` puts the best weights
+stop the run, and so does a held-out loss at or below ``settled_loss`` (nats per answer
+token): the held-out answers are learned, and more steps only sharpen them (on TuneLab's
+own tasks the unseen rows stopped improving there, ``bench/quality_curve.py``). A time
+budget (training seconds, evaluation excluded) stops it too, after one last evaluation. When training ends, :meth:`KeepBest.restore` puts the best weights
 back, so the adapter written is the one that judged best, not the last one.
 
 The epoch count of the run is then a ceiling, not a promise. A run resumed from a
@@ -23,6 +25,7 @@ from transformers import TrainerCallback
 STOPPED_BY_LOSS = "the held-out loss stopped falling"
 STOPPED_BY_BUDGET = "the time budget was spent"
 STOPPED_AT_CEILING = "the epoch ceiling was reached"
+STOPPED_SETTLED = "the held-out answers were learned (held-out loss at or below {loss:g})"
 
 
 class KeepBest(TrainerCallback):
@@ -35,8 +38,10 @@ class KeepBest(TrainerCallback):
     """
 
     def __init__(self, *, patience: int = 2, min_improvement: float = 0.005, time_budget_s: float | None = None,
-                 eval_seconds: Callable[[], float] = lambda: 0.0, clock: Callable[[], float] = time.perf_counter):
+                 settled_loss: float | None = None, eval_seconds: Callable[[], float] = lambda: 0.0,
+                 clock: Callable[[], float] = time.perf_counter):
         self.patience, self.min_improvement, self.time_budget_s = patience, min_improvement, time_budget_s
+        self.settled_loss = settled_loss
         self.eval_seconds, self.clock = eval_seconds, clock
         self.model: torch.nn.Module | None = None
         self.best_loss: float | None = None
@@ -70,6 +75,10 @@ class KeepBest(TrainerCallback):
         if self.best_loss is None or loss < self.best_loss:
             self.best_loss, self.best_step = loss, state.global_step
             self._take_snapshot()
+        if self.settled_loss is not None and loss <= self.settled_loss and not control.should_training_stop:
+            self.reason = STOPPED_SETTLED.format(loss=self.settled_loss)
+            control.should_training_stop = True
+            return
         if self._bar is None or loss < self._bar * (1 - self.min_improvement):
             self._bar, self._misses = loss, 0
             return
@@ -96,4 +105,4 @@ class KeepBest(TrainerCallback):
     def summary(self) -> dict:
         """What ``tunelab.json`` records about the stop."""
         return {"best_step": self.best_step, "best_eval_loss": self.best_loss, "stopped_because": self.reason,
-                "time_budget_s": self.time_budget_s, "patience": self.patience}
+                "time_budget_s": self.time_budget_s, "patience": self.patience, "settled_loss": self.settled_loss}

@@ -259,6 +259,7 @@ def train_adapter(
     on_phase: Callable[[str], None] | None = None,
     before_step: Callable[[], float] | None = None,
     recipe: Recipe | None = None,
+    callbacks: list | None = None,
 ) -> dict:
     """Train one LoRA adapter and write ``out_dir`` (= ``adapters/<name>``).
 
@@ -272,7 +273,9 @@ def train_adapter(
     step of a CPU run and returns the seconds it waited (sharing the cores with the serving
     engine, :class:`backend.hardware.threads.CoreYield`); waiting is not training time.
     ``recipe``: the per-device choices (:mod:`backend.training.recipe`); None chooses them
-    for this machine. Returns the metadata written to ``tunelab.json``. Raises
+    for this machine. ``callbacks``: more transformers ``TrainerCallback``s, run after the
+    run's own (a benchmark's snapshots of the weights along the way). Returns the metadata
+    written to ``tunelab.json``. Raises
     :class:`AdapterExists` when the name is taken, :class:`DataError` for unusable data.
     """
     entered = time.perf_counter()
@@ -302,10 +305,11 @@ def train_adapter(
                                 before_step=before_step if device == "cpu" else None)
     keep_best = None
     if has_eval and spec.train.early_stopping:
-        keep_best = KeepBest(patience=spec.train.patience, time_budget_s=spec.train.time_budget_s)
+        keep_best = KeepBest(patience=spec.train.patience, time_budget_s=spec.train.time_budget_s,
+                             settled_loss=spec.train.settled_loss)
     elif spec.train.time_budget_s is not None:  # no held-out rows to judge by: the budget alone stops
         keep_best = KeepBest(patience=10**9, time_budget_s=spec.train.time_budget_s)
-    callbacks = [callback] + ([keep_best] if keep_best is not None else [])
+    callbacks = [callback] + ([keep_best] if keep_best is not None else []) + list(callbacks or [])
     say(phase_tokenizing(len(train_ds), len(eval_ds) if eval_ds is not None else 0))
     try:
         trainer = AnswerOnlySFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,

@@ -20,6 +20,8 @@ def test_spec_line_says_what_the_run_will_do():
                    train=TrainSpec(epochs=7, learning_rate=5e-4, batch_size=4, time_budget_s=600, system_prompt="Hi."))
     assert spec_line(spec) == ("LoRA r16 alpha 32, lr 0.0005, batch 4, up to 7 epochs, stopping when the held-out "
                                "loss stops falling (patience 2), at most 10 min of training, system prompt 'Hi.'")
+    settled = spec.model_copy(update={"train": spec.train.model_copy(update={"settled_loss": 0.005})})
+    assert "stops falling (patience 2) or reaches 0.005, at most" in spec_line(settled)
 
 
 def test_proof_lines_give_the_figures_the_warning_and_the_suggestion():

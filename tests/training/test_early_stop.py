@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import TrainerControl, TrainerState
 
-from backend.training.early_stop import STOPPED_AT_CEILING, STOPPED_BY_BUDGET, STOPPED_BY_LOSS, KeepBest
+from backend.training.early_stop import (STOPPED_AT_CEILING, STOPPED_BY_BUDGET, STOPPED_BY_LOSS, STOPPED_SETTLED,
+                                         KeepBest)
 
 
 class Clock:
@@ -54,6 +55,27 @@ def test_a_falling_loss_keeps_training_to_the_ceiling():
     for step, loss in ((1, 1.0), (2, 0.8), (3, 0.6), (4, 0.4)):
         _evaluate(keep, state, control, step, loss)
     assert not control.should_training_stop and keep.reason == STOPPED_AT_CEILING and keep.best_step == 4
+
+
+def test_a_held_out_loss_at_the_settled_mark_stops_a_run_that_still_improves():
+    """The 5-label task's held-out losses every 10 steps (bench/results/quality-curve.json):
+    still falling by far more than 0.5% an evaluation, so patience would never stop it; the
+    settled mark stops at the first evaluation at or below it, keeping those weights."""
+    model = _model()
+    keep = KeepBest(patience=2, settled_loss=0.01)
+    keep.model = model
+    state, control = TrainerState(), TrainerControl()
+    for step, loss in ((10, 0.412), (20, 0.036), (30, 0.0031)):
+        assert not control.should_training_stop
+        _evaluate(keep, state, control, step, loss, model)
+    assert control.should_training_stop and keep.best_step == 30
+    assert keep.reason == STOPPED_SETTLED.format(loss=0.01) and "learned" in keep.reason
+    assert keep.summary()["settled_loss"] == 0.01 and not keep.restore(current_step=30)
+    without = KeepBest(patience=2)
+    control = TrainerControl()
+    for step, loss in ((10, 0.412), (20, 0.036), (30, 0.0031), (40, 0.0007), (50, 0.00045)):
+        _evaluate(without, state, control, step, loss)
+    assert not control.should_training_stop
 
 
 def test_the_time_budget_stops_and_asks_for_one_last_evaluation():

@@ -7,7 +7,7 @@ import pytest
 from backend.errors import ConfigError
 from backend.hparams import LoraSpec, RunSpec, TrainSpec
 from backend.names import validate_name
-from backend.training.defaults import MAX_EPOCHS, MIN_EPOCHS, choose
+from backend.training.defaults import MAX_EPOCHS, MIN_EPOCHS, choose, settled_loss
 from backend.training.plan import (DataFacts, detect_kind, extract_labels, kind_of_answers, labels_of, make_plan,
                                    make_sweep, suggest_sweep, sweep_specs, task_of)
 
@@ -76,9 +76,14 @@ def test_defaults_are_chosen_from_the_data():
     assert choose(60, mean_answer_tokens=400).train.learning_rate < choose(60, mean_answer_tokens=3).train.learning_rate
     for defaults in (small, large):
         assert defaults.train.early_stopping and defaults.train.time_budget_s
+        assert defaults.train.settled_loss == settled_loss(None) == 0.005
+        assert "reaches 0.005 per answer token" in defaults.why["stopping"]
         assert set(defaults.why) == {"rank", "learning rate", "batch", "noise", "stopping"}
         assert defaults.train.neftune_noise_alpha == 5
     assert choose(60, gpu=True).train.time_budget_s > choose(60).train.time_budget_s
+    # the same certainty per whole answer: a 23-token answer is held to a lower loss per token
+    extraction = choose(96, mean_answer_tokens=23).train.settled_loss
+    assert extraction == settled_loss(23) and abs(extraction * 23 - settled_loss(4) * 4) < 1e-5
 
 
 def _row(text, answer):

@@ -130,6 +130,21 @@ def test_early_stopping_judges_each_epoch_stops_and_writes_the_best_weights(tiny
     assert (stopping["best_step"], stopping["best_eval_loss"], metrics["eval_loss"]) == (best_step, best, best)
 
 
+def test_a_run_whose_held_out_loss_settles_stops_there(tiny_llama, native_build, tmp_path):
+    """``settled_loss`` set above any loss the tiny model can have: the first evaluation
+    (one epoch) stops the run, said so in tunelab.json; without it the run goes on."""
+    data = write_color_data(tmp_path / "data")
+    spec = tiny_spec("settled", tiny_llama, epochs=4, settled_loss=9.0)
+    meta = train_adapter(spec, base_ref=folder_ref(tiny_llama), train_file=data, eval_file=None,
+                         out_dir=tmp_path / "adapters" / "settled", work_dir=tmp_path / "work",
+                         native_build=native_build)
+    metrics, stopping = meta["metrics"], meta["metrics"]["stopping"]
+    per_epoch = -(-metrics["examples"] // 4)
+    assert stopping["stopped_because"].startswith("the held-out answers were learned")
+    assert stopping["settled_loss"] == 9.0 and metrics["steps"] == per_epoch == stopping["best_step"]
+    assert meta["hyperparameters"]["train"]["settled_loss"] == 9.0
+
+
 def test_answers_cut_off_by_max_length_are_a_clear_error(tiny_llama, native_build, tmp_path):
     from backend.errors import DataError
 

@@ -1,0 +1,147 @@
+"""Quality along a default run: after how many steps does an adapter stop getting better on
+inputs it never saw?
+
+For each of TuneLab's own tasks (``bench/tasks.py``) it imports the training file and takes
+the configuration TuneLab chooses with no knob set, as ``bench/quality.py`` does, then
+trains it to the step ceiling (early stopping off, so the whole trajectory is seen) while a
+callback copies the LoRA weights every ``--every`` steps, where the held-out loss is
+evaluated too. Each copy is then put on the base and scored on the
+task's unseen rows with plain peft, greedy: exact match (parsed JSON for extraction), or
+for the style task the bench's judge. Every share has its row count and a 95% Wilson
+interval; training seconds at a step are the run's seconds per step times the step.
+
+The copy at the step the run kept as best must answer exactly as the adapter the run
+wrote (checked: the copies are the weights that were trained, not a reconstruction).
+Writes ``bench/results/quality-curve.json`` with the CPU and its flags.
+
+    python bench/quality_curve.py [--tasks triage orders autumn topics] [--every 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import quality  # noqa: E402  (bench/quality.py: the same import, spec and scoring helpers)
+import tasks  # noqa: E402
+from bench.machine import cpu, write_results  # noqa: E402
+
+
+def snapshot_callback(every: int, snapshots: dict):
+    """A TrainerCallback that copies the LoRA weights (fp32, on the CPU) every ``every`` steps
+    and at the last step into ``snapshots[step]``."""
+    from peft import get_peft_model_state_dict
+    from transformers import TrainerCallback
+
+    class Snapshots(TrainerCallback):
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step % every == 0 or state.global_step >= state.max_steps:
+                snapshots[state.global_step] = {k: v.detach().float().cpu().clone()
+                                                for k, v in get_peft_model_state_dict(model).items()}
+
+    return Snapshots()
+
+
+def adapter_answers(task: dict, peft_model, tokenizer, system_prompt: str | None) -> list[str]:
+    from backend.proof.on_model import hf_generator
+    from backend.proof.scores import with_system
+
+    tokens = 96 if task["kind"] == "style" else 48
+    generate = hf_generator(peft_model, tokenizer, use_adapter=True, max_new_tokens=tokens)
+    prompts = [with_system({"messages": r["messages"]}, system_prompt)["messages"][:-1] for r in task["unseen"]]
+    return [a[0] for a in generate(prompts)]
+
+
+def judged(task: dict, answers: list[str]) -> dict:
+    from backend.proof.intervals import scored
+    from backend.proof.scores import answers_match
+
+    if task["kind"] == "style":
+        return scored([tasks.judge_style(tuple(r["judge"]), a, r["messages"][0]["content"])["ok"]
+                       for r, a in zip(task["unseen"], answers)])
+    return scored([answers_match(a, r["messages"][-1]["content"], task["kind"]) for r, a in zip(task["unseen"], answers)])
+
+
+def run_task(name: str, service, base: str, every: int) -> dict:
+    import torch
+    from peft import PeftModel, set_peft_model_state_dict
+
+    from backend.bases.load import load_model, load_tokenizer
+    from backend.training.run import train_adapter
+
+    task = tasks.build(name)
+    work = Path(tempfile.mkdtemp(prefix=f"quality-curve-{name}-"))
+    data = quality.write_jsonl(work / f"{name}.jsonl", task["train"])
+    imported = service.import_data([data], base=base, goal=task["goal"])
+    spec, plan = service.run_spec(name, imported.folder, base=base, goal=task["goal"])
+    # to the ceiling, the held-out loss at every copy (the run itself evaluates about once an epoch)
+    spec = spec.model_copy(update={"train": spec.train.model_copy(update={"early_stopping": False,
+                                                                          "eval_steps": every})})
+    ref = service.resolve_base(base)
+    snapshots: dict[int, dict] = {}
+    meta = train_adapter(spec, base_ref=ref, train_file=imported.folder / "train.jsonl",
+                         eval_file=imported.folder / "eval.jsonl", out_dir=work / "adapters" / name,
+                         work_dir=work / "run", callbacks=[snapshot_callback(every, snapshots)])
+    metrics = meta["metrics"]
+    per_step = metrics["train_seconds"] / max(1, metrics["steps"])
+    best = (metrics.get("stopping") or {}).get("best_step")
+
+    tokenizer = load_tokenizer(ref, plain_template=True)
+    model = load_model(ref, dtype=torch.float32).eval()
+    peft_model = PeftModel.from_pretrained(model, str(work / "adapters" / name)).eval()
+    system = spec.train.system_prompt
+    written = adapter_answers(task, peft_model, tokenizer, system)
+    curve = []
+    for step in sorted(snapshots):
+        set_peft_model_state_dict(peft_model, snapshots[step])
+        answers = adapter_answers(task, peft_model, tokenizer, system)
+        point = {"step": step, "train_seconds": round(step * per_step, 1), "unseen": judged(task, answers)}
+        if step == best:
+            point["same_answers_as_the_written_adapter"] = answers == written
+        curve.append(point)
+        print(f"  {name} step {step}: {point['unseen']['correct']}/{point['unseen']['total']}", flush=True)
+    evals = [{"step": h["step"], "eval_loss": h["eval_loss"]} for h in meta.get("loss_history", [])
+             if h.get("eval_loss") is not None]
+    return {"task": name, "kind": plan.kind, "train_rows": len(imported.report.train),
+            "held_out_rows": len(imported.report.eval), "unseen_rows": len(task["unseen"]),
+            "config": {"r": spec.lora.r, "learning_rate": spec.train.learning_rate,
+                       "batch_size": spec.train.batch_size, "epochs_ceiling": spec.train.epochs},
+            "steps": metrics["steps"], "train_seconds": round(metrics["train_seconds"], 1),
+            "seconds_per_step": round(per_step, 3), "best_step_by_held_out_loss": best,
+            "held_out_loss": evals, "curve": curve}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", nargs="+", default=["triage", "orders", "autumn", "topics"], choices=tasks.TASKS)
+    parser.add_argument("--base", default="default")
+    parser.add_argument("--every", type=int, default=10, help="copy the weights every N steps")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality-curve.json")
+    args = parser.parse_args()
+
+    from backend.bases.resolve import resolve_base
+    from backend.settings import Settings
+    from backend.studio.service import Service
+
+    shared = Settings()
+    resolve_base(args.base, shared)
+    settings = Settings(home=Path(tempfile.mkdtemp(prefix="tunelab-quality-curve-")), models_dir=shared.paths.models)
+    service = Service(settings)
+    results = []
+    for name in args.tasks:
+        print(f"== {name}", flush=True)
+        results.append(run_task(name, service, args.base, args.every))
+        write_results(args.out, {"benchmark": "quality-curve", "machine": cpu(), "base": args.base,
+                                 "date": time.strftime("%Y-%m-%d"), "every": args.every, "tasks": results},
+                      echo=False)
+
+
+if __name__ == "__main__":
+    main()
