@@ -363,3 +363,19 @@ def browser_page(url: str, *, viewport: dict | None = None):
             yield tab
         finally:
             browser.close()
+
+
+def assert_same_forward_and_backward(out, ref, inputs, ref_inputs, *, tol: float, grad_tol: float | None = None,
+                                     seed: int = 0) -> None:
+    """``out`` (from ``inputs``) equals ``ref`` (from ``ref_inputs``, detached copies of the
+    same tensors), and one random upstream gradient gives both sets of inputs the same grads."""
+    import torch
+
+    torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
+    grad = torch.randn(out.shape, generator=torch.Generator(device=out.device).manual_seed(seed),
+                       device=out.device, dtype=out.dtype)
+    out.backward(grad)
+    ref.backward(grad)
+    grad_tol = tol if grad_tol is None else grad_tol
+    for mine, theirs in zip(inputs, ref_inputs):
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=grad_tol, atol=grad_tol)

@@ -16,7 +16,7 @@ import random
 import pytest
 
 from backend.adapter_folder import read_meta
-from tests.builders import folder_ref, tiny_spec, write_color_data
+from tests.builders import assert_same_forward_and_backward, folder_ref, tiny_spec, write_color_data
 from tests.tiny_model import CORPUS, make_tiny_llama
 
 pytestmark = pytest.mark.gpu
@@ -88,12 +88,8 @@ def test_packed_rows_on_cuda_take_the_varlen_kernel_and_match_one_call_per_examp
     assert not getattr(layer, "_tunelab_varlen_failed", False), "the varlen kernel failed; per example was used"
     ref_inputs = [t.detach().clone().requires_grad_() for t in (q, k, v)]
     ref = _per_example(layer, *ref_inputs, [0, *torch.tensor(lengths).cumsum(0).tolist()], 0.0, 0.125, {})
-    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
-    grad = torch.randn_like(out)
-    out.backward(grad)
-    ref.backward(grad)
-    for mine, theirs in zip((q, k, v), ref_inputs):
-        torch.testing.assert_close(mine.grad, theirs.grad, rtol=5e-2, atol=5e-2)
+    assert_same_forward_and_backward(out, ref, (q, k, v), ref_inputs, tol=2e-2, grad_tol=5e-2)
+
 
 def test_a_4bit_qlora_run_whose_adapter_serves_on_the_bf16_base(gpu_llama, tmp_path):
     pytest.importorskip("bitsandbytes", reason="QLoRA needs bitsandbytes (pip install bitsandbytes)")

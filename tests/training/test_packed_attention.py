@@ -11,6 +11,7 @@ import torch
 
 from backend.training import packed_attention
 from backend.training.packed_attention import NAME, boundaries, packed_attention as attend, packed_mask
+from tests.builders import assert_same_forward_and_backward
 
 
 class Module(torch.nn.Module):  # what transformers' attention functions read off the layer
@@ -47,12 +48,7 @@ def test_a_packed_row_attends_within_each_example_as_the_masked_reference_does()
     assert weights is None and out.shape == (1, sum(lengths), 4, 8)
     ref_inputs = [t.detach().clone().requires_grad_() for t in (q, k, v)]
     ref = _block_diagonal_reference(*ref_inputs, cu, 0.3)
-    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
-    grad = torch.randn_like(out)
-    out.backward(grad)
-    ref.backward(grad)
-    for mine, theirs in zip((q, k, v), ref_inputs):
-        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-5, atol=1e-5)
+    assert_same_forward_and_backward(out, ref, (q, k, v), ref_inputs, tol=1e-5)
     # a token never sees another example: changing the first example leaves the others' outputs alone
     q2 = q.detach().clone()
     q2[:, :, :5] += 1.0
