@@ -238,7 +238,8 @@ def choose_recipe(facts: DeviceFacts, spec: RunSpec, report: dict | None = None)
                attention=attention + {
                    "flash_attention_2": ": flash_attn is installed",
                    packed_attention.NAME: ": flash_attn is not installed; each example of a padding-free row "
-                                          "attended on its own (PyTorch's varlen flash kernel), no T × T mask",
+                                          "attended on its own (PyTorch's varlen flash kernel, else one SDPA "
+                                          "call per example), no T × T mask",
                }.get(attention, ": PyTorch's fused attention (flash_attn is not installed)"
                      + (f"; the base attends within a {window}-token window, which transformers' mask keeps"
                         if window and padding_free else "")),
@@ -257,7 +258,8 @@ def choose_recipe(facts: DeviceFacts, spec: RunSpec, report: dict | None = None)
         if alone > facts.total_memory * HEADROOM:  # the bf16 base + training state need more than one GPU
             strategy = "fsdp"
             why["strategy"] = (f"FSDP: ~{alone / GIB:.1f} GiB at {batch_one(spec)} × {t.max_length} tokens does not "
-                               f"fit one {facts.label()}; the base and the training state are sharded over {processes} GPUs")
+                               f"fit one {facts.label()}; the base and the training state are sharded over "
+                               f"{processes} GPUs")
     if report is not None and facts.total_memory:
         budget = int(facts.total_memory * HEADROOM)
         seq = t.max_length
