@@ -220,11 +220,13 @@ class Store:
             s.flush()
             return row
 
-    def ratings(self, model: str | None = None) -> list[RatingRow]:
+    def ratings(self, model: str | None = None, comparison: str | None = None) -> list[RatingRow]:
         with self.session() as s:
             query = select(RatingRow).order_by(RatingRow.id)
             if model:
                 query = query.where(RatingRow.model == model)
+            if comparison:
+                query = query.where(RatingRow.comparison == comparison)
             return list(s.scalars(query))
 
 

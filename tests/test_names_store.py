@@ -71,5 +71,7 @@ def test_tallies_count_wins_against_base(settings):
         store.add_rating(comparison=comparison, model="base", prompt="p", output="b", score=base_score, best=base_best)
         store.add_rating(comparison=comparison, model="autumn", prompt="p", output="a", score=ad_score)
     tally = tallies(store.ratings())["autumn"]
+    assert [(r.comparison, r.model) for r in store.ratings(comparison="c2")] == [("c2", "base"), ("c2", "autumn")]
+    assert [r.comparison for r in store.ratings(model="autumn", comparison="c3")] == ["c3"]
     assert tally.ratings == 3 and tally.up == 2 and tally.comparisons_with_base == 3
     assert tally.win_rate_vs_base == pytest.approx(1.5 / 3)

@@ -508,7 +508,7 @@ class Service:
             raise TuneLabError(f"Score {score!r} is not -1, 0 or +1.", fix="Use 👍 (+1) or 👎 (-1).")
         known = set(self.adapter_names())
         others = [(a, 0, False) for a in comparison.answers if a is not answer] if best else []
-        rated = {row.model for row in self.store.ratings() if row.comparison == comparison.id} if others else set()
+        rated = {row.model for row in self.store.ratings(comparison=comparison.id)} if others else set()
         for shown, vote, picked in [(answer, score, best), *others]:
             stored_model = shown.model if shown.model in known else BASE
             if shown is answer or stored_model not in rated:
