@@ -52,6 +52,31 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def answer_tokens(kind: str) -> int:
+    """New tokens a scored answer may take: a style answer is a few sentences."""
+    return 96 if kind == "style" else 48
+
+
+def unseen_rows(task: dict, system_prompt: str | None) -> list[dict]:
+    """The task's unseen rows behind the run's system prompt, as the adapter is asked them."""
+    from backend.proof.scores import with_system
+
+    return [with_system({"messages": r["messages"]}, system_prompt) for r in task["unseen"]]
+
+
+def style_judgements(task: dict, answers: list[str]) -> list[dict]:
+    """The bench's style judge on each answer to the task's unseen requests."""
+    return [tasks.judge_style(tuple(r["judge"]), a, r["messages"][0]["content"])
+            for r, a in zip(task["unseen"], answers)]
+
+
+def matches(task: dict, answers: list[str]) -> list[bool]:
+    """Each answer against its unseen row's reference (exact match; parsed JSON for extraction)."""
+    from backend.proof.scores import answers_match
+
+    return [answers_match(a, r["messages"][-1]["content"], task["kind"]) for r, a in zip(task["unseen"], answers)]
+
+
 def score_unseen(task: dict, folder: Path, ref, system_prompt: str | None, train_rows: list[dict]) -> dict:
     """Base (zero- and few-shot) and adapter on the unseen rows, plain peft greedy."""
     import torch
@@ -60,7 +85,7 @@ def score_unseen(task: dict, folder: Path, ref, system_prompt: str | None, train
     from backend.bases.load import load_model, load_tokenizer
     from backend.proof.intervals import scored
     from backend.proof.on_model import hf_generator
-    from backend.proof.scores import answers_match, field_match, few_shot_prompt, pick_shots, with_system
+    from backend.proof.scores import field_match, few_shot_prompt, pick_shots, with_system
 
     tokenizer = load_tokenizer(ref, plain_template=True)
     model = load_model(ref, dtype=torch.float32)
@@ -68,10 +93,10 @@ def score_unseen(task: dict, folder: Path, ref, system_prompt: str | None, train
     peft_model = PeftModel.from_pretrained(model, str(folder))
     peft_model.eval()
     kind, unseen = task["kind"], task["unseen"]
-    tokens = 48 if kind != "style" else 96
+    tokens = answer_tokens(kind)
     base_gen = hf_generator(peft_model, tokenizer, use_adapter=False, max_new_tokens=tokens)
     adapter_gen = hf_generator(peft_model, tokenizer, use_adapter=True, max_new_tokens=tokens)
-    rows = [with_system({"messages": r["messages"]}, system_prompt) for r in unseen]
+    rows = unseen_rows(task, system_prompt)
     prompts = [r["messages"][:-1] for r in rows]
 
     def first(answers):
@@ -83,8 +108,7 @@ def score_unseen(task: dict, folder: Path, ref, system_prompt: str | None, train
                    "prompted": first(base_gen([with_system({"messages": r["messages"]}, style_prompt)["messages"][:-1]
                                                for r in unseen])),
                    "adapter": first(adapter_gen(prompts))}
-        judged = {name: [tasks.judge_style(tuple(r["judge"]), o, r["messages"][0]["content"])
-                         for r, o in zip(unseen, outs)] for name, outs in outputs.items()}
+        judged = {name: style_judgements(task, outs) for name, outs in outputs.items()}
         return {"rows": len(unseen),
                 **{name: {"ok": scored([j["ok"] for j in js]), "mood": scored([j["mood"] for j in js]),
                           "on_task": scored([j["on_task"] for j in js])} for name, js in judged.items()},
@@ -96,13 +120,13 @@ def score_unseen(task: dict, folder: Path, ref, system_prompt: str | None, train
                "base_few_shot": first(base_gen([few_shot_prompt(r, shots) for r in rows])),
                "adapter": first(adapter_gen(prompts))}
     result = {"rows": len(unseen), "k": len(shots)}
+    right = {name: matches(task, outs) for name, outs in outputs.items()}
     for name, outs in outputs.items():
-        result[name] = scored([answers_match(o, ref_, kind) for o, ref_ in zip(outs, references)])
+        result[name] = scored(right[name])
         if kind == "extraction":
             result[name]["per_field"] = field_match(outs, references)
     result["misses"] = [{"input": r["messages"][-2]["content"], "want": ref_, "got": o}
-                        for r, ref_, o in zip(rows, references, outputs["adapter"])
-                        if not answers_match(o, ref_, kind)][:8]
+                        for r, ref_, o, ok in zip(rows, references, outputs["adapter"], right["adapter"]) if not ok][:8]
     return result
 
 

@@ -51,22 +51,18 @@ def snapshot_callback(every: int, snapshots: dict):
 
 def adapter_answers(task: dict, peft_model, tokenizer, system_prompt: str | None) -> list[str]:
     from backend.proof.on_model import hf_generator
-    from backend.proof.scores import with_system
 
-    tokens = 96 if task["kind"] == "style" else 48
-    generate = hf_generator(peft_model, tokenizer, use_adapter=True, max_new_tokens=tokens)
-    prompts = [with_system({"messages": r["messages"]}, system_prompt)["messages"][:-1] for r in task["unseen"]]
-    return [a[0] for a in generate(prompts)]
+    generate = hf_generator(peft_model, tokenizer, use_adapter=True, max_new_tokens=quality.answer_tokens(task["kind"]))
+    return [a[0] for a in generate([r["messages"][:-1] for r in quality.unseen_rows(task, system_prompt)])]
 
 
 def judged(task: dict, answers: list[str]) -> dict:
+    """The adapter's unseen score as bench/quality.py counts it (the style judge's "ok")."""
     from backend.proof.intervals import scored
-    from backend.proof.scores import answers_match
 
     if task["kind"] == "style":
-        return scored([tasks.judge_style(tuple(r["judge"]), a, r["messages"][0]["content"])["ok"]
-                       for r, a in zip(task["unseen"], answers)])
-    return scored([answers_match(a, r["messages"][-1]["content"], task["kind"]) for r, a in zip(task["unseen"], answers)])
+        return scored([j["ok"] for j in quality.style_judgements(task, answers)])
+    return scored(quality.matches(task, answers))
 
 
 def run_task(name: str, service, base: str, every: int) -> dict:
