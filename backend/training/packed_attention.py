@@ -23,6 +23,7 @@ a cache) goes to ``sdpa_attention_forward`` unchanged, and its mask is transform
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 
@@ -64,10 +65,12 @@ def boundaries(cu_seq_lens: torch.Tensor) -> list[int]:
     return host
 
 
+@functools.cache
 def _varlen():
     """PyTorch's varlen attention where this torch has it with ``window_size`` (the causal form;
     torch 2.10 had ``is_causal`` instead) and ``scale``; None otherwise. Its ``enable_gqa`` is
-    newer still: without it the shared key/value heads are repeated first."""
+    newer still: without it the shared key/value heads are repeated first. Looked up once per
+    process (every layer of every step asks)."""
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
@@ -123,8 +126,10 @@ def packed_attention(module, query, key, value, attention_mask, dropout: float =
     varlen = _varlen() if query.is_cuda and half and dropout == 0.0 else None
     if varlen is not None and not getattr(module, "_tunelab_varlen_failed", False):
         cu = cu_seq_lens_q.to(device=query.device, dtype=torch.int32)
-        longest = int(max_length_q) if max_length_q is not None else max(
-            b - a for a, b in zip(boundaries(cu_seq_lens_q), boundaries(cu_seq_lens_q)[1:]))
+        if max_length_q is None:
+            bounds = boundaries(cu_seq_lens_q)
+            max_length_q = max(b - a for a, b in zip(bounds, bounds[1:]))
+        longest = int(max_length_q)
         try:
             return varlen_row(varlen, query, key, value, cu, longest, scaling), None
         except (RuntimeError, TypeError, ValueError) as exc:  # a kernel this GPU or torch lacks: per example
