@@ -86,7 +86,8 @@ def plan(smoke: bool) -> dict:
 def estimates(the_plan: dict) -> dict:
     """The inspector's memory estimates for every training shape in the plan, as the recipe
     makes them on a GPU (backend/training/recipe.py: padding-free rows attended example by
-    example, no T × T mask; the LM head a block of rows at a time): bf16 with and without checkpointing, and 4-bit QLoRA."""
+    example, no T × T mask; the LM head a block of rows at a time): bf16 with and without
+    checkpointing, and 4-bit QLoRA."""
     from backend.bases.inspect import inspect_base
     from backend.training.recipe import training_bytes
 
@@ -420,9 +421,7 @@ def main(argv: list[str] | None = None) -> dict:
             attempt(results, "serve", lambda: measure_serving(the_plan["serve"], work / "serve", device))
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    results["verdicts"] = verdicts(results)
-    results["seconds"] = round(time.perf_counter() - started, 1)
-    write_results(args.out, results, echo=False)
+    save()
     print(json.dumps(results.get("verdicts"), indent=2))
     return results
 
