@@ -18,7 +18,7 @@ from backend.studio.assistant.respond import respond
 from backend.studio.service import UPLOAD_SUFFIXES
 from backend.studio.tools import AssistantTools
 
-from .common import Ctx, edge, esc
+from .common import Ctx, chat_html, edge
 from .plan_panel import chat_with_card
 
 WELCOME = (
@@ -33,7 +33,7 @@ def news_html(service, state) -> str:
     """What the assistant says about this session's sweeps that are over: the best adapter
     of each and why ("" while none is over)."""
     lines = AssistantTools(service, state).sweep_results()
-    return "".join(f"<div class='tl-news'>🏁 {esc(line)}</div>" for line in lines)
+    return "".join(f"<div class='tl-news'>{chat_html('🏁 ' + line)}</div>" for line in lines)
 
 
 def build(ctx: Ctx) -> None:

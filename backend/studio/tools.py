@@ -307,15 +307,17 @@ class AssistantTools:
         text = sweep_summary(sweep, board)
         if len(runs) == 1 and board:
             lines = proof_lines(self.service.adapter_meta(board[0]["name"]))
-            text = f"{board[0]['name']} finished training: " + "; ".join(lines).rstrip(".") + "." if lines else text
+            if lines:  # a markdown list: a long warning stays readable
+                text = f"{board[0]['name']} finished training:\n" + "\n".join(f"- {line}" for line in lines) + "\n\n"
         elif len(runs) == 1:
             run = runs[0]
             text = f"{run['adapter']} (job {run['job_id']}) ended {run['status']}" + (
                 f": {run['error'].splitlines()[0].rstrip('.')}" if run.get("error") else "") + "."
+        text = text if text.endswith("\n") else text + " "
         if not board:
-            return f"{text} Next: fix what stopped it (the **Train** tab has the reason), then say *go* again."
+            return f"{text}Next: fix what stopped it (the **Train** tab has the reason), then say *go* again."
         best = next((r["name"] for r in board if r["recommended"]), board[0]["name"])
-        return (f"{text} Next: *compare* to see {best} beside the base, *mark {best} success* (or *fail*), "
+        return (f"{text}Next: *compare* to see {best} beside the base, *mark {best} success* (or *fail*), "
                 "or try another run (say *2 runs*, then *go*).")
 
     def sweep_news(self) -> list[str]:

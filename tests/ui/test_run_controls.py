@@ -56,6 +56,6 @@ def test_the_chat_says_once_what_a_finished_run_scored_and_what_next(service, st
     add_finished_adapter(service, "wine", proof=exact_match_proof(27))
     state.job_ids.append(service.store.get_adapter("wine").job_id)
     chat = chat_with_news(service, [{"role": "user", "content": "go"}], state)
-    assert len(chat) == 2 and chat[-1]["content"].startswith("🏁 wine finished training: exact match: ")
+    assert len(chat) == 2 and chat[-1]["content"].startswith("🏁 wine finished training:\n- exact match: ")
     assert "adapter 27/30" in chat[-1]["content"] and "*mark wine success*" in chat[-1]["content"]
     assert chat_with_news(service, chat, state) == chat  # said once

@@ -64,10 +64,12 @@ def test_a_lone_run_says_what_it_scored_against_the_base_and_what_to_do_next(ser
     add_finished_adapter(service, "lone", proof=exact_match_proof(28))
     state.job_ids.append(service.store.get_adapter("lone").job_id)
     news = AssistantTools(service, state).sweep_news()
-    assert len(news) == 1 and news[0].startswith("lone finished training: exact match: ")
+    assert len(news) == 1 and news[0].startswith("lone finished training:\n- exact match: ")
     assert "adapter 28/30" in news[0] and "base 6-shot 13/30" in news[0] and ".." not in news[0]
-    assert news[0].endswith("Next: *compare* to see lone beside the base, *mark lone success* (or *fail*), "
-                            "or try another run (say *2 runs*, then *go*).")
+    figures, next_step = news[0].split("\n\n")  # one list item per proof line, then what to do next
+    assert all(line.startswith("- ") for line in figures.splitlines()[1:]) and len(figures.splitlines()) >= 3
+    assert next_step == ("Next: *compare* to see lone beside the base, *mark lone success* (or *fail*), "
+                         "or try another run (say *2 runs*, then *go*).")
     assert AssistantTools(service, state).sweep_news() == []  # said once
 
 
