@@ -17,6 +17,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from backend.bases.resolve import BaseRef
 from backend.hparams import RunSpec
 from backend.names import adapter_path
@@ -26,6 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+# the browser tests' skip: Chromium is a system package, not a wheel
+NEEDS_CHROMIUM = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                    reason=f"{CHROMIUM} is missing: `make browser` (apt-get install chromium) installs it")
 
 
 
@@ -348,21 +353,29 @@ def make_parent(base, out):
 
 
 @contextlib.contextmanager
-def browser_page(url: str, *, viewport: dict | None = None):
-    """One headless Chromium tab on TuneLab's page at ``url``, once the assistant's box is
-    there; closed on leaving."""
+def chromium():
+    """Debian's headless Chromium under Playwright (:data:`CHROMIUM`, :data:`CHROMIUM_ARGS`);
+    closed on leaving. Tests that open many tabs share one; :func:`browser_page` opens one."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            tab = browser.new_page(viewport=viewport or {"width": 1500, "height": 1100})
-            tab.set_default_timeout(30_000)
-            tab.goto(url, wait_until="load")
-            tab.wait_for_selector("#assistant-input textarea")
-            yield tab
+            yield browser
         finally:
             browser.close()
+
+
+@contextlib.contextmanager
+def browser_page(url: str, *, viewport: dict | None = None):
+    """One headless Chromium tab on TuneLab's page at ``url``, once the assistant's box is
+    there; closed on leaving."""
+    with chromium() as browser:
+        tab = browser.new_page(viewport=viewport or {"width": 1500, "height": 1100})
+        tab.set_default_timeout(30_000)
+        tab.goto(url, wait_until="load")
+        tab.wait_for_selector("#assistant-input textarea")
+        yield tab
 
 
 def assert_same_forward_and_backward(out, ref, inputs, ref_inputs, *, tol: float, grad_tol: float | None = None,

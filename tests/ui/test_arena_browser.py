@@ -12,12 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.builders import CHROMIUM, REPO, browser_page, running_up
+from tests.builders import NEEDS_CHROMIUM, REPO, browser_page, running_up
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                       reason=f"{CHROMIUM} is missing: `make browser` (apt-get install chromium) installs it"),
+    NEEDS_CHROMIUM,
 ]
 
 ADAPTERS = ("wine-a", "wine-b")

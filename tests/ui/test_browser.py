@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.builders import CHROMIUM, WINES, browser_page, running_up, write_bad, write_wines
+from tests.builders import NEEDS_CHROMIUM, WINES, browser_page, running_up, write_bad, write_wines
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 REPO = Path(__file__).resolve().parents[2]
@@ -24,8 +24,7 @@ DEFAULT_MODELS = REPO / ".tunelab" / "models"  # where `make test-slow` provisio
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                       reason=f"{CHROMIUM} is missing: `make browser` (apt-get install chromium) installs it"),
+    NEEDS_CHROMIUM,
 ]
 
 

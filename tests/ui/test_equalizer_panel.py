@@ -11,7 +11,7 @@ import pytest
 from backend.bases.equalizer import Grid
 from backend.errors import ConfigError
 from backend.up import start
-from tests.builders import CHROMIUM, CHROMIUM_ARGS
+from tests.builders import NEEDS_CHROMIUM, browser_page
 from ui.equalizer_panel import grid_from_tables, grid_tables
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -34,18 +34,12 @@ def test_the_tables_show_the_grid_and_read_back_in_every_shape_gradio_sends():
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is missing")
+@NEEDS_CHROMIUM
 def test_equalizer_tab_attention_preset_in_the_browser(settings, tiny_llama):
-    from playwright.sync_api import sync_playwright
-
     running = start(settings, port=0, server_port=0, base=str(tiny_llama), run_jobs=False)
     ARTIFACTS.mkdir(exist_ok=True)
     try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1500, "height": 1200})
-            page.set_default_timeout(30_000)
-            page.goto(running.page_url, wait_until="load")
+        with browser_page(running.page_url, viewport={"width": 1500, "height": 1200}) as page:
             page.get_by_role("tab", name="Equalizer", exact=True).click()
             page.wait_for_selector("#eq-ranks table")
             page.wait_for_function("document.querySelector('#eq-compiled')?.innerText.includes('target_modules')")
@@ -53,7 +47,6 @@ def test_equalizer_tab_attention_preset_in_the_browser(settings, tiny_llama):
             page.wait_for_function("!document.querySelector('#eq-compiled').innerText.includes('mlp.')")
             compiled = page.inner_text("#eq-compiled")
             page.screenshot(path=str(ARTIFACTS / "eq-attention.png"), full_page=True)
-            browser.close()
     finally:
         running.stop()
     for module in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj"):

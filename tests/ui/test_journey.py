@@ -27,12 +27,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.builders import CHROMIUM, CHROMIUM_ARGS, REPO, running_up, write_wines
+from tests.builders import NEEDS_CHROMIUM, REPO, chromium, running_up, write_wines
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                       reason=f"{CHROMIUM} is missing: `make browser` (apt-get install chromium) installs it"),
+    NEEDS_CHROMIUM,
 ]
 
 GOAL = "Sort customer support emails into billing, bug or other. Answer with one word."
@@ -80,14 +79,12 @@ def page_url(tiny_llama, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     expect.set_options(timeout=20_000)  # two shared cores: a refresh can take seconds
 
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def open_page(browser, url: str, viewport: dict):
