@@ -1,7 +1,9 @@
 """Quality benchmark: does one `tunelab train` with no knob set learn the task?
 
 For each of TuneLab's own small tasks (``bench/tasks.py``: 3- and 5-label
-classification, JSON extraction with an optional field, an autumn-mood style goal) it
+classification, JSON extraction with an optional field, an autumn-mood style goal, and
+two written after the defaults were chosen: 3-way review sentiment and long shop listings
+in a house format) it
 does what a new user does, through the product's own path in a fresh home:
 
 1. import the training file with the data doctor (rows are held back by the split rule);
@@ -13,14 +15,15 @@ does what a new user does, through the product's own path in a fresh home:
 4. score base and adapter on the task's *unseen* rows — other templates, other items,
    cities and subjects — with plain transformers + peft, greedy: exact match (parsed
    JSON for extraction) for the base zero-shot, the base with 6 training examples in the
-   prompt, and the adapter; for the style task the bench's judge (2+ autumn words and on
-   the request's subject) for the base, the base asked for the style, and the adapter.
+   prompt, and the adapter; for the judged tasks the bench's judge (autumn: 2+ autumn
+   words and on the request's subject; listings: the house format with the facts given)
+   for the base, the base asked for the style, and the adapter.
 
 Every share carries its row count and a 95% Wilson interval. Writes
 ``bench/results/quality.json`` (``--out`` to change) with the CPU and its flags, since
 training seconds only compare on the same machine.
 
-    python bench/quality.py [--tasks triage orders autumn topics] [--base default]
+    python bench/quality.py [--tasks triage topics orders autumn reviews listings] [--base default]
 """
 
 from __future__ import annotations
@@ -52,9 +55,10 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def answer_tokens(kind: str) -> int:
-    """New tokens a scored answer may take: a style answer is a few sentences."""
-    return 96 if kind == "style" else 48
+def answer_tokens(task: dict) -> int:
+    """New tokens a scored answer may take: a style answer is a few sentences; a task whose
+    answers are longer (the listings) says how many its own take."""
+    return task.get("answer_tokens") or (96 if task["kind"] == "style" else 48)
 
 
 def unseen_rows(task: dict, system_prompt: str | None) -> list[dict]:
@@ -64,10 +68,10 @@ def unseen_rows(task: dict, system_prompt: str | None) -> list[dict]:
     return [with_system({"messages": r["messages"]}, system_prompt) for r in task["unseen"]]
 
 
-def style_judgements(task: dict, answers: list[str]) -> list[dict]:
-    """The bench's style judge on each answer to the task's unseen requests."""
-    return [tasks.judge_style(tuple(r["judge"]), a, r["messages"][0]["content"])
-            for r, a in zip(task["unseen"], answers)]
+def judgements(task: dict, answers: list[str]) -> list[dict]:
+    """The bench's judge of a judged task (autumn mood, listing format) on each answer to
+    the task's unseen requests; each verdict has ``ok`` and the parts it is made of."""
+    return [tasks.judge(task, r, a) for r, a in zip(task["unseen"], answers)]
 
 
 def matches(task: dict, answers: list[str]) -> list[bool]:
@@ -93,7 +97,7 @@ def score_unseen(task: dict, folder: Path, ref, system_prompt: str | None, train
     peft_model = PeftModel.from_pretrained(model, str(folder))
     peft_model.eval()
     kind, unseen = task["kind"], task["unseen"]
-    tokens = answer_tokens(kind)
+    tokens = answer_tokens(task)
     base_gen = hf_generator(peft_model, tokenizer, use_adapter=False, max_new_tokens=tokens)
     adapter_gen = hf_generator(peft_model, tokenizer, use_adapter=True, max_new_tokens=tokens)
     rows = unseen_rows(task, system_prompt)
@@ -108,10 +112,10 @@ def score_unseen(task: dict, folder: Path, ref, system_prompt: str | None, train
                    "prompted": first(base_gen([with_system({"messages": r["messages"]}, style_prompt)["messages"][:-1]
                                                for r in unseen])),
                    "adapter": first(adapter_gen(prompts))}
-        judged = {name: style_judgements(task, outs) for name, outs in outputs.items()}
+        judged = {name: judgements(task, outs) for name, outs in outputs.items()}
+        parts = [k for k, v in judged["adapter"][0].items() if isinstance(v, bool)]  # ok, mood, on_task / format, facts
         return {"rows": len(unseen),
-                **{name: {"ok": scored([j["ok"] for j in js]), "mood": scored([j["mood"] for j in js]),
-                          "on_task": scored([j["on_task"] for j in js])} for name, js in judged.items()},
+                **{name: {part: scored([j[part] for j in js]) for part in parts} for name, js in judged.items()},
                 "examples": [{"prompt": r["messages"][0]["content"], "adapter": o, "judge": j}
                              for r, o, j in list(zip(unseen, outputs["adapter"], judged["adapter"]))[:8]]}
     shots = pick_shots(train_rows, FEW_SHOT, 0, kind)
@@ -220,7 +224,7 @@ def summary_table(report: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=["triage", "orders", "autumn", "topics"], choices=tasks.TASKS)
+    parser.add_argument("--tasks", nargs="+", default=list(tasks.TASKS), choices=tasks.TASKS)
     parser.add_argument("--base", default="default")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
     args = parser.parse_args()

@@ -5,16 +5,18 @@ For each of TuneLab's own tasks (``bench/tasks.py``) it imports the training fil
 the configuration TuneLab chooses with no knob set, as ``bench/quality.py`` does, then
 trains it to the step ceiling (early stopping off, so the whole trajectory is seen) while a
 callback copies the LoRA weights every ``--every`` steps, where the held-out loss is
-evaluated too. Each copy is then put on the base and scored on the
-task's unseen rows with plain peft, greedy: exact match (parsed JSON for extraction), or
-for the style task the bench's judge. Every share has its row count and a 95% Wilson
+evaluated too. Each copy is then put on the base and scored on the task's unseen rows with
+plain peft, greedy: exact match (parsed JSON for extraction), or for the judged tasks
+(autumn, listings) the bench's judge. Every share has its row count and a 95% Wilson
 interval; training seconds at a step are the run's seconds per step times the step.
+``--learning-rate`` trains at another rate than the default's, to compare rates by quality
+per training second.
 
 The copy at the step the run kept as best must answer exactly as the adapter the run
 wrote (checked: the copies are the weights that were trained, not a reconstruction).
 Writes ``bench/results/quality-curve.json`` with the CPU and its flags.
 
-    python bench/quality_curve.py [--tasks triage orders autumn topics] [--every 10]
+    python bench/quality_curve.py [--tasks triage ... listings] [--every 10] [--learning-rate 5e-4]
 """
 
 from __future__ import annotations
@@ -52,20 +54,20 @@ def snapshot_callback(every: int, snapshots: dict):
 def adapter_answers(task: dict, peft_model, tokenizer, system_prompt: str | None) -> list[str]:
     from backend.proof.on_model import hf_generator
 
-    generate = hf_generator(peft_model, tokenizer, use_adapter=True, max_new_tokens=quality.answer_tokens(task["kind"]))
+    generate = hf_generator(peft_model, tokenizer, use_adapter=True, max_new_tokens=quality.answer_tokens(task))
     return [a[0] for a in generate([r["messages"][:-1] for r in quality.unseen_rows(task, system_prompt)])]
 
 
 def judged(task: dict, answers: list[str]) -> dict:
-    """The adapter's unseen score as bench/quality.py counts it (the style judge's "ok")."""
+    """The adapter's unseen score as bench/quality.py counts it (a judge's "ok" for a judged task)."""
     from backend.proof.intervals import scored
 
     if task["kind"] == "style":
-        return scored([j["ok"] for j in quality.style_judgements(task, answers)])
+        return scored([j["ok"] for j in quality.judgements(task, answers)])
     return scored(quality.matches(task, answers))
 
 
-def run_task(name: str, service, base: str, every: int) -> dict:
+def run_task(name: str, service, base: str, every: int, learning_rate: float | None = None) -> dict:
     import torch
     from peft import PeftModel, set_peft_model_state_dict
 
@@ -78,8 +80,8 @@ def run_task(name: str, service, base: str, every: int) -> dict:
     imported = service.import_data([data], base=base, goal=task["goal"])
     spec, plan = service.run_spec(name, imported.folder, base=base, goal=task["goal"])
     # to the ceiling, the held-out loss at every copy (the run itself evaluates about once an epoch)
-    spec = spec.model_copy(update={"train": spec.train.model_copy(update={"early_stopping": False,
-                                                                          "eval_steps": every})})
+    train = {"early_stopping": False, "eval_steps": every, **({"learning_rate": learning_rate} if learning_rate else {})}
+    spec = spec.model_copy(update={"train": spec.train.model_copy(update=train)})
     ref = service.resolve_base(base)
     snapshots: dict[int, dict] = {}
     meta = train_adapter(spec, base_ref=ref, train_file=imported.folder / "train.jsonl",
@@ -116,9 +118,11 @@ def run_task(name: str, service, base: str, every: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="+", default=["triage", "orders", "autumn", "topics"], choices=tasks.TASKS)
+    parser.add_argument("--tasks", nargs="+", default=list(tasks.TASKS), choices=tasks.TASKS)
     parser.add_argument("--base", default="default")
     parser.add_argument("--every", type=int, default=10, help="copy the weights every N steps")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="train at this rate instead of the default's (to compare rates along the curve)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality-curve.json")
     args = parser.parse_args()
 
@@ -133,7 +137,7 @@ def main() -> None:
     results = []
     for name in args.tasks:
         print(f"== {name}", flush=True)
-        results.append(run_task(name, service, args.base, args.every))
+        results.append(run_task(name, service, args.base, args.every, args.learning_rate))
         write_results(args.out, {"benchmark": "quality-curve", "machine": cpu(), "base": args.base,
                                  "date": time.strftime("%Y-%m-%d"), "every": args.every, "tasks": results},
                       echo=False)

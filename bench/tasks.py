@@ -10,10 +10,17 @@ subjects), so a score on it says whether the adapter learned the task and not th
 * ``orders`` — an order in prose -> ``{"item", "qty", "city"}`` JSON, city null when the
   text names none (an optional field);
 * ``autumn`` — everyday writing requests answered with an autumn mood (a style task),
-  judged by :func:`judge_style`.
+  judged by :func:`judge_style`;
+* ``reviews`` — product reviews -> positive / negative / neutral (the sentiment kind);
+* ``listings`` — a product's name and three facts -> a ~140-token shop listing in a house
+  format (heading, prose, the facts as bullets, a fixed closing), judged by
+  :func:`judge_listing`: the only task whose answers are long enough for the long-answer
+  learning rate.
 
 These are the bench's own tasks (the product never sees them while choosing defaults);
-``bench/quality.py`` trains on each with no knob set and scores the unseen rows.
+``bench/quality.py`` trains on each with no knob set and scores the unseen rows. The
+defaults were chosen on the first four; ``reviews`` and ``listings`` (:data:`HELD_OUT_TASKS`)
+were written afterwards to check them on tasks they were not tuned to.
 """
 
 from __future__ import annotations
@@ -319,6 +326,144 @@ def judge_style(request_words: tuple[str, ...], answer: str, prompt: str = "") -
     return {"mood_words": mood, "mood": len(mood) >= 2, "on_task": on_task, "ok": len(mood) >= 2 and on_task}
 
 
+# --- reviews: sentiment (the product's sentiment kind) ------------------------------------------
+
+_REVIEW_TRAIN = {
+    "positive": [
+        "The {product} works perfectly and arrived a day early.", "I love my new {product}, it is worth every penny.",
+        "Great {product}: solid, quiet and easy to set up.", "Five stars. The {product} does exactly what it promises.",
+        "My family uses the {product} every day and we are really happy with it.",
+        "Excellent quality, the {product} feels like it will last for years.",
+    ],
+    "negative": [
+        "The {product} broke after two days. Very disappointed.", "Do not buy this {product}, it stopped working.",
+        "Terrible {product}: loud, flimsy and the battery dies fast.", "One star. The {product} arrived scratched.",
+        "I returned the {product} because it never charged properly.",
+        "Waste of money, the {product} is much smaller than the photos.",
+    ],
+    "neutral": [
+        "The {product} arrived on {day}.", "It is a {product}. It does what a {product} does.",
+        "I bought the {product} in grey; it also comes in blue.", "The {product} came with a manual and a cable.",
+        "Average {product}, nothing special either way.", "I have used the {product} for a week so far.",
+    ],
+}
+_REVIEW_UNSEEN = {
+    "positive": ["Honestly the best {product} I have owned, I already ordered a second one.",
+                 "Setup took two minutes and the {product} has been flawless since.",
+                 "Really pleased, the {product} beats the pricier brand I had before."],
+    "negative": ["After a month the {product} makes a grinding noise and support never replied.",
+                 "The {product} looked cheap out of the box and the lid snapped on day one.",
+                 "Regret this purchase, the {product} overheats and smells of burnt plastic."],
+    "neutral": ["The {product} is about the size of a paperback.",
+                "Delivery was on time; the {product} is in the cupboard until we move.",
+                "The {product} has two settings, low and high."],
+}
+_REVIEW_FILL = {
+    "train": {"product": ["kettle", "desk lamp", "backpack", "blender", "phone case", "toaster", "office chair"],
+              "day": ["Monday", "Friday", "Saturday", "the 3rd"]},
+    "unseen": {"product": ["air fryer", "rice cooker", "yoga mat", "hair dryer", "monitor stand"],
+               "day": ["Tuesday", "Sunday"]},
+}
+
+
+# --- listings: long answers in a house format -----------------------------------------------------
+
+LISTING_SECTION = "What you get:"
+LISTING_CLOSING = ("Free delivery on orders over 40 euros, and returns are free within 30 days.\n"
+                   "Thank you for shopping at Fernhill, the small shop for everyday things.")
+_LISTING_ASKS = {
+    "train": ["Write a listing for the {name}. Facts: {facts}.", "Listing please: {name}. {facts}.",
+              "We are adding the {name} to the shop. Its facts: {facts}. Write the listing.",
+              "Product: {name}\nFacts: {facts}\nWrite our listing for it."],
+    "unseen": ["New in stock, the {name}, with these points: {facts}. Can you write it up for the shop?",
+               "Draft the shop page for the {name} ({facts})."],
+}
+_LISTING_TAGLINES = ["Made for the everyday.", "Small things, done well.", "Built to be used, not kept for best.",
+                     "Quietly good at its job.", "Simple, sturdy, ready when you are."]
+_LISTING_INTROS = [
+    "Meet the {name}, designed for daily use and built to last.",
+    "The {name} brings a little order and calm to busy days.",
+    "We picked the {name} because it does one job and does it well.",
+    "Say hello to the {name}, a small upgrade you will notice every day.",
+    "The {name} is the kind of thing you stop thinking about because it simply works.",
+]
+_LISTING_BODY = [
+    "Every piece was tested by our team before it reached the shelf.",
+    "It is made in a small workshop that pays fair wages and uses recycled packaging.",
+    "It looks at home in a flat, an office or a holiday cottage.",
+    "We have used one ourselves for months, and it still looks new.",
+    "It is easy to clean and has no parts that wear out quickly.",
+    "It makes a thoughtful gift, and it arrives in a plain recyclable box.",
+    "Customers tell us it is the one thing they would buy again.",
+    "It is covered by our two-year guarantee, no questions asked.",
+]
+_LISTING_PRODUCTS = {
+    "train": {
+        "Harbor Desk Lamp": ["warm white LED", "adjustable arm", "USB-C powered", "weighs 1.2 kg", "oak base"],
+        "Tide Travel Mug": ["holds 350 ml", "keeps drinks hot for 6 hours", "leak-proof lid", "dishwasher safe",
+                            "steel body"],
+        "Ridge Daypack": ["20 litre volume", "padded laptop sleeve", "water-resistant fabric", "two side pockets",
+                          "weighs 700 g"],
+        "Alder Reading Chair": ["solid ash frame", "linen cushion", "seat height 44 cm", "easy to assemble",
+                                "holds up to 120 kg"],
+        "Brook Kettle": ["1.5 litre capacity", "boils in 3 minutes", "auto shut-off", "matte black finish",
+                         "cordless base"],
+        "Fern Cutting Board": ["made of walnut", "juice groove on one side", "40 by 25 cm", "hand oiled",
+                               "non-slip feet"],
+        "Moss Throw Blanket": ["100% merino wool", "130 by 170 cm", "machine washable", "woven in Wales",
+                               "four colours"],
+    },
+    "unseen": {
+        "Pebble Bike Light": ["three brightness modes", "charges by USB", "runs for 10 hours", "fits any handlebar"],
+        "Cedar Plant Pot": ["glazed ceramic", "drainage hole and saucer", "18 cm wide", "frost resistant"],
+        "Gale Umbrella": ["windproof frame", "opens with one button", "folds to 28 cm", "reflective trim"],
+        "Quill Notebook": ["A5 dotted pages", "lies flat when open", "192 pages", "recycled paper"],
+        "Echo Headphones": ["noise cancelling", "30 hours of battery", "foldable", "built-in microphone"],
+    },
+}
+
+
+def listing_answer(name: str, facts: list[str], rng: random.Random) -> str:
+    body = " ".join(rng.sample(_LISTING_BODY, 3))
+    bullets = "\n".join(f"- {f}" for f in facts)
+    return (f"{name}\n{_pick(rng, _LISTING_TAGLINES)}\n\n{_pick(rng, _LISTING_INTROS).format(name=name)} "
+            f"{body}\n\n{LISTING_SECTION}\n{bullets}\n\n{LISTING_CLOSING}")
+
+
+def _listings(split: str, count: int, rng: random.Random) -> list[dict]:
+    rows, seen = [], set()
+    products = _LISTING_PRODUCTS[split]
+    while len(rows) < count:
+        name = _pick(rng, sorted(products))
+        facts = rng.sample(products[name], 3)
+        prompt = _pick(rng, _LISTING_ASKS[split]).format(name=name, facts="; ".join(facts))
+        if prompt in seen:
+            continue
+        seen.add(prompt)
+        row = _row(prompt, listing_answer(name, facts, rng))
+        if split == "unseen":
+            row["judge"] = {"name": name, "facts": facts}
+        rows.append(row)
+    return rows
+
+
+def judge_listing(want: dict, answer: str) -> dict:
+    """The bench's listing judge: ``format`` when the answer opens with a line that is the
+    product's name, has the :data:`LISTING_SECTION` and ends with :data:`LISTING_CLOSING`
+    (once, so a run-on repeat fails); ``facts`` when the section's bullets are exactly the
+    three facts given, word for word, in the order given; ``ok`` when both hold."""
+    text = answer.strip()
+    lines = text.splitlines()
+    opens = bool(lines) and lines[0].strip() == want["name"]
+    closes = text.endswith(LISTING_CLOSING) and text.count(LISTING_CLOSING) == 1
+    section = text.split(LISTING_SECTION + "\n", 1)
+    bullets = ([ln[2:].strip() for ln in section[1].split("\n\n", 1)[0].splitlines() if ln.startswith("- ")]
+               if len(section) == 2 else [])
+    fmt = opens and closes and len(section) == 2
+    facts = bullets == list(want["facts"])
+    return {"format": fmt, "facts": facts, "ok": fmt and facts}
+
+
 # --- the tasks ----------------------------------------------------------------------------------
 
 
@@ -341,7 +486,25 @@ def build(task: str, seed: int = 0) -> dict:
     if task == "autumn":
         unseen = [dict(_row(ask, ""), judge=list(words)) for ask, words in _STYLE_UNSEEN]
         return {"goal": "write with an autumn mood", "kind": "style", "train": _autumn(80, rng), "unseen": unseen}
-    raise ValueError(f"unknown task {task!r}; one of triage, topics, orders, autumn")
+    if task == "reviews":
+        return {"goal": "label the sentiment of each product review", "kind": "sentiment",
+                "train": _labelled(_REVIEW_TRAIN, _REVIEW_FILL["train"], 90, rng),
+                "unseen": _labelled(_REVIEW_UNSEEN, _REVIEW_FILL["unseen"], 30, rng)}
+    if task == "listings":
+        return {"goal": "write product listings in our shop's house format", "kind": "style", "judge": "listing",
+                "answer_tokens": 224,  # the longest reference is ~170 tokens
+                "train": _listings("train", 80, rng), "unseen": _listings("unseen", 20, rng)}
+    raise ValueError(f"unknown task {task!r}; one of {', '.join(TASKS)}")
 
 
-TASKS = ("triage", "topics", "orders", "autumn")
+def judge(task: dict, row: dict, answer: str) -> dict:
+    """A judged task's verdict on one answer to an unseen row: :func:`judge_listing` for the
+    listings, else :func:`judge_style` (the autumn mood); each has ``ok``."""
+    if task.get("judge") == "listing":
+        return judge_listing(row["judge"], answer)
+    return judge_style(tuple(row["judge"]), answer, row["messages"][0]["content"])
+
+
+TASKS = ("triage", "topics", "orders", "autumn", "reviews", "listings")
+# measured after the defaults were chosen: the rules were not tuned on them
+HELD_OUT_TASKS = ("reviews", "listings")

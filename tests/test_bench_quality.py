@@ -14,7 +14,8 @@ def test_unseen_rows_go_behind_the_runs_system_prompt():
     assert rows[0]["messages"][0] == {"role": "system", "content": "Classify."}
     assert rows[0]["messages"][1:] == task["unseen"][0]["messages"]
     assert quality.unseen_rows(task, None)[0]["messages"] == task["unseen"][0]["messages"]
-    assert (quality.answer_tokens("style"), quality.answer_tokens("extraction")) == (96, 48)
+    budgets = {name: quality.answer_tokens(tasks.build(name)) for name in ("autumn", "orders", "listings")}
+    assert budgets == {"autumn": 96, "orders": 48, "listings": 224}
 
 
 def test_both_benches_count_an_answer_right_the_same_way():
@@ -27,6 +28,36 @@ def test_both_benches_count_an_answer_right_the_same_way():
         assert (curve["correct"], curve["total"]) == (len(references) - 1, len(references))
     autumn = tasks.build("autumn")
     answers = ["The maple leaves fall, crisp and amber, over my sandwich."] + ["Fine."] * 29
-    judgements = quality.style_judgements(autumn, answers)
+    judgements = quality.judgements(autumn, answers)
     assert len(judgements) == 30 and not any(j["ok"] for j in judgements[1:])
     assert quality_curve.judged(autumn, answers)["correct"] == sum(j["ok"] for j in judgements)
+
+
+def test_a_listing_is_right_only_in_the_house_format_with_the_facts_given_in_order():
+    listings = tasks.build("listings")
+    row = listings["unseen"][0]
+    name, facts = row["judge"]["name"], row["judge"]["facts"]
+    reference = row["messages"][-1]["content"]
+    assert reference.startswith(name + "\n") and all(f"- {f}" in reference for f in facts)
+    assert tasks.judge(listings, row, reference) == {"format": True, "facts": True, "ok": True}
+    swapped = reference.replace(f"- {facts[0]}", "- @").replace(f"- {facts[1]}", f"- {facts[0]}").replace(
+        "- @", f"- {facts[1]}")
+    assert tasks.judge(listings, row, swapped) == {"format": True, "facts": False, "ok": False}
+    run_on = reference + "\n" + tasks.LISTING_CLOSING  # the closing said twice: generation did not stop
+    assert tasks.judge(listings, row, run_on)["format"] is False
+    assert tasks.judge(listings, row, reference.split("\n", 1)[1])["format"] is False  # no heading
+    same_ask = sum(r["judge"] == row["judge"] for r in listings["unseen"])  # this product, these facts
+    assert quality_curve.judged(listings, [reference] * len(listings["unseen"]))["correct"] == same_ask < 3
+
+
+def test_the_held_out_tasks_use_words_and_items_the_training_file_never_shows():
+    for name in tasks.HELD_OUT_TASKS:
+        task = tasks.build(name)
+        train = " ".join(m["content"] for r in task["train"] for m in r["messages"])
+        unseen_prompts = [r["messages"][0]["content"] for r in task["unseen"]]
+        assert not set(unseen_prompts) & {r["messages"][0]["content"] for r in task["train"]}
+        if name == "listings":
+            assert not any(r["judge"]["name"] in train for r in task["unseen"])
+        else:  # the reviewed products
+            assert not any(p in train for p in ("air fryer", "rice cooker", "yoga mat", "hair dryer", "monitor stand"))
+            assert {r["messages"][-1]["content"] for r in task["unseen"]} == {"positive", "negative", "neutral"}
