@@ -3,8 +3,8 @@
 For each of TuneLab's own small tasks (``bench/tasks.py``: 3- and 5-label
 classification, JSON extraction with an optional field, an autumn-mood style goal, and
 two written after the defaults were chosen: 3-way review sentiment and long shop listings
-in a house format) it
-does what a new user does, through the product's own path in a fresh home:
+in a house format) it does what a new user does, through the product's own path in a
+fresh home:
 
 1. import the training file with the data doctor (rows are held back by the split rule);
 2. take the configuration TuneLab chooses with no knob set (``Service.run_spec``: the
