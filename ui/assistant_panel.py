@@ -18,7 +18,7 @@ from backend.studio.assistant.respond import respond
 from backend.studio.service import UPLOAD_SUFFIXES
 from backend.studio.tools import AssistantTools
 
-from .common import Ctx, chat_html, edge
+from .common import Ctx, edge
 from .plan_panel import chat_with_card
 
 WELCOME = (
@@ -29,11 +29,10 @@ WELCOME = (
 )
 
 
-def news_html(service, state) -> str:
+def news_markdown(service, state) -> str:
     """What the assistant says about this session's sweeps that are over: the best adapter
-    of each and why ("" while none is over)."""
-    lines = AssistantTools(service, state).sweep_results()
-    return "".join(f"<div class='tl-news'>{chat_html('🏁 ' + line)}</div>" for line in lines)
+    of each and why, in the chat's markdown ("" while none is over)."""
+    return "\n\n".join(f"🏁 {line}" for line in AssistantTools(service, state).sweep_results())
 
 
 def build(ctx: Ctx) -> None:
@@ -42,7 +41,8 @@ def build(ctx: Ctx) -> None:
     box = gr.MultimodalTextbox(elem_id="assistant-input", file_count="multiple", file_types=UPLOAD_SUFFIXES,
                                placeholder="Your goal, a request (go · compare · use base · status · help), "
                                            "or drop example files here", show_label=False, autofocus=True)
-    news = gr.HTML("", elem_id="assistant-news")
+    # rendered by Gradio's markdown, as the chat's replies are; shown only while there is news
+    news = gr.Markdown("", elem_id="assistant-news", elem_classes=["tl-news"], visible=False)
     ctx.chat = chatbot  # other panels add to the chat: the plan as it is now, a run that finished
     pending = gr.State(None)
 
@@ -73,6 +73,7 @@ def build(ctx: Ctx) -> None:
     ctx.refresh_after(turn)
 
     def sweep_news(state):
-        return [news_html(ctx.service(), state)]
+        text = news_markdown(ctx.service(), state)
+        return [gr.Markdown(value=text, visible=bool(text))]
 
     ctx.on_refresh(sweep_news, [news])

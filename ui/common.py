@@ -11,7 +11,6 @@ import functools
 import html
 import inspect
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -124,25 +123,6 @@ def message_text(message: dict) -> str:
 
 def esc(text: Any) -> str:
     return html.escape(str(text))
-
-
-def chat_html(text: str) -> str:
-    """The assistant's markdown as HTML for a box outside the chat: paragraphs at blank
-    lines, ``- `` lines as a list, ``**bold**`` and ``*italic*``; everything else escaped."""
-    def inline(part: str) -> str:
-        part = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", esc(part))
-        return re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<em>\1</em>", part)
-
-    blocks = []
-    for block in re.split(r"\n\s*\n", text.strip()):
-        lines = block.splitlines()
-        items = [ln[2:] for ln in lines if ln.startswith("- ")]
-        lead = [ln for ln in lines if not ln.startswith("- ")]
-        html_block = f"<p>{inline(' '.join(lead))}</p>" if lead else ""
-        if items:
-            html_block += "<ul>" + "".join(f"<li>{inline(item)}</li>" for item in items) + "</ul>"
-        blocks.append(html_block)
-    return "".join(blocks)
 
 
 def pct(value) -> str:

@@ -227,6 +227,12 @@ def test_from_goal_and_own_csv_to_a_kept_adapter_and_back_to_the_base(browser, p
     done = page.locator(f"#train-runs .tl-run[data-status='done']", has_text=name)
     expect(done).to_have_count(1, timeout=240_000)
     doc_shot(page, "journey-2-trained")
+    # under the chat, what the run scored: the assistant's markdown rendered, a list and emphasis
+    news = page.locator("#assistant-news")
+    expect(news).to_contain_text(f"{name} finished training:")
+    expect(news.locator("li").first).to_contain_text("exact match")
+    expect(news.locator("em", has_text=f"mark {name} success")).to_have_count(1)
+    expect(news).not_to_contain_text("*")
 
     # 4. The adapter is in Compare without a reload; the comparison is greedy, stated, repeatable.
     open_tab(page, "Compare")
