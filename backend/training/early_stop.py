@@ -7,8 +7,9 @@ evaluations in a row without a meaningful improvement (``min_improvement``, rela
 stop the run, and so does a held-out loss at or below ``settled_loss`` (nats per answer
 token): the held-out answers are learned, and more steps only sharpen them (on TuneLab's
 own tasks the unseen rows stopped improving there, ``bench/quality_curve.py``). A time
-budget (training seconds, evaluation excluded) stops it too, after one last evaluation. When training ends, :meth:`KeepBest.restore` puts the best weights
-back, so the adapter written is the one that judged best, not the last one.
+budget (training seconds, evaluation excluded) stops it too, after one last evaluation.
+When training ends, :meth:`KeepBest.restore` puts the best weights back, so the adapter
+written is the one that judged best, not the last one.
 
 The epoch count of the run is then a ceiling, not a promise. A run resumed from a
 checkpoint starts its best-so-far afresh (the snapshot lives in memory).
