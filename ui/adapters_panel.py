@@ -26,7 +26,8 @@ def details_markdown(row: dict, meta) -> str:
     verdict = trust.verdict_badge(row.get("verdict"), suggestion)
     lines = [
         f"### {esc(row['name'])}",
-        f"- **Status**: {esc(row['status'])}" + (f" — {esc(row['error'])}" if row.get("error") else ""),
+        f"- **Status**: {esc(row['status'])}" + (" (being scored on the held-out rows)" if row.get("scoring")
+                                                  else "") + (f" — {esc(row['error'])}" if row.get("error") else ""),
         f"- **Verdict**: {verdict}",
         f"- **Goal**: {esc(row.get('goal') or meta.goal or '—')}",
         f"- **Base**: {esc((meta.base.name if meta.base else '') or row.get('base') or '—')}",

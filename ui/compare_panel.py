@@ -75,6 +75,9 @@ def tally_line(tallies: dict, name: str | None) -> str:
             "comparison(s)")
 
 
+SCORING_NOTE = "*Being scored on the held-out rows now: its suggestion appears here when that is done.*"
+
+
 def suggestion_line(proof: dict | None) -> str:
     """The proof's verdict suggestion, shown beside the success / fail buttons (the person decides)."""
     verdict = (proof or {}).get("verdict")
@@ -91,7 +94,8 @@ def mark_line(service, tallies: dict, name: str | None, badges: dict | None = No
     if name and (badges or {}).get(name):
         line = f"**{esc(name)}** is *{esc(badges[name])}*.\n\n" + line
     if name and name in service.adapter_names(status="done"):
-        line += "\n\n" + suggestion_line(service.adapter_meta(name).proof)
+        proof = service.adapter_meta(name).proof
+        line += "\n\n" + (SCORING_NOTE if not proof and service.being_scored(name) else suggestion_line(proof))
     return line
 
 

@@ -31,9 +31,16 @@ def progress_details(p: dict) -> list[str]:
     details.append(tokens_text(p.get("tokens_per_s")))
     if p.get("phase") == "scoring":
         details.append("training done" if p.get("activity") else "training done; scoring the adapter on the held-out rows")
+        details.append("served: try it in Compare or Chat" if p.get("served") else "")
     elif p.get("status") == "running":
         details.append(eta_text(p.get("eta_s")))
     return [d for d in details if d]
+
+
+def served_text(p: dict) -> str:
+    """What the chat says when a run's adapter is served while its proof still runs."""
+    return (f"{p['adapter']} is trained and already served: try it in **Compare** or **Chat** now. "
+            "Its score against the base follows when the scoring on the held-out rows is done.")
 
 
 def describe_job(p: dict) -> str:
@@ -43,7 +50,8 @@ def describe_job(p: dict) -> str:
         parts.append(f"step {p.get('step') or 0}/{p['total_steps']}")
     parts += loss_parts(p)
     if p.get("phase") == "scoring":
-        parts.append("training done, scoring the adapter on the held-out rows")
+        parts.append("training done, scoring the adapter on the held-out rows"
+                     + (" (already served: try it)" if p.get("served") else ""))
     if p.get("error"):
         parts.append(f"error: {p['error']}")
     return ", ".join(parts)

@@ -25,7 +25,7 @@ from backend.data.doctor import SPLIT_NOTE, DataReport, ImportResult, check_file
 from backend.data.formats import CSV_SUFFIXES, JSON_SUFFIXES, TEXT_SUFFIXES
 from backend.data.normalized import EVAL_FILE, TRAIN_FILE, read_rows
 from backend.data.samples import sample_file, sample_files
-from backend.errors import AdapterNotFound, TuneLabError
+from backend.errors import AdapterNotFound, JobError, TuneLabError
 from backend.hparams import LoraSpec, RunSpec, TrainSpec
 from backend.names import adapter_path, validate_name
 from backend.proof.scores import BASELINE_FILE, CHECKABLE_TASKS, judged_from_import
@@ -39,7 +39,7 @@ from backend.studio.comparison import Answer, Comparison
 from backend.studio.ratings import BASE, tallies
 from backend.training.estimate import read_speed, write_speed
 from backend.training.probe import measure as measure_speed
-from backend.training.jobs import JobRunner
+from backend.training.jobs import ACTIVE, JobRunner
 from backend.training.plan import GPU_RUNS, DataFacts, PlanCard, kind_of_answers, labels_of, make_plan, task_of
 
 log = logging.getLogger(__name__)
@@ -100,12 +100,15 @@ class Service:
     def api_token(self) -> str:
         return api_token(self.settings)
 
-    def _on_adapter_ready(self, name: str, path: Path) -> None:
-        """Hot-swap a freshly trained adapter into the endpoint (if one is up)."""
+    def _on_adapter_ready(self, name: str, path: Path) -> bool:
+        """Hot-swap a freshly trained adapter into the endpoint (if one is up), as soon as its
+        weights are final (before its proof is done); True when it was loaded."""
         try:
             self.client.load_adapter(name, str(path), inplace=True)
+            return True
         except Exception as exc:  # the endpoint may be down; the adapter is safe on disk
             self.store.upsert_adapter(name, error=f"Trained, but not loaded into the endpoint: {exc}")
+            return False
 
     def sync_endpoint(self) -> list[str]:
         """Load every finished adapter the endpoint does not serve yet (e.g. trained by the
@@ -406,19 +409,36 @@ class Service:
                                         size_bytes=weights.stat().st_size if weights.is_file() else None))
         return board.leaderboard(records)
 
+    def being_scored(self, name: str) -> bool:
+        """True while a finished adapter (already served) is still being scored by its job."""
+        row = self.store.get_adapter(name)
+        job = self.store.get_job(row.job_id) if row is not None and row.job_id else None
+        return (row is not None and row.status == "done" and job is not None and job.status == "running"
+                and self.progress(job.id)["phase"] == "scoring")
+
     def _describe(self, row, counted: dict) -> dict:
         folder = adapter_path(self.paths.adapters, row.name)
         rating = counted.get(row.name)
         return {
-            "name": row.name, "base": row.base, "status": row.status, "goal": row.goal,
+            "name": row.name, "base": row.base, "status": row.status, "scoring": self.being_scored(row.name),
+            "goal": row.goal,
             "verdict": row.verdict, "error": row.error, "job_id": row.job_id,
             "path": str(folder) if folder.is_dir() else None, "meta": adapter_files.read_meta(folder),
             "ratings": rating.to_dict() if rating else None,
         }
 
     def delete_adapter(self, name: str) -> None:
+        """Unload an adapter from the endpoint and delete its folder and row. Refused while a
+        job still trains or scores it (its worker would write the folder back)."""
         if self.store.get_adapter(name) is None:
             raise AdapterNotFound(name, self.adapter_names())
+        busy = [job for job in self.store.list_jobs(ACTIVE) if job.adapter == name]
+        if busy:
+            job = busy[0]
+            doing = ("queued to train it" if job.status == "queued" else
+                     "scoring it" if self.progress(job.id)["phase"] == "scoring" else "training it")
+            raise JobError(f"Adapter {name} cannot be deleted now: job {job.id} is still {doing}.",
+                           fix=f"Wait for job {job.id} to end, or cancel it, then delete {name}.")
         folder = adapter_path(self.paths.adapters, name)
         try:
             self.client.unload_adapter(name)

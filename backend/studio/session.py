@@ -53,6 +53,7 @@ class SessionState:
     chat_temperature: float | None = None
     job_ids: list[int] = field(default_factory=list)
     told_jobs: list[int] = field(default_factory=list)  # runs of sweeps whose outcome the assistant has said
+    told_served: list[int] = field(default_factory=list)  # runs said to be served while still being scored
     adapter_names: list[str] = field(default_factory=list)
     comparison: Any = None  # backend.studio.comparison.Comparison
     served_base: str = ""  # the endpoint's name for the base in the last comparison

@@ -25,7 +25,7 @@ from backend.data.doctor import judged_on
 from backend.data.samples import SAMPLES_DIR
 from backend.errors import DataError
 from backend.studio.arena_tools import ArenaTools
-from backend.studio.describe import describe_cancel, describe_job, describe_tally, proof_lines
+from backend.studio.describe import describe_cancel, describe_job, describe_tally, proof_lines, served_text
 from backend.studio.leaderboard import sweep_summary
 from backend.studio.plan_form import resize_plan
 from backend.studio.session import BASE_CHOICE, SessionState, ToolResult, failed, tool
@@ -321,15 +321,18 @@ class AssistantTools:
                 "or try another run (say *2 runs*, then *go*).")
 
     def sweep_news(self) -> list[str]:
-        """What the assistant has not said yet about this session's sweeps that are over,
-        once each; nothing (and no call to the service) when every run has been told.
+        """What the assistant has not said yet about this session's runs, once each: a run
+        served while its proof still runs (:func:`served_text`), and each sweep that is over;
+        nothing (and no call to the service) when every run has been told.
         Never raises: news must not break a reply."""
         untold = [j for j in self.state.job_ids if j not in self.state.told_jobs]
         if not untold:
             return []
         try:
             jobs = [self.service.progress(j) for j in self.state.job_ids]
-            news = []
+            news = [served_text(p) for p in jobs if p["job_id"] not in self.state.told_served + self.state.told_jobs
+                    and p.get("served") and p.get("phase") == "scoring"]
+            self.state.told_served += [p["job_id"] for p in jobs if p.get("served")]
             for sweep in finished_sweeps(jobs):
                 runs = [p["job_id"] for p in jobs if (p.get("sweep") or p["adapter"]) == sweep]
                 if set(runs) <= set(self.state.told_jobs):

@@ -15,6 +15,10 @@ Life of a job::
   and SIGTERM, stops after its current step, writes no adapter.
 * SIGTERM without a cancel request (app or system shutdown) pauses: the worker saves a
   checkpoint and the job goes back to the queue, to resume from it.
+* an adapter is handed to ``on_adapter_ready`` (the service hot-swaps it into the endpoint)
+  as soon as its weights are final: when the worker starts scoring it (a ``proof``
+  event; the adapter row is already ``done``), else when the job is done. The proof
+  fills its ``tunelab.json`` while it is already being served.
 * a worker gone without saying how it ended (killed, crashed) ends its job at the first
   look (:meth:`JobRunner.settle_if_gone`, from ``progress``/``wait``/``follow``/``cancel``):
   cancelled if asked, else failed with its log's tail, warnings left out.
@@ -52,7 +56,7 @@ from backend.training.cpu.memory import hugepage_malloc_env
 from backend.training.launch import (RUN_TAG, kill_job, new_tag, nvidia_gpu_present, processes_of, signal_job,
                                      worker_command)
 from backend.training.plan import sweep_specs
-from backend.training.progress import PHASE_SCORING, event_dict, step_text
+from backend.training.progress import activity, event_dict, scoring, this_attempt
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +81,9 @@ def same_run(request: dict) -> str:
                       sort_keys=True, default=str)
 
 
-AdapterReady = Callable[[str, Path], None]
+# Called with an adapter's name and folder once its weights are final: the service loads it
+# into the serving endpoint and returns True when it did (a "served" event is then recorded).
+AdapterReady = Callable[[str, Path], "bool | None"]
 AdapterRemoved = Callable[[str], None]
 
 
@@ -149,26 +155,6 @@ def settle_adapter(store: Store, adapters_root: Path, name: str, status: str, re
     if status != "done" and is_complete(adapter_folder(adapters_root, name)):
         fields = dict(status="done", error=None)
     store.upsert_adapter(name, **fields)
-
-
-def activity(job, events: list, total: int | None) -> str:
-    """What the job is doing now, in a few words, from the worker's latest word: "queued",
-    "loading the base ...", "tokenizing 48 examples", "step 3/18", "scoring the adapter ...",
-    "stopping (cancel requested)"; "" once it is over."""
-    if job.status == "queued":
-        return "queued: starts when the runs before it are over"
-    if job.status != "running":
-        return ""
-    if job.cancel_requested:
-        return "stopping (cancel requested)"
-    for event in reversed(events):
-        if event.kind == "proof":
-            return PHASE_SCORING
-        if event.kind in ("progress", "start") and total:
-            return step_text(event.step or 0, total)
-        if event.kind == "phase" and event.message:
-            return event.message
-    return "starting the training process"
 
 
 # --- the runner ------------------------------------------------------------------------------
@@ -336,6 +322,7 @@ class JobRunner:
         tag = new_tag(job.id) if processes > 1 else None
         if tag:
             env[RUN_TAG] = tag
+        earlier = self.store.events(job.id)  # an earlier attempt's "proof" is not this one's
         banner = f"\n{ATTEMPT_BANNER}{job.attempts} at {utcnow().isoformat(timespec='seconds')}Z =====\n"
         with open(run_dir / "stdout.log", "a") as out, open(run_dir / "stderr.log", "a") as err:
             out.write(banner)
@@ -348,10 +335,10 @@ class JobRunner:
         with self._lock:
             self._current, self._tag = (job.id, proc), tag
         try:  # the job stays ours until _after_exit has said how it ended
-            code = self._wait(job.id, proc)
+            code, announced = self._wait(job.id, proc, after_id=earlier[-1].id if earlier else 0)
             if tag:  # a rank left behind by a crash or a cancel goes with its job
                 kill_job(tag)
-            return self._after_exit(job.id, code)
+            return self._after_exit(job.id, code, announced=announced)
         finally:
             with self._lock:
                 self._current, self._tag = None, None
@@ -367,13 +354,24 @@ class JobRunner:
         if sig == signal.SIGKILL:
             proc.kill()
 
-    def _wait(self, job_id: int, proc: subprocess.Popen) -> int:
+    def _wait(self, job_id: int, proc: subprocess.Popen, after_id: int = 0) -> tuple[int, bool]:
+        """Wait for the worker's exit code, signalling it on a cancel or a shutdown, and hand
+        its adapter to ``on_adapter_ready`` the moment the worker starts scoring it (its weights
+        are final then; events after ``after_id`` are this attempt's); returns the exit code
+        and whether the adapter was handed over."""
         signalled_at = ended_at = None
+        announced, seen = False, after_id
         while True:
             try:
-                return proc.wait(timeout=self.poll_s)
+                return proc.wait(timeout=self.poll_s), announced
             except subprocess.TimeoutExpired:
                 pass
+            if not announced:
+                events = self.store.events(job_id, after_id=seen)
+                seen = events[-1].id if events else seen
+                if any(e.kind == "proof" for e in events):
+                    self._notify_ready(self.store.get_job(job_id))
+                    announced = True
             if self._tag is not None and ended_at is None and self.store.get_job(job_id).status != "running":
                 ended_at = time.monotonic()  # rank 0 has ended the job (e.g. cancelled before training)
             if ended_at is not None and time.monotonic() - ended_at > RANKS_AFTER_END_S:
@@ -386,7 +384,7 @@ class JobRunner:
             elif time.monotonic() - signalled_at > self.grace_s:
                 self._send(proc, signal.SIGKILL)
 
-    def _after_exit(self, job_id: int, code: int) -> str:
+    def _after_exit(self, job_id: int, code: int, *, announced: bool = False) -> str:
         job = self.store.get_job(job_id)
         if job.status == "running":  # the worker died without saying how it ended
             if job.cancel_requested:
@@ -394,7 +392,7 @@ class JobRunner:
             how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
             tail = log_tail(self.paths.run_dir(job_id) / "stderr.log")
             return self._finish(job_id, "failed", f"The training process {how}." + (f"\n{tail}" if tail else ""))
-        if job.status == "done":
+        if job.status == "done" and not announced:
             self._notify_ready(job)
         return job.status
 
@@ -403,8 +401,8 @@ class JobRunner:
         try:
             if job.request.get("overwrite") and self.on_adapter_removed:
                 self.on_adapter_removed(job.adapter)
-            if self.on_adapter_ready:
-                self.on_adapter_ready(job.adapter, path)
+            if self.on_adapter_ready and self.on_adapter_ready(job.adapter, path):
+                self.store.add_event(job.id, kind="served", message=f"{job.adapter} is loaded in the serving endpoint")
         except Exception:  # a serving hiccup must not stop the queue
             log.exception("on_adapter_ready(%s) failed", job.adapter)
             self.store.add_event(job.id, kind="warning", message="the adapter is saved but could not be "
@@ -567,9 +565,11 @@ class JobRunner:
             "loss_history": [{"step": e.step, "loss": e.loss, "eval_loss": e.eval_loss}
                              for e in progress if e.loss is not None or e.eval_loss is not None],
             "cancel_requested": job.cancel_requested,
-            # after training the worker scores the adapter (backend/proof) before the job is done
-            "phase": ("scoring" if job.status == "running" and events and events[-1].kind == "proof"
+            # after training the worker scores the adapter (backend/proof) before the job is done,
+            # while the adapter is already served
+            "phase": ("scoring" if job.status == "running" and scoring(events)
                       else "training" if job.status == "running" else None),
+            "served": any(e.kind == "served" for e in this_attempt(events)),
             "activity": activity(job, events, total),
         }
 

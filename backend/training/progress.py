@@ -1,6 +1,6 @@
 """How a run's progress reads: the one wording of its losses, the one definition of its
-tokens/s, what it is doing now (its phase), and its stored events as plain dicts, for
-the CLI's progress bar, the Train tab, the assistant and ``bench/train.py``."""
+tokens/s, what it is doing now (its phase, read from its stored events), and those events
+as plain dicts, for the CLI's progress bar, the Train tab, the assistant and ``bench/train.py``."""
 
 from __future__ import annotations
 
@@ -58,3 +58,35 @@ def event_dict(row) -> dict[str, Any]:
     return {"id": row.id, "at": row.at.isoformat() if row.at else None, "kind": row.kind, "step": row.step,
             "total_steps": row.total_steps, "loss": row.loss, "eval_loss": row.eval_loss,
             "tokens_per_s": row.tokens_per_s, "eta_s": row.eta_s, "message": row.message}
+
+
+def this_attempt(events: list) -> list:
+    """The events since the job's latest attempt began (a resumed job trains again)."""
+    starts = [i for i, e in enumerate(events) if e.kind == "attempt"]
+    return events[starts[-1]:] if starts else events
+
+
+def scoring(events: list) -> bool:
+    """True when the worker's latest word is that it is scoring the trained adapter."""
+    said = [e.kind for e in this_attempt(events) if e.kind in ("attempt", "phase", "start", "progress", "proof")]
+    return bool(said) and said[-1] == "proof"
+
+
+def activity(job, events: list, total: int | None) -> str:
+    """What the job is doing now, in a few words, from the worker's latest word: "queued",
+    "loading the base ...", "tokenizing 48 examples", "step 3/18", "scoring the adapter ...",
+    "stopping (cancel requested)"; "" once it is over."""
+    if job.status == "queued":
+        return "queued: starts when the runs before it are over"
+    if job.status != "running":
+        return ""
+    if job.cancel_requested:
+        return "stopping (cancel requested)"
+    for event in reversed(events):
+        if event.kind == "proof":
+            return PHASE_SCORING
+        if event.kind in ("progress", "start") and total:
+            return step_text(event.step or 0, total)
+        if event.kind == "phase" and event.message:
+            return event.message
+    return "starting the training process"

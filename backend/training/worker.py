@@ -2,7 +2,9 @@
 
 Reads the job's request (RunSpec, data paths, data hash) from the store, trains with
 :func:`backend.training.run.train_adapter`, writes progress as ``job_events`` and ends the
-job and its adapter row as done, failed, cancelled or (interrupted) queued again.
+job and its adapter row as done, failed, cancelled or (interrupted) queued again. A run
+with held-out rows marks its adapter done as soon as training has written it, then scores
+it (the proof): the app serves the adapter meanwhile, and the job is done after the proof.
 
 An entry point: :func:`main` builds the :class:`~backend.settings.Settings` from the
 environment the job runner gave it and hands down what the run needs (base, store,
@@ -104,6 +106,8 @@ def run(job_id: int, settings: Settings) -> int:
         if main:
             store.add_event(job_id, kind=kind, **fields)
 
+    served_early = False  # the adapter was marked done (and so served) before its proof
+
     def end(status: str, reason: str | None = None, meta: dict | None = None, code: int = EXIT_OK) -> int:
         if main:
             fields = dict(status=status, error=reason, pid=None,
@@ -111,7 +115,10 @@ def run(job_id: int, settings: Settings) -> int:
             if status == "queued":  # a pause is not a failed attempt
                 fields["attempts"] = max(0, job.attempts - 1)
             store.update_job(job_id, **fields)
-            settle_adapter(store, paths.adapters, job.adapter, status, reason, meta)
+            if served_early and status == "done":  # settled when scoring began; the endpoint's word on it stays
+                store.upsert_adapter(job.adapter, meta=meta)
+            else:
+                settle_adapter(store, paths.adapters, job.adapter, status, reason, meta)
             record(status, message=reason or status)
         return code
 
@@ -170,6 +177,10 @@ def run(job_id: int, settings: Settings) -> int:
         return end("failed", f"{type(exc).__name__}: {exc}", code=EXIT_FAILED)
     proof_s = 0.0
     if main and request.get("eval_file") and request.get("prove", True):
+        # the weights are final: the adapter is done and served (the runner loads it on the
+        # "proof" event) while the proof below fills in its score
+        settle_adapter(store, paths.adapters, job.adapter, "done", meta=meta)
+        served_early = True
         record("proof", message=PHASE_SCORING)
         proving = time.perf_counter()
         meta["proof"] = prove(request, spec, base_ref, settings, adapter_folder(paths.adapters, spec.name))

@@ -13,6 +13,10 @@ def test_a_run_being_scored_says_so():
     assert any("scoring" in part for part in progress_details(scoring))
     training = dict(scoring, phase="training", eta_s=75)
     assert "scoring" not in describe_job(training) and "1m 15s left" in progress_details(training)
+    assert "served" not in describe_job(scoring) and "served" not in " ".join(progress_details(scoring))
+    served = dict(scoring, served=True)  # the endpoint already serves it while it is scored
+    assert "scoring the adapter on the held-out rows (already served: try it)" in describe_job(served)
+    assert "served: try it in Compare or Chat" in progress_details(served)
 
 
 def test_spec_line_says_what_the_run_will_do():

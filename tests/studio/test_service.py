@@ -12,11 +12,16 @@ import pytest
 
 from backend import adapter_folder as adapter_files
 from backend.errors import AdapterNotFound, JobError, TuneLabError
+from backend.hparams import LoraSpec, RunSpec, TrainSpec
 from backend.studio.describe import describe_cancel
 
 
 def test_a_finished_run_is_served_at_once(trained):
-    assert "wine" in trained.models()  # hot-loaded by the runner the moment it finished
+    assert "wine" in trained.models()  # hot-loaded by the runner the moment its weights were final
+    job = trained.store.get_adapter("wine").job_id
+    kinds = [e["kind"] for e in trained.runner.events(job)]
+    assert kinds[-3:] == ["proof", "served", "done"]  # loaded while it was scored, not after
+    assert trained.progress(job)["served"] is True
     answer = trained.chat("wine", [{"role": "user", "content": "ruby cherry"}], max_tokens=4, temperature=0)
     assert isinstance(answer, str)
     assert trained.adapter_names(status="done")[0] == "wine"
@@ -29,6 +34,18 @@ def test_deleting_an_adapter_unloads_it(trained, wine_copy):
     assert not (trained.paths.adapters / wine_copy).exists()
     with pytest.raises(AdapterNotFound, match=f"No adapter named '{wine_copy}'"):
         trained.adapter(wine_copy)
+
+
+def test_an_adapter_a_job_still_works_on_is_not_deleted(trained, wine_copy):
+    """Deleting an adapter while a job still trains (or scores) it is refused with the job
+    named, and nothing is lost; once the job is over it can be deleted."""
+    job = trained.store.add_job(wine_copy, {"spec": {"name": wine_copy}, "train_file": "/none.jsonl"}).id
+    with pytest.raises(JobError, match=f"Adapter {wine_copy} cannot be deleted now: job {job} is still queued"):
+        trained.delete_adapter(wine_copy)
+    assert wine_copy in trained.models() and (trained.paths.adapters / wine_copy).is_dir()
+    trained.cancel(job)
+    trained.delete_adapter(wine_copy)
+    assert wine_copy not in trained.adapter_names()
 
 
 def test_strength_and_blend_are_new_served_adapters(trained, wine_copy):
@@ -126,3 +143,28 @@ def test_cancel_returns_what_the_runner_did(trained):
     answer = trained.cancel(queued)
     assert answer == "cancelled" and trained.progress(queued)["status"] == "cancelled"
     assert describe_cancel(queued, answer) == f"Job {queued} was cancelled before it started."
+
+
+def test_an_adapter_the_endpoint_could_not_load_keeps_saying_so_after_its_proof(settings, tiny_llama, tmp_path,
+                                                                               closed_url):
+    """The endpoint is down when the run's weights are final: the adapter is done, its row
+    says it was not loaded (the proof that ends the job later does not wipe that), no
+    "served" event is recorded, and the adapter is still proved."""
+    from backend.studio.service import Service
+    from tests.builders import write_color_data
+
+    service = Service(settings.model_copy(update={"server_url": closed_url, "default_base": str(tiny_llama)}))
+    try:
+        imported = service.import_data([write_color_data(tmp_path / "in")], base=str(tiny_llama), max_length=64)
+        assert imported.report.stats["eval"] > 0  # so the worker proves it after training
+        spec = RunSpec(name="offline", base=str(tiny_llama), goal="say the color",
+                       lora=LoraSpec(r=4, alpha=8), train=TrainSpec(epochs=1, batch_size=4, max_length=64))
+        job = service.train(spec, imported.folder, data_hash=imported.report.content_hash)
+        assert service.runner.run_pending() == [job]
+        row = service.store.get_adapter("offline")
+        assert row.status == "done" and row.error.startswith("Trained, but not loaded into the endpoint")
+        assert "served" not in [e["kind"] for e in service.runner.events(job)]
+        assert service.progress(job)["served"] is False
+        assert adapter_files.read_meta(service.paths.adapters / "offline").get("proof")
+    finally:
+        service.close()

@@ -246,6 +246,40 @@ def test_sweep_trains_one_adapter_per_config(runner, settings, tiny_llama, tmp_p
     assert read_meta(settings.paths.adapters / "sw")["hyperparameters"]["lora"]["r"] == 8
 
 
+def test_a_scored_run_is_handed_over_when_its_weights_are_final_not_after_its_proof(settings, tiny_llama, tmp_path):
+    """The endpoint gets the adapter the moment the worker starts scoring it: the job is
+    still running, the adapter is done and whole on disk, and its proof is not written yet.
+    It is handed over once, and the job is done after the proof."""
+    from backend.adapter_folder import is_complete
+    from backend.data.normalized import read_rows, split_rows, write_rows
+
+    seen = []
+
+    def ready(name, path):
+        row = runner.store.get_adapter(name)
+        seen.append({"job": runner.store.get_job(row.job_id).status, "phase": runner.progress(row.job_id)["phase"],
+                     "adapter": row.status, "whole": is_complete(path), "proof": "proof" in read_meta(path)})
+        return True  # loaded: the runner records it
+
+    runner = JobRunner(settings, on_adapter_ready=ready, poll_s=0.05)
+    try:
+        train, held = split_rows(read_rows(write_color_data(tmp_path / "all")), eval_fraction=0.25, seed=1)
+        write_rows(tmp_path / "train.jsonl", train)
+        write_rows(tmp_path / "eval.jsonl", held)
+        job_id = runner.submit(tiny_spec("early", tiny_llama, epochs=1), tmp_path / "train.jsonl",
+                               tmp_path / "eval.jsonl")
+        runner.run_pending()
+        assert seen == [{"job": "running", "phase": "scoring", "adapter": "done", "whole": True, "proof": False}]
+        kinds = [e["kind"] for e in runner.events(job_id)]
+        assert kinds[-3:] == ["proof", "served", "done"]
+        done = runner.progress(job_id)
+        assert (done["status"], done["phase"], done["served"]) == ("done", None, True)
+        assert "proof" in read_meta(settings.paths.adapters / "early")
+        assert runner.store.get_adapter("early").meta.get("proof") is not None  # the row has the proof too
+    finally:
+        runner.close()
+
+
 def test_worker_env_names_the_home_and_asks_malloc_for_huge_pages(settings, monkeypatch):
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")
     env = JobRunner(settings).worker_env()
@@ -281,7 +315,7 @@ def test_a_run_with_held_out_rows_is_scored_before_it_is_done(runner, tiny_llama
     job_id = runner.submit(spec, tmp_path / "train.jsonl", tmp_path / "eval.jsonl")
     runner.run_pending()
     kinds = [e["kind"] for e in runner.events(job_id)]
-    assert kinds[-2:] == ["proof", "done"]
+    assert kinds[-2:] == ["proof", "done"]  # the fixture's callback loads nothing: no "served"
     proof = read_meta(runner.settings.paths.adapters / "proved")["proof"]
     # the goal names no task; red/white answers are labels, so it is scored as a classification
     assert proof["task"] == "classification" and proof["system_prompt"] == "Say the color."

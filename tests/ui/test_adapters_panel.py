@@ -31,3 +31,28 @@ def test_an_empty_board_says_so_and_names_are_escaped(service):
            "base_text": "", "train_text": "?", "size_text": "?", "verdict": None}
     html = leaderboard_html([row], elem_id="t")
     assert "&lt;b&gt;x&lt;/b&gt;" in html and "<b>x</b>" not in html and "<ul" not in html
+
+
+def test_an_adapter_served_while_its_proof_runs_says_it_is_being_scored(service):
+    """Compare's mark line and the Adapters card say the proof is under way, not that there
+    is none; once the job is over they show the proof's suggestion."""
+    from backend.adapter_folder import AdapterMeta, update_meta
+    from ui.adapters_panel import details_markdown
+    from ui.compare_panel import SCORING_NOTE, mark_line
+
+    folder = add_finished_adapter(service, "early")
+    job = service.store.get_adapter("early").job_id
+    service.store.update_job(job, status="running")
+    for kind in ("attempt", "proof", "served"):
+        service.store.add_event(job, kind=kind)
+    assert service.being_scored("early")
+    assert SCORING_NOTE in mark_line(service, {}, "early")
+    card = details_markdown(service.adapter("early"), AdapterMeta.of(folder))
+    assert "**Status**: done (being scored on the held-out rows)" in card
+
+    update_meta(folder, proof=exact_match_proof(28))
+    service.store.update_job(job, status="done")
+    assert not service.being_scored("early")
+    assert SCORING_NOTE not in mark_line(service, {}, "early") and "Suggestion from the held-out rows" in mark_line(
+        service, {}, "early")
+    assert "**Status**: done\n" in details_markdown(service.adapter("early"), AdapterMeta.of(folder)) + "\n"

@@ -100,3 +100,36 @@ def test_finished_sweeps_are_those_whose_runs_are_all_over():
             {"job_id": 4, "adapter": "b-r8", "sweep": "b", "status": "running"},
             {"job_id": 5, "adapter": "lone", "sweep": None, "status": "cancelled"}]
     assert finished_sweeps(jobs) == ["a", "lone"]
+
+
+def test_a_run_served_while_it_is_scored_is_said_once_then_its_score(service, state):
+    """The runner loads a run's adapter as soon as its weights are final; while its proof still
+    runs, the chat says it can be tried now (once), and its score when the run is over."""
+    from backend.adapter_folder import update_meta
+
+    folder = add_finished_adapter(service, "early")
+    job = service.store.get_adapter("early").job_id
+    service.store.update_job(job, status="running")  # as the worker and runner leave it mid-proof
+    for kind in ("attempt", "progress", "proof", "served"):
+        service.store.add_event(job, kind=kind)
+    state.job_ids.append(job)
+    tools = AssistantTools(service, state)
+    assert tools.sweep_news() == ["early is trained and already served: try it in **Compare** or **Chat** now. "
+                                  "Its score against the base follows when the scoring on the held-out rows is done."]
+    assert tools.sweep_news() == []  # said once
+    assert "already served" in tools.training_status().text
+
+    update_meta(folder, proof=exact_match_proof(28))
+    service.store.update_job(job, status="done")
+    news = tools.sweep_news()
+    assert len(news) == 1 and news[0].startswith("early finished training:\n- exact match: ")
+
+
+def test_a_run_still_scored_but_not_served_is_not_said_to_be_served(service, state):
+    add_finished_adapter(service, "unserved")
+    job = service.store.get_adapter("unserved").job_id
+    service.store.update_job(job, status="running")
+    for kind in ("attempt", "proof"):  # the endpoint could not load it: no "served"
+        service.store.add_event(job, kind=kind)
+    state.job_ids.append(job)
+    assert AssistantTools(service, state).sweep_news() == []
