@@ -18,7 +18,8 @@ Life of a job::
 * an adapter is handed to ``on_adapter_ready`` (the service hot-swaps it into the endpoint)
   as soon as its weights are final: when the worker starts scoring it (a ``proof``
   event; the adapter row is already ``done``), else when the job is done. The proof
-  fills its ``tunelab.json`` while it is already being served.
+  fills its ``tunelab.json`` while it is already being served. A cancel or a pause stops
+  the proof at once; a paused job's next attempt only scores (the worker's docstring).
 * a worker gone without saying how it ended (killed, crashed) ends its job at the first
   look (:meth:`JobRunner.settle_if_gone`, from ``progress``/``wait``/``follow``/``cancel``):
   cancelled if asked, else failed with its log's tail, warnings left out.

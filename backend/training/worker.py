@@ -15,7 +15,10 @@ imported in :func:`run`, once.
 Stopping: the store's ``cancel_requested`` flag is polled at most once a second;
 SIGTERM makes the next check immediate. SIGTERM with the flag set cancels; SIGTERM
 without it (the app or the machine shutting down) pauses: a checkpoint is saved and
-the job goes back to the queue, to resume from it.
+the job goes back to the queue, to resume from it. While a finished adapter is scored,
+SIGTERM stops the proof at once (:func:`prove_until_stopped`): a cancel ends the job
+cancelled, a pause requeues it, and the next attempt scores the written adapter without
+training it again.
 
 Under ``accelerate launch -m backend.training.worker JOB_ID`` every rank trains and only the
 main process touches the store.
@@ -32,7 +35,7 @@ import traceback
 from pathlib import Path
 
 from backend.adapter_folder import folder as adapter_folder
-from backend.adapter_folder import update_meta
+from backend.adapter_folder import is_complete, read_meta, update_meta
 from backend.data.doctor import saved_report
 from backend.data.normalized import read_rows
 from backend.bases.resolve import resolve_base
@@ -80,6 +83,11 @@ class StopFlags:
         return self.sigterm and not self.cancel_requested()
 
 
+class ScoringStopped(BaseException):
+    """SIGTERM while the worker scores a finished adapter: the proof stops at once (a
+    BaseException, so the proof's own ``except Exception`` does not swallow it)."""
+
+
 def _is_main_rank() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
@@ -106,6 +114,9 @@ def run(job_id: int, settings: Settings) -> int:
         if main:
             store.add_event(job_id, kind=kind, **fields)
 
+    out_dir = adapter_folder(paths.adapters, job.adapter)
+    # an earlier attempt wrote the weights and was stopped while scoring them: this one only scores
+    written = any(e.kind == "proof" for e in store.events(job_id)) and is_complete(out_dir)
     served_early = False  # the adapter was marked done (and so served) before its proof
 
     def end(status: str, reason: str | None = None, meta: dict | None = None, code: int = EXIT_OK) -> int:
@@ -124,9 +135,11 @@ def run(job_id: int, settings: Settings) -> int:
 
     if main:
         store.update_job(job_id, pid=os.getpid(), status="running")
-        store.upsert_adapter(job.adapter, status="running", job_id=job_id, error=None)
+        if not written:  # a written adapter stays done (and served) while it is scored again
+            store.upsert_adapter(job.adapter, status="running", job_id=job_id, error=None)
         record("attempt", step=checkpoint_step(checkpoint),
-               message=f"attempt {job.attempts}" + (f", resuming from {checkpoint.name}" if checkpoint else ""))
+               message=f"attempt {job.attempts}" + (", the adapter is written: scoring it" if written else
+                                                    f", resuming from {checkpoint.name}" if checkpoint else ""))
     record("phase", message=PHASE_IMPORTS)
     try:
         from backend.training import run as train  # the one heavy import: torch, transformers, peft, trl
@@ -145,12 +158,12 @@ def run(job_id: int, settings: Settings) -> int:
     try:
         spec = RunSpec.model_validate(request["spec"])
         base_ref = resolve_base(spec.base, settings)
-        meta = (train.train_adapter if spec.method == "sft" else round_runner(paths))(
+        meta = read_meta(out_dir) if written else (train.train_adapter if spec.method == "sft" else round_runner(paths))(
             spec,
             base_ref=base_ref,
             train_file=Path(request["train_file"]),
             eval_file=Path(request["eval_file"]) if request.get("eval_file") else None,
-            out_dir=adapter_folder(paths.adapters, spec.name),
+            out_dir=out_dir,
             work_dir=run_dir,
             on_progress=on_progress,
             should_stop=flags.cancel_requested,
@@ -183,12 +196,37 @@ def run(job_id: int, settings: Settings) -> int:
         served_early = True
         record("proof", message=PHASE_SCORING)
         proving = time.perf_counter()
-        meta["proof"] = prove(request, spec, base_ref, settings, adapter_folder(paths.adapters, spec.name))
+        try:
+            meta["proof"] = prove_until_stopped(flags, lambda: prove(request, spec, base_ref, settings, out_dir))
+        except ScoringStopped:  # the adapter is kept and served either way
+            if flags.cancel_requested():
+                drop_checkpoints(run_dir)
+                return end("cancelled", "cancelled while it was scored: the adapter is kept, without its score",
+                           meta=meta)
+            return end("queued", "interrupted while it was scored: it is scored again when it resumes", meta=meta)
         proof_s = time.perf_counter() - proving
-    if main and job.attempts == 1 and not checkpoint:  # a whole run, timed from being picked up
+    if main and job.attempts == 1 and not checkpoint and not written:  # a whole run, timed from being picked up
         remember_speed(settings, spec, meta, request, wall_s=(utcnow() - job.started_at).total_seconds(),
                        proof_s=proof_s)
     return end("done", meta=meta)
+
+
+def prove_until_stopped(flags: StopFlags, proving):
+    """``proving()``, stopped at once by SIGTERM (a cancel, or the app shutting down) with
+    :class:`ScoringStopped`: a proof of long answers takes minutes, more than the job
+    runner's grace before it kills the worker. The training's SIGTERM handler is put back."""
+
+    def stop(signum, frame) -> None:
+        flags.on_sigterm(signum, frame)
+        raise ScoringStopped
+
+    if flags.sigterm:  # it came between the end of training and now
+        raise ScoringStopped
+    earlier = signal.signal(signal.SIGTERM, stop)
+    try:
+        return proving()
+    finally:
+        signal.signal(signal.SIGTERM, earlier)
 
 
 def remember_speed(settings: Settings, spec: RunSpec, meta: dict, request: dict, *, wall_s: float,

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -276,6 +277,71 @@ def test_a_scored_run_is_handed_over_when_its_weights_are_final_not_after_its_pr
         assert (done["status"], done["phase"], done["served"]) == ("done", None, True)
         assert "proof" in read_meta(settings.paths.adapters / "early")
         assert runner.store.get_adapter("early").meta.get("proof") is not None  # the row has the proof too
+    finally:
+        runner.close()
+
+
+def _held_out_split(tmp_path: Path) -> tuple[Path, Path]:
+    from backend.data.normalized import read_rows, split_rows, write_rows
+
+    train, held = split_rows(read_rows(write_color_data(tmp_path / "all")), eval_fraction=0.25, seed=1)
+    write_rows(tmp_path / "train.jsonl", train)
+    write_rows(tmp_path / "eval.jsonl", held)
+    return tmp_path / "train.jsonl", tmp_path / "eval.jsonl"
+
+
+def test_a_cancel_while_the_adapter_is_scored_stops_the_proof_and_keeps_the_adapter(settings, tiny_llama, tmp_path):
+    """Cancelled the moment its proof starts: the worker stops scoring at once (not after the
+    runner's grace), the job is cancelled, and the adapter, already served, stays done."""
+    cancelled_at = []
+
+    def ready(name, path):
+        runner.cancel(runner.store.get_adapter(name).job_id)
+        cancelled_at.append(time.monotonic())
+        return True
+
+    runner = JobRunner(settings, on_adapter_ready=ready, poll_s=0.05, grace_s=120)
+    try:
+        job_id = runner.submit(tiny_spec("stopped", tiny_llama, epochs=1), *_held_out_split(tmp_path))
+        runner.run_pending()
+        assert time.monotonic() - cancelled_at[0] < 30  # the proof stopped, not killed after the 120 s grace
+        job = runner.store.get_job(job_id)
+        assert job.status == "cancelled"
+        assert runner.events(job_id)[-1]["message"] == ("cancelled while it was scored: the adapter is kept, "
+                                                         "without its score")
+        row, folder = runner.store.get_adapter("stopped"), settings.paths.adapters / "stopped"
+        assert row.status == "done" and row.error is None
+        assert sorted(p.name for p in folder.iterdir()) == sorted(ADAPTER_FILES) and "proof" not in read_meta(folder)
+    finally:
+        runner.close()
+
+
+def test_a_run_interrupted_while_scored_resumes_by_scoring_not_training(settings, tiny_llama, tmp_path):
+    """SIGTERM without a cancel while the adapter is scored (the app shutting down): the job
+    goes back to the queue with its adapter done; its next attempt trains nothing, scores
+    the same weights and ends done with the proof."""
+    weights = []
+
+    def ready(name, path):
+        weights.append((path / "adapter_model.safetensors").read_bytes())
+        if len(weights) == 1:
+            os.kill(runner.store.get_job(runner.store.get_adapter(name).job_id).pid, signal.SIGTERM)
+        return True
+
+    runner = JobRunner(settings, on_adapter_ready=ready, poll_s=0.05, grace_s=120)
+    try:
+        job_id = runner.submit(tiny_spec("resumed", tiny_llama, epochs=1), *_held_out_split(tmp_path))
+        assert runner.run_pending() == [job_id, job_id]  # requeued once, picked up again
+        events = runner.events(job_id)
+        kinds = [e["kind"] for e in events]
+        assert "queued" in kinds and kinds[-3:] == ["proof", "served", "done"]
+        second = events[max(i for i, e in enumerate(events) if e["kind"] == "attempt"):]
+        assert second[0]["message"].endswith("the adapter is written: scoring it")
+        assert not [e for e in second if e["kind"] in ("start", "progress")]  # nothing trained again
+        assert len(weights) == 2 and weights[0] == weights[1]
+        folder = settings.paths.adapters / "resumed"
+        assert read_meta(folder)["proof"]["judged_by"]["rows"] > 0
+        assert runner.store.get_adapter("resumed").status == "done"
     finally:
         runner.close()
 
