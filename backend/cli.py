@@ -287,7 +287,8 @@ def _run_and_follow(service: Service, job_ids: list[int]) -> None:
                 done = True
                 for jid, task in tasks.items():
                     p = service.progress(jid)
-                    info = " ".join([p.get("activity") or p["status"], *loss_parts(p), tokens_text(p.get("tokens_per_s"))])
+                    info = " ".join([p.get("activity") or p["status"], *loss_parts(p), tokens_text(p.get("tokens_per_s")),
+                                     "(already served)" if p.get("served") and p["status"] == "running" else ""])
                     bar.update(task, description=f"{p['adapter']}", completed=p.get("step") or 0,
                                total=p.get("total_steps") or None, info=info)
                     if p["status"] in ACTIVE:

@@ -158,7 +158,8 @@ def run(job_id: int, settings: Settings) -> int:
     try:
         spec = RunSpec.model_validate(request["spec"])
         base_ref = resolve_base(spec.base, settings)
-        meta = read_meta(out_dir) if written else (train.train_adapter if spec.method == "sft" else round_runner(paths))(
+        trainer = train.train_adapter if spec.method == "sft" else round_runner(paths)
+        meta = read_meta(out_dir) if written else trainer(
             spec,
             base_ref=base_ref,
             train_file=Path(request["train_file"]),
