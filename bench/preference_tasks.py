@@ -21,11 +21,10 @@ so a round that keeps the format but loses the right colours is caught.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 
-from backend.proof.intervals import scored
+from backend.proof.intervals import paired, scored
 
 SHORT_EVERY = 3  # one SFT row in three follows the preferred format (33%; 20% was too rare: see below)
 VOTE_EVERY = 3  # the rater votes on the answers to one training question in three
@@ -162,28 +161,6 @@ def score_answers(texts: list[str], items: list[Item]) -> dict:
     pairs = list(zip(texts, items))
     families = sorted({i.family for i in items})
     return {"all": shares(pairs), **{f: shares([(t, i) for t, i in pairs if i.family == f]) for f in families}}
-
-
-def sign_test_p(only_a: int, only_b: int) -> float:
-    """Exact two-sided sign (McNemar) test: the chance of a split at least this uneven among
-    the ``only_a + only_b`` discordant prompts if either model were as likely to win each."""
-    n = only_a + only_b
-    if n == 0:
-        return 1.0
-    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
-
-
-def paired(a: list[bool], b: list[bool]) -> dict:
-    """Two models on the same prompts: how many prompts only one of them gets, and the exact
-    sign test on those (the prompts both or neither get say nothing about which is better)."""
-    if len(a) != len(b):
-        raise ValueError(f"{len(a)} and {len(b)} outcomes: a paired test needs the same prompts")
-    only_a = sum(1 for x, y in zip(a, b) if x and not y)
-    only_b = sum(1 for x, y in zip(a, b) if y and not x)
-    both = sum(1 for x, y in zip(a, b) if x and y)
-    return {"n": len(a), "both": both, "neither": len(a) - both - only_a - only_b, "only_first": only_a,
-            "only_second": only_b, "p_value": float(f"{sign_test_p(only_a, only_b):.3g}")}
 
 
 def compare_arms(first: list[str], second: list[str], items: list[Item]) -> dict:

@@ -4,7 +4,6 @@ the held-out scoring and the paired sign test. The training the bench runs is no
 from __future__ import annotations
 
 import importlib.util
-import math
 import sys
 
 import pytest
@@ -77,23 +76,7 @@ def test_held_out_scores_count_each_outcome_with_its_interval_and_per_family():
         tasks.score_answers(["Red."], items)
 
 
-def test_the_sign_test_matches_the_binomial_by_hand():
-    assert tasks.sign_test_p(0, 0) == 1.0
-    assert tasks.sign_test_p(3, 3) == 1.0
-    assert tasks.sign_test_p(0, 6) == pytest.approx(2 / 64)  # 2 * 0.5**6
-    assert tasks.sign_test_p(1, 9) == pytest.approx(2 * (1 + 10) / 1024)
-    assert tasks.sign_test_p(9, 1) == tasks.sign_test_p(1, 9)
-    assert tasks.sign_test_p(2, 8) == pytest.approx(2 * sum(math.comb(10, k) for k in range(3)) / 1024)
-
-
-def test_paired_counts_only_the_prompts_where_the_two_differ():
-    parent = [True, False, False, True, False]
-    round_ = [True, True, True, False, False]
-    result = tasks.paired(parent, round_)
-    assert (result["both"], result["neither"], result["only_first"], result["only_second"]) == (1, 1, 1, 2)
-    assert result["p_value"] == pytest.approx(1.0)
-    with pytest.raises(ValueError):
-        tasks.paired([True], [True, False])
+def test_the_arms_are_compared_on_each_outcome_with_the_paired_test():
     tests = tasks.compare_arms(["The colour of a cherry is red.", "Hot."], ["Red.", "Cold."], [CHERRY, HOT])
     assert tests["follows_format"]["only_second"] == 1 and tests["follows_format"]["both"] == 1
     assert tests["right_answer"]["only_second"] == 1 and tests["preferred"]["only_second"] == 2

@@ -1,5 +1,7 @@
 """Shares with honest error bars: every exact-match or judged share TuneLab shows carries
-its row count and a 95% Wilson score interval."""
+its row count and a 95% Wilson score interval; and the paired test of two models scored on
+the same rows (the exact sign test on the rows only one of them gets right), which is what
+decides whether an adapter beats the base."""
 
 from __future__ import annotations
 
@@ -36,3 +38,25 @@ def describe(figure: dict) -> str:
     """``29/30 (97%, 95% CI 83–99%)``."""
     lo, hi = figure.get("ci95") or wilson(figure["correct"], figure["total"])
     return f"{figure['correct']}/{figure['total']} ({figure['score']:.0%}, 95% CI {lo:.0%}–{hi:.0%})"
+
+
+def sign_test_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided sign (McNemar) test: the chance of a split at least this uneven among
+    the ``only_a + only_b`` discordant rows if either model were as likely to win each."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(only_a, only_b) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired(a: Sequence[bool], b: Sequence[bool]) -> dict[str, Any]:
+    """Two models on the same rows: how many rows only one of them gets, and the exact sign
+    test on those (the rows both or neither get say nothing about which is better)."""
+    if len(a) != len(b):
+        raise ValueError(f"{len(a)} and {len(b)} outcomes: a paired test needs the same rows")
+    only_a = sum(1 for x, y in zip(a, b) if x and not y)
+    only_b = sum(1 for x, y in zip(a, b) if y and not x)
+    both = sum(1 for x, y in zip(a, b) if x and y)
+    return {"n": len(a), "both": both, "neither": len(a) - both - only_a - only_b, "only_first": only_a,
+            "only_second": only_b, "p_value": float(f"{sign_test_p(only_a, only_b):.3g}")}

@@ -35,6 +35,7 @@ from backend.bases.resolve import BaseRef, resolve_base
 from backend.data.normalized import answer_of, prompt_of
 from backend.errors import AdapterMismatch, DataError
 from backend.proof.change_checks import GENERAL_PROMPTS, changed_nothing, divergence, forgetting
+from backend.proof.intervals import paired
 from backend.proof.scores import (CHECKABLE_TASKS, CLASSIFY_TASKS, SHOWN_CHARS, TASKS, Generator, Messages,
                                   best_base, finite, judged_by, load_rows, score_adapter, score_base,
                                   self_consistency, suggest_verdict, with_system)
@@ -311,9 +312,10 @@ def _style_proof(model, tokenizer, rows, train, base: dict, *, system_prompt: st
               for name, outputs in (("base", base["outputs"]["base"]), ("prompted", base["outputs"]["prompted"]),
                                     ("adapter", adapter_out))}
     shown = [{"prompt": p[:SHOWN_CHARS], "base": b[:SHOWN_CHARS], "prompted": pr[:SHOWN_CHARS],
-              "adapter": a[:SHOWN_CHARS], "adapter_markers": v["markers"], "adapter_ok": v["both"]}
-             for p, b, pr, a, v in zip(prompts_text, base["outputs"]["base"], base["outputs"]["prompted"],
-                                       adapter_out, judged["adapter"]["per_row"])]
+              "adapter": a[:SHOWN_CHARS], "adapter_markers": v["markers"], "adapter_ok": v["both"],
+              "prompted_ok": pv["both"]}
+             for p, b, pr, a, v, pv in zip(prompts_text, base["outputs"]["base"], base["outputs"]["prompted"],
+                                           adapter_out, judged["adapter"]["per_row"], judged["prompted"]["per_row"])]
     style = {"markers": markers, "prompted_with": base["prompted_with"], "rows": shown,
              **{name: {k: v for k, v in figures.items() if k != "per_row"} for name, figures in judged.items()}}
     # like for like: the same messages went to the base and to the adapter
@@ -415,6 +417,14 @@ def evaluate_adapter(adapter_folder: Path | str, base_ref=None, eval_rows=None, 
     return result
 
 
+def same_rows(rows: list[dict] | None, base_key: str) -> dict | None:
+    """The paired outcomes of the adapter (``adapter_ok``) and the base (``base_key``) on a
+    proof's rows; None when the rows do not carry both (a proof stored before they did)."""
+    if not rows or any("adapter_ok" not in row or base_key not in row for row in rows):
+        return None
+    return paired([bool(row["adapter_ok"]) for row in rows], [bool(row[base_key]) for row in rows])
+
+
 def verdict_of(proof: dict) -> dict[str, str]:
     """The suggestion for a proof: exact match against the stronger base figure, or for a
     style goal the share judged on-style and on-task against the prompting baseline."""
@@ -423,10 +433,11 @@ def verdict_of(proof: dict) -> dict[str, str]:
     if em:
         name, figure = best_base(em) or (None, None)
         label = {"base_few_shot": f"the base {em.get('k')}-shot", "base_zero_shot": "the base zero-shot"}.get(name, "")
-        return suggest_verdict(em.get("adapter"), figure, changed_nothing=nothing, base_label=label)
+        return suggest_verdict(em.get("adapter"), figure, changed_nothing=nothing, base_label=label,
+                               same_rows=same_rows(em.get("rows"), f"{name}_ok"))
     style = proof.get("style")
     if style:
         return suggest_verdict((style.get("adapter") or {}).get("both"), (style.get("prompted") or {}).get("both"),
                                changed_nothing=nothing, base_label="the base asked for the style",
-                               what="on-style and on-task")
+                               what="on-style and on-task", same_rows=same_rows(style.get("rows"), "prompted_ok"))
     return suggest_verdict(None, None, changed_nothing=nothing)

@@ -14,7 +14,8 @@ Four pieces of evidence, each computed the same way for every adapter and stored
    whitespace and trailing punctuation; extraction compares parsed JSON when both sides
    parse (and reports each field's match too), else the whitespace-normalised strings.
    Every figure carries its row count and a 95% Wilson interval, and the verdict
-   (:func:`suggest_verdict`) only says "beats the base" when the intervals do.
+   (:func:`suggest_verdict`) only says "beats the base" when the paired test on the same
+   rows does (the exact sign test on the rows only one of the two got right, p < 0.05).
 4. **Self-consistency** (classification, sentiment): N seeded samples (temperature 0.7)
    per row from the adapter; confidence = share that agree with the majority answer.
 5. **Style** (every other goal): generated answers judged
@@ -240,6 +241,7 @@ def compare_exact_match(eval_rows: list[dict], train_rows: list[dict], generate_
 # --- the verdict ---------------------------------------------------------------------------------
 
 TOO_FEW_ROWS = 20  # below this many held-out rows a percentage looks more decisive than it is
+SIGNIFICANCE = 0.05  # two-sided: the paired test's p below this, and the adapter ahead, is "beats the base"
 VERDICTS = ("beats_base", "no_better", "too_few_rows", "changed_nothing", "unchecked")
 
 
@@ -250,10 +252,16 @@ def best_base(figures: dict) -> tuple[str, dict] | None:
 
 
 def suggest_verdict(adapter: dict | None, base: dict | None, *, changed_nothing: bool = False,
-                    base_label: str = "the base", what: str = "right") -> dict[str, str]:
+                    base_label: str = "the base", what: str = "right",
+                    same_rows: dict | None = None) -> dict[str, str]:
     """The suggestion shown beside the success / fail buttons; the person decides.
 
-    "beats the base" only when the adapter's interval lies wholly above the base's; below
+    "beats the base" only when the adapter gets more rows right and the paired test says so:
+    ``same_rows`` is :func:`backend.proof.intervals.paired` of the adapter's and the base's
+    per-row outcomes on the same rows, and the exact sign test on the rows only one of them
+    got right must have p < :data:`SIGNIFICANCE` (the rows both or neither got say nothing
+    about which is better). A proof stored without per-row outcomes falls back to the
+    adapter's interval lying wholly above the base's, which asks for more. Below
     :data:`TOO_FEW_ROWS` rows, "too few held-out rows to tell" instead of a percentage.
     """
     if changed_nothing:
@@ -266,9 +274,18 @@ def suggest_verdict(adapter: dict | None, base: dict | None, *, changed_nothing:
                 "text": f"Too few held-out rows to tell ({adapter['total']}; {TOO_FEW_ROWS}+ are needed): "
                         f"adapter {adapter['correct']}/{adapter['total']} vs {base_label} "
                         f"{base['correct']}/{base['total']}. Add rows or an evaluation file."}
+    versus = f"adapter {describe(adapter)} {what} vs {base_label} {describe(base)}"
+    if same_rows is not None:
+        ahead, behind, p = same_rows["only_first"], same_rows["only_second"], same_rows["p_value"]
+        where = (f"{base_label} and the adapter were {what} on the same rows" if ahead + behind == 0 else
+                 f"of the {ahead + behind} rows only one of them got {what}, the adapter got {ahead} and "
+                 f"{base_label} {behind} (paired sign test p = {p:.2g})")
+        if ahead > behind and p < SIGNIFICANCE:
+            return {"suggestion": "beats_base", "text": f"Beats the base: {versus}; {where}."}
+        return {"suggestion": "no_better", "text": f"No better than the base (not clearly, on the same rows): "
+                                                  f"{versus}; {where}."}
     a_lo, _ = adapter.get("ci95") or wilson(adapter["correct"], adapter["total"])
     _, b_hi = base.get("ci95") or wilson(base["correct"], base["total"])
-    versus = f"adapter {describe(adapter)} {what} vs {base_label} {describe(base)}"
     if a_lo > b_hi:
         return {"suggestion": "beats_base", "text": f"Beats the base: {versus}."}
     return {"suggestion": "no_better", "text": f"No better than the base (the intervals overlap or it is lower): {versus}."}

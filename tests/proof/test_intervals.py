@@ -1,10 +1,12 @@
-"""Wilson intervals against published values, and the figures built on them."""
+"""Wilson intervals against published values, the figures built on them, and the paired sign test."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from backend.proof.intervals import describe, scored, wilson
+from backend.proof.intervals import describe, paired, scored, sign_test_p, wilson
 
 
 @pytest.mark.parametrize("correct, total, lo, hi", [
@@ -36,3 +38,23 @@ def test_scored_and_described():
     assert figure == {"correct": 29, "total": 30, "score": 29 / 30, "ci95": [0.8333, 0.9941]}
     assert describe(figure) == "29/30 (97%, 95% CI 83%–99%)"
     assert scored([]) == {"correct": 0, "total": 0, "score": 0.0, "ci95": [0.0, 1.0]}
+
+
+def test_the_sign_test_matches_the_binomial_by_hand():
+    assert sign_test_p(0, 0) == 1.0
+    assert sign_test_p(3, 3) == 1.0
+    assert sign_test_p(0, 6) == pytest.approx(2 / 64)  # 2 * 0.5**6
+    assert sign_test_p(5, 0) == pytest.approx(2 / 32)  # five rows, all one way: not yet below 5%
+    assert sign_test_p(1, 9) == pytest.approx(2 * (1 + 10) / 1024)
+    assert sign_test_p(9, 1) == sign_test_p(1, 9)
+    assert sign_test_p(2, 8) == pytest.approx(2 * sum(math.comb(10, k) for k in range(3)) / 1024)
+
+
+def test_paired_counts_only_the_rows_where_the_two_differ():
+    first = [True, False, False, True, False]
+    second = [True, True, True, False, False]
+    result = paired(first, second)
+    assert (result["both"], result["neither"], result["only_first"], result["only_second"]) == (1, 1, 1, 2)
+    assert result["p_value"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="a paired test needs the same rows"):
+        paired([True], [True, False])

@@ -186,6 +186,42 @@ def test_extraction_reports_each_field():
                                                                          "qty": (2, 3)}
 
 
+def test_the_verdict_is_the_paired_test_on_the_same_rows():
+    """Six rows only the adapter got (14/20 vs 20/20): the intervals overlap, but on the same
+    rows the sign test says p = 0.031, so it beats the base. Five such rows (15/20): p = 0.062,
+    not yet. A proof whose rows carry no per-row outcomes keeps the interval rule."""
+    from backend.proof.intervals import paired
+    from backend.proof.on_model import verdict_of
+
+    def rows(adapter_right, base_right, total=20):
+        return [{"adapter_ok": i < adapter_right, "base_few_shot_ok": i < base_right, "base_zero_shot_ok": False}
+                for i in range(total)]
+
+    def proof(table):
+        figures = {key: scored([r[f"{key}_ok"] for r in table]) for key in ("adapter", "base_few_shot", "base_zero_shot")}
+        return {"exact_match": {"k": 6, **figures, "rows": table}}
+
+    six = verdict_of(proof(rows(20, 14)))
+    assert six["suggestion"] == "beats_base"
+    assert six["text"].endswith("of the 6 rows only one of them got right, the adapter got 6 and the base 6-shot 0 "
+                                "(paired sign test p = 0.031).")
+    assert suggest_verdict(scored([True] * 20), scored([True] * 14 + [False] * 6))["suggestion"] == "no_better"
+    five = verdict_of(proof(rows(20, 15)))
+    assert five["suggestion"] == "no_better" and "p = 0.062" in five["text"]
+    assert "on the same rows" in five["text"]
+    # the rows the base got and the adapter missed count against it: 12 vs 6 is not clear (p = 0.24)
+    mixed = [{"adapter_ok": i < 14, "base_few_shot_ok": 12 <= i < 20, "base_zero_shot_ok": False} for i in range(20)]
+    assert paired([r["adapter_ok"] for r in mixed], [r["base_few_shot_ok"] for r in mixed])["only_second"] == 6
+    assert verdict_of(proof(mixed))["suggestion"] == "no_better" and "p = 0.24" in verdict_of(proof(mixed))["text"]
+    old = proof(rows(20, 14))
+    for row in old["exact_match"]["rows"]:
+        del row["base_few_shot_ok"]  # stored before rows carried it: the interval rule
+    assert verdict_of(old)["suggestion"] == "no_better" and "intervals overlap" in verdict_of(old)["text"]
+    style = {"style": {"adapter": {"both": scored([True] * 20)}, "prompted": {"both": scored([False] * 20)},
+                       "rows": [{"adapter_ok": True, "prompted_ok": False}] * 20}}
+    assert verdict_of(style)["suggestion"] == "beats_base" and "the base asked for the style 0" in verdict_of(style)["text"]
+
+
 def test_verdict_only_says_beats_when_the_intervals_do():
     def fig(correct, total):
         return scored([True] * correct + [False] * (total - correct))
