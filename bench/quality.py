@@ -81,6 +81,14 @@ def matches(task: dict, answers: list[str]) -> list[bool]:
     return [answers_match(a, r["messages"][-1]["content"], task["kind"]) for r, a in zip(task["unseen"], answers)]
 
 
+def paired_vs(adapter: list[dict], base: list[dict], against: str) -> dict:
+    """The adapter against the stronger base on the same unseen rows (``ok`` per row): the
+    product's paired test (:func:`backend.proof.intervals.paired`), which its verdict uses."""
+    from backend.proof.intervals import paired
+
+    return {"against": against, **paired([a["ok"] for a in adapter], [b["ok"] for b in base])}
+
+
 def score_unseen(task: dict, folder: Path, ref, system_prompt: str | None, train_rows: list[dict]) -> dict:
     """Base (zero- and few-shot) and adapter on the unseen rows, plain peft greedy."""
     import torch
@@ -89,7 +97,7 @@ def score_unseen(task: dict, folder: Path, ref, system_prompt: str | None, train
     from backend.bases.load import load_model, load_tokenizer
     from backend.proof.intervals import scored
     from backend.proof.on_model import hf_generator
-    from backend.proof.scores import field_match, few_shot_prompt, pick_shots, with_system
+    from backend.proof.scores import best_base, field_match, few_shot_prompt, pick_shots, with_system
 
     tokenizer = load_tokenizer(ref, plain_template=True)
     model = load_model(ref, dtype=torch.float32)
@@ -116,6 +124,7 @@ def score_unseen(task: dict, folder: Path, ref, system_prompt: str | None, train
         parts = [k for k, v in judged["adapter"][0].items() if isinstance(v, bool)]  # ok, mood, on_task / format, facts
         return {"rows": len(unseen),
                 **{name: {part: scored([j[part] for j in js]) for part in parts} for name, js in judged.items()},
+                "paired_vs_base": paired_vs(judged["adapter"], judged["prompted"], "prompted"),
                 "examples": [{"prompt": r["messages"][0]["content"], "adapter": o, "judge": j}
                              for r, o, j in list(zip(unseen, outputs["adapter"], judged["adapter"]))[:8]]}
     shots = pick_shots(train_rows, FEW_SHOT, 0, kind)
@@ -129,6 +138,9 @@ def score_unseen(task: dict, folder: Path, ref, system_prompt: str | None, train
         result[name] = scored(right[name])
         if kind == "extraction":
             result[name]["per_field"] = field_match(outs, references)
+    stronger = best_base({name: result[name] for name in ("base_zero_shot", "base_few_shot")})[0]
+    result["paired_vs_base"] = paired_vs([{"ok": ok} for ok in right["adapter"]],
+                                         [{"ok": ok} for ok in right[stronger]], stronger)
     result["misses"] = [{"input": r["messages"][-2]["content"], "want": ref_, "got": o}
                         for r, ref_, o, ok in zip(rows, references, outputs["adapter"], right["adapter"]) if not ok][:8]
     return result
@@ -148,6 +160,9 @@ def run_task(name: str, service, base: str) -> dict:
     service.runner.run_pending()
     wall = time.perf_counter() - started
     progress = service.progress(job)
+    events = service.store.events(job)
+    scoring = [e.at for e in events if e.kind == "proof"]  # the adapter's weights are final: it is served from here
+    ready_s = round((scoring[0] - next(e.at for e in events if e.kind == "attempt")).total_seconds(), 1) if scoring else None
     if progress["status"] != "done":
         return {"task": name, "status": progress["status"], "error": progress.get("error")}
     meta = service.adapter_meta(name)
@@ -168,7 +183,8 @@ def run_task(name: str, service, base: str) -> dict:
                            "why": plan.defaults_why},
         "training": {"train_seconds": metrics.get("train_seconds"), "steps": metrics.get("steps"),
                      "epochs_trained": metrics.get("epochs_trained"), "stopping": metrics.get("stopping"),
-                     "job_wall_seconds_with_proof": round(wall, 1), "precision": metrics.get("precision")},
+                     "job_wall_seconds_with_proof": round(wall, 1), "servable_after_s": ready_s,
+                     "precision": metrics.get("precision")},
         "eval_loss": {"held_out_base": ((proof.get("eval") or {}).get("base") or {}).get("loss"),
                       "held_out_adapter": ((proof.get("eval") or {}).get("adapter") or {}).get("loss")},
         "baseline_on_held_out": {k: v for k, v in (baseline or {}).items() if k in ("k", "base_zero_shot",
@@ -199,14 +215,21 @@ def _figure(part: dict | None) -> str:
     return f"{part['correct']}/{part['total']} ({part['score']:.0%}, {lo:.0%}–{hi:.0%})"
 
 
+def _paired(test: dict | None) -> str:
+    """``only the adapter 14, only the base 0, p = 0.00012``, or — for a run without one."""
+    if not test:
+        return "—"
+    return f"only the adapter {test['only_first']}, only the base {test['only_second']}, p = {test['p_value']:.2g}"
+
+
 def summary_table(report: dict) -> str:
     """The markdown table docs/training.md shows (unseen rows; 95% Wilson intervals)."""
     lines = ["| task | rows (train / held out / unseen) | config chosen | trained | base zero-shot | "
-             "base few-shot or asked for the style | adapter | target |",
-             "|---|---|---|---|---|---|---|---|"]
+             "base few-shot or asked for the style | adapter | paired vs the stronger base | target |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for t in report["tasks"]:
         if "unseen" not in t:
-            lines.append(f"| {t['task']} | — | — | {t.get('status')}: {t.get('error')} | | | | |")
+            lines.append(f"| {t['task']} | — | — | {t.get('status')}: {t.get('error')} | | | | | |")
             continue
         c, tr, u = t["default_config"], t["training"], t["unseen"]
         config = f"r{c['r']} α{c['alpha']}, lr {c['learning_rate']:g}, batch {c['batch_size']}, ≤{c['epochs_ceiling']:g} ep"
@@ -217,6 +240,7 @@ def summary_table(report: dict) -> str:
         else:
             cells = [_figure(u["base_zero_shot"]), _figure(u["base_few_shot"]), _figure(u["adapter"])]
         mark = "met" if t["meets_target"] else "missed"
+        cells.append(_paired(u.get("paired_vs_base")))
         lines.append(f"| {t['task']} ({t['kind']}) | {t['train_rows']} / {t['held_out_rows']} / {t['unseen_rows']} | "
                      f"{config} | {trained} | {' | '.join(cells)} | ≥{t['target']:.0%}: {mark} |")
     return "\n".join(lines)

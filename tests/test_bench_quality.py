@@ -3,6 +3,8 @@ adapter is asked them, and an answer judged right the same way in both (nothing 
 
 from __future__ import annotations
 
+import pytest
+
 from bench import quality, quality_curve
 from bench.quality import tasks
 
@@ -61,3 +63,19 @@ def test_the_held_out_tasks_use_words_and_items_the_training_file_never_shows():
         else:  # the reviewed products
             assert not any(p in train for p in ("air fryer", "rice cooker", "yoga mat", "hair dryer", "monitor stand"))
             assert {r["messages"][-1]["content"] for r in task["unseen"]} == {"positive", "negative", "neutral"}
+
+
+def test_the_unseen_rows_carry_the_paired_test_against_the_stronger_base():
+    test = quality.paired_vs([{"ok": True}] * 8 + [{"ok": False}] * 2, [{"ok": False}] * 8 + [{"ok": True}] * 2,
+                             "base_few_shot")
+    assert (test["against"], test["only_first"], test["only_second"], test["both"]) == ("base_few_shot", 8, 2, 0)
+    assert test["p_value"] == pytest.approx(2 * (1 + 10 + 45) / 1024, abs=1e-3)
+    figure = {"correct": 8, "total": 10, "score": 0.8, "ci95": [0.49, 0.94]}
+    row = {"task": "t", "kind": "classification", "train_rows": 7, "held_out_rows": 3, "unseen_rows": 10,
+           "default_config": {"r": 16, "alpha": 32, "learning_rate": 5e-4, "batch_size": 4, "epochs_ceiling": 7},
+           "training": {"train_seconds": 50.0, "stopping": None},
+           "unseen": {"base_zero_shot": figure, "base_few_shot": figure, "adapter": figure, "paired_vs_base": test},
+           "target": 0.8, "meets_target": True}
+    line = quality.summary_table({"tasks": [row]}).splitlines()[-1]
+    assert "| only the adapter 8, only the base 2, p = 0.11 | ≥80%: met |" in line
+    assert line.count("|") == quality.summary_table({"tasks": []}).splitlines()[0].count("|")  # one cell per column
