@@ -156,7 +156,7 @@ def build(ctx: Ctx) -> None:
         fit = gr.Radio(FIT_CHOICES, value="none", label="Fit in memory", elem_id="train-fit", visible=False)
         processes = gr.Number(1, precision=0, label="Processes", elem_id="train-processes", interactive=False)
     timer = gr.Timer(POLL_S)
-    signature = gr.State("")  # "job:status:served;..." — changes when a run starts, is served or ends
+    signature = gr.State("")  # "job:status:phase:served;..." — changes when a run starts, is scored, served or ends
 
     def snapshot(selected, state):
         service = ctx.service()
@@ -170,7 +170,8 @@ def build(ctx: Ctx) -> None:
         frame = loss_svg(current["loss_history"] if current else [],
                          f"{current['adapter']}: loss (train and eval)" if current else "Loss (train and eval)",
                          waiting=(current.get("activity") or current["status"]) if current else "no run yet")
-        sig = ";".join(f"{p['job_id']}:{p['status']}:{'served' if p.get('served') else ''}" for p in rows)
+        sig = ";".join(f"{p['job_id']}:{p['status']}:{p.get('phase') or ''}:{'served' if p.get('served') else ''}"
+                       for p in rows)
         return (runs_html(rows), gr.Dropdown(choices=choices, value=selected), frame, sig,
                 board_html(service, rows, state.job_ids), cancel_label(rows, selected))
 

@@ -330,9 +330,10 @@ class AssistantTools:
             return []
         try:
             jobs = [self.service.progress(j) for j in self.state.job_ids]
-            news = [served_text(p) for p in jobs if p["job_id"] not in self.state.told_served + self.state.told_jobs
-                    and p.get("served") and p.get("phase") == "scoring"]
-            self.state.told_served += [p["job_id"] for p in jobs if p.get("served")]
+            served = [p for p in jobs if p.get("served") and p["job_id"] not in self.state.told_served]
+            news = [served_text(p) for p in served
+                    if p.get("phase") == "scoring" and p["job_id"] not in self.state.told_jobs]
+            self.state.told_served += [p["job_id"] for p in served]
             for sweep in finished_sweeps(jobs):
                 runs = [p["job_id"] for p in jobs if (p.get("sweep") or p["adapter"]) == sweep]
                 if set(runs) <= set(self.state.told_jobs):

@@ -133,3 +133,19 @@ def test_a_run_still_scored_but_not_served_is_not_said_to_be_served(service, sta
         service.store.add_event(job, kind=kind)
     state.job_ids.append(job)
     assert AssistantTools(service, state).sweep_news() == []
+
+
+def test_news_asked_again_and_again_remembers_each_served_run_once(service, state):
+    """The page asks for news every time the runs change: the served runs it has told stay
+    told, once each (the session's memory of them does not grow with each look)."""
+    add_finished_adapter(service, "polled")
+    job = service.store.get_adapter("polled").job_id
+    service.store.update_job(job, status="running")
+    for kind in ("attempt", "proof", "served"):
+        service.store.add_event(job, kind=kind)
+    state.job_ids.append(job)
+    tools = AssistantTools(service, state)
+    assert len(tools.sweep_news()) == 1
+    for _ in range(3):
+        assert tools.sweep_news() == []
+    assert state.told_served == [job]
