@@ -9,10 +9,11 @@ STAMP  := $(VENV)/.installed
 # Create the virtual environment and install TuneLab with its test tools.
 # torch is pinned first: on this CPU machine pip takes the local CPU wheel
 # (torch==2.13.0), and the project's "torch>=2.6" range never pulls a CUDA build.
-$(STAMP): pyproject.toml
+# constraints.txt holds every other package at the version the suite last passed with.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)

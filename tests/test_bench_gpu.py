@@ -5,6 +5,7 @@ fail on a typo; the smoke figures themselves mean nothing and are not checked.""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -56,13 +57,34 @@ def test_the_smoke_run_measures_every_part_on_tiny_shapes(tmp_path):
     assert {"cpu", "flags", "cores"} <= set(results["machine"])
 
 
+def _pins(path) -> dict[str, str]:
+    lines = path.read_text().splitlines()
+    return {name.lower().replace("_", "-"): v for name, v in
+            (line.split("==") for line in lines if line.strip() and not line.startswith("#"))}
+
+
 def test_the_gpu_wheels_are_the_versions_this_project_runs():
-    """bench/gpu_wheels.txt (carried to the GPU machine) pins what the .venv has, so the
-    GPU run tests the same library code as `make test`."""
+    """bench/gpu_wheels.txt (carried to the GPU machine) pins the versions constraints.txt
+    installs, and the .venv has them, so the GPU run tests the same library code as
+    `make test` (a new release on the registry changes neither)."""
     from importlib.metadata import version
 
-    lines = (REPO_ROOT / "bench" / "gpu_wheels.txt").read_text().splitlines()
-    pins = dict(line.split("==") for line in lines if line and not line.startswith("#"))
+    pins, locked = _pins(REPO_ROOT / "bench" / "gpu_wheels.txt"), _pins(REPO_ROOT / "constraints.txt")
     assert {"trl", "peft", "bitsandbytes", "pydantic-settings"} <= set(pins)
-    installed = {name: version(name) for name in pins if name != "bitsandbytes"}  # needs CUDA: not installed here
-    assert {name: pins[name] for name in installed} == installed
+    shared = {name for name in pins if name != "bitsandbytes"}  # needs CUDA: not installed here
+    assert {name: pins[name] for name in shared} == {name: locked.get(name) for name in shared}
+    assert {name: pins[name] for name in shared} == {name: version(name) for name in shared}
+
+
+def test_every_installed_package_is_locked_to_one_version():
+    """make installs with `-c constraints.txt`: each line pins one version, and what the
+    .venv has is what it pins (torch comes from the Makefile's own pin)."""
+    from importlib.metadata import version
+
+    text = (REPO_ROOT / "constraints.txt").read_text()
+    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    assert lines and all(re.fullmatch(r"[A-Za-z0-9_.\-]+==[\w.]+", line) for line in lines), lines
+    locked = _pins(REPO_ROOT / "constraints.txt")
+    assert "torch" not in locked and "tunelab" not in locked
+    for name in ("peft", "trl", "transformers", "gradio", "fastapi"):
+        assert version(name) == locked[name], name
