@@ -81,12 +81,12 @@ def matches(task: dict, answers: list[str]) -> list[bool]:
     return [answers_match(a, r["messages"][-1]["content"], task["kind"]) for r, a in zip(task["unseen"], answers)]
 
 
-def paired_vs(adapter: list[dict], base: list[dict], against: str) -> dict:
-    """The adapter against the stronger base on the same unseen rows (``ok`` per row): the
-    product's paired test (:func:`backend.proof.intervals.paired`), which its verdict uses."""
+def paired_vs(adapter: list[bool], base: list[bool], against: str) -> dict:
+    """The adapter against the stronger base on the same unseen rows (right or not, per row):
+    the product's paired test (:func:`backend.proof.intervals.paired`), which its verdict uses."""
     from backend.proof.intervals import paired
 
-    return {"against": against, **paired([a["ok"] for a in adapter], [b["ok"] for b in base])}
+    return {"against": against, **paired(adapter, base)}
 
 
 def score_unseen(task: dict, folder: Path, ref, system_prompt: str | None, train_rows: list[dict]) -> dict:
@@ -124,7 +124,8 @@ def score_unseen(task: dict, folder: Path, ref, system_prompt: str | None, train
         parts = [k for k, v in judged["adapter"][0].items() if isinstance(v, bool)]  # ok, mood, on_task / format, facts
         return {"rows": len(unseen),
                 **{name: {part: scored([j[part] for j in js]) for part in parts} for name, js in judged.items()},
-                "paired_vs_base": paired_vs(judged["adapter"], judged["prompted"], "prompted"),
+                "paired_vs_base": paired_vs([j["ok"] for j in judged["adapter"]],
+                                            [j["ok"] for j in judged["prompted"]], "prompted"),
                 "examples": [{"prompt": r["messages"][0]["content"], "adapter": o, "judge": j}
                              for r, o, j in list(zip(unseen, outputs["adapter"], judged["adapter"]))[:8]]}
     shots = pick_shots(train_rows, FEW_SHOT, 0, kind)
@@ -139,8 +140,7 @@ def score_unseen(task: dict, folder: Path, ref, system_prompt: str | None, train
         if kind == "extraction":
             result[name]["per_field"] = field_match(outs, references)
     stronger = best_base({name: result[name] for name in ("base_zero_shot", "base_few_shot")})[0]
-    result["paired_vs_base"] = paired_vs([{"ok": ok} for ok in right["adapter"]],
-                                         [{"ok": ok} for ok in right[stronger]], stronger)
+    result["paired_vs_base"] = paired_vs(right["adapter"], right[stronger], stronger)
     result["misses"] = [{"input": r["messages"][-2]["content"], "want": ref_, "got": o}
                         for r, ref_, o, ok in zip(rows, references, outputs["adapter"], right["adapter"]) if not ok][:8]
     return result

@@ -66,8 +66,7 @@ def test_the_held_out_tasks_use_words_and_items_the_training_file_never_shows():
 
 
 def test_the_unseen_rows_carry_the_paired_test_against_the_stronger_base():
-    test = quality.paired_vs([{"ok": True}] * 8 + [{"ok": False}] * 2, [{"ok": False}] * 8 + [{"ok": True}] * 2,
-                             "base_few_shot")
+    test = quality.paired_vs([True] * 8 + [False] * 2, [False] * 8 + [True] * 2, "base_few_shot")
     assert (test["against"], test["only_first"], test["only_second"], test["both"]) == ("base_few_shot", 8, 2, 0)
     assert test["p_value"] == pytest.approx(2 * (1 + 10 + 45) / 1024, abs=1e-3)
     figure = {"correct": 8, "total": 10, "score": 0.8, "ci95": [0.49, 0.94]}

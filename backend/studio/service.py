@@ -412,15 +412,17 @@ class Service:
     def being_scored(self, name: str) -> bool:
         """True while a finished adapter (already served) is still being scored by its job."""
         row = self.store.get_adapter(name)
-        job = self.store.get_job(row.job_id) if row is not None and row.job_id else None
-        return (row is not None and row.status == "done" and job is not None and job.status == "running"
-                and self.progress(job.id)["phase"] == "scoring")
+        return row is not None and self._being_scored(row)
+
+    def _being_scored(self, row) -> bool:
+        job = self.store.get_job(row.job_id) if row.status == "done" and row.job_id else None
+        return job is not None and job.status == "running" and self.progress(job.id)["phase"] == "scoring"
 
     def _describe(self, row, counted: dict) -> dict:
         folder = adapter_path(self.paths.adapters, row.name)
         rating = counted.get(row.name)
         return {
-            "name": row.name, "base": row.base, "status": row.status, "scoring": self.being_scored(row.name),
+            "name": row.name, "base": row.base, "status": row.status, "scoring": self._being_scored(row),
             "goal": row.goal,
             "verdict": row.verdict, "error": row.error, "job_id": row.job_id,
             "path": str(folder) if folder.is_dir() else None, "meta": adapter_files.read_meta(folder),
