@@ -17,7 +17,8 @@ Life of a job::
   checkpoint and the job goes back to the queue, to resume from it.
 * an adapter is handed to ``on_adapter_ready`` (the service hot-swaps it into the endpoint)
   as soon as its weights are final: when the worker starts scoring it (a ``proof``
-  event; the adapter row is already ``done``), else when the job is done. The proof
+  event; the adapter row is already ``done``), else when the job is done; a worker an
+  earlier app process started, adopted by this one, is followed the same way. The proof
   fills its ``tunelab.json`` while it is already being served. A cancel or a pause stops
   the proof at once; a paused job's next attempt only scores (the worker's docstring).
 * a worker gone without saying how it ended (killed, crashed) ends its job at the first
@@ -368,11 +369,7 @@ class JobRunner:
             except subprocess.TimeoutExpired:
                 pass
             if not announced:
-                events = self.store.events(job_id, after_id=seen)
-                seen = events[-1].id if events else seen
-                if any(e.kind == "proof" for e in events):
-                    self._notify_ready(self.store.get_job(job_id))
-                    announced = True
+                announced, seen = self._hand_over_if_scored(job_id, seen)
             if self._tag is not None and ended_at is None and self.store.get_job(job_id).status != "running":
                 ended_at = time.monotonic()  # rank 0 has ended the job (e.g. cancelled before training)
             if ended_at is not None and time.monotonic() - ended_at > RANKS_AFTER_END_S:
@@ -384,6 +381,16 @@ class JobRunner:
                     signalled_at = time.monotonic()
             elif time.monotonic() - signalled_at > self.grace_s:
                 self._send(proc, signal.SIGKILL)
+
+    def _hand_over_if_scored(self, job_id: int, seen: int) -> tuple[bool, int]:
+        """Hand the job's adapter to ``on_adapter_ready`` when the worker's events after ``seen``
+        say it is being scored (its weights are final); returns whether it was handed over
+        and the latest event id read."""
+        events = self.store.events(job_id, after_id=seen)
+        if not any(e.kind == "proof" for e in events):
+            return False, events[-1].id if events else seen
+        self._notify_ready(self.store.get_job(job_id))
+        return True, events[-1].id
 
     def _after_exit(self, job_id: int, code: int, *, announced: bool = False) -> str:
         job = self.store.get_job(job_id)
@@ -440,16 +447,23 @@ class JobRunner:
                             + (f"\n{tail}" if tail else ""))
 
     def _adopt_running(self) -> None:
-        """Wait for workers started by an earlier app process that are still alive."""
+        """Wait for workers started by an earlier app process that are still alive, handing
+        each one's adapter over when it starts being scored, as :meth:`_wait` does (unless the
+        earlier process already had it served)."""
         for job in self.store.list_jobs(("running",)):
             with self._lock:
                 mine = self._current is not None and self._current[0] == job.id
             if mine or not worker_alive(job.pid, job.id):
                 continue
+            attempt = this_attempt(self.store.events(job.id))
+            announced = any(e.kind == "served" for e in attempt)
+            seen = attempt[0].id - 1 if attempt else 0
             while worker_alive(job.pid, job.id) and not self._stop.is_set():
+                if not announced:
+                    announced, seen = self._hand_over_if_scored(job.id, seen)
                 time.sleep(self.poll_s)
             if not self._stop.is_set():
-                self._after_exit(job.id, 0)
+                self._after_exit(job.id, 0, announced=announced)
 
     # recovery -------------------------------------------------------------------------------
     def recover(self) -> list[int]:

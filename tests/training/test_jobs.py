@@ -346,6 +346,42 @@ def test_a_run_interrupted_while_scored_resumes_by_scoring_not_training(settings
         runner.close()
 
 
+def test_a_worker_left_by_an_earlier_app_is_adopted_and_its_adapter_handed_over_while_scored(settings, tiny_llama,
+                                                                                            tmp_path):
+    """The app stopped while its worker trained (the worker runs on, in its own session); the
+    next app's runner adopts the worker and hands its adapter over the moment the worker
+    starts scoring it, as it does for a worker of its own, then sees the job done."""
+    from backend.training.launch import worker_command
+
+    seen = []
+
+    def ready(name, path):
+        row = adopter.store.get_adapter(name)
+        seen.append((adopter.store.get_job(row.job_id).status, adopter.progress(row.job_id)["phase"], row.status))
+        return True
+
+    earlier = JobRunner(settings)
+    job_id = earlier.submit(tiny_spec("adopted", tiny_llama, epochs=1), *_held_out_split(tmp_path))
+    job = earlier.store.claim_next_job()  # what the earlier app's runner did before it went away
+    run_dir = earlier.paths.run_dir(job_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "stdout.log", "a") as out, open(run_dir / "stderr.log", "a") as err:
+        worker = subprocess.Popen(worker_command(earlier.python, job.id), stdout=out, stderr=err,
+                                  env=earlier.worker_env(), cwd=str(PROJECT_ROOT), start_new_session=True)
+    earlier.store.update_job(job_id, pid=worker.pid)
+    earlier.close()
+    adopter = JobRunner(settings, on_adapter_ready=ready, poll_s=0.05)
+    try:
+        assert adopter.run_pending() == []  # nothing queued: the running job is adopted, not run again
+        assert worker.wait(timeout=60) == 0
+        assert seen == [("running", "scoring", "done")]
+        kinds = [e["kind"] for e in adopter.events(job_id)]
+        assert kinds[-3:] == ["proof", "served", "done"] and kinds.count("served") == 1
+        assert adopter.store.get_job(job_id).status == "done"
+    finally:
+        adopter.close()
+
+
 def test_worker_env_names_the_home_and_asks_malloc_for_huge_pages(settings, monkeypatch):
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.arena_max=4")
     env = JobRunner(settings).worker_env()
