@@ -18,6 +18,8 @@ templates; docs/training.md has the table behind each rule. In short:
 * **NEFTune noise 5** on the input embeddings while training: rows held back from the
   file share its phrasings, new inputs do not; with the noise the 3-label task went from
   27/30 to 29/30 on unseen rows, the 5-label and extraction tasks stayed within a row.
+  Suspected of the words the extraction and listings adapters copy wrong, it was checked
+  without: those runs copied no better at any step (docs/training.md).
 * **stop on evidence.** The epoch count is a ceiling sized so the run can take about
   :data:`TARGET_STEPS` optimizer steps (3 to 10 epochs); the held-out loss is measured
   about once an epoch, the best weights are kept, and two evaluations without
