@@ -316,11 +316,25 @@ def _run_and_follow(service: Service, job_ids: list[int]) -> None:
         raise typer.Exit(1)
 
 
+def _first_run_hint(nothing_yet: str) -> str:
+    """``nothing_yet``, then the command that trains a first adapter, on a shipped sample."""
+    from backend.data.samples import sample_files
+
+    samples = {p.name: p for p in sample_files()}
+    sample = samples.get("wine_color.jsonl") or next(iter(samples.values()), None)
+    data, name = (str(sample), sample.stem.split("_")[0]) if sample else ("FILE", "NAME")
+    return f"{nothing_yet} Train one: tunelab train --data {data} --name {name}"
+
+
 @jobs_app.command("list")
 def jobs_list() -> None:
     """Every job with its status and progress."""
+    jobs = _service().jobs()
+    if not jobs:
+        console.print(_first_run_hint("No training jobs yet."), soft_wrap=True, highlight=False)
+        return
     table = Table("id", "adapter", "status", "step", "loss", "eval loss", "error")
-    for p in _service().jobs():
+    for p in jobs:
         table.add_row(str(p["job_id"]), p["adapter"], p["status"], f"{p.get('step') or 0}/{p.get('total_steps') or 0}",
                       _fmt(p.get("loss")), _fmt(p.get("eval_loss")), (p.get("error") or "")[:60])
     console.print(table)
@@ -353,11 +367,14 @@ def adapters_list() -> None:
     suggestion, your verdict, train time and size; ★ marks each sweep's recommended one,
     and why is said under the table."""
     service = _service()
+    adapters = {a["name"]: a for a in service.adapters()}
+    if not adapters:
+        console.print(_first_run_hint("No adapters yet."), soft_wrap=True, highlight=False)
+        return
     ranked = service.leaderboard()  # finished adapters, sweep by sweep, best first
     table = Table("adapter", "held-out score", "vs base", "proof", "verdict", "train", "size", "status",
                   caption="★ = recommended in its sweep")
     table.columns[0].no_wrap = True  # names whole, whatever the width
-    adapters = {a["name"]: a for a in service.adapters()}
     for r in ranked:
         table.add_row(("★ " if r["recommended"] else "  ") + r["name"], r["score_text"], r["base_text"],
                       verdict_words(r["verdict"]), (adapters.get(r["name"]) or {}).get("verdict") or "",

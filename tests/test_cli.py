@@ -63,6 +63,20 @@ def test_adapters_show_unknown_lists_known(home):
     assert "No adapter named 'nope'" in result.output and "none yet" in result.output
 
 
+def test_empty_lists_say_how_to_train_a_first_adapter_on_a_shipped_sample(home):
+    """A new home has no adapters and no jobs: each list says so and gives a command that
+    trains one, on a sample file that exists, instead of an empty table."""
+    from pathlib import Path
+
+    for command, nothing in (("adapters", "No adapters yet."), ("jobs", "No training jobs yet.")):
+        result = _run(command, "list")
+        assert result.exit_code == 0, result.output
+        said = " ".join(result.output.split())
+        assert said.startswith(nothing) and "┏" not in result.output  # no empty table
+        data = said.split("--data ", 1)[1].split(" --name ")[0]
+        assert Path(data).is_file() and said.endswith("--name wine")
+
+
 def test_bases_list_shows_default(home):
     result = _run("bases", "list")
     assert result.exit_code == 0 and "SmolLM2-135M-Instruct" in result.output
@@ -183,7 +197,7 @@ def test_train_with_a_bad_evaluation_file_imports_and_queues_nothing(home, tiny_
     missing = _run("train", "--data", _wine_file(tmp_path), "--eval-data", tmp_path / "nope.jsonl",
                    "--base", tiny_llama, "--name", "wine", "--detach")
     assert missing.exit_code == 2 and "nope.jsonl" in missing.output and "does not exist" in missing.output
-    assert "wine" not in _run("jobs", "list").output  # nothing queued
+    assert _run("jobs", "list").output.startswith("No training jobs yet.")  # nothing queued
 
 
 def test_train_with_invalid_knob_names_the_setting(home, tiny_llama, tmp_path):
