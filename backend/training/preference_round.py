@@ -32,7 +32,7 @@ from backend.errors import ConfigError, JobError
 from backend.hardware.threads import set_cpu_threads
 from backend.hparams import RunSpec
 from backend.training.recipe import Recipe, recipe_for_run
-from backend.training.run import (TrainingCancelled, TrainingPaused, check_target, common_training_args,
+from backend.training.run import (TrainingCancelled, TrainingPaused, check_target, checkpointing_args, common_training_args,
                                   distributed_fields, finished, load_base, write_from_main_process)
 from backend.training.trainer import ProgressCallback, ProgressFn, StopFn
 
@@ -65,9 +65,7 @@ def round_config_args(spec: RunSpec, work_dir: Path, *, precision: str, device: 
     if recipe is not None:
         fields.update(per_device_train_batch_size=recipe.per_device_batch,
                       gradient_accumulation_steps=recipe.accumulation,
-                      activation_checkpointing=recipe.gradient_checkpointing, **distributed_fields(recipe))
-        if recipe.gradient_checkpointing:
-            fields["activation_checkpointing_kwargs"] = {"use_reentrant": False}
+                      **checkpointing_args(recipe.gradient_checkpointing), **distributed_fields(recipe))
     return fields
 
 

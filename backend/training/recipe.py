@@ -20,9 +20,11 @@ On CUDA:
   :mod:`backend.training.packed_attention` (each example on its own, no T × T mask); none of
   the CPU machinery; gradient checkpointing only when the memory estimate of the base,
   the LoRA ranks, the batch and the length at the spec's batch does not fit the GPU's
-  memory (less :data:`HEADROOM`). If it still does not fit, the batch per step is halved
-  (gradient accumulation keeps the examples per optimizer step), and if batch 1 does not
-  fit the whole card the run is refused, naming what ``--quantize 4bit`` would need.
+  memory (less :data:`HEADROOM`, and less what is already held on the GPU when the run
+  starts: the serving engine of ``tunelab up`` on the same card). If it still does not
+  fit, the batch per step is halved (gradient accumulation keeps the examples per
+  optimizer step), and if batch 1 does not fit what is free of the card the run is
+  refused, naming what ``--quantize 4bit`` would need.
 ``--quantize 4bit|8bit`` (QLoRA, bitsandbytes) needs CUDA and is refused elsewhere.
 
 Several processes (``--processes N``): DDP, each rank holding the whole base, wherever the
@@ -73,10 +75,17 @@ class DeviceFacts:
     bf16: bool = False  # CUDA: the GPU computes in bf16; CPU: it has bf16 units
     flash_attn: bool = False  # the flash_attn package is importable
     count: int = 1  # visible GPUs
+    in_use: int = 0  # bytes of GPU memory already held when the facts were read (e.g. a serving engine)
 
     def label(self) -> str:
         memory = f", {self.total_memory / GIB:.0f} GiB" if self.total_memory else ""
-        return f"{self.name or self.kind}{memory}"
+        held = f", {self.in_use / GIB:.1f} GiB of it in use" if self.in_use >= GIB else ""
+        return f"{self.name or self.kind}{memory}{held}"
+
+    def budget(self) -> int:
+        """The bytes a run's estimate may take: :data:`HEADROOM` of the GPU's memory, less
+        what is already held on it (the serving engine of ``tunelab up`` on the same GPU)."""
+        return max(0, int(self.total_memory * HEADROOM) - self.in_use)
 
 
 @dataclass(frozen=True)
@@ -112,10 +121,11 @@ def describe_device(kind: str | None = None) -> DeviceFacts:
     if kind != "cuda":
         return DeviceFacts(kind="cpu", name="CPU", bf16=cpu_has_bf16())
     props = torch.cuda.get_device_properties(0)
+    free, total = torch.cuda.mem_get_info(0)
     return DeviceFacts(kind="cuda", name=props.name, total_memory=int(props.total_memory),
                        bf16=bool(torch.cuda.is_bf16_supported()),
                        flash_attn=importlib.util.find_spec("flash_attn") is not None,
-                       count=torch.cuda.device_count())
+                       count=torch.cuda.device_count(), in_use=max(0, int(total - free)))
 
 
 def check_quantize(quantize: str | None, facts: DeviceFacts) -> None:
@@ -180,7 +190,7 @@ def quantize_offer(facts: DeviceFacts, spec: RunSpec, report: dict) -> str | Non
         return None
     seq, rows = spec.train.max_length, ROWS_PER_EXAMPLE[spec.method]
     bf16 = training_bytes(report, batch=rows, seq_len=seq, checkpointing=True, precision="bf16")
-    if bf16 <= facts.total_memory * HEADROOM:
+    if bf16 <= facts.budget():
         return None
     q4 = training_bytes(report, batch=rows, seq_len=seq, checkpointing=True, precision="bf16", quantize="4bit")
     q8 = training_bytes(report, batch=rows, seq_len=seq, checkpointing=True, precision="bf16", quantize="8bit")
@@ -255,13 +265,13 @@ def choose_recipe(facts: DeviceFacts, spec: RunSpec, report: dict | None = None)
     if processes > 1 and report is not None and facts.total_memory and not t.quantize:
         alone = training_bytes(report, batch=rows, seq_len=t.max_length, checkpointing=True, precision=precision,
                                packed=packed)
-        if alone > facts.total_memory * HEADROOM:  # the bf16 base + training state need more than one GPU
+        if alone > facts.budget():  # the bf16 base + training state need more than one GPU
             strategy = "fsdp"
             why["strategy"] = (f"FSDP: ~{alone / GIB:.1f} GiB at {batch_one(spec)} × {t.max_length} tokens does not "
                                f"fit one {facts.label()}; the base and the training state are sharded over "
                                f"{processes} GPUs")
     if report is not None and facts.total_memory:
-        budget = int(facts.total_memory * HEADROOM)
+        budget = facts.budget()
         seq = t.max_length
 
         def need(batch: int, ckpt: bool) -> int:
@@ -281,7 +291,7 @@ def choose_recipe(facts: DeviceFacts, spec: RunSpec, report: dict | None = None)
             while batch > 1 and need(batch, True) > budget:
                 batch = max(1, batch // 2)
             estimate = need(batch, True)
-            if estimate > facts.total_memory:
+            if estimate > facts.total_memory - facts.in_use:
                 offer = quantize_offer(facts, spec, report)
                 raise ConfigError(
                     f"Training {spec.base!r} does not fit {facts.label()}: ~{estimate / GIB:.1f} GiB estimated at "

@@ -32,6 +32,7 @@ an existing adapter is never half-overwritten. Checkpoints go to ``work_dir``
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -143,7 +144,6 @@ def common_training_args(spec: RunSpec, work_dir: Path, *, precision: str, devic
         seed=t.seed,
         data_seed=t.seed,
         max_length=t.max_length,
-        activation_checkpointing=t.gradient_checkpointing,  # transformers 5 name of gradient_checkpointing
         logging_strategy="steps",
         logging_steps=t.logging_steps,
         use_cpu=device == "cpu",
@@ -152,7 +152,21 @@ def common_training_args(spec: RunSpec, work_dir: Path, *, precision: str, devic
         dataloader_pin_memory=device == "cuda",
         report_to="none",
         disable_tqdm=True,
+        **checkpointing_args(t.gradient_checkpointing),
     )
+
+
+def checkpointing_args(on: bool, arguments: type | None = None) -> dict:
+    """The training-arguments fields that switch activation checkpointing on or off, in the
+    words of the installed transformers (``arguments``: its ``TrainingArguments``): 5.25 says
+    ``activation_checkpointing`` (``gradient_checkpointing`` is its deprecated alias), 5.17 --
+    the GPU machine's own, which the device run uses -- knows only ``gradient_checkpointing``
+    and refuses the new name. Non-reentrant when on (DDP- and peft-safe)."""
+    if arguments is None:
+        from transformers import TrainingArguments as arguments
+    names = {f.name for f in dataclasses.fields(arguments)}
+    key = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {key: on, **({f"{key}_kwargs": {"use_reentrant": False}} if on else {})}
 
 
 def _device_fields(recipe: Recipe | None) -> dict:
@@ -162,11 +176,8 @@ def _device_fields(recipe: Recipe | None) -> dict:
     fields = dict(per_device_train_batch_size=recipe.per_device_batch,
                   per_device_eval_batch_size=recipe.per_device_batch,
                   gradient_accumulation_steps=recipe.accumulation,
-                  activation_checkpointing=recipe.gradient_checkpointing,
-                  padding_free=recipe.padding_free)
+                  padding_free=recipe.padding_free, **checkpointing_args(recipe.gradient_checkpointing))
     fields.update(distributed_fields(recipe))
-    if recipe.gradient_checkpointing:
-        fields["activation_checkpointing_kwargs"] = {"use_reentrant": False}  # DDP- and peft-safe
     if recipe.padding_free:  # TRL enforces no max_length without packing: keep_within cuts the rows instead
         fields["max_length"] = None
     return fields

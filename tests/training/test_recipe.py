@@ -101,6 +101,29 @@ def test_checkpointing_only_when_the_estimate_exceeds_the_gpu(report_8b):
     assert recipe.memory_estimate <= budget
 
 
+def test_memory_already_held_on_the_gpu_is_not_counted_as_the_runs(report_8b):
+    """`tunelab up` serving an 8B in bf16 on the same H100 holds ~16 GiB of it: a run that
+    fits the idle card without checkpointing checkpoints there, and one that fits neither
+    is refused naming what is in use."""
+    import dataclasses
+
+    from backend.errors import ConfigError
+
+    fits_idle = spec(batch_size=4, max_length=1024)
+    serving = dataclasses.replace(H100, in_use=16 * GIB)
+    assert serving.budget() == int(80 * GIB * HEADROOM) - 16 * GIB
+    needs = training_bytes(report_8b, batch=4, seq_len=1024, checkpointing=False, precision="bf16", packed=True)
+    assert serving.budget() < needs <= H100.budget()
+    assert not choose_recipe(H100, fits_idle, report_8b).gradient_checkpointing
+    shared = choose_recipe(serving, fits_idle, report_8b)
+    assert shared.gradient_checkpointing and shared.memory_budget == serving.budget()
+    assert shared.memory_estimate <= serving.budget()
+    crowded = dataclasses.replace(H100, in_use=70 * GIB)
+    with pytest.raises(ConfigError) as refused:
+        choose_recipe(crowded, fits_idle, report_8b)
+    assert "70.0 GiB of it in use" in refused.value.message
+
+
 def test_the_estimate_sizes_the_batch_and_accumulation_keeps_the_examples_per_step(report_8b):
     recipe = choose_recipe(H100, spec(batch_size=32, max_length=4096), report_8b)
     assert recipe.gradient_checkpointing and recipe.per_device_batch < 32
@@ -166,6 +189,38 @@ def test_the_strategy_becomes_accelerates_fsdp_or_ddp_settings(tmp_path):
                           recipe=Recipe(**base, strategy="ddp"))
     assert ddp.fsdp_plugin_args is None and ddp.ddp_find_unused_parameters is False
     assert distributed_fields(Recipe(**{**base, "processes": 1})) == {} and FSDP_CONFIG["version"] == 2
+
+
+def test_checkpointing_is_asked_for_in_the_installed_transformers_words(tmp_path):
+    """transformers 5.25 (this venv) takes ``activation_checkpointing``; 5.17, the GPU
+    machine's own, knows only ``gradient_checkpointing`` and refuses the other name, so
+    every GPU run would stop before its first step. The field names come from the
+    arguments class given: this venv's, and one with 5.17's fields."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    from backend.training.run import checkpointing_args, make_sft_config
+
+    assert checkpointing_args(True) == {"activation_checkpointing": True,
+                                        "activation_checkpointing_kwargs": {"use_reentrant": False}}
+
+    @dataclasses.dataclass
+    class Transformers517Arguments:  # the checkpointing fields of transformers 5.17's TrainingArguments
+        gradient_checkpointing: bool = False
+        gradient_checkpointing_kwargs: dict | None = None
+
+    assert checkpointing_args(True, Transformers517Arguments) == {
+        "gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
+    assert checkpointing_args(False, Transformers517Arguments) == {"gradient_checkpointing": False}
+    Transformers517Arguments(**checkpointing_args(True, Transformers517Arguments))  # accepted as given
+    with pytest.raises(TypeError):
+        Transformers517Arguments(activation_checkpointing=True)  # what the runs passed before
+    on = Recipe(device="cuda", precision="bf16", attention="sdpa", padding_free=True, gradient_checkpointing=True,
+                per_device_batch=2, accumulation=1, cpu_machinery=False, quantize=None, processes=1)
+    config = make_sft_config(spec(max_length=64), tmp_path, has_eval=False, precision="fp32", device="cpu", recipe=on)
+    assert config.gradient_checkpointing and config.gradient_checkpointing_kwargs == {"use_reentrant": False}
+    assert isinstance(config, TrainingArguments)
 
 
 def test_a_run_whose_recipe_says_fsdp_is_refused_where_accelerate_did_not_shard(tiny_llama, tmp_path):
