@@ -4,8 +4,12 @@ bitsandbytes does the quantization (``BitsAndBytesConfig``: NF4 with double
 quantization and bf16 compute for ``4bit``, LLM.int8 for ``8bit``) and peft's
 ``prepare_model_for_kbit_training`` readies the model (input gradients, gradient
 checkpointing where the recipe asks for it). peft upcasts every non-quantized weight to
-fp32 there; the embeddings and the LM head are put back in the compute dtype (frozen,
-half the memory; on an 8B Llama that is 2 GiB), the norms stay fp32. The adapter peft
+fp32 there; they are all put back in the compute dtype (:func:`ready_for_kbit_training`):
+frozen, they lose nothing (the checkpoint was bf16), the embeddings and the LM head take
+half the memory (2 GiB on an 8B Llama), and an fp32 norm weight would turn every
+activation after it fp32 (bitsandbytes returns its input's dtype), twice the memory the
+estimate counts and never the packed flash-attention path. The norms still compute in
+fp32 inside (the model's RMSNorm upcasts). The adapter peft
 saves is an ordinary LoRA folder: its weights do not depend on how the base was held,
 so it serves on the unquantized base. Needs CUDA (refused elsewhere by
 :func:`backend.training.recipe.check_quantize`).
@@ -43,15 +47,22 @@ def bnb_config(quantize: str, compute_dtype: torch.dtype):
 def load_quantized(base_ref: BaseRef, quantize: str, *, compute_dtype: torch.dtype, gradient_checkpointing: bool,
                    attention: str | None = None, trust_remote_code: bool = False):
     """The base, quantized onto CUDA device (LOCAL_RANK or 0), ready for LoRA training."""
-    from peft import prepare_model_for_kbit_training
-
     device = int(os.environ.get("LOCAL_RANK", "0"))
     model = load_model(base_ref, dtype=compute_dtype, trust_remote_code=trust_remote_code,
                        quantization_config=bnb_config(quantize, compute_dtype), device_map={"": device},
                        attn_implementation=attention)
+    return ready_for_kbit_training(model, compute_dtype, gradient_checkpointing=gradient_checkpointing)
+
+
+def ready_for_kbit_training(model, compute_dtype: torch.dtype, *, gradient_checkpointing: bool):
+    """peft's ``prepare_model_for_kbit_training`` (frozen weights, input gradients,
+    non-reentrant checkpointing where asked), then every float weight it upcast to fp32
+    back in ``compute_dtype``; the quantized weights are not touched."""
+    from peft import prepare_model_for_kbit_training
+
     model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
                                             gradient_checkpointing_kwargs={"use_reentrant": False})
-    for module in (model.get_input_embeddings(), model.get_output_embeddings()):
-        if module is not None:
-            module.to(compute_dtype)
+    for param in model.parameters():
+        if param.dtype == torch.float32 and type(param).__name__ not in ("Params4bit", "Int8Params"):
+            param.data = param.data.to(compute_dtype)
     return model
