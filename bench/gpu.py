@@ -2,7 +2,9 @@
 baseline measured in the same run, on bases built from config with random weights in
 the shapes of real models (throughput does not depend on the weights' values; no hub).
 
-Measured, in this order (one run, about 6 minutes on one H100):
+Measured (one run, planned for under 6 minutes on one H100; each base is built once, and
+the parts run in :func:`run_order`'s order: 1B training, serving on the 1B, 8B training,
+QLoRA of the 8B):
 
 * ``peak``: the GPU's bf16 matmul FLOP/s (8192³ products), the denominator of every MFU.
 * ``train.<shape>``: TuneLab's training path (``backend.training.run.train_adapter``, the
@@ -106,7 +108,8 @@ def estimates(the_plan: dict) -> dict:
                       "activations_gib": round(memory["activations"] / GIB, 1),
                       "head_gib": round(memory["head"] / GIB, 2),
                       "bf16_checkpointed_total_gib": total(True),
-                      # QLoRA always checkpoints (prepare_model_for_kbit_training)
+                      # the QLoRA run is measured with checkpointing on (measure_qlora): the case
+                      # the 12 GiB target is about, a GPU too small for the bf16 base
                       "qlora_4bit_total_gib": total(True, "4bit")}
     return out
 
@@ -115,8 +118,9 @@ def estimates(the_plan: dict) -> dict:
 
 
 def build_base(shape: str, folder: Path, device: str) -> Path:
-    """A Llama of ``shape`` with random weights (bf16 on a GPU), and a small tokenizer with
-    a chat template (its ids are a subset of the model's vocabulary), saved to ``folder``."""
+    """A Llama of ``shape`` with random weights (bf16 on a GPU, made in bf16: an 8B is never
+    held in fp32), and a small tokenizer with a chat template (its ids are a subset of the
+    model's vocabulary), saved to ``folder``. Built once per shape and run (:class:`Bases`)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -124,9 +128,13 @@ def build_base(shape: str, folder: Path, device: str) -> Path:
 
     config = LlamaConfig(**{k: v for k, v in SHAPES[shape].items() if k != "model_type"})
     torch.manual_seed(0)
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    with torch.device(device):
-        model = LlamaForCausalLM(config).to(dtype)
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16 if device == "cuda" else torch.float32)
+    try:
+        with torch.device(device):
+            model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default)
     model.save_pretrained(folder)
     del model
     tokenizer = build_tokenizer()
@@ -135,6 +143,50 @@ def build_base(shape: str, folder: Path, device: str) -> Path:
     if device == "cuda":
         torch.cuda.empty_cache()
     return folder
+
+
+class Bases:
+    """The run's bases, each shape built at its first use and deleted after its last, so that
+    parts sharing a shape (training and serving the 1B, training and QLoRA of the 8B) share
+    one build: an 8B takes ~16 GB of disk and most of a minute to write."""
+
+    def __init__(self, work: Path, device: str, uses: list[str]):
+        self.work, self.device, self.left = work, device, list(uses)
+        self.built: dict[str, Path] = {}
+
+    def get(self, shape: str) -> Path:
+        if shape not in self.built:
+            self.built[shape] = build_base(shape, self.work / f"base-{shape}", self.device)
+        return self.built[shape]
+
+    def done_with(self, shape: str) -> None:
+        if shape in self.left:
+            self.left.remove(shape)
+        if shape not in self.left and shape in self.built:
+            shutil.rmtree(self.built.pop(shape), ignore_errors=True)
+
+
+def make_loras(base: Path, folder: Path, n: int, *, r: int = 16, alpha: int = 32, scale: float = 0.02) -> list[Path]:
+    """``n`` LoRA adapters with random (non-zero) B for ``base``, made on one loaded copy of
+    it (the base is loaded once, not once per adapter)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16)
+    paths = []
+    for i in range(n):
+        torch.manual_seed(i)
+        peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules="all-linear",
+                                                      init_lora_weights=False))
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.data.normal_(0.0, scale)
+        peft_model.save_pretrained(folder / f"l{i}")
+        paths.append(folder / f"l{i}")
+        model = peft_model.unload()  # the base again, without this adapter's layers
+    del model
+    return paths
 
 
 def rows_for(n: int, seq_len: int) -> list[dict]:
@@ -174,21 +226,34 @@ def matmul_peak(device: str, seconds: float = 3.0) -> float:
     return best
 
 
-def _peak_memory_reset(device: str) -> None:
+def _peak_memory_reset(device: str) -> int:
+    """Free what earlier parts left (a trainer and its model are freed only by the cycle
+    collector) and start counting the peak; returns the bytes still allocated, which the
+    peak is then measured above."""
+    import gc
+
     import torch
 
-    if device == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
+    gc.collect()
+    if device != "cuda":
+        return 0
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    return torch.cuda.memory_allocated()
 
 
-def _peak_memory_gib(device: str) -> float | None:
+def _peak_memory_gib(device: str, before: int = 0) -> float | None:
+    """The peak allocated since :func:`_peak_memory_reset`, above what was allocated then."""
     import torch
 
-    return round(torch.cuda.max_memory_allocated() / GIB, 2) if device == "cuda" else None
+    return round((torch.cuda.max_memory_allocated() - before) / GIB, 2) if device == "cuda" else None
 
 
-def train_ours(base: Path, rows: list[dict], p: dict, work: Path, device: str, quantize: str | None = None) -> dict:
+def train_ours(base: Path, rows: list[dict], p: dict, work: Path, device: str, quantize: str | None = None,
+               checkpointing: bool = False) -> dict:
+    """TuneLab's own run on ``rows``: the device's recipe (checkpointing as the recipe decides
+    unless ``checkpointing`` asks for it), no evaluation and, like the baseline, no
+    checkpoint written during the measured steps."""
     from backend.bases.resolve import resolve_base
     from backend.settings import Settings
     from backend.training.run import train_adapter
@@ -199,13 +264,17 @@ def train_ours(base: Path, rows: list[dict], p: dict, work: Path, device: str, q
     ref = resolve_base(str(base), settings)
     spec = RunSpec(name="bench-gpu-ours", base=str(base), lora=LoraSpec(r=p["rank"], alpha=2 * p["rank"]),
                    train=TrainSpec(epochs=1, batch_size=p["batch"], learning_rate=2e-4, eval_fraction=0.0,
-                                   max_length=p["seq_len"], early_stopping=False, quantize=quantize))
+                                   max_length=p["seq_len"], early_stopping=False, quantize=quantize,
+                                   gradient_checkpointing=checkpointing,
+                                   save_steps=len(rows) + 1))  # no checkpoint inside the timed steps
     train_file = write_jsonl(rows, work / "train.jsonl")
-    _peak_memory_reset(device)
+    before = _peak_memory_reset(device)
     meta = train_adapter(spec, base_ref=ref, train_file=train_file, eval_file=None,
                          out_dir=work / "adapters" / spec.name, work_dir=work / "run-ours")
     m = meta["metrics"]
-    return {"seconds": m["train_seconds"], "final_loss": m.get("train_loss"), "peak_memory_gib": _peak_memory_gib(device),
+    # the mean loss over the run, as the baseline's TrainOutput.training_loss is (not the last step's)
+    return {"seconds": m["train_seconds"], "final_loss": m.get("train_loss_mean"),
+            "peak_memory_gib": _peak_memory_gib(device, before),
             "recipe": meta.get("hyperparameters", {}).get("recipe") or m.get("recipe")}
 
 
@@ -217,26 +286,25 @@ def train_baseline(base: Path, rows: list[dict], p: dict, work: Path, device: st
 
     from bench.train import plain_sft
 
+    before = _peak_memory_reset(device)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if device == "cuda" else torch.float32)
     lora = LoraConfig(r=p["rank"], lora_alpha=2 * p["rank"], target_modules="all-linear", task_type="CAUSAL_LM")
-    _peak_memory_reset(device)
     trainer, result, seconds = plain_sft(model, AutoTokenizer.from_pretrained(base), rows, lora, work=work,
                                          device=device, batch_size=p["batch"], learning_rate=2e-4,
                                          max_length=p["seq_len"])
     args = trainer.args
-    out = {"seconds": seconds, "final_loss": result.training_loss, "peak_memory_gib": _peak_memory_gib(device),
+    out = {"seconds": seconds, "final_loss": result.training_loss, "peak_memory_gib": _peak_memory_gib(device, before),
            "settings": {"gradient_checkpointing": args.gradient_checkpointing, "bf16": args.bf16,
                         "padding_free": args.padding_free}}
     del trainer, model
     return out
 
 
-def measure_training(shape: str, p: dict, work: Path, device: str, peak: float) -> dict:
+def measure_training(shape: str, p: dict, work: Path, device: str, peak: float, base: Path) -> dict:
     from transformers import AutoTokenizer
 
     from bench.train import tokenize_rows
 
-    base = build_base(shape, work / f"base-{shape}", device)
     rows = rows_for(p["rows"], p["seq_len"])
     tokenizer = AutoTokenizer.from_pretrained(base)
     tokens = sum(len(ids) for ids, _ in tokenize_rows(tokenizer, rows))
@@ -248,40 +316,44 @@ def measure_training(shape: str, p: dict, work: Path, device: str, peak: float) 
         run["tokens_per_s"] = round(tokens / run["seconds"], 1)
         run["answer_tokens_per_s"] = round(answer_tokens / run["seconds"], 1)
         run["mfu"] = round(4 * params * tokens / run["seconds"] / peak, 3)
-    shutil.rmtree(base, ignore_errors=True)
-    return {"rows": len(rows), "tokens": tokens, "params": params, "ours": ours, "baseline": baseline,
+    return {"rows": len(rows), "tokens": tokens, "params": params,
+            "mfu_means": ("4 x every parameter (the input embedding included) x tokens/s, over the bf16 matmul "
+                          "peak measured in this run (peak_bf16_flops), not the card's data-sheet figure"),
+            "ours": ours, "baseline": baseline,
             "speedup": round(baseline["seconds"] / ours["seconds"], 2),
             "loss_ratio": (round(ours["final_loss"] / baseline["final_loss"], 3)
                            if ours["final_loss"] and baseline["final_loss"] else None)}
 
 
-def measure_qlora(p: dict, work: Path, device: str) -> dict:
+def measure_qlora(p: dict, work: Path, device: str, bases: Bases) -> dict:
     """Peak memory of TuneLab's own QLoRA run (``--quantize 4bit``: NF4, double quantization,
     bf16 compute, the LM head a block of rows at a time) of the 8B shape at batch 4 x 1024,
     against the inspector's estimate for it."""
     if device != "cuda":
         return {"skipped": "4-bit QLoRA needs CUDA (bitsandbytes)"}
-    base = build_base(p["shape"], work / "base-qlora", device)
+    base = bases.get(p["shape"])
     rows = rows_for(4 * p["batch"], p["seq_len"])  # four steps
-    run = train_ours(base, rows, dict(p, rank=16), work / "qlora", device, quantize="4bit")
+    # checkpointing on: on an 80 GB card the recipe would leave it off (~46 GiB fits), but the
+    # 12 GiB target is the run on a card too small for that, the one QLoRA is for
+    run = train_ours(base, rows, dict(p, rank=16), work / "qlora", device, quantize="4bit", checkpointing=True)
+    recipe = run["recipe"] or {}
     out = {"batch": p["batch"], "seq_len": p["seq_len"], "peak_memory_gib": run["peak_memory_gib"],
            "estimate_gib": estimates({"train": {p["shape"]: dict(p, rank=16)}})[p["shape"]]["qlora_4bit_total_gib"],
-           "seconds": round(run["seconds"], 2), "recipe": run["recipe"]}
-    shutil.rmtree(base, ignore_errors=True)
+           "recipe_estimate_gib": (round(recipe["memory_estimate"] / GIB, 1) if recipe.get("memory_estimate")
+                                   else None),
+           "checkpointing": recipe.get("gradient_checkpointing"),
+           "seconds": round(run["seconds"], 2), "recipe": recipe}
     return out
 
 
-def measure_serving(p: dict, work: Path, device: str) -> dict:
+def measure_serving(p: dict, work: Path, device: str, base: Path) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from backend.serving.engine import Engine
     from backend.serving.requests import SamplingParams
-    from tests.builders import make_lora
 
-    base = build_base(p["shape"], work / "base-serve", device)
-    loras = [make_lora(base, work / "loras" / f"l{i}", seed=i, r=16, alpha=32, scale=0.02)
-             for i in range(max(p["adapters"]))]
+    loras = make_loras(base, work / "loras", max(p["adapters"]))
     tokenizer = AutoTokenizer.from_pretrained(base)
     tokenizer.padding_side = "left"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
@@ -327,8 +399,20 @@ def measure_serving(p: dict, work: Path, device: str) -> dict:
         out["swap_p50_under_load_s"] = round(statistics.median(swaps), 4)
     finally:
         engine.stop()
-        shutil.rmtree(base, ignore_errors=True)
     return out
+
+
+def run_order(the_plan: dict, parts: set[str]) -> list[tuple[str, str]]:
+    """The parts to run as (part, shape), in the order that builds each base once and
+    measures the cheap targets first: each training shape, then the serving and QLoRA
+    parts on the same shape right after it (serving first: a QLoRA load quantizes the 8B
+    and is the slowest part), then any of them whose shape was not trained."""
+    steps: list[tuple[str, str]] = []
+    extra = [(part, the_plan[part]["shape"]) for part in ("serve", "qlora") if part in parts]
+    for shape in (the_plan["train"] if "train" in parts else []):
+        steps.append(("train", shape))
+        steps += [step for step in extra if step[1] == shape]
+    return steps + [step for step in extra if step not in steps]
 
 
 def machine(device: str) -> dict:
@@ -404,21 +488,25 @@ def main(argv: list[str] | None = None) -> dict:
                 torch.cuda.empty_cache()
         save()
 
+    steps = run_order(the_plan, parts)
+    bases = Bases(work, device, [shape for _, shape in steps])
+    if "train" in parts:
+        results["train"] = {}
     try:
         results["peak_bf16_flops"] = matmul_peak(device)
         print(f"bf16 matmul peak: {results['peak_bf16_flops'] / 1e12:.0f} TFLOP/s", flush=True)
-        if "train" in parts:
-            results["train"] = {}
-            for shape, p in the_plan["train"].items():
-                print(f"training {shape} ...", flush=True)
-                attempt(results["train"], shape, lambda: measure_training(shape, p, work / f"train-{shape}", device,
-                                                                          results["peak_bf16_flops"]))
-        if "qlora" in parts:
-            print("QLoRA ...", flush=True)
-            attempt(results, "qlora", lambda: measure_qlora(the_plan["qlora"], work / "qlora", device))
-        if "serve" in parts:
-            print("serving ...", flush=True)
-            attempt(results, "serve", lambda: measure_serving(the_plan["serve"], work / "serve", device))
+        for part, shape in steps:
+            print(f"{part} {shape} ...", flush=True)
+            if part == "train":
+                attempt(results["train"], shape, lambda: measure_training(
+                    shape, the_plan["train"][shape], work / f"train-{shape}", device, results["peak_bf16_flops"],
+                    bases.get(shape)))
+            elif part == "serve":
+                attempt(results, "serve", lambda: measure_serving(the_plan["serve"], work / "serve", device,
+                                                                  bases.get(shape)))
+            else:
+                attempt(results, "qlora", lambda: measure_qlora(the_plan["qlora"], work / "qlora", device, bases))
+            bases.done_with(shape)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     save()

@@ -57,6 +57,25 @@ def test_the_smoke_run_measures_every_part_on_tiny_shapes(tmp_path):
     assert {"cpu", "flags", "cores"} <= set(results["machine"])
 
 
+def test_each_base_is_built_once_and_the_cheap_targets_run_first(tmp_path):
+    """The one device run has 400 s: the 1B is trained then served, the 8B trained then
+    quantized, each base built once and deleted after its last part."""
+    sys.path.insert(0, str(REPO_ROOT))
+    from bench.gpu import Bases, plan, run_order
+
+    assert run_order(plan(False), {"train", "serve", "qlora"}) == [
+        ("train", "1b"), ("serve", "1b"), ("train", "8b"), ("qlora", "8b")]
+    assert run_order(plan(False), {"qlora", "serve"}) == [("serve", "1b"), ("qlora", "8b")]
+    bases = Bases(tmp_path, "cpu", ["smoke", "smoke"])
+    first = bases.get("smoke")
+    written = (first / "config.json").stat().st_mtime_ns
+    assert bases.get("smoke") == first and (first / "config.json").stat().st_mtime_ns == written  # not rebuilt
+    bases.done_with("smoke")
+    assert first.is_dir()  # one use left
+    bases.done_with("smoke")
+    assert not first.exists()
+
+
 def _pins(path) -> dict[str, str]:
     lines = path.read_text().splitlines()
     return {name.lower().replace("_", "-"): v for name, v in

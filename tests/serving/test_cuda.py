@@ -99,7 +99,9 @@ def test_the_preallocated_cache_lives_on_the_gpu_and_is_written_in_place(tiny_ll
 def test_hot_swaps_under_streaming_load_on_cuda_fail_nothing(tiny_llama, cuda_loras):
     import torch
 
-    engine = make_engine(tiny_llama, dtype=torch.bfloat16, device="cuda")
+    # fp32: the 8 clients' answers are compared token for token with one answered alone, and
+    # cuBLAS picks its bf16 kernels by batch size, so bf16 rows could tie differently on the tiny model
+    engine = make_engine(tiny_llama, dtype=torch.float32, device="cuda")
     try:
         engine.load_adapter("steady", cuda_loras[0])
         prompt = engine.encode_chat([{"role": "user", "content": "Write about rain"}])
