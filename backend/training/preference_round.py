@@ -32,8 +32,9 @@ from backend.errors import ConfigError, JobError
 from backend.hardware.threads import set_cpu_threads
 from backend.hparams import RunSpec
 from backend.training.recipe import Recipe, recipe_for_run
-from backend.training.run import (TrainingCancelled, TrainingPaused, check_target, checkpointing_args, common_training_args,
-                                  distributed_fields, finished, load_base, write_from_main_process)
+from backend.training.run import (TrainingCancelled, TrainingPaused, check_target, checkpointing_args,
+                                  common_training_args, distributed_fields, finished, load_base,
+                                  write_from_main_process)
 from backend.training.trainer import ProgressCallback, ProgressFn, StopFn
 
 REFERENCE = "ref"  # the name TRL gives the frozen copy of the parent adapter

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 from dataclasses import asdict, dataclass, field
 
 from backend.bases.inspect import inspect_base
@@ -121,7 +122,9 @@ def describe_device(kind: str | None = None) -> DeviceFacts:
     if kind != "cuda":
         return DeviceFacts(kind="cpu", name="CPU", bf16=cpu_has_bf16())
     props = torch.cuda.get_device_properties(0)
-    free, total = torch.cuda.mem_get_info(0)
+    # this process's own GPU (a rank's LOCAL_RANK): asking another would open a context there
+    mine = int(os.environ.get("LOCAL_RANK", "0"))
+    free, total = torch.cuda.mem_get_info(mine if mine < torch.cuda.device_count() else 0)
     return DeviceFacts(kind="cuda", name=props.name, total_memory=int(props.total_memory),
                        bf16=bool(torch.cuda.is_bf16_supported()),
                        flash_attn=importlib.util.find_spec("flash_attn") is not None,
