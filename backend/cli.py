@@ -28,6 +28,7 @@ from backend.bases.resolve import pull_default
 from backend.cli_ratings import ratings_app
 from backend.data.doctor import judged_on
 from backend.data.preference import looks_like_preference, read_preference_files
+from backend.data.samples import sample_files
 from backend.errors import ConfigError, DataError, TuneLabError
 from backend.hparams import LoraSpec, RunSpec, TrainSpec
 from backend.serving.vllm_server import require_vllm, start_vllm
@@ -318,8 +319,6 @@ def _run_and_follow(service: Service, job_ids: list[int]) -> None:
 
 def _first_run_hint(nothing_yet: str) -> str:
     """``nothing_yet``, then the command that trains a first adapter, on a shipped sample."""
-    from backend.data.samples import sample_files
-
     samples = {p.name: p for p in sample_files()}
     sample = samples.get("wine_color.jsonl") or next(iter(samples.values()), None)
     data, name = (str(sample), sample.stem.split("_")[0]) if sample else ("FILE", "NAME")
