@@ -109,6 +109,13 @@ def make_sft_config(spec: RunSpec, work_dir: Path, *, has_eval: bool, precision:
     """SFTConfig with TRL's small-run pitfalls overridden (fields checked against TRL 1.16);
     ``recipe`` (:mod:`backend.training.recipe`) sets the batch per process, accumulation,
     checkpointing and padding-free batches for the device."""
+    return SFTConfig(**sft_config_fields(spec, work_dir, has_eval=has_eval, precision=precision, device=device,
+                                         eval_steps=eval_steps, recipe=recipe))
+
+
+def sft_config_fields(spec: RunSpec, work_dir: Path, *, has_eval: bool, precision: str, device: str,
+                      eval_steps: int | float = 0.25, recipe: Recipe | None = None) -> dict:
+    """The fields :func:`make_sft_config` gives ``SFTConfig``."""
     t = spec.train
     fields = dict(
         common_training_args(spec, work_dir, precision=precision, device=device),
@@ -126,7 +133,7 @@ def make_sft_config(spec: RunSpec, work_dir: Path, *, has_eval: bool, precision:
         # NEFTune's noise is alpha / sqrt(row length x hidden): one flattened row holds a step's
         # examples, so alpha grows by sqrt(batch) to give each token the noise a padded row gets
         fields["neftune_noise_alpha"] = t.neftune_noise_alpha * math.sqrt(recipe.per_device_batch)
-    return SFTConfig(**fields)
+    return fields
 
 
 def common_training_args(spec: RunSpec, work_dir: Path, *, precision: str, device: str) -> dict:

@@ -5,6 +5,8 @@ loss as padded ones, and the CPU machinery stays off when the recipe says so).""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from backend.bases.inspect import inspect_base
@@ -191,36 +193,70 @@ def test_the_strategy_becomes_accelerates_fsdp_or_ddp_settings(tmp_path):
     assert distributed_fields(Recipe(**{**base, "processes": 1})) == {} and FSDP_CONFIG["version"] == 2
 
 
+TRANSFORMERS_517 = Path(__file__).with_name("transformers_5_17_training_arguments.txt")
+
+
+def _transformers_517_arguments():
+    """A dataclass with exactly the fields of transformers 5.17.0's TrainingArguments (the GPU
+    image's version; this venv has 5.25), read from the list kept beside this test."""
+    import dataclasses
+
+    names = [n for n in TRANSFORMERS_517.read_text().splitlines() if n and not n.startswith("#")]
+    return dataclasses.make_dataclass("TrainingArguments517", [(n, object, dataclasses.field(default=None))
+                                                               for n in names])
+
+
 def test_checkpointing_is_asked_for_in_the_installed_transformers_words(tmp_path):
     """transformers 5.25 (this venv) takes ``activation_checkpointing``; 5.17, the GPU
     machine's own, knows only ``gradient_checkpointing`` and refuses the other name, so
-    every GPU run would stop before its first step. The field names come from the
-    arguments class given: this venv's, and one with 5.17's fields."""
-    import dataclasses
-
+    every GPU run would stop before its first step. The names come from the arguments
+    class given: this venv's, and one with exactly 5.17's fields."""
     from transformers import TrainingArguments
 
     from backend.training.run import checkpointing_args, make_sft_config
 
     assert checkpointing_args(True) == {"activation_checkpointing": True,
                                         "activation_checkpointing_kwargs": {"use_reentrant": False}}
-
-    @dataclasses.dataclass
-    class Transformers517Arguments:  # the checkpointing fields of transformers 5.17's TrainingArguments
-        gradient_checkpointing: bool = False
-        gradient_checkpointing_kwargs: dict | None = None
-
-    assert checkpointing_args(True, Transformers517Arguments) == {
-        "gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
-    assert checkpointing_args(False, Transformers517Arguments) == {"gradient_checkpointing": False}
-    Transformers517Arguments(**checkpointing_args(True, Transformers517Arguments))  # accepted as given
+    old = _transformers_517_arguments()
+    assert checkpointing_args(True, old) == {"gradient_checkpointing": True,
+                                             "gradient_checkpointing_kwargs": {"use_reentrant": False}}
+    assert checkpointing_args(False, old) == {"gradient_checkpointing": False}
+    old(**checkpointing_args(True, old))  # accepted as given
     with pytest.raises(TypeError):
-        Transformers517Arguments(activation_checkpointing=True)  # what the runs passed before
+        old(activation_checkpointing=True)  # what every run passed before
     on = Recipe(device="cuda", precision="bf16", attention="sdpa", padding_free=True, gradient_checkpointing=True,
                 per_device_batch=2, accumulation=1, cpu_machinery=False, quantize=None, processes=1)
     config = make_sft_config(spec(max_length=64), tmp_path, has_eval=False, precision="fp32", device="cpu", recipe=on)
     assert config.gradient_checkpointing and config.gradient_checkpointing_kwargs == {"use_reentrant": False}
     assert isinstance(config, TrainingArguments)
+
+
+@pytest.mark.parametrize("strategy", ["single", "ddp", "fsdp"])
+def test_every_training_argument_a_gpu_run_sets_exists_in_the_gpu_images_transformers(tmp_path, strategy):
+    """The device run trains with transformers 5.17 (not carried: too big), so every
+    TrainingArguments field TuneLab's supervised runs and preference rounds set must be
+    one 5.17 has; the checkpointing fields are named per version (above). TRL's own fields
+    are not TrainingArguments' (TRL is carried at this venv's version)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    from backend.training.preference_round import round_config_args
+    from backend.training.run import checkpointing_args, sft_config_fields
+
+    ours = {f.name for f in dataclasses.fields(TrainingArguments)}
+    old = {f.name for f in dataclasses.fields(_transformers_517_arguments())}
+    per_version = set(checkpointing_args(True)) | set(checkpointing_args(True, _transformers_517_arguments()))
+    gpu = Recipe(device="cuda", precision="bf16", attention="sdpa", padding_free=True, gradient_checkpointing=True,
+                 per_device_batch=2, accumulation=2, cpu_machinery=False, quantize=None,
+                 processes=1 if strategy == "single" else 2, strategy=strategy)
+    sft = sft_config_fields(spec(max_length=64, neftune_noise_alpha=5.0), tmp_path, has_eval=True,
+                            precision="bf16", device="cuda", recipe=gpu)
+    dpo = round_config_args(RunSpec(name="r", method="dpo", parent="p", train=TrainSpec(batch_size=8)), tmp_path,
+                            precision="bf16", device="cuda", recipe=gpu)
+    for fields in (sft, dpo):
+        set_here = (set(fields) & ours) - per_version
+        assert set_here and set_here <= old, sorted(set_here - old)
 
 
 def test_a_run_whose_recipe_says_fsdp_is_refused_where_accelerate_did_not_shard(tiny_llama, tmp_path):
