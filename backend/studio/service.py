@@ -33,6 +33,7 @@ from backend.serving.auth import api_token
 from backend.serving.client import ServingClient
 from backend.settings import Settings
 from backend.store import VERDICTS, Store
+from backend.studio import endpoint_sync
 from backend.studio import leaderboard as board
 from backend.studio import trust
 from backend.studio.comparison import Answer, Comparison
@@ -103,28 +104,12 @@ class Service:
     def _on_adapter_ready(self, name: str, path: Path) -> bool:
         """Hot-swap a freshly trained adapter into the endpoint (if one is up), as soon as its
         weights are final (before its proof is done); True when it was loaded."""
-        try:
-            self.client.load_adapter(name, str(path), inplace=True)
-            return True
-        except Exception as exc:  # the endpoint may be down; the adapter is safe on disk
-            self.store.upsert_adapter(name, error=f"Trained, but not loaded into the endpoint: {exc}")
-            return False
+        return endpoint_sync.hand_over(self.client, self.store, name, path)
 
     def sync_endpoint(self) -> list[str]:
         """Load every finished adapter the endpoint does not serve yet (e.g. trained by the
         CLI while no endpoint was up); returns the names loaded. Called by ``tunelab up``."""
-        served = set(self.client.adapters())
-        loaded = []
-        for row in self.store.list_adapters(status="done"):
-            folder = adapter_path(self.paths.adapters, row.name)
-            if row.name in served or not adapter_files.is_complete(folder):
-                continue
-            try:
-                self.client.load_adapter(row.name, str(folder))
-                loaded.append(row.name)
-            except TuneLabError as exc:  # e.g. trained for another base: say so, keep going
-                self.store.upsert_adapter(row.name, error=f"Not loaded into the endpoint: {exc}")
-        return loaded
+        return endpoint_sync.load_missing(self.client, self.store, self.paths.adapters)
 
     # goal and plan ----------------------------------------------------------------------
     def plan(self, goal: str, *, data_dir: str | Path | None = None, n_examples: int = 0, name: str | None = None,
