@@ -166,27 +166,16 @@ class Bases:
             shutil.rmtree(self.built.pop(shape), ignore_errors=True)
 
 
-def make_loras(base: Path, folder: Path, n: int, *, r: int = 16, alpha: int = 32, scale: float = 0.02) -> list[Path]:
-    """``n`` LoRA adapters with random (non-zero) B for ``base``, made on one loaded copy of
+def make_loras(base: Path, folder: Path, n: int) -> list[Path]:
+    """``n`` LoRA adapters (r 16, random non-zero B) for ``base``, made on one loaded copy of
     it (the base is loaded once, not once per adapter)."""
     import torch
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from tests.builders import make_lora
+
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16)
-    paths = []
-    for i in range(n):
-        torch.manual_seed(i)
-        peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules="all-linear",
-                                                      init_lora_weights=False))
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.data.normal_(0.0, scale)
-        peft_model.save_pretrained(folder / f"l{i}")
-        paths.append(folder / f"l{i}")
-        model = peft_model.unload()  # the base again, without this adapter's layers
-    del model
-    return paths
+    return [make_lora(base, folder / f"l{i}", seed=i, r=16, alpha=32, scale=0.02, model=model) for i in range(n)]
 
 
 def rows_for(n: int, seq_len: int) -> list[dict]:

@@ -35,20 +35,24 @@ NEEDS_CHROMIUM = pytest.mark.skipif(not Path(CHROMIUM).exists(),
 
 
 def make_lora(base: Path, out: Path, seed: int, *, r: int = 4, alpha: int = 8,
-              targets="all-linear", scale: float = 0.5, **config) -> Path:
-    """A LoRA adapter for ``base`` with random (non-zero) B, so it changes the outputs."""
+              targets="all-linear", scale: float = 0.5, model=None, **config) -> Path:
+    """A LoRA adapter for ``base`` with random (non-zero) B, so it changes the outputs.
+    ``model``: ``base`` already loaded, to make several adapters on one copy of it (it is
+    given back without the adapter's layers)."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(base)
-    peft_model = get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, target_modules=targets,
-                                                  init_lora_weights=False, **config))
+    loaded = model if model is not None else AutoModelForCausalLM.from_pretrained(base)
+    peft_model = get_peft_model(loaded, LoraConfig(r=r, lora_alpha=alpha, target_modules=targets,
+                                                   init_lora_weights=False, **config))
     for name, param in peft_model.named_parameters():
         if "lora_B" in name:
             param.data.normal_(0.0, scale)
     peft_model.save_pretrained(out)
+    if model is not None:
+        peft_model.unload()  # the caller's base again, without this adapter's layers
     return Path(out)
 
 
