@@ -9,16 +9,21 @@ speak, so the same code drives either.
 
 from __future__ import annotations
 
+import importlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import httpx
-import httpx2
+import huggingface_hub
 from huggingface_hub import InferenceClient
 from huggingface_hub.errors import InferenceTimeoutError
 from huggingface_hub.utils import hf_raise_for_status
 
 from backend.errors import AdapterMismatch, AdapterNotFound, Overloaded, PromptTooLong, ServingError
+
+# The HTTP library huggingface_hub reads responses of: httpx2 from its 2.0, httpx before
+# (the GPU image has 1.33). The endpoint session must be of the same library.
+hub_http = importlib.import_module("httpx2" if int(huggingface_hub.__version__.split(".")[0]) >= 2 else "httpx")
 
 
 class ServingClient:
@@ -166,7 +171,7 @@ class EndpointInferenceClient(InferenceClient):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._endpoint_session = httpx2.Client(follow_redirects=True, timeout=None)
+        self._endpoint_session = hub_http.Client(follow_redirects=True, timeout=None)
 
     def _inner_post(self, request_parameters, *, stream: bool = False):
         response_cm = self._endpoint_session.stream(
@@ -180,7 +185,7 @@ class EndpointInferenceClient(InferenceClient):
             with response_cm as response:
                 hf_raise_for_status(response)
                 return response.read()
-        except httpx2.TimeoutException as error:
+        except hub_http.TimeoutException as error:
             raise InferenceTimeoutError(f"Inference call timed out: {request_parameters.url}") from error
 
 
