@@ -95,6 +95,43 @@ def test_the_gpu_wheels_are_the_versions_this_project_runs():
     assert {name: pins[name] for name in shared} == {name: version(name) for name in shared}
 
 
+def _image() -> dict[str, str | None]:
+    """bench/gpu_image.txt: the GPU image's packages, with the version where one was read."""
+    lines = (REPO_ROOT / "bench" / "gpu_image.txt").read_text().splitlines()
+    names = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    return {name.split("==")[0]: (name.split("==")[1] if "==" in name else None) for name in names}
+
+
+def test_every_carried_wheel_finds_what_it_requires_on_the_gpu_machine():
+    """The carried wheels are installed there with --no-deps: whatever one requires must be
+    in the image or carried too, at a version it accepts where the image's is known
+    (fastapi 0.165 needs opentelemetry-api, which the image lacks: carried)."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    image, carried = _image(), _pins(REPO_ROOT / "bench" / "gpu_wheels.txt")
+    assert image["transformers"] == "5.17.0" and "pyarrow" in image
+    python_312 = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
+                  "platform_system": "Linux", "platform_machine": "x86_64", "implementation_name": "cpython",
+                  "platform_python_implementation": "CPython", "os_name": "posix", "extra": ""}
+    missing, refused = [], []
+    for package in sorted(set(carried) - {"bitsandbytes"}):  # needs CUDA, not installed here; torch, numpy, packaging
+        for line in requires(package) or []:
+            need = Requirement(line)
+            if need.marker is not None and not need.marker.evaluate(python_312):
+                continue  # an extra, or another platform's
+            name = need.name.lower().replace("_", "-")
+            if name in carried:
+                continue
+            if name not in image:
+                missing.append(f"{package} needs {need}")
+            elif image[name] is not None and not need.specifier.contains(image[name], prereleases=True):
+                refused.append(f"{package} needs {need}, the image has {image[name]}")
+    assert not missing, f"carry these too (bench/gpu_wheels.txt): {missing}"
+    assert not refused, refused
+
+
 def test_every_installed_package_is_locked_to_one_version():
     """make installs with `-c constraints.txt`: each line pins one version, and what the
     .venv has is what it pins (torch comes from the Makefile's own pin)."""
