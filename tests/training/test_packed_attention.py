@@ -141,3 +141,42 @@ def test_the_varlen_call_lays_out_a_row_as_the_kernel_expects(monkeypatch):
     ref = packed_attention._per_example(Module(2), q, k, v, cu.tolist(), 0.0, 0.3, {})
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
     assert calls == [(torch.Size([13, 4, 8]), torch.Size([13, 4, 8]), (-1, 0), 7)]
+
+
+def test_the_gpu_recipe_trains_on_the_cpu_with_the_losses_of_a_padded_run(tiny_llama, tmp_path, monkeypatch):
+    """The whole training loop of a GPU recipe (TRL's padding-free rows, :data:`NAME`
+    attention, non-reentrant activation checkpointing, none of the CPU machinery) run on
+    the CPU in fp32 against the same run with padded batches: every step's loss is the same,
+    so the GPU path differs from the tested CPU path only in its device. bench/gpu_rehearsal.sh
+    runs this with transformers 5.17, the GPU image's own."""
+    from backend.hparams import RunSpec
+    from backend.training.recipe import Recipe
+    from backend.training.run import train_adapter
+    from tests.builders import folder_ref, write_color_data
+
+    data = write_color_data(tmp_path / "data", n=12)
+    spec = RunSpec(name="x", base=str(tiny_llama), goal="say the color", lora={"dropout": 0.0},
+                   train={"epochs": 2, "batch_size": 4, "max_length": 64, "learning_rate": 5e-3,
+                          "neftune_noise_alpha": None, "eval_fraction": 0.0, "early_stopping": False})
+    fields = dict(device="cpu", precision="fp32", per_device_batch=2, accumulation=2, cpu_machinery=False,
+                  quantize=None, processes=1)
+    gpu_like = Recipe(attention=NAME, padding_free=True, gradient_checkpointing=True, **fields)
+    padded = Recipe(attention="sdpa", padding_free=False, gradient_checkpointing=False, **fields)
+    attended, per_example = [], packed_attention._per_example  # the rows that came packed: examples in each
+    monkeypatch.setattr(packed_attention, "_per_example",
+                        lambda module, q, k, v, bounds, *rest: attended.append(len(bounds) - 1)
+                        or per_example(module, q, k, v, bounds, *rest))
+    runs = {}
+    for name, recipe in (("packed", gpu_like), ("padded", padded)):
+        meta = train_adapter(spec.model_copy(update={"name": name}), base_ref=folder_ref(tiny_llama),
+                             train_file=data, eval_file=None, out_dir=tmp_path / "adapters" / name,
+                             work_dir=tmp_path / f"work-{name}", recipe=recipe)
+        runs[name] = [h["loss"] for h in meta["loss_history"] if h.get("loss") is not None]
+        assert meta["metrics"]["recipe"]["padding_free"] == recipe.padding_free
+        if name == "packed":  # two examples end to end in each row, through every layer
+            assert attended and set(attended) == {2}
+            attended.clear()
+    assert not attended  # padded batches keep transformers' own SDPA
+    assert len(runs["packed"]) == len(runs["padded"]) >= 4
+    assert runs["packed"] == pytest.approx(runs["padded"], rel=1e-4)
+    assert runs["packed"][-1] < runs["packed"][0]
