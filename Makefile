@@ -10,10 +10,14 @@ STAMP  := $(VENV)/.installed
 # torch is pinned first: on this CPU machine pip takes the local CPU wheel
 # (torch==2.13.0), and the project's "torch>=2.6" range never pulls a CUDA build.
 # constraints.txt holds every other package at the version the suite last passed with.
+# bitsandbytes goes beside the venv, not in it: the 4-bit QLoRA test puts it on a child's
+# path (tests/training/test_quantize.py); in the venv peft would import it in every process.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check torch==2.13.0
 	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt --no-deps --upgrade \
+	  --target $(VENV)/opt/bitsandbytes bitsandbytes
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -45,11 +45,13 @@ def bnb_config(quantize: str, compute_dtype: torch.dtype):
 
 
 def load_quantized(base_ref: BaseRef, quantize: str, *, compute_dtype: torch.dtype, gradient_checkpointing: bool,
-                   attention: str | None = None, trust_remote_code: bool = False):
-    """The base, quantized onto CUDA device (LOCAL_RANK or 0), ready for LoRA training."""
-    device = int(os.environ.get("LOCAL_RANK", "0"))
+                   attention: str | None = None, trust_remote_code: bool = False, device: str = "cuda"):
+    """The base, quantized onto the CUDA device (LOCAL_RANK or 0), ready for LoRA training.
+    ``device="cpu"`` (bitsandbytes' CPU backend) is for the tests only: a run on a machine
+    without CUDA is refused before it gets here."""
+    place = int(os.environ.get("LOCAL_RANK", "0")) if device == "cuda" else device
     model = load_model(base_ref, dtype=compute_dtype, trust_remote_code=trust_remote_code,
-                       quantization_config=bnb_config(quantize, compute_dtype), device_map={"": device},
+                       quantization_config=bnb_config(quantize, compute_dtype), device_map={"": place},
                        attn_implementation=attention)
     return ready_for_kbit_training(model, compute_dtype, gradient_checkpointing=gradient_checkpointing)
 

@@ -227,7 +227,8 @@ def load_base(base_ref: BaseRef, recipe: Recipe, *, trust_remote_code: bool = Fa
         packed_attention.register()
     if recipe.quantize:
         return load_quantized(base_ref, recipe.quantize, compute_dtype=dtype, attention=recipe.attention,
-                              gradient_checkpointing=recipe.gradient_checkpointing, trust_remote_code=trust_remote_code)
+                              gradient_checkpointing=recipe.gradient_checkpointing, trust_remote_code=trust_remote_code,
+                              device=recipe.device)
     model = load_model(base_ref, dtype=dtype, trust_remote_code=trust_remote_code,
                        attn_implementation=recipe.attention if recipe.device == "cuda"
                        or recipe.attention == packed_attention.NAME else None)
