@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-slow bench setup browser clean gpu-wheels
+.PHONY: run test test-slow bench setup browser clean gpu-wheels gpu-rehearsal
 
 # Create the virtual environment and install TuneLab with its test tools.
 # torch is pinned first: on this CPU machine pip takes the local CPU wheel
@@ -59,6 +59,11 @@ gpu-wheels:
 	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
 	  -d .whl -r bench/gpu_wheels.txt
 	@du -sh .whl
+
+# The device run rehearsed here: the GPU image's library versions and the carried wheels,
+# everything that runs without CUDA (bench/gpu_rehearsal.sh; ~12 minutes, needs the registry).
+gpu-rehearsal:
+	PYTHON=$(PYTHON) bash bench/gpu_rehearsal.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache build dist

@@ -9,7 +9,8 @@
 # (tests/serving/test_cuda.py, tests/training/test_gpu_training.py, ...) and then
 # bench/gpu.py (planned for under 6 minutes on one H100; not yet run). What comes back
 # under $OUT: gpu-tests.log, gpu.json (copy it to bench/results/gpu.json with the card
-# named), gpu-bench.log.
+# named), gpu-bench.log. `make gpu-rehearsal` runs all of this that needs no CUDA here first,
+# with the image's library versions (bench/gpu_rehearsal.sh).
 set -uo pipefail
 OUT=${OUT:-/tmp/tunelab-gpu-out}
 mkdir -p "$OUT"
@@ -24,7 +25,8 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TUNELAB_HOME=/tmp/tunelab-gpu-home
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu-tests.log"
 python3 - <<'PY' | tee -a "$OUT/gpu-tests.log"
 import importlib
-for name in ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets"):
+for name in ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "huggingface_hub",
+             "pyarrow", "fsspec", "fastapi"):
     try:
         print(name, importlib.import_module(name).__version__)
     except Exception as exc:  # noqa: BLE001 - the log says what is missing
