@@ -1,8 +1,9 @@
 """The embedded engine on CUDA (issue 19), marked ``gpu``: skipped with the reason on a
 machine without one; `bench/gpu_device.sh` runs them on a lent H100/H200.
 
-Greedy parity with plain peft on the same device and dtype, a mixed batch of the base and
-several adapters included, on the preallocated KV cache (backend/serving/kv_cache.py: blocks
+Greedy parity with plain peft on the same device and dtype (in bf16: every token within
+bf16's rounding of plain peft's best, :func:`tests.builders.greedy_gaps`), a mixed batch of
+the base and several adapters included, on the preallocated KV cache (backend/serving/kv_cache.py: blocks
 on the device, written in place, newcomers merged into them); hot swaps under streaming load
 fail nothing; a base served by ``Engine.from_base`` lives on the GPU, and so do its adapters
 and the KV cache."""
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from backend.serving.requests import SamplingParams
-from tests.builders import make_engine, make_lora, reference_tokens
+from tests.builders import bf16_tie, greedy_gaps, make_engine, make_lora, reference_tokens
 
 pytestmark = pytest.mark.gpu
 
@@ -47,12 +48,17 @@ def test_a_mixed_batch_on_cuda_matches_plain_peft_on_cuda(tiny_llama, cuda_loras
         results = {m: handles[m].result() for m in models}
         assert max(r.batch_rows_max for r in results.values()) == 4  # they shared passes
         for model, path in zip(models, [None, *cuda_loras]):
-            expected = reference_tokens(tiny_llama, path, prompt, 12, dtype=dtype, device="cuda")
-            assert results[model].token_ids == expected, model
+            if dtype is torch.float32:
+                expected = reference_tokens(tiny_llama, path, prompt, 12, dtype=dtype, device="cuda")
+                assert results[model].token_ids == expected, model
+            else:  # bf16: a batch and one row take different kernels, and greedy may part on a near-tie
+                gaps, scale = greedy_gaps(tiny_llama, path, prompt, results[model].token_ids, dtype=dtype,
+                                          device="cuda")
+                assert max(gaps) <= bf16_tie(scale), (model, gaps)
         assert engine.stats.kv_blocks >= 1, "the batch did not run on the preallocated cache"
 
         if dtype is not torch.float32:
-            return  # bf16: the first part's parity is the check; rows padded in bf16 may tie differently
+            return  # bf16: the first part is the check
         # newcomers join the running answer: into the block's free rows, then into a larger block
         long = engine.submit(prompt, "a0", _greedy(60))
         events = iter(long)

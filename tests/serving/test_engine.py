@@ -11,7 +11,7 @@ import pytest
 from backend.errors import AdapterMismatch, AdapterNotFound, Overloaded, PromptTooLong
 from backend.serving.registry import IDLE_ADAPTER
 from backend.serving.requests import SamplingParams
-from tests.builders import make_engine, make_lora, reference_tokens
+from tests.builders import bf16_tie, greedy_gaps, make_engine, make_lora, reference_tokens
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +90,32 @@ def test_bf16_base_matches_plain_peft_in_bf16(loras, tiny_llama):
         assert together[m].token_ids == expected[m][: len(together[m].token_ids)], m
     assert max(c.batch_rows_max for c in together.values()) == len(models)
     assert len({tuple(v) for v in alone.values()}) > 1
+
+
+def test_longer_bf16_answers_are_greedy_up_to_bf16_ties_and_another_adapters_are_not(loras, tiny_llama):
+    """The criterion the CUDA parity test uses in bf16 (tests/serving/test_cuda.py), checked
+    where it can fail here: 24 tokens of a mixed bf16 batch, where a row may part from plain
+    peft's greedy answer on a near-tie, are each within :func:`bf16_tie` of the reference's
+    best logit; the same tokens read under another adapter are not."""
+    import torch
+
+    engine = make_engine(tiny_llama, dtype=torch.bfloat16)
+    try:
+        for i, path in enumerate(loras):
+            engine.load_adapter(f"l{i}", path)
+        prompt = _prompt(engine)
+        models = [None, "l0", "l1", "l2"]
+        handles = {m: engine.submit(prompt, m, _greedy(24)) for m in models}
+        answers = {m: h.result().token_ids for m, h in handles.items()}
+    finally:
+        engine.stop()
+    adapters = [None, *loras]
+    for i, m in enumerate(models):
+        assert len(answers[m]) == 24
+        gaps, scale = greedy_gaps(tiny_llama, adapters[i], prompt, answers[m], dtype=torch.bfloat16)
+        assert max(gaps) <= bf16_tie(scale), (m, gaps)
+        other, _ = greedy_gaps(tiny_llama, adapters[(i + 1) % 4], prompt, answers[m], dtype=torch.bfloat16)
+        assert max(other) > bf16_tie(scale), (m, other)
 
 
 def test_prepacked_linears_give_the_same_numbers(tiny_llama):
