@@ -74,9 +74,9 @@ def reference_tokens(base: Path, adapter: Path | None, prompt_ids: list[int], n:
 
 def greedy_gaps(base: Path, adapter: Path | None, prompt_ids: list[int], tokens: list[int], dtype=None,
                 device: str = "cpu") -> tuple[list[float], float]:
-    """How far each of ``tokens`` lies below plain peft's best logit when the reference reads
-    the same prefix (one teacher-forced forward): 0 where it is the reference's greedy
-    choice. Returns the gaps and the largest logit's magnitude. In bf16 a batch and a single
+    """How far each of ``tokens`` (every token picked, :func:`picked_tokens`) lies below plain
+    peft's best logit when the reference reads the same prefix (one teacher-forced forward):
+    0 where it is the reference's greedy choice. Returns the gaps and the largest logit's magnitude. In bf16 a batch and a single
     row take different kernels, and on near-tied logits greedy answers may part: a token
     within a few roundings of the best is one the reference could have chosen."""
     import torch
@@ -91,6 +91,12 @@ def greedy_gaps(base: Path, adapter: Path | None, prompt_ids: list[int], tokens:
         logits = model.eval()(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].float()
     chosen = logits.gather(1, torch.tensor(tokens, device=device)[:, None])[:, 0]
     return (logits.max(1).values - chosen).tolist(), logits.abs().max().item()
+
+
+def picked_tokens(handle) -> list[int]:
+    """Every token a request's answer picked, special ones included (``Completion.token_ids``
+    leaves those out), as a reference reads them."""
+    return [event.token_id for event in handle if event.token_id is not None]
 
 
 def bf16_tie(magnitude: float) -> float:

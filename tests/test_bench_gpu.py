@@ -53,6 +53,7 @@ def test_the_smoke_run_measures_every_part_on_tiny_shapes(tmp_path):
     serve = results["serve"]
     assert set(serve["decode_tokens_per_s"]) == {"b1_a0", "b1_a2", "b4_a0", "b4_a2"}
     assert serve["swap_p50_under_load_s"] > 0 and serve["go_to_first_adapter_answer_s"] > 0
+    assert serve["parity"]["rows"] == 3 and serve["parity"]["equal_to_plain_peft"], serve["parity"]  # fp32: exact
     assert "verdicts" in results and results["machine"]["device"] in ("cpu", "cuda")
     assert {"cpu", "flags", "cores"} <= set(results["machine"])
 

@@ -11,7 +11,7 @@ import pytest
 from backend.errors import AdapterMismatch, AdapterNotFound, Overloaded, PromptTooLong
 from backend.serving.registry import IDLE_ADAPTER
 from backend.serving.requests import SamplingParams
-from tests.builders import bf16_tie, greedy_gaps, make_engine, make_lora, reference_tokens
+from tests.builders import bf16_tie, greedy_gaps, make_engine, make_lora, picked_tokens, reference_tokens
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_longer_bf16_answers_are_greedy_up_to_bf16_ties_and_another_adapters_are
         prompt = _prompt(engine)
         models = [None, "l0", "l1", "l2"]
         handles = {m: engine.submit(prompt, m, _greedy(24)) for m in models}
-        answers = {m: h.result().token_ids for m, h in handles.items()}
+        answers = {m: picked_tokens(h) for m, h in handles.items()}
     finally:
         engine.stop()
     adapters = [None, *loras]
