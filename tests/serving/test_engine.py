@@ -67,17 +67,23 @@ def test_mixed_batch_matches_plain_peft_greedy(engine, loras, tiny_llama):
     assert len({tuple(v) for k, v in outputs.items() if k[0] == tuple(prompts[0])}) > 1
 
 
+def _bf16_engine(tiny_llama, loras):
+    """A bf16 engine with the three adapters as l0..l2, the prompt, and the models to ask."""
+    import torch
+
+    engine = make_engine(tiny_llama, dtype=torch.bfloat16)
+    for i, path in enumerate(loras):
+        engine.load_adapter(f"l{i}", path)
+    return engine, _prompt(engine), [None, "l0", "l1", "l2"]
+
+
 def test_bf16_base_matches_plain_peft_in_bf16(loras, tiny_llama):
     """The endpoint's default dtype on bf16 hardware: the same greedy tokens as plain
     peft loaded in bf16, for the base and each adapter, alone and in one mixed batch."""
     import torch
 
-    engine = make_engine(tiny_llama, dtype=torch.bfloat16)
+    engine, prompt, models = _bf16_engine(tiny_llama, loras)
     try:
-        for i, path in enumerate(loras):
-            engine.load_adapter(f"l{i}", path)
-        prompt = _prompt(engine)
-        models = [None, "l0", "l1", "l2"]
         expected = {m: reference_tokens(tiny_llama, None if m is None else loras[int(m[1])], prompt, 10,
                                         dtype=torch.bfloat16) for m in models}
         alone = {m: engine.submit(prompt, m, _greedy(10)).result().token_ids for m in models}
@@ -99,12 +105,8 @@ def test_longer_bf16_answers_are_greedy_up_to_bf16_ties_and_another_adapters_are
     best logit; the same tokens read under another adapter are not."""
     import torch
 
-    engine = make_engine(tiny_llama, dtype=torch.bfloat16)
+    engine, prompt, models = _bf16_engine(tiny_llama, loras)
     try:
-        for i, path in enumerate(loras):
-            engine.load_adapter(f"l{i}", path)
-        prompt = _prompt(engine)
-        models = [None, "l0", "l1", "l2"]
         handles = {m: engine.submit(prompt, m, _greedy(24)) for m in models}
         answers = {m: picked_tokens(h) for m, h in handles.items()}
     finally:
