@@ -9,16 +9,17 @@ evaluated too. Each copy is then put on the base and scored on the task's unseen
 plain peft, greedy: exact match (parsed JSON for extraction), or for the judged tasks
 (autumn, listings) the bench's judge. Every share has its row count and a 95% Wilson
 interval; training seconds at a step are the run's seconds per step times the step.
-``--learning-rate`` trains at another rate than the default's, and ``--neftune`` at one or
-more NEFTune noise levels (0: none) instead of the default's, each task once per level in
-the same run, to compare them by quality per training second.
+``--learning-rate`` trains at another rate than the default's, ``--neftune`` at one or
+more NEFTune noise levels (0: none) instead of the default's, and ``--seed`` with one or
+more seeds (the LoRA's initialization and the shuffling), each task once per level and seed
+in the same run, to compare them by quality per training second.
 
 The copy at the step the run kept as best must answer exactly as the adapter the run
 wrote (checked: the copies are the weights that were trained, not a reconstruction).
 Writes ``bench/results/quality-curve.json`` with the CPU and its flags.
 
     python bench/quality_curve.py [--tasks triage ... listings] [--every 10] [--learning-rate 5e-4]
-                                  [--neftune 5 0]
+                                  [--neftune 5 0] [--seed 1 2]
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def judged(task: dict, answers: list[str]) -> dict:
 
 
 def run_task(name: str, service, base: str, every: int, learning_rate: float | None = None,
-             neftune: float | None = None) -> dict:
+             neftune: float | None = None, seed: int | None = None) -> dict:
     import torch
     from peft import PeftModel, set_peft_model_state_dict
 
@@ -84,7 +85,8 @@ def run_task(name: str, service, base: str, every: int, learning_rate: float | N
     spec, plan = service.run_spec(name, imported.folder, base=base, goal=task["goal"])
     # to the ceiling, the held-out loss at every copy (the run itself evaluates about once an epoch)
     train = {"early_stopping": False, "eval_steps": every, **({"learning_rate": learning_rate} if learning_rate else {}),
-             **({"neftune_noise_alpha": neftune or None} if neftune is not None else {})}
+             **({"neftune_noise_alpha": neftune or None} if neftune is not None else {}),
+             **({"seed": seed} if seed is not None else {})}
     spec = spec.model_copy(update={"train": spec.train.model_copy(update=train)})
     ref = service.resolve_base(base)
     snapshots: dict[int, dict] = {}
@@ -115,7 +117,8 @@ def run_task(name: str, service, base: str, every: int, learning_rate: float | N
             "held_out_rows": len(imported.report.eval), "unseen_rows": len(task["unseen"]),
             "config": {"r": spec.lora.r, "learning_rate": spec.train.learning_rate,
                        "batch_size": spec.train.batch_size, "epochs_ceiling": spec.train.epochs,
-                       "neftune_noise_alpha": spec.train.neftune_noise_alpha or 0},
+                       "neftune_noise_alpha": spec.train.neftune_noise_alpha or 0, "seed": spec.train.seed,
+                       "settled_loss": spec.train.settled_loss, "patience": spec.train.patience},
             "steps": metrics["steps"], "train_seconds": round(metrics["train_seconds"], 1),
             "seconds_per_step": round(per_step, 3), "best_step_by_held_out_loss": best,
             "held_out_loss": evals, "curve": curve}
@@ -130,6 +133,8 @@ def main() -> None:
                         help="train at this rate instead of the default's (to compare rates along the curve)")
     parser.add_argument("--neftune", type=float, nargs="+", default=[None], metavar="ALPHA",
                         help="train each task once per NEFTune noise level (0: none) instead of the default's")
+    parser.add_argument("--seed", type=int, nargs="+", default=[None],
+                        help="train each task once per seed (LoRA initialization and shuffling) instead of the default's")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality-curve.json")
     args = parser.parse_args()
 
@@ -144,8 +149,10 @@ def main() -> None:
     results = []
     for name in args.tasks:
         for neftune in args.neftune:
-            print(f"== {name}" + (f" (NEFTune {neftune:g})" if neftune is not None else ""), flush=True)
-            results.append(run_task(name, service, args.base, args.every, args.learning_rate, neftune))
+            for seed in args.seed:
+                print(f"== {name}" + (f" (NEFTune {neftune:g})" if neftune is not None else "")
+                      + (f" (seed {seed})" if seed is not None else ""), flush=True)
+                results.append(run_task(name, service, args.base, args.every, args.learning_rate, neftune, seed))
         write_results(args.out, {"benchmark": "quality-curve", "machine": cpu(), "base": args.base,
                                  "date": time.strftime("%Y-%m-%d"), "every": args.every, "tasks": results},
                       echo=False)
