@@ -134,7 +134,8 @@ def main() -> None:
     parser.add_argument("--neftune", type=float, nargs="+", default=[None], metavar="ALPHA",
                         help="train each task once per NEFTune noise level (0: none) instead of the default's")
     parser.add_argument("--seed", type=int, nargs="+", default=[None],
-                        help="train each task once per seed (LoRA initialization and shuffling) instead of the default's")
+                        help="train each task once per seed (the LoRA's initialization, the shuffling) "
+                             "instead of the default's")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality-curve.json")
     args = parser.parse_args()
 

@@ -76,9 +76,10 @@ def greedy_gaps(base: Path, adapter: Path | None, prompt_ids: list[int], tokens:
                 device: str = "cpu") -> tuple[list[float], float]:
     """How far each of ``tokens`` (every token picked, :func:`picked_tokens`) lies below plain
     peft's best logit when the reference reads the same prefix (one teacher-forced forward):
-    0 where it is the reference's greedy choice. Returns the gaps and the largest logit's magnitude. In bf16 a batch and a single
-    row take different kernels, and on near-tied logits greedy answers may part: a token
-    within a few roundings of the best is one the reference could have chosen."""
+    0 where it is the reference's greedy choice. Returns the gaps and the largest logit's
+    magnitude. In bf16 a batch and a single row take different kernels, and on near-tied
+    logits greedy answers may part: a token within a few roundings of the best is one the
+    reference could have chosen."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -98,9 +98,9 @@ with torch.no_grad():
     tuned = model(input_ids=ids).logits
     with model.disable_adapter():
         plain = model(input_ids=ids).logits
-print(json.dumps({"held_in_4bit": held_in_4bit, "losses": [h["loss"] for h in meta["loss_history"] if h.get("loss") is not None],
-                  "recipe": meta["metrics"]["recipe"], "finite": bool(torch.isfinite(tuned).all()),
-                  "changes_the_answer": not torch.equal(tuned, plain),
+losses = [h["loss"] for h in meta["loss_history"] if h.get("loss") is not None]
+print(json.dumps({"held_in_4bit": held_in_4bit, "losses": losses, "recipe": meta["metrics"]["recipe"],
+                  "finite": bool(torch.isfinite(tuned).all()), "changes_the_answer": not torch.equal(tuned, plain),
                   "dtypes": sorted({str(p.dtype) for p in model.parameters()})}))
 """
 
