@@ -3,10 +3,10 @@ machine without one; `bench/gpu_device.sh` runs them on a lent H100/H200.
 
 Greedy parity with plain peft on the same device and dtype (in bf16: every token within
 bf16's rounding of plain peft's best, :func:`tests.builders.greedy_gaps`), a mixed batch of
-the base and several adapters included, on the preallocated KV cache (backend/serving/kv_cache.py: blocks
-on the device, written in place, newcomers merged into them); hot swaps under streaming load
-fail nothing; a base served by ``Engine.from_base`` lives on the GPU, and so do its adapters
-and the KV cache."""
+the base and several adapters included, on the preallocated KV cache
+(backend/serving/kv_cache.py: blocks on the device, written in place, newcomers merged into
+them); hot swaps under streaming load fail nothing; a base served by ``Engine.from_base``
+lives on the GPU, and so do its adapters and the KV cache."""
 
 from __future__ import annotations
 
