@@ -12,14 +12,14 @@
 #
 # What differs from the device machine: Python 3.11, torch 2.13.0+cpu (the local wheel) and
 # numpy 2.4 here against Python 3.12, torch 2.11.0+cu130 and numpy 2.5.2 there, and the image's
-# unversioned packages (pyarrow, fsspec, pandas, ...) at whatever pip picks today. Its first run (2026-12-07) found
-# two faults that would have stopped the device run before its first figure: the serving
-# client imported httpx2, which only huggingface_hub 2 brings, and fastapi needs
-# opentelemetry-api, which was not carried.
+# unversioned packages (pyarrow, fsspec, pandas, ...) at whatever pip picks today. Its first
+# run (2026-12-07) found two faults that would have stopped the device run before its first
+# figure: the serving client imported httpx2, which only huggingface_hub 2 brings, and
+# fastapi needs opentelemetry-api, which was not carried.
 set -euo pipefail
-DIR=${GPU_REHEARSAL_DIR:-.gpu-rehearsal}
+mkdir -p "${GPU_REHEARSAL_DIR:-.gpu-rehearsal}"
+DIR=$(cd "${GPU_REHEARSAL_DIR:-.gpu-rehearsal}" && pwd)  # git-ignored in the repository
 PYTHON=${PYTHON:-python3}
-mkdir -p "$DIR"
 if [ ! -x "$DIR/venv/bin/python" ]; then
   "$PYTHON" -m venv "$DIR/venv"
 fi
@@ -34,7 +34,7 @@ $PIP install $versioned numpy pyarrow fsspec pandas xxhash tqdm jinja2 psutil py
 rm -rf "$DIR/whl" "$DIR/site"
 $PIP download --no-deps --only-binary=:all: -d "$DIR/whl" -r bench/gpu_wheels.txt
 $PIP install --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$DIR/site" "$DIR"/whl/*.whl
-export PYTHONPATH=$PWD/$DIR/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TUNELAB_HOME=$PWD/$DIR/home
+export PYTHONPATH=$DIR/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TUNELAB_HOME=$DIR/home
 PY=$DIR/venv/bin/python
 $PY - <<'PY'
 import importlib
