@@ -55,6 +55,28 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def fresh_service(base: str, prefix: str):
+    """A studio service on a new, empty home that shares the model cache, where ``base`` is
+    provisioned once."""
+    from backend.bases.resolve import resolve_base
+    from backend.settings import Settings
+    from backend.studio.service import Service
+
+    shared = Settings()
+    resolve_base(base, shared)
+    return Service(Settings(home=Path(tempfile.mkdtemp(prefix=prefix)), models_dir=shared.paths.models))
+
+
+def import_task(name: str, service, base: str, workdir: Path) -> tuple:
+    """Task ``name``'s training file imported as a person would, and the run TuneLab plans for
+    it with no knob set: ``(task, imported, spec, plan)``."""
+    task = tasks.build(name)
+    data = write_jsonl(workdir / f"{name}.jsonl", task["train"])
+    imported = service.import_data([data], base=base, goal=task["goal"])
+    spec, plan = service.run_spec(name, imported.folder, base=base, goal=task["goal"])
+    return task, imported, spec, plan
+
+
 def answer_tokens(task: dict) -> int:
     """New tokens a scored answer may take: a style answer is a few sentences; a task whose
     answers are longer (the listings) says how many its own take."""
@@ -147,11 +169,7 @@ def score_unseen(task: dict, folder: Path, ref, system_prompt: str | None, train
 
 
 def run_task(name: str, service, base: str) -> dict:
-    task = tasks.build(name)
-    workdir = Path(tempfile.mkdtemp(prefix=f"quality-{name}-"))
-    data = write_jsonl(workdir / f"{name}.jsonl", task["train"])
-    imported = service.import_data([data], base=base, goal=task["goal"])
-    spec, plan = service.run_spec(name, imported.folder, base=base, goal=task["goal"])
+    task, imported, spec, plan = import_task(name, service, base, Path(tempfile.mkdtemp(prefix=f"quality-{name}-")))
     started = time.perf_counter()
     baseline = service.baseline(imported.folder, plan, base=base)
     baseline_s = time.perf_counter() - started
@@ -253,15 +271,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality.json")
     args = parser.parse_args()
 
-    from backend.bases.resolve import resolve_base
-    from backend.settings import Settings
-    from backend.studio.service import Service
-
-    shared = Settings()
-    resolve_base(args.base, shared)  # provision the default base once, in the shared model cache
-    home = Path(tempfile.mkdtemp(prefix="tunelab-quality-"))
-    settings = Settings(home=home, models_dir=shared.paths.models)
-    service = Service(settings)
+    service = fresh_service(args.base, "tunelab-quality-")
     results = []
     for name in args.tasks:
         print(f"== {name}", flush=True)

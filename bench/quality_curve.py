@@ -78,11 +78,8 @@ def run_task(name: str, service, base: str, every: int, learning_rate: float | N
     from backend.bases.load import load_model, load_tokenizer
     from backend.training.run import train_adapter
 
-    task = tasks.build(name)
     work = Path(tempfile.mkdtemp(prefix=f"quality-curve-{name}-"))
-    data = quality.write_jsonl(work / f"{name}.jsonl", task["train"])
-    imported = service.import_data([data], base=base, goal=task["goal"])
-    spec, plan = service.run_spec(name, imported.folder, base=base, goal=task["goal"])
+    task, imported, spec, plan = quality.import_task(name, service, base, work)
     # to the ceiling, the held-out loss at every copy (the run itself evaluates about once an epoch)
     train = {"early_stopping": False, "eval_steps": every, **({"learning_rate": learning_rate} if learning_rate else {}),
              **({"neftune_noise_alpha": neftune or None} if neftune is not None else {}),
@@ -139,14 +136,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality-curve.json")
     args = parser.parse_args()
 
-    from backend.bases.resolve import resolve_base
-    from backend.settings import Settings
-    from backend.studio.service import Service
-
-    shared = Settings()
-    resolve_base(args.base, shared)
-    settings = Settings(home=Path(tempfile.mkdtemp(prefix="tunelab-quality-curve-")), models_dir=shared.paths.models)
-    service = Service(settings)
+    service = quality.fresh_service(args.base, "tunelab-quality-curve-")
     results = []
     for name in args.tasks:
         for neftune in args.neftune:

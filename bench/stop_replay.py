@@ -69,22 +69,11 @@ def judge_rule(task: dict, *, patience: int, min_improvement: float, settled_los
 def settled_losses(names: set[str], base: str) -> dict[str, float | None]:
     """The settled loss the product's plan gives each task's training file."""
     import quality
-    import tasks
 
-    from backend.bases.resolve import resolve_base
-    from backend.settings import Settings
-    from backend.studio.service import Service
-
-    shared = Settings()
-    resolve_base(base, shared)
-    service = Service(Settings(home=Path(tempfile.mkdtemp(prefix="tunelab-stop-replay-")),
-                               models_dir=shared.paths.models))
+    service = quality.fresh_service(base, "tunelab-stop-replay-")
     out = {}
     for name in sorted(names):
-        task = tasks.build(name)
-        data = quality.write_jsonl(Path(tempfile.mkdtemp()) / f"{name}.jsonl", task["train"])
-        imported = service.import_data([data], base=base, goal=task["goal"])
-        spec, _ = service.run_spec(name, imported.folder, base=base, goal=task["goal"])
+        _, _, spec, _ = quality.import_task(name, service, base, Path(tempfile.mkdtemp()))
         out[name] = spec.train.settled_loss
     return out
 
