@@ -395,21 +395,32 @@ def measure_serving(p: dict, work: Path, device: str, base: Path) -> dict:
 def serving_parity(engine, base: Path, loras: list[Path], prompt: list[int], dtype, device: str,
                    tokens: int = 16) -> dict:
     """Correctness before speed: one mixed batch (the base and three adapters) answered by
-    the engine, each answer read through plain peft on the same device and dtype. In fp32
-    every token is the reference's greedy choice; in bf16, within bf16's rounding of its best
-    logit (a batch and one row take different kernels; tests.builders.greedy_gaps)."""
+    the engine, each answer read through plain peft on the same device and dtype (the base
+    loaded once, each adapter on it by name). In fp32 every token is the reference's greedy
+    choice; in bf16, within bf16's rounding of its best logit (a batch and one row take
+    different kernels; tests.builders.greedy_gaps)."""
     import torch
+    from peft import PeftModel
 
     from backend.serving.requests import SamplingParams
-    from tests.builders import bf16_tie, greedy_gaps, picked_tokens
+    from tests.builders import bf16_tie, greedy_gaps, picked_tokens, plain_peft
 
     names = [None, *[f"l{i}" for i in range(min(3, len(loras)))]]
     greedy = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
     handles = [engine.submit(prompt, name, greedy) for name in names]
+    reference = PeftModel.from_pretrained(plain_peft(base, None, dtype, device), loras[0], adapter_name="l0")
+    for name in names[2:]:
+        reference.load_adapter(loras[int(name[1:])], adapter_name=name)
+    reference.eval()
     worst, within = 0.0, True
     for name, handle in zip(names, handles):
-        adapter = None if name is None else loras[int(name[1:])]
-        gaps, scale = greedy_gaps(base, adapter, prompt, picked_tokens(handle), dtype=dtype, device=device)
+        picked = picked_tokens(handle)
+        if name is None:
+            with reference.disable_adapter():
+                gaps, scale = greedy_gaps(reference, prompt, picked)
+        else:
+            reference.set_adapter(name)
+            gaps, scale = greedy_gaps(reference, prompt, picked)
         allowed = bf16_tie(scale) if dtype == torch.bfloat16 else 1e-4 * max(1.0, scale)
         worst, within = max(worst, max(gaps)), within and max(gaps) <= allowed
     return {"rows": len(names), "tokens_each": tokens, "max_gap": round(worst, 5),

@@ -56,9 +56,10 @@ def make_lora(base: Path, out: Path, seed: int, *, r: int = 4, alpha: int = 8,
     return Path(out)
 
 
-def reference_tokens(base: Path, adapter: Path | None, prompt_ids: list[int], n: int, dtype=None,
-                     device: str = "cpu") -> list[int]:
-    """Greedy tokens from plain ``PeftModel.from_pretrained`` + ``generate`` on ``device``."""
+def plain_peft(base: Path, adapter: Path | None, dtype=None, device: str = "cpu"):
+    """The reference an engine is checked against: the base from its folder on ``device`` in
+    ``dtype`` (fp32 unless given), ``adapter`` on it through plain ``PeftModel.from_pretrained``
+    where given, in eval mode."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -66,30 +67,33 @@ def reference_tokens(base: Path, adapter: Path | None, prompt_ids: list[int], n:
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype or torch.float32).to(device)
     if adapter is not None:
         model = PeftModel.from_pretrained(model, adapter)
-    model.eval()
+    return model.eval()
+
+
+def reference_tokens(base: Path, adapter: Path | None, prompt_ids: list[int], n: int, dtype=None,
+                     device: str = "cpu") -> list[int]:
+    """Greedy tokens from :func:`plain_peft` + ``generate`` on ``device``."""
+    import torch
+
+    model = plain_peft(base, adapter, dtype, device)
     ids = torch.tensor([prompt_ids], device=device)
     out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False)
     return out[0, len(prompt_ids):].tolist()
 
 
-def greedy_gaps(base: Path, adapter: Path | None, prompt_ids: list[int], tokens: list[int], dtype=None,
-                device: str = "cpu") -> tuple[list[float], float]:
-    """How far each of ``tokens`` (every token picked, :func:`picked_tokens`) lies below plain
-    peft's best logit when the reference reads the same prefix (one teacher-forced forward):
-    0 where it is the reference's greedy choice. Returns the gaps and the largest logit's
-    magnitude. In bf16 a batch and a single row take different kernels, and on near-tied
-    logits greedy answers may part: a token within a few roundings of the best is one the
-    reference could have chosen."""
+def greedy_gaps(reference, prompt_ids: list[int], tokens: list[int]) -> tuple[list[float], float]:
+    """How far each of ``tokens`` (every token picked, :func:`picked_tokens`) lies below the
+    ``reference`` model's best logit (:func:`plain_peft`) when it reads the same prefix (one
+    teacher-forced forward): 0 where it is the reference's greedy choice. Returns the gaps
+    and the largest logit's magnitude. In bf16 a batch and a single row take different
+    kernels, and on near-tied logits greedy answers may part: a token within a few roundings
+    of the best is one the reference could have chosen."""
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype or torch.float32).to(device)
-    if adapter is not None:
-        model = PeftModel.from_pretrained(model, adapter)
+    device = next(reference.parameters()).device
     ids = torch.tensor([prompt_ids + tokens], device=device)
     with torch.no_grad():
-        logits = model.eval()(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].float()
+        logits = reference(input_ids=ids).logits[0, len(prompt_ids) - 1:-1].float()
     chosen = logits.gather(1, torch.tensor(tokens, device=device)[:, None])[:, 0]
     return (logits.max(1).values - chosen).tolist(), logits.abs().max().item()
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from backend.serving.requests import SamplingParams
-from tests.builders import bf16_tie, greedy_gaps, make_engine, make_lora, picked_tokens, reference_tokens
+from tests.builders import bf16_tie, greedy_gaps, make_engine, make_lora, picked_tokens, plain_peft, reference_tokens
 
 pytestmark = pytest.mark.gpu
 
@@ -52,7 +52,7 @@ def test_a_mixed_batch_on_cuda_matches_plain_peft_on_cuda(tiny_llama, cuda_loras
                 expected = reference_tokens(tiny_llama, path, prompt, 12, dtype=dtype, device="cuda")
                 assert picked[model] == expected, model
             else:  # bf16: a batch and one row take different kernels, and greedy may part on a near-tie
-                gaps, scale = greedy_gaps(tiny_llama, path, prompt, picked[model], dtype=dtype, device="cuda")
+                gaps, scale = greedy_gaps(plain_peft(tiny_llama, path, dtype, "cuda"), prompt, picked[model])
                 assert max(gaps) <= bf16_tie(scale), (model, gaps)
         assert engine.stats.kv_blocks >= 1, "the batch did not run on the preallocated cache"
 

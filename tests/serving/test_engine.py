@@ -11,7 +11,7 @@ import pytest
 from backend.errors import AdapterMismatch, AdapterNotFound, Overloaded, PromptTooLong
 from backend.serving.registry import IDLE_ADAPTER
 from backend.serving.requests import SamplingParams
-from tests.builders import bf16_tie, greedy_gaps, make_engine, make_lora, picked_tokens, reference_tokens
+from tests.builders import bf16_tie, greedy_gaps, make_engine, make_lora, picked_tokens, plain_peft, reference_tokens
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +114,9 @@ def test_longer_bf16_answers_are_greedy_up_to_bf16_ties_and_another_adapters_are
     adapters = [None, *loras]
     for i, m in enumerate(models):
         assert len(answers[m]) == 24
-        gaps, scale = greedy_gaps(tiny_llama, adapters[i], prompt, answers[m], dtype=torch.bfloat16)
+        gaps, scale = greedy_gaps(plain_peft(tiny_llama, adapters[i], torch.bfloat16), prompt, answers[m])
         assert max(gaps) <= bf16_tie(scale), (m, gaps)
-        other, _ = greedy_gaps(tiny_llama, adapters[(i + 1) % 4], prompt, answers[m], dtype=torch.bfloat16)
+        other, _ = greedy_gaps(plain_peft(tiny_llama, adapters[(i + 1) % 4], torch.bfloat16), prompt, answers[m])
         assert max(other) > bf16_tie(scale), (m, other)
 
 

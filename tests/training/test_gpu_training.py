@@ -16,7 +16,7 @@ import random
 import pytest
 
 from backend.adapter_folder import read_meta
-from tests.builders import assert_same_forward_and_backward, folder_ref, tiny_spec, write_color_data
+from tests.builders import assert_same_forward_and_backward, folder_ref, plain_peft, tiny_spec, write_color_data
 from tests.tiny_model import CORPUS, make_tiny_llama
 
 pytestmark = pytest.mark.gpu
@@ -36,15 +36,6 @@ def _train(base, root, name, **train):
                          out_dir=root / "adapters" / name, work_dir=root / f"work-{name}")
 
 
-def _plain_peft(base, folder, dtype):
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype).to("cuda")
-    return PeftModel.from_pretrained(model, folder).eval(), torch
-
-
 def test_a_bf16_training_step_on_cuda_with_the_devices_recipe(gpu_llama, tmp_path):
     import torch
 
@@ -57,7 +48,7 @@ def test_a_bf16_training_step_on_cuda_with_the_devices_recipe(gpu_llama, tmp_pat
     assert not recipe["cpu_machinery"] and not recipe["gradient_checkpointing"]  # a small base fits
     losses = [h["loss"] for h in meta["loss_history"] if h["loss"] is not None]
     assert all(map(lambda x: x == x and x < 100, losses)) and losses[-1] < losses[0]
-    model, _ = _plain_peft(gpu_llama, tmp_path / "adapters" / "bf16", torch.bfloat16)
+    model = plain_peft(gpu_llama, tmp_path / "adapters" / "bf16", torch.bfloat16, "cuda")
     ids = torch.tensor([[1, 5, 9, 12]], device="cuda")
     assert torch.isfinite(model(input_ids=ids).logits).all()
 
@@ -100,7 +91,7 @@ def test_a_4bit_qlora_run_whose_adapter_serves_on_the_bf16_base(gpu_llama, tmp_p
     folder = tmp_path / "adapters" / "q4"
     config = json.loads((folder / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA" and config["base_model_name_or_path"]  # an ordinary PEFT folder
-    model, _ = _plain_peft(gpu_llama, folder, torch.bfloat16)  # the unquantized base
+    model = plain_peft(gpu_llama, folder, torch.bfloat16, "cuda")  # the unquantized base
     ids = torch.tensor([[1, 5, 9, 12]], device="cuda")
     with torch.no_grad():
         tuned = model(input_ids=ids).logits
@@ -207,7 +198,7 @@ def test_fsdp_over_two_gpus_writes_one_plain_peft_adapter(gpu_llama, tmp_path):
     folder = tmp_path / "adapters" / "fsdp"
     metrics = read_meta(folder)["metrics"]
     assert (metrics["processes"], metrics["strategy"], metrics["device"]) == (2, "fsdp", "cuda")
-    model, _ = _plain_peft(gpu_llama, folder, torch.bfloat16)
+    model = plain_peft(gpu_llama, folder, torch.bfloat16, "cuda")
     lora = {n: p for n, p in model.named_parameters() if "lora_B" in n}
     assert lora and all(p.abs().sum() > 0 for p in lora.values())  # trained, whole weights (not one rank's shard)
     assert not list(tmp_path.glob("adapters/.*"))  # no staging folder left by another rank
