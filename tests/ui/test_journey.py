@@ -154,16 +154,6 @@ def answers(page) -> list[str]:
     return [page.locator(f"#compare-answer-{i} [data-testid=markdown]").inner_text() for i in (0, 1)]
 
 
-def needs(page, selector: str, missing: str, timeout: int = 20_000) -> None:
-    """Skip (naming the missing piece) while a part of the page another change builds is absent."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
-
-    try:
-        page.locator(selector).first.wait_for(state="attached", timeout=timeout)
-    except PlaywrightTimeout:
-        pytest.skip(f"waiting for {missing} (issue 17): {selector} is not on the page")
-
-
 def test_at_phone_width_the_tabs_are_in_the_first_screen_and_no_toast_covers_them(browser, page_url):
     from playwright.sync_api import expect
 
@@ -207,7 +197,6 @@ def test_from_goal_and_own_csv_to_a_kept_adapter_and_back_to_the_base(browser, p
     # 2. Their own CSV, `email,label`: a preview with the columns guessed, confirmed, imported.
     open_tab(page, "Data")
     page.locator("#data-upload input[type=file]").set_input_files(str(write_emails(tmp_path / "csv")))
-    needs(page, "#data-input-column", "the Data tab's column pickers (helper A)")
     expect(page.locator("#data-columns")).to_be_visible()
     expect(page.locator("#data-columns-preview")).to_contain_text("I was charged twice")
     expect(page.locator("#data-input-column input")).to_have_value("email")
