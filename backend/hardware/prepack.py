@@ -26,6 +26,7 @@ import functools
 import types
 
 import torch
+from torch.utils._python_dispatch import _disable_current_modes
 
 _PACKED = "_tunelab_packed_weight"
 
@@ -44,16 +45,22 @@ def packed_linear(x, packed, bias=None):
 @functools.cache
 def available() -> bool:
     """True when this torch build has oneDNN's packed linear and it gives F.linear's numbers
-    (checked once per process)."""
+    (checked once per process).
+
+    The probe runs outside any dispatch mode its first caller may be inside: a packed
+    weight is an opaque tensor that such a mode cannot read, and the answer, cached for
+    the whole process, would otherwise say "no" for the rest of it.
+    """
     if not torch.backends.mkldnn.is_available():
         return False
-    try:
-        weight = torch.randn(24, 16).to(torch.bfloat16)
-        x = torch.randn(3, 16).to(torch.bfloat16)
-        got = packed_linear(x, pack_weight(weight))
-    except (AttributeError, RuntimeError, NotImplementedError):
-        return False
-    return torch.equal(got, torch.nn.functional.linear(x, weight))
+    with _disable_current_modes():
+        try:
+            weight = torch.randn(24, 16).to(torch.bfloat16)
+            x = torch.randn(3, 16).to(torch.bfloat16)
+            got = packed_linear(x, pack_weight(weight))
+        except (AttributeError, RuntimeError, NotImplementedError):
+            return False
+        return torch.equal(got, torch.nn.functional.linear(x, weight))
 
 
 def _packed_forward(self, x):

@@ -92,13 +92,19 @@ def test_the_lm_head_holds_one_blocks_logits_not_every_positions():
 
 
 @pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "checkpointed"])
-def test_a_bf16_training_step_holds_what_the_estimate_counts(llama, checkpointing):
+def test_a_bf16_training_step_holds_what_the_estimate_counts(llama, checkpointing, monkeypatch):
     """A LoRA step as a GPU run takes it (bf16 base, fp32 LoRA, autocast, SDPA, the decoder
     then the blocked head): the live peak above the weights is within 25% of the estimate's
     activations + head + in-flight gradients + LoRA gradients."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from backend.training.cpu import head_loss, native
+
+    # the head as on a GPU: plain torch products, neither oneDNN's packed head nor the
+    # native softmax pass a bf16 CPU would take (and a packed weight is opaque to LiveBytes)
+    monkeypatch.setattr(head_loss, "packed_head", lambda weight, block_rows: None)
+    monkeypatch.setattr(native, "kernels", lambda: None)
     lora = LoraSpec(r=8, alpha=16, dropout=0.0)
     model = AutoModelForCausalLM.from_pretrained(llama, dtype=torch.bfloat16, attn_implementation="sdpa")
     model = get_peft_model(model, LoraConfig(**lora.to_peft_kwargs()))

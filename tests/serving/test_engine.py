@@ -145,6 +145,28 @@ def test_prepacked_linears_give_the_same_numbers(tiny_llama):
     assert prepack_linears(AutoModelForCausalLM.from_pretrained(tiny_llama)) == 0  # fp32: nothing packed
 
 
+def test_whether_packing_is_available_does_not_depend_on_the_first_callers_dispatch_mode():
+    """The answer is cached for the process: asked first from inside a dispatch mode that reads
+    every output's storage (as the memory tests' counter does; a packed weight is opaque to it),
+    it must still be this CPU's answer, not "no" for the rest of the process."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from backend.hardware.prepack import available
+
+    class ReadsStorage(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for tensor in out if isinstance(out, (tuple, list)) else [out]:
+                if isinstance(tensor, torch.Tensor):
+                    tensor.untyped_storage()
+            return out
+
+    with ReadsStorage():
+        inside = available.__wrapped__()
+    assert inside == available.__wrapped__() == available()
+
+
 def test_engine_packs_bf16_bases(loras, tiny_llama):
     """A bf16 engine serves from packed Linears (adapters still change the answer); an fp32 one
     packs nothing. Packing needs oneDNN's bf16 reorder, which CPUs without bf16 units lack."""
