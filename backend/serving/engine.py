@@ -75,8 +75,9 @@ class Engine:
         model.eval()
         self.device = next(model.parameters()).device  # the inputs, masks and caches live there too
         shapes = linear_shapes(model)  # before peft wraps any module
-        # bf16 Linears packed once for oneDNN (same numbers, no reorder per call); before peft wraps them
-        self.prepacked = prepack_linears(model) if prepack else 0
+        # bf16 Linears packed once for oneDNN (same numbers, no reorder per call) for decode steps
+        # of up to max_batch rows; before peft wraps them
+        self.prepacked = prepack_linears(model, max_rows=max_batch) if prepack else 0
         self.model = wrap_for_adapters(model)
         self.stats = EngineStats()
         self._routing = AdapterRouting(self.model)

@@ -145,6 +145,32 @@ def test_prepacked_linears_give_the_same_numbers(tiny_llama):
     assert prepack_linears(AutoModelForCausalLM.from_pretrained(tiny_llama)) == 0  # fp32: nothing packed
 
 
+def test_a_packed_linear_gives_f_linears_bits_at_every_row_count():
+    """At a real model's widths oneDNN picks its kernel by the row count: with AMX, F.linear
+    moves to AMX tiles above 32 rows while the weight packed for one row does not, and the
+    two round differently. A packed module must still give F.linear's bits at every count:
+    the packed weight for the decode rows it was checked at, F.linear beyond."""
+    import torch
+
+    from backend.hardware.prepack import available, is_packed, prepack_linears
+
+    if not available():
+        pytest.skip("this CPU/torch build has no oneDNN bf16 packed linear (no bf16 units): nothing to pack")
+    generator = torch.Generator().manual_seed(1)
+    layers = torch.nn.Sequential(torch.nn.Linear(576, 1536, bias=False), torch.nn.Linear(1536, 576, bias=True))
+    with torch.no_grad():
+        for layer in layers:
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=generator) * 0.05)
+    layers = layers.to(torch.bfloat16)
+    plain = [(layer.weight.clone(), None if layer.bias is None else layer.bias.clone()) for layer in layers]
+    assert prepack_linears(layers, max_rows=16) == 2 and all(is_packed(layer) for layer in layers)
+    with torch.inference_mode():
+        for rows in range(1, 65):
+            for layer, (weight, bias) in zip(layers, plain):
+                x = torch.randn(rows, weight.shape[1], generator=generator).to(torch.bfloat16)
+                assert torch.equal(layer(x), torch.nn.functional.linear(x, weight, bias)), (rows, tuple(weight.shape))
+
+
 def test_whether_packing_is_available_does_not_depend_on_the_first_callers_dispatch_mode():
     """The answer is cached for the process: asked first from inside a dispatch mode that reads
     every output's storage (as the memory tests' counter does; a packed weight is opaque to it),
