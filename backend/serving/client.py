@@ -74,6 +74,13 @@ class ServingClient:
         out = self._call(self.inference.chat_completion, messages, model=model, **params)
         return out.choices[0].message.content or ""
 
+    def chat_token_ids(self, model: str, messages: list[dict], **params) -> tuple[list[int], list[int]]:
+        """The prompt's token ids and every token the answer picked (vLLM's ``return_token_ids``;
+        TuneLab's endpoint and vLLM give them), for checking an answer against a reference model."""
+        body = {"model": model, "messages": messages, **params, "return_token_ids": True}
+        answer = self._request("POST", "/v1/chat/completions", json=body, model=model)
+        return answer["prompt_token_ids"], answer["choices"][0]["token_ids"]
+
     def stream_chat(self, model: str, messages: list[dict], **params) -> Iterator[str]:
         """The answer's text, piece by piece, as the endpoint streams it."""
         stream = self._call(self.inference.chat_completion, messages, model=model, stream=True, **params)

@@ -74,6 +74,39 @@ def test_streaming_sse_ends_with_done_and_matches_non_streaming(server, client, 
     client.unload_adapter("stream-a")
 
 
+def test_token_ids_are_the_prompts_and_every_token_picked_as_vllm_returns_them(server, client, server_loras,
+                                                                                  tiny_llama):
+    """``return_token_ids`` (vLLM's field): chat puts the prompt's ids on the response,
+    text completions on the choice; the answer's ids are plain peft's greedy tokens, special
+    ones included; a stream sends each chunk's own ids and they add up to the whole."""
+    url, engine, _ = server
+    client.load_adapter("ids-a", str(server_loras[2]))
+    prompt = engine.encode_chat(MESSAGES, "ids-a")
+    reference = reference_tokens(tiny_llama, server_loras[2], prompt, 10)
+    body = {"model": "ids-a", "messages": MESSAGES, "max_tokens": 10, "temperature": 0, "ignore_eos": True}
+    whole = httpx.post(url + "/v1/chat/completions", json={**body, "return_token_ids": True}, timeout=60).json()
+    assert whole["prompt_token_ids"] == prompt
+    assert whole["choices"][0]["token_ids"] == reference and len(reference) == 10
+    assert client.chat_token_ids("ids-a", MESSAGES, max_tokens=10, temperature=0,
+                                 ignore_eos=True) == (prompt, reference)
+    plain = httpx.post(url + "/v1/chat/completions", json=body, timeout=60).json()  # not asked: not sent
+    assert "prompt_token_ids" not in plain and "token_ids" not in plain["choices"][0]
+
+    with httpx.stream("POST", url + "/v1/chat/completions", json={**body, "return_token_ids": True,
+                                                                   "stream": True}, timeout=60) as response:
+        chunks = [json.loads(line[6:]) for line in response.iter_lines() if line and line != "data: [DONE]"]
+    assert chunks[0]["prompt_token_ids"] == prompt
+    assert [i for c in chunks[1:] for i in c["choices"][0]["token_ids"]] == reference
+
+    text = httpx.post(url + "/v1/completions", json={"model": "ids-a", "prompt": "The leaves", "max_tokens": 6,
+                                                      "temperature": 0, "return_token_ids": True}, timeout=60).json()
+    choice = text["choices"][0]
+    assert choice["prompt_token_ids"] == engine.encode_text("The leaves")
+    assert choice["token_ids"] == reference_tokens(tiny_llama, server_loras[2], choice["prompt_token_ids"],
+                                                   len(choice["token_ids"]))
+    client.unload_adapter("ids-a")
+
+
 def test_inference_client_tgi_routes_with_adapter_id(server, client, server_loras, monkeypatch):
     # the stock client refuses even loopback traffic in offline mode (ServingClient does not)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)

@@ -1,7 +1,9 @@
 """OpenAI-compatible routes, shaped like vLLM's, and vLLM's runtime LoRA API.
 
 * ``POST /v1/chat/completions``, ``POST /v1/completions`` (``stream``: SSE ending in
-  ``data: [DONE]``; ``model`` is an adapter's name or the base's), ``GET /v1/models``
+  ``data: [DONE]``; ``model`` is an adapter's name or the base's; ``return_token_ids``, as
+  vLLM: ``prompt_token_ids`` and each choice's ``token_ids``, every token picked, special
+  ones included, so a client can check an answer against a reference model), ``GET /v1/models``
   (an adapter's ``system_prompt``: what a chat request to it without a system message is
   asked behind, the one it was trained with).
 * ``POST /v1/load_lora_adapter``, ``POST /v1/unload_lora_adapter``, behind the bearer token.
@@ -62,7 +64,7 @@ async def chat_completions(request: Request):
     except (TuneLabError, ValueError, TypeError) as exc:
         request.app.state.metrics.requests.labels("chat", str(status_of(exc)[0])).inc()
         return openai_error(exc)
-    return await _answer(request, handle, body, chat=True)
+    return await _answer(request, handle, body, prompt, chat=True)
 
 
 @router.post("/completions")
@@ -76,12 +78,15 @@ async def completions(request: Request):
     except (TuneLabError, ValueError, TypeError) as exc:
         request.app.state.metrics.requests.labels("completions", str(status_of(exc)[0])).inc()
         return openai_error(exc)
-    return await _answer(request, handle, body, chat=False)
+    return await _answer(request, handle, body, prompt, chat=False)
 
 
-async def _answer(request: Request, handle: RequestHandle, body: ChatCompletionRequest | CompletionRequest, *,
-                  chat: bool):
-    """The whole answer as one JSON object, or streamed as SSE chunks."""
+async def _answer(request: Request, handle: RequestHandle, body: ChatCompletionRequest | CompletionRequest,
+                  prompt: list[int], *, chat: bool):
+    """The whole answer as one JSON object, or streamed as SSE chunks; with ``return_token_ids``
+    the prompt's ids (on the response for chat, on the choice for text, as vLLM) and the
+    answer's (each chunk's own, when streamed)."""
+    ids = bool(body.return_token_ids)
     metrics = request.app.state.metrics
     route = "chat" if chat else "completions"
     ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
@@ -90,10 +95,12 @@ async def _answer(request: Request, handle: RequestHandle, body: ChatCompletionR
     started = time.perf_counter()
 
     if not body.stream:
-        last, first = None, None
+        last, first, picked = None, None, []
         async for event in handle:
             first = first or time.perf_counter()
             last = event
+            if event.token_id is not None:
+                picked.append(event.token_id)
         metrics.observe(route, last, started, first)
         if last.finish_reason == "error":
             return JSONResponse(openai_failure(last.error), status_code=500)
@@ -101,8 +108,12 @@ async def _answer(request: Request, handle: RequestHandle, body: ChatCompletionR
         choice = ({"index": 0, "message": {"role": "assistant", "content": text},
                    "finish_reason": _finish_reason(last), "logprobs": None} if chat else
                   {"index": 0, "text": text, "finish_reason": _finish_reason(last), "logprobs": None})
-        return {"id": ident, "object": "chat.completion" if chat else "text_completion", "created": created,
-                "model": model, "choices": [choice], "usage": _usage(last)}
+        answer = {"id": ident, "object": "chat.completion" if chat else "text_completion", "created": created,
+                  "model": model, "choices": [choice], "usage": _usage(last)}
+        if ids:
+            choice["token_ids"] = picked
+            (answer if chat else choice)["prompt_token_ids"] = prompt
+        return answer
 
     chunk_kind = "chat.completion.chunk" if chat else "text_completion"
 
@@ -112,12 +123,16 @@ async def _answer(request: Request, handle: RequestHandle, body: ChatCompletionR
 
     async def events():
         if chat:
+            opening = {"prompt_token_ids": prompt} if ids else {}
             yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
-                          "logprobs": None}])
-        first, last = None, None
+                          "logprobs": None}], **opening)
+        first, last, unsent = None, None, []  # unsent: ids picked since the last chunk went out
+        started_text = False  # a text completion's first chunk carries the prompt's ids
         async for event in handle:
             first = first or time.perf_counter()
             last = event
+            if event.token_id is not None:
+                unsent.append(event.token_id)
             done = event.finish_reason is not None
             if not event.text and not done:
                 continue
@@ -129,6 +144,10 @@ async def _answer(request: Request, handle: RequestHandle, body: ChatCompletionR
                 piece["delta"] = {"content": event.text} if event.text else {}
             else:
                 piece["text"] = event.text
+            if ids:
+                piece["token_ids"], unsent = unsent, []
+                if not chat and not started_text:
+                    piece["prompt_token_ids"], started_text = prompt, True
             yield chunk([piece])
         if last is not None and body.include_usage and last.finish_reason != "error":
             yield chunk([], usage=_usage(last))

@@ -97,6 +97,7 @@ class _OpenAISampling(_Body):
     stop: list[str] = Field(default_factory=list)  # a string or a list of strings
     n: StrictInt | None = None
     ignore_eos: StrictBool | None = None  # vLLM's knob: keep generating past end-of-sequence
+    return_token_ids: StrictBool | None = None  # vLLM's: the prompt's and the answer's token ids too
     stream: StrictBool | None = None
     stream_options: StreamOptions | None = None
 
