@@ -14,13 +14,16 @@ over HTTP with TuneLab's client from this process.
    loads took the slot path (``tunelab_adapter_slot_loads``).
 2. Comparison: base + 4 adapters on one prompt x 64 new tokens as one mixed batch,
    against 5 sequential ``generate`` calls that switch adapters with ``set_adapter``.
-   First the greedy answers of the mixed batch are checked against plain peft's
-   greedy ``generate`` for each model; the speed-up is reported only when they match.
+   First the greedy answers of the mixed batch (every token picked, through vLLM's
+   ``return_token_ids``) are checked against plain peft's greedy ``generate`` for each
+   model; the speed-up is reported only when they are equal, or, in bf16, when every token
+   lies within a bf16 tie of plain peft's best logit (:func:`served_like_reference`).
    The baseline runs in this process with the engine's torch thread count and dtype, after a warm-up
    generation with the base and each adapter, while the server is idle.
 3. Concurrency: 8 clients over 4 adapters at once, against the same 8 requests one
    at a time through the same server; the speed-up is reported only when every
-   concurrent answer equals the same request's answer served alone.
+   concurrent answer equals the same request's answer served alone, or, in bf16, when
+   both are plain peft's greedy answer up to bf16 ties.
 4. During training (``--during-training``, or alone with ``--only-training``): 32-token
    answers one after another (a person reading each for ``--think-s``) while a real
    training job of the same base runs through the job runner on the same machine,
@@ -136,48 +139,87 @@ def bench_swaps(client, adapters: list[Path], swaps: int, failures: list) -> dic
             "swaps": len(latencies), "background_requests_served": served[0]}
 
 
-def bench_compare(client, base_path: str, adapters: list[Path], new_tokens: int, base_name: str,
+def plain_reference(base_path: str, adapters: list[Path], dtype):
+    """The reference the endpoint's answers are checked against and the comparison's baseline:
+    plain peft, the base with every adapter by name (``cmp0``...), in the engine's dtype."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype), str(adapters[0]),
+                                      adapter_name="cmp0")
+    for i, path in enumerate(adapters[1:], start=1):
+        model.load_adapter(str(path), adapter_name=f"cmp{i}")
+    return model.eval()
+
+
+def served_like_reference(reference, adapter: str | None, prompt_ids: list[int], served: list[int],
+                          expected: list[int] | None, dtype) -> dict:
+    """Whether ``served`` (every token an answer picked) is plain peft's greedy answer: equal to
+    ``expected`` (its ``generate``), or, in bf16, a token within a bf16 tie of the reference's
+    best logit at every position (read teacher-forced, tests.builders.greedy_gaps; the rule the
+    GPU benchmark uses). In bf16 a batch and a single row take different kernels (on a CPU
+    with AMX oneDNN changes kernel with the row count) and greedy answers part at near-ties:
+    logits are bf16 numbers, 0.125 apart at SmolLM2's magnitudes, and exact ties occur."""
+    import contextlib
+
+    import torch
+
+    from tests.builders import bf16_tie, greedy_gaps
+
+    if served == expected:
+        return {"equal": True, "within_bf16_ties": True}
+    if adapter is None:
+        context = reference.disable_adapter()
+    else:
+        reference.set_adapter(adapter)
+        context = contextlib.nullcontext()
+    with context:
+        gaps, scale = greedy_gaps(reference, prompt_ids, served)
+    allowed = bf16_tie(scale)
+    return {"equal": False, "within_bf16_ties": dtype == torch.bfloat16 and max(gaps) <= allowed,
+            "largest_gap": round(max(gaps), 4), "allowed_gap": round(allowed, 4),
+            "tokens_off_the_reference_best": sum(g > 0 for g in gaps), "tokens": len(gaps),
+            "logit_scale": round(scale, 2)}
+
+
+def bench_compare(client, reference, tokenizer, adapters: list[Path], new_tokens: int, base_name: str,
                   threads: int, dtype) -> dict:
     """One mixed batch over HTTP against 5 sequential generate() calls with set_adapter."""
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     models = [base_name] + [f"cmp{i}" for i in range(len(adapters))]
     for i, path in enumerate(adapters):
         client.load_adapter(f"cmp{i}", str(path))
     params = dict(max_tokens=new_tokens, temperature=0, extra_body={"ignore_eos": True})
-    greedy = client.compare(PROMPT, models, max_tokens=new_tokens, temperature=0)  # warm-up and parity run
+    # warm-up and parity run: greedy, stopping at end-of-sequence, every token picked
+    with ThreadPoolExecutor(max_workers=len(models)) as pool:
+        futures = {m: pool.submit(client.chat_token_ids, m, PROMPT, max_tokens=new_tokens, temperature=0)
+                   for m in models}
+        greedy = {m: f.result() for m, f in futures.items()}
     started = time.perf_counter()
     answers = client.compare(PROMPT, models, **params)
     batched = time.perf_counter() - started
     assert len(answers) == len(models)
 
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype), str(adapters[0]),
-                                      adapter_name="cmp0")
-    for i, path in enumerate(adapters[1:], start=1):
-        model.load_adapter(str(path), adapter_name=f"cmp{i}")
-    model.eval()
     ids = tokenizer.apply_chat_template(PROMPT, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    prompt = ids["input_ids"][0].tolist()
     kwargs = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False)
     torch.set_num_threads(threads)  # the engine's count, in this thread that runs the baseline
+    model = reference
     with torch.inference_mode():
         with model.disable_adapter():  # warm-up: every path once, untimed
             model.generate(**ids, max_new_tokens=4, do_sample=False)
         for i in range(len(adapters)):
             model.set_adapter(f"cmp{i}")
             model.generate(**ids, max_new_tokens=4, do_sample=False)
-        # correctness first: plain greedy peft answers (stopping at end-of-sequence) must equal
+        # correctness first: plain greedy peft answers (stopping at end-of-sequence) against
         # what the endpoint answered to the same comparison in one mixed batch
-        reference = {}
+        expected = {}
         with model.disable_adapter():
-            reference[base_name] = _answer(tokenizer, model.generate(**ids, max_new_tokens=new_tokens,
-                                                                     do_sample=False), ids)
+            expected[base_name] = model.generate(**ids, max_new_tokens=new_tokens, do_sample=False)[0, len(prompt):]
         for i in range(len(adapters)):
             model.set_adapter(f"cmp{i}")
-            reference[f"cmp{i}"] = _answer(tokenizer, model.generate(**ids, max_new_tokens=new_tokens,
-                                                                     do_sample=False), ids)
+            expected[f"cmp{i}"] = model.generate(**ids, max_new_tokens=new_tokens, do_sample=False)[0, len(prompt):]
         started = time.perf_counter()
         with model.disable_adapter():
             model.generate(**ids, **kwargs)
@@ -185,43 +227,59 @@ def bench_compare(client, base_path: str, adapters: list[Path], new_tokens: int,
             model.set_adapter(f"cmp{i}")
             model.generate(**ids, **kwargs)
         sequential = time.perf_counter() - started
-    del model
+        checks = {m: served_like_reference(model, None if m == base_name else m, prompt, greedy[m][1],
+                                           expected[m].tolist(), dtype) for m in models}
     for i in range(len(adapters)):
         client.unload_adapter(f"cmp{i}")
-    mismatched = [m for m in models if greedy.get(m) != reference[m]]
+    same_prompt = all(greedy[m][0] == prompt for m in models)
+    equal = same_prompt and all(c["equal"] for c in checks.values())
+    ok = same_prompt and all(c["within_bf16_ties"] for c in checks.values())
     return {"compare_batched_s": round(batched, 2), "compare_sequential_s": round(sequential, 2),
             "compare_sequential_torch_threads": torch.get_num_threads(),
-            "compare_outputs_equal_reference": not mismatched,
-            "compare_mismatches": {m: {"endpoint": greedy.get(m), "reference": reference[m]} for m in mismatched},
-            # a speed-up counts only when the batched outputs equal the plain reference
-            "compare_speedup": round(sequential / batched, 2) if not mismatched else None}
+            "compare_prompt_ids_equal": same_prompt,
+            "compare_outputs_equal_reference": equal,
+            "compare_outputs_within_bf16_ties": ok,
+            "compare_mismatches": {m: {**c, "endpoint": tokenizer.decode(greedy[m][1], skip_special_tokens=True),
+                                       "reference": tokenizer.decode(expected[m], skip_special_tokens=True)}
+                                   for m, c in checks.items() if not c["equal"]},
+            # a speed-up counts only when the batched outputs are plain peft's greedy answers
+            "compare_speedup": round(sequential / batched, 2) if ok else None}
 
 
-def _answer(tokenizer, output, ids) -> str:
-    return tokenizer.decode(output[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
-
-
-def bench_concurrency(client, adapters: list[Path], new_tokens: int, clients: int = 8) -> dict:
+def bench_concurrency(client, reference, adapters: list[Path], new_tokens: int, dtype, clients: int = 8) -> dict:
     for i, path in enumerate(adapters):
         client.load_adapter(f"cc{i}", str(path))
     jobs = [f"cc{i % len(adapters)}" for i in range(clients)]
-    params = dict(max_tokens=new_tokens, temperature=0, extra_body={"ignore_eos": True})
+    params = dict(max_tokens=new_tokens, temperature=0, ignore_eos=True)
     started = time.perf_counter()
-    alone = [client.chat(model, PROMPT, **params) for model in jobs]
+    alone = [client.chat_token_ids(model, PROMPT, **params) for model in jobs]
     one_at_a_time = time.perf_counter() - started
     started = time.perf_counter()
     with ThreadPoolExecutor(max_workers=clients) as pool:
-        together = list(pool.map(lambda m: client.chat(m, PROMPT, **params), jobs))
+        together = list(pool.map(lambda m: client.chat_token_ids(m, PROMPT, **params), jobs))
     concurrent = time.perf_counter() - started
     for i in range(len(adapters)):
         client.unload_adapter(f"cc{i}")
     tokens = clients * new_tokens
-    # each concurrent answer must equal the same request served alone before its speed-up counts
+    # each concurrent answer must equal the same request served alone, or (bf16) both must be
+    # plain peft's greedy answer up to bf16 ties, before the speed-up counts
     equal = alone == together
+    checks = {}
+    if not equal:
+        import torch
+
+        with torch.inference_mode():
+            for i, model in enumerate(jobs):
+                if alone[i] != together[i]:
+                    adapter = "cmp" + model.removeprefix("cc")  # the same folder, by the reference's name
+                    checks[i] = {way: served_like_reference(reference, adapter, answer[0], answer[1], None, dtype)
+                                 for way, answer in (("alone", alone[i]), ("together", together[i]))}
+    ok = equal or all(c["within_bf16_ties"] for pair in checks.values() for c in pair.values())
     return {"concurrency_one_at_a_time_s": round(one_at_a_time, 2), "concurrency_concurrent_s": round(concurrent, 2),
             "concurrency_outputs_equal_alone": equal,
-            "concurrency_mismatches": [i for i, (a, b) in enumerate(zip(alone, together)) if a != b],
-            "concurrency_speedup": round(one_at_a_time / concurrent, 2) if equal else None,
+            "concurrency_outputs_within_bf16_ties": ok,
+            "concurrency_mismatches": checks,
+            "concurrency_speedup": round(one_at_a_time / concurrent, 2) if ok else None,
             "concurrency_tokens_per_s": round(tokens / concurrent, 1),
             "one_at_a_time_tokens_per_s": round(tokens / one_at_a_time, 1)}
 
@@ -391,6 +449,7 @@ def main() -> None:
 
     import httpx
     import torch
+    from transformers import AutoTokenizer
 
     from backend.bases.resolve import resolve_base
     from backend.serving.client import ServingClient
@@ -419,9 +478,12 @@ def main() -> None:
                 client.unload_adapter("bg0")
                 client.unload_adapter("bg1")
                 client.unload_adapter("hot")
-                compare = bench_compare(client, ref.path, adapters, args.new_tokens, ref.name,
-                                        engine_info["threads"], getattr(torch, engine_info["dtype"]))
-                concurrency = bench_concurrency(client, adapters, args.concurrency_tokens)
+                dtype = getattr(torch, engine_info["dtype"])
+                reference = plain_reference(ref.path, adapters, dtype)
+                compare = bench_compare(client, reference, AutoTokenizer.from_pretrained(ref.path), adapters,
+                                        args.new_tokens, ref.name, engine_info["threads"], dtype)
+                concurrency = bench_concurrency(client, reference, adapters, args.concurrency_tokens, dtype)
+                del reference
                 if args.during_training:
                     concurrency["during_training"] = bench_during_training(
                         client, args.base, tmp / "home", settings.paths.models, args.answer_tokens, args.think_s,
