@@ -400,26 +400,18 @@ def serving_parity(engine, base: Path, loras: list[Path], prompt: list[int], dty
     choice; in bf16, within bf16's rounding of its best logit (a batch and one row take
     different kernels; tests.builders.greedy_gaps)."""
     import torch
-    from peft import PeftModel
 
     from backend.serving.requests import SamplingParams
-    from tests.builders import bf16_tie, greedy_gaps, picked_tokens, plain_peft
+    from tests.builders import answering_as, bf16_tie, greedy_gaps, picked_tokens, plain_peft_by_name
 
     names = [None, *[f"l{i}" for i in range(min(3, len(loras)))]]
     greedy = SamplingParams(max_tokens=tokens, temperature=0, ignore_eos=True)
     handles = [engine.submit(prompt, name, greedy) for name in names]
-    reference = PeftModel.from_pretrained(plain_peft(base, None, dtype, device), loras[0], adapter_name="l0")
-    for name in names[2:]:
-        reference.load_adapter(loras[int(name[1:])], adapter_name=name)
-    reference.eval()
+    reference = plain_peft_by_name(base, {name: loras[int(name[1:])] for name in names[1:]}, dtype, device)
     worst, within = 0.0, True
     for name, handle in zip(names, handles):
         picked = picked_tokens(handle)
-        if name is None:
-            with reference.disable_adapter():
-                gaps, scale = greedy_gaps(reference, prompt, picked)
-        else:
-            reference.set_adapter(name)
+        with answering_as(reference, name):
             gaps, scale = greedy_gaps(reference, prompt, picked)
         allowed = bf16_tie(scale) if dtype == torch.bfloat16 else 1e-4 * max(1.0, scale)
         worst, within = max(worst, max(gaps)), within and max(gaps) <= allowed

@@ -139,19 +139,6 @@ def bench_swaps(client, adapters: list[Path], swaps: int, failures: list) -> dic
             "swaps": len(latencies), "background_requests_served": served[0]}
 
 
-def plain_reference(base_path: str, adapters: list[Path], dtype):
-    """The reference the endpoint's answers are checked against and the comparison's baseline:
-    plain peft, the base with every adapter by name (``cmp0``...), in the engine's dtype."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype), str(adapters[0]),
-                                      adapter_name="cmp0")
-    for i, path in enumerate(adapters[1:], start=1):
-        model.load_adapter(str(path), adapter_name=f"cmp{i}")
-    return model.eval()
-
-
 def served_like_reference(reference, adapter: str | None, prompt_ids: list[int], served: list[int],
                           expected: list[int] | None, dtype) -> dict:
     """Whether ``served`` (every token an answer picked) is plain peft's greedy answer: equal to
@@ -160,20 +147,13 @@ def served_like_reference(reference, adapter: str | None, prompt_ids: list[int],
     GPU benchmark uses). In bf16 a batch and a single row take different kernels (on a CPU
     with AMX oneDNN changes kernel with the row count) and greedy answers part at near-ties:
     logits are bf16 numbers, 0.125 apart at SmolLM2's magnitudes, and exact ties occur."""
-    import contextlib
-
     import torch
 
-    from tests.builders import bf16_tie, greedy_gaps
+    from tests.builders import answering_as, bf16_tie, greedy_gaps
 
     if served == expected:
         return {"equal": True, "within_bf16_ties": True}
-    if adapter is None:
-        context = reference.disable_adapter()
-    else:
-        reference.set_adapter(adapter)
-        context = contextlib.nullcontext()
-    with context:
+    with answering_as(reference, adapter):
         gaps, scale = greedy_gaps(reference, prompt_ids, served)
     allowed = bf16_tie(scale)
     return {"equal": False, "within_bf16_ties": dtype == torch.bfloat16 and max(gaps) <= allowed,
@@ -269,9 +249,9 @@ def bench_concurrency(client, reference, adapters: list[Path], new_tokens: int, 
         import torch
 
         with torch.inference_mode():
-            for i, model in enumerate(jobs):
+            for i in range(clients):
                 if alone[i] != together[i]:
-                    adapter = "cmp" + model.removeprefix("cc")  # the same folder, by the reference's name
+                    adapter = f"cmp{i % len(adapters)}"  # the same folder, by the reference's name
                     checks[i] = {way: served_like_reference(reference, adapter, answer[0], answer[1], None, dtype)
                                  for way, answer in (("alone", alone[i]), ("together", together[i]))}
     ok = equal or all(c["within_bf16_ties"] for pair in checks.values() for c in pair.values())
@@ -454,6 +434,7 @@ def main() -> None:
     from backend.bases.resolve import resolve_base
     from backend.serving.client import ServingClient
     from backend.settings import Settings
+    from tests.builders import plain_peft_by_name
 
     settings = Settings()
     ref = resolve_base(args.base, settings)  # provisions the default base once, here
@@ -479,7 +460,8 @@ def main() -> None:
                 client.unload_adapter("bg1")
                 client.unload_adapter("hot")
                 dtype = getattr(torch, engine_info["dtype"])
-                reference = plain_reference(ref.path, adapters, dtype)
+                # plain peft, the base with every adapter by name: the answers' reference and the baseline
+                reference = plain_peft_by_name(ref.path, {f"cmp{i}": p for i, p in enumerate(adapters)}, dtype)
                 compare = bench_compare(client, reference, AutoTokenizer.from_pretrained(ref.path), adapters,
                                         args.new_tokens, ref.name, engine_info["threads"], dtype)
                 concurrency = bench_concurrency(client, reference, adapters, args.concurrency_tokens, dtype)

@@ -70,6 +70,29 @@ def plain_peft(base: Path, adapter: Path | None, dtype=None, device: str = "cpu"
     return model.eval()
 
 
+def plain_peft_by_name(base: Path, adapters: dict[str, Path], dtype=None, device: str = "cpu"):
+    """:func:`plain_peft` with several adapters on the one base, each loaded under its name
+    (:func:`answering_as` picks one, or the base)."""
+    from peft import PeftModel
+
+    (first, path), *rest = adapters.items()
+    model = PeftModel.from_pretrained(plain_peft(base, None, dtype, device), str(path), adapter_name=first)
+    for name, path in rest:
+        model.load_adapter(str(path), adapter_name=name)
+    return model.eval()
+
+
+@contextlib.contextmanager
+def answering_as(reference, adapter: str | None):
+    """``reference`` (:func:`plain_peft_by_name`) answering as ``adapter``, or as the base for None."""
+    if adapter is None:
+        with reference.disable_adapter():
+            yield reference
+    else:
+        reference.set_adapter(adapter)
+        yield reference
+
+
 def reference_tokens(base: Path, adapter: Path | None, prompt_ids: list[int], n: int, dtype=None,
                      device: str = "cpu") -> list[int]:
     """Greedy tokens from :func:`plain_peft` + ``generate`` on ``device``."""

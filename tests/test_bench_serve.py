@@ -6,20 +6,16 @@ from __future__ import annotations
 
 import pytest
 
-from tests.builders import make_lora
+from tests.builders import answering_as, make_lora, plain_peft_by_name
 
 PROMPT = [5, 17, 42, 8, 99, 23, 61]
 
 
 def _greedy(model, adapter: str | None, tokens: int = 16) -> list[int]:
-    import contextlib
-
     import torch
 
-    if adapter is not None:
-        model.set_adapter(adapter)
     ids = torch.tensor([PROMPT])
-    with model.disable_adapter() if adapter is None else contextlib.nullcontext(), torch.inference_mode():
+    with answering_as(model, adapter), torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens,
                              min_new_tokens=tokens, do_sample=False)
     return out[0, len(PROMPT):].tolist()
@@ -29,11 +25,11 @@ def _greedy(model, adapter: str | None, tokens: int = 16) -> list[int]:
 def test_the_reference_answer_passes_and_another_adapters_does_not(tiny_llama, tmp_path, dtype_name):
     import torch
 
-    from bench.serve import plain_reference, served_like_reference
+    from bench.serve import served_like_reference
 
     dtype = getattr(torch, dtype_name)
-    adapters = [make_lora(tiny_llama, tmp_path / f"lora{i}", seed=30 + i) for i in range(2)]
-    reference = plain_reference(str(tiny_llama), adapters, dtype)
+    adapters = {f"cmp{i}": make_lora(tiny_llama, tmp_path / f"lora{i}", seed=30 + i) for i in range(2)}
+    reference = plain_peft_by_name(tiny_llama, adapters, dtype)
     first, second, base = _greedy(reference, "cmp0"), _greedy(reference, "cmp1"), _greedy(reference, None)
     assert first != second
 
