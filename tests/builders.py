@@ -15,9 +15,13 @@ import subprocess
 import sys
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from backend.bases.resolve import BaseRef
 from backend.hparams import RunSpec
@@ -132,6 +136,38 @@ def bf16_tie(magnitude: float) -> float:
     significant bits, 0.4%, and a forward rounds at every layer). On the tiny Llama a token
     of the reference's ranking sits within 0.01 of the best, another adapter's ~0.7 away."""
     return 0.05 * max(1.0, magnitude)
+
+
+class LiveBytes(TorchDispatchMode):
+    """Bytes of tensor storage alive that were made inside the mode, and their peak: the CPU's
+    analogue of torch's CUDA peak (tests/bases/test_memory.py). A mode that reads every
+    output's storage, as a packed (opaque) oneDNN weight cannot be read."""
+
+    def __init__(self):
+        super().__init__()
+        self.live = self.peak = 0
+        self._refs: dict[int, weakref.ref] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor):
+                self._count(tensor.untyped_storage())
+        return out
+
+    def _count(self, storage) -> None:
+        key = storage._cdata
+        if key in self._refs:
+            return
+        size = storage.nbytes()
+        self.live += size
+        self.peak = max(self.peak, self.live)
+
+        def freed(_ref, key=key, size=size):
+            self.live -= size
+            self._refs.pop(key, None)
+
+        self._refs[key] = weakref.ref(storage, freed)
 
 
 def make_engine(base: Path, dtype=None, device: str = "cpu", **kwargs):

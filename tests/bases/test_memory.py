@@ -1,61 +1,28 @@
 """The training-memory estimate (backend/bases/memory.py) against the tensors a real step holds.
 
 A CPU has no ``max_memory_allocated``, and RSS moves with the allocator's whims, so
-:class:`LiveBytes` counts exactly: every tensor storage an op creates, from its creation
-until its last reference dies (storages keep their Python object while alive, so a weak
-reference to it says when it is freed). Its peak is the CPU's analogue of torch's CUDA
+:class:`tests.builders.LiveBytes` counts exactly: every tensor storage an op creates, from
+its creation until its last reference dies (storages keep their Python object while alive,
+so a weak reference to it says when it is freed). Its peak is the CPU's analogue of torch's CUDA
 peak; tests/training/test_gpu_training.py checks the same estimate against that on a GPU.
 """
 
 from __future__ import annotations
 
-import weakref
-
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
 
 from backend.bases.inspect import inspect_base
 from backend.bases.memory import LOSS_BLOCK_ROWS, memory_estimates
 from backend.hparams import LoraSpec
 from backend.training.cpu.head_loss import head_loss_sum
 from backend.training.recipe import GIB, training_bytes
+from tests.builders import LiveBytes
 from tests.tiny_model import make_tiny_llama
 
 LLAMA_8B = dict(model_type="llama", architectures=["LlamaForCausalLM"], hidden_size=4096, intermediate_size=14336,
                 num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, vocab_size=128256,
                 max_position_embeddings=8192, tie_word_embeddings=False)
-
-
-class LiveBytes(TorchDispatchMode):
-    """Bytes of tensor storage alive that were made inside the mode, and their peak."""
-
-    def __init__(self):
-        super().__init__()
-        self.live = self.peak = 0
-        self._refs: dict[int, weakref.ref] = {}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in tree_flatten(out)[0]:
-            if isinstance(tensor, torch.Tensor):
-                self._count(tensor.untyped_storage())
-        return out
-
-    def _count(self, storage) -> None:
-        key = storage._cdata
-        if key in self._refs:
-            return
-        size = storage.nbytes()
-        self.live += size
-        self.peak = max(self.peak, self.live)
-
-        def freed(_ref, key=key, size=size):
-            self.live -= size
-            self._refs.pop(key, None)
-
-        self._refs[key] = weakref.ref(storage, freed)
 
 
 def test_live_bytes_counts_what_is_held_and_frees_what_is_dropped():

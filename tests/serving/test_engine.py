@@ -172,23 +172,13 @@ def test_a_packed_linear_gives_f_linears_bits_at_every_row_count():
 
 
 def test_whether_packing_is_available_does_not_depend_on_the_first_callers_dispatch_mode():
-    """The answer is cached for the process: asked first from inside a dispatch mode that reads
-    every output's storage (as the memory tests' counter does; a packed weight is opaque to it),
-    it must still be this CPU's answer, not "no" for the rest of the process."""
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
-
+    """The answer is cached for the process: asked first from inside the memory tests' counter,
+    a dispatch mode that reads every output's storage (a packed weight is opaque to it), it must
+    still be this CPU's answer, not "no" for the rest of the process."""
     from backend.hardware.prepack import available
+    from tests.builders import LiveBytes
 
-    class ReadsStorage(TorchDispatchMode):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for tensor in out if isinstance(out, (tuple, list)) else [out]:
-                if isinstance(tensor, torch.Tensor):
-                    tensor.untyped_storage()
-            return out
-
-    with ReadsStorage():
+    with LiveBytes():
         inside = available.__wrapped__()
     assert inside == available.__wrapped__() == available()
 
