@@ -9,9 +9,13 @@ the fused LM head over every position) except ``use_cpu=True``, which a machine 
 CUDA needs. The learning rate is set to ours for both, so that the eval-loss comparison
 measures the training path and not TRL's 2e-5 default.
 
-Reports answer tokens per second for both (training time, evaluation excluded), the
-ratio ``speedup``, both final eval losses (computed the same way for both: fp32, answer
-tokens only) and ``eval_loss_ratio`` (ours / baseline), and the model FLOP/s of our run
+Each trainer runs once per seed (``--seeds``, default 42,1,2: the seed moves LoRA's
+initialization, the dropout and the batch order; one seed's eval loss alone moves by
+about as much as the target allows). Reports answer tokens per second for both over all
+their runs (training time, evaluation excluded), the ratio ``speedup``, both mean final
+eval losses (computed the same way for both: fp32, answer tokens only) and
+``eval_loss_ratio``, the mean over seeds of ours / baseline with its 95% interval, and
+the model FLOP/s of our run
 (4 x parameters x processed tokens / s: a LoRA step needs no weight gradients for the
 frozen base) as ``peak_fraction`` of this machine's matmul peak, measured in the same
 run with a timed large matmul in fp32 and bf16. Writes bench/results/train.json.
@@ -19,7 +23,7 @@ run with a timed large matmul in fp32 and bf16. Writes bench/results/train.json.
 An entry point, like the training worker: it builds the settings and hands the run what
 it needs (the ``native_kernels`` setting and the native build cache).
 
-    python bench/train.py [--base default] [--rows 192] [--epochs 1]
+    python bench/train.py [--base default] [--rows 192] [--epochs 1] [--seeds 42,1,2]
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 # the re-run with the training job's malloc environment (read by glibc at process start)
 from backend.bases.resolve import resolve_base  # noqa: E402
 from backend.hparams import LoraSpec, RunSpec, TrainSpec  # noqa: E402
+from backend.proof.intervals import mean_interval  # noqa: E402
 from backend.settings import Settings  # noqa: E402
 from backend.training.cpu import native  # noqa: E402
 from backend.training.cpu.memory import hugepage_malloc_env  # noqa: E402
@@ -176,22 +181,32 @@ def answer_eval_loss(model, tokenized: list[tuple[list[int], int]]) -> float:
     return total / count
 
 
+def plain_sft_config(*, work, device="cpu", epochs=1.0, batch_size, learning_rate, seed=42, max_length=None):
+    """The baseline's ``SFTConfig``: TRL's defaults (bf16 autocast, gradient checkpointing,
+    random batches padded to their longest row, ...) except the fields a comparison must
+    set: where it writes, use_cpu where there is no CUDA, the epochs, batch and rate (ours,
+    so that losses compare fairly), the seed and, where given, the length."""
+    from trl import SFTConfig
+
+    length = {"max_length": max_length} if max_length else {}
+    return SFTConfig(output_dir=str(work / "baseline"), num_train_epochs=epochs, use_cpu=device != "cuda",
+                     per_device_train_batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                     report_to="none", disable_tqdm=True, save_strategy="no", **length)
+
+
 def plain_sft(model, tokenizer, rows, lora_config, *, work, device="cpu", epochs=1.0, batch_size, learning_rate,
               seed=42, max_length=None):
     """The baseline of every training benchmark (this one and bench/gpu.py): plain TRL
-    SFTTrainer + peft at their defaults, except use_cpu where there is no CUDA, bf16 on
-    CUDA, the rate (set to ours so that losses compare fairly) and, where given, the
-    length. Returns the trainer, TRL's train output and the seconds it trained."""
+    SFTTrainer + peft with :func:`plain_sft_config`. Returns the trainer, TRL's train
+    output and the seconds it trained."""
     from datasets import Dataset
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
     from backend.data.normalized import to_prompt_completion
 
     dataset = Dataset.from_list([to_prompt_completion(r["messages"]) for r in rows])
-    length = {"max_length": max_length} if max_length else {}
-    args = SFTConfig(output_dir=str(work / "baseline"), num_train_epochs=epochs, use_cpu=device != "cuda",
-                     bf16=device == "cuda", per_device_train_batch_size=batch_size, learning_rate=learning_rate,
-                     seed=seed, report_to="none", disable_tqdm=True, save_strategy="no", **length)
+    args = plain_sft_config(work=work, device=device, epochs=epochs, batch_size=batch_size,
+                            learning_rate=learning_rate, seed=seed, max_length=max_length)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=lora_config)
     started = time.perf_counter()
@@ -225,6 +240,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--learning-rate", type=float, default=2e-4)
     parser.add_argument("--compare-fp32", action="store_true",
                         help="also train ours in fp32, to check that bf16 does not hurt eval loss")
+    parser.add_argument("--seeds", type=_seeds, default=[42, 1, 2],
+                        help="comma-separated seeds; each trains ours and the baseline once (default 42,1,2), so "
+                             "the eval-loss ratio carries an interval")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     _rerun_with_training_env(argv)
@@ -263,73 +281,98 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         train_file = write_jsonl(train_rows, work / "train.jsonl")
         eval_file = write_jsonl(eval_rows, work / "eval.jsonl")
-        out_dir = work / "adapters" / spec.name
-        print(f"ours: {len(train_rows)} rows, {precision} ...", flush=True)
-        meta = train_adapter(spec, base_ref=ref, train_file=train_file, eval_file=eval_file, out_dir=out_dir,
-                             work_dir=work / "run", native_build=native_build)
-        m = meta["metrics"]
-        ours_seconds = m["train_seconds"]  # evaluation excluded, like the baseline (which never evaluates)
+        ours_runs = []
+        for seed in args.seeds:
+            seeded = spec.model_copy(update={"name": f"bench-ours-{seed}",
+                                             "train": spec.train.model_copy(update={"seed": seed})})
+            print(f"ours, seed {seed}: {len(train_rows)} rows, {precision} ...", flush=True)
+            meta = train_adapter(seeded, base_ref=ref, train_file=train_file, eval_file=eval_file,
+                                 out_dir=work / "adapters" / seeded.name, work_dir=work / f"run-{seed}",
+                                 native_build=native_build)
+            m = meta["metrics"]
+            ours_model = PeftModel.from_pretrained(load_model(ref), work / "adapters" / seeded.name)
+            # train_seconds: evaluation excluded, like the baseline (which never evaluates)
+            ours_runs.append({"seed": seed, "train_seconds": m["train_seconds"], "wall_seconds_incl_eval":
+                              m["runtime_s"], "tokens_per_s_as_the_page_shows": m["tokens_per_s"],
+                              "trainer_eval_loss": m["eval_loss"],
+                              "eval_loss": answer_eval_loss(ours_model, eval_tok)})
+            del ours_model
         native_status = native.status()  # loaded (and from where) or why not: the C kernels or the torch fallback
         lib = native.kernels()
         native_status["lora_products"] = bool(lib is not None and lib.tl_lora_vectorized())
-        ours_model = PeftModel.from_pretrained(load_model(ref), out_dir)
-        ours_eval = answer_eval_loss(ours_model, eval_tok)
-        del ours_model
         fp32 = None
         if args.compare_fp32 and precision != "fp32":
-            print("ours in fp32 ...", flush=True)
-            spec32 = spec.model_copy(update={"name": "bench-fp32",
-                                             "train": spec.train.model_copy(update={"precision": "fp32"})})
+            print(f"ours in fp32, seed {args.seeds[0]} ...", flush=True)
+            spec32 = spec.model_copy(update={"name": "bench-fp32", "train": spec.train.model_copy(
+                update={"precision": "fp32", "seed": args.seeds[0]})})
             meta32 = train_adapter(spec32, base_ref=ref, train_file=train_file, eval_file=eval_file,
                                    out_dir=work / "adapters" / spec32.name, work_dir=work / "run32",
                                    native_build=native_build)
             fp32_model = PeftModel.from_pretrained(load_model(ref), work / "adapters" / spec32.name)
-            fp32 = {"answer_tokens_per_s": tokens_per_s(answer_tokens, meta32["metrics"]["train_seconds"]),
+            fp32 = {"seed": args.seeds[0],
+                    "answer_tokens_per_s": tokens_per_s(answer_tokens, meta32["metrics"]["train_seconds"]),
                     "eval_loss": answer_eval_loss(fp32_model, eval_tok)}
-            fp32["eval_loss_ratio_bf16_over_fp32"] = ours_eval / fp32["eval_loss"]
+            fp32["eval_loss_ratio_bf16_over_fp32"] = ours_runs[0]["eval_loss"] / fp32["eval_loss"]
             del fp32_model
 
-        print("baseline: plain TRL SFTTrainer ...", flush=True)
-        base_model, base_seconds, base_settings = run_baseline(
-            ref, tokenizer, train_rows, lora.to_peft_kwargs(), epochs=args.epochs, batch_size=args.batch_size,
-            learning_rate=args.learning_rate, seed=spec.train.seed, work=work)
-        base_eval = answer_eval_loss(base_model, eval_tok)
-        params = sum(p.numel() for p in base_model.parameters())
-        del base_model
+        base_runs = []
+        for seed in args.seeds:
+            print(f"baseline, seed {seed}: plain TRL SFTTrainer ...", flush=True)
+            base_model, base_seconds, base_settings = run_baseline(
+                ref, tokenizer, train_rows, lora.to_peft_kwargs(), epochs=args.epochs, batch_size=args.batch_size,
+                learning_rate=args.learning_rate, seed=seed, work=work)
+            base_runs.append({"seed": seed, "train_seconds": base_seconds,
+                              "eval_loss": answer_eval_loss(base_model, eval_tok)})
+            params = sum(p.numel() for p in base_model.parameters())
+            del base_model
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    # the one tokens/s of TuneLab (backend.training.progress.tokens_per_s), of answer tokens and of all tokens
-    ours_tps, base_tps = tokens_per_s(answer_tokens, ours_seconds), tokens_per_s(answer_tokens, base_seconds)
-    ours_flops = 4 * params * all_tokens / ours_seconds
+    # the one tokens/s of TuneLab (backend.training.progress.tokens_per_s), of answer tokens and of all tokens,
+    # over every seed's run; eval losses paired by seed (same seed, same held-out rows)
+    runs = len(args.seeds)
+    ours_seconds = sum(r["train_seconds"] for r in ours_runs)
+    base_seconds = sum(r["train_seconds"] for r in base_runs)
+    ours_tps = tokens_per_s(answer_tokens * runs, ours_seconds)
+    base_tps = tokens_per_s(answer_tokens * runs, base_seconds)
+    ours_flops = 4 * params * all_tokens * runs / ours_seconds
+    ours_eval = mean_interval([r["eval_loss"] for r in ours_runs])
+    base_eval = mean_interval([r["eval_loss"] for r in base_runs])
+    ratio = mean_interval([o["eval_loss"] / b["eval_loss"] for o, b in zip(ours_runs, base_runs)])
     lengths = [len(ids) for ids, _ in train_tok]
     answers = [len(ids) - p for ids, p in train_tok]
     result = {
         "speedup": ours_tps / base_tps,
-        "eval_loss_ratio": ours_eval / base_eval,
+        "eval_loss_ratio": ratio["mean"],
+        "eval_loss_ratio_ci95": ratio["ci95"],
+        "eval_loss_ratio_means": "the mean over seeds of ours / baseline eval loss, each pair trained with the same "
+                                 "seed and scored on the same held-out rows, with its 95% Student-t interval over the "
+                                 f"{runs} seeds (none from one seed)",
+        "seeds": args.seeds,
         "peak_fraction": ours_flops / peaks[precision if precision in peaks else "fp32"],
-        "ours": {"answer_tokens_per_s": ours_tps, "tokens_per_s": tokens_per_s(all_tokens, ours_seconds),
-                 "tokens_per_s_as_the_page_shows": m["tokens_per_s"], "tokens_per_s_means": TOKENS_PER_S_MEANS,
-                 "train_seconds": ours_seconds, "wall_seconds_incl_eval": m["runtime_s"], "eval_loss": ours_eval,
-                 "trainer_eval_loss": m["eval_loss"], "precision": precision, "model_flops": ours_flops,
+        "ours": {"answer_tokens_per_s": ours_tps, "tokens_per_s": tokens_per_s(all_tokens * runs, ours_seconds),
+                 "tokens_per_s_means": TOKENS_PER_S_MEANS, "train_seconds": ours_seconds,
+                 "eval_loss": ours_eval["mean"], "eval_loss_ci95": ours_eval["ci95"], "per_seed": ours_runs,
+                 "precision": precision, "model_flops": ours_flops,
                  "path": "bf16 frozen base weights + fp32 LoRA under bf16 autocast, LM head on answer positions "
-                         "only (decoder called directly), length-grouped batches, backend.training.cpu: LoRA "
+                         "only (decoder called directly), batches drawn at random, backend.training.cpu: LoRA "
                          "projection as one autograd function (native AVX-512 rank-r products with the dropout "
                          "mask hashed once and kept as bits; else torch's products with the hashed mask "
                          "recomputed from a seed, or sparse drop positions), blocked LM-head loss with a oneDNN-packed "
                          "head and one-pass softmax gradient, fused SiLU-mul, RMSNorm and grouped causal "
                          "attention kernels, huge-page malloc keeping freed memory"
                          if precision == "bf16" else "fp32, LM head on answer positions only, fast LoRA dropout, "
-                                                     "length-grouped batches",
+                                                     "batches drawn at random",
                  "native_kernels": native_status},
-        "baseline": {"answer_tokens_per_s": base_tps, "tokens_per_s": tokens_per_s(all_tokens, base_seconds),
-                     "train_seconds": base_seconds, "eval_loss": base_eval, "settings": base_settings},
+        "baseline": {"answer_tokens_per_s": base_tps, "tokens_per_s": tokens_per_s(all_tokens * runs, base_seconds),
+                     "train_seconds": base_seconds, "eval_loss": base_eval["mean"],
+                     "eval_loss_ci95": base_eval["ci95"], "per_seed": base_runs, "settings": base_settings},
         "ours_fp32": fp32,
         "peak_flops": peaks,
         "settings": {"base": ref.name, "parameters": params, "lora": "all-linear r8 alpha16 dropout0.05",
                      "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": args.learning_rate,
                      "train_rows": len(train_rows), "eval_rows": len(eval_rows),
-                     "train_tokens": all_tokens, "answer_tokens": answer_tokens,
+                     "train_tokens": all_tokens, "answer_tokens": answer_tokens, "runs_each": runs,
                      "row_tokens_min_mean_max": [min(lengths), sum(lengths) / len(lengths), max(lengths)],
                      "answer_tokens_min_mean_max": [min(answers), sum(answers) / len(answers), max(answers)],
                      "flops_formula": "4 x parameters x processed (prompt+answer) tokens / s"},
@@ -339,6 +382,17 @@ def main(argv: list[str] | None = None) -> dict:
         "targets": {"speedup": ">= 1.8", "eval_loss_ratio": "<= 1.02", "peak_fraction": ">= 0.5"},
     }
     return write_results(args.out, result)
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: give whole numbers separated by commas, "
+                                         "e.g. --seeds 42,1,2") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"--seeds {text!r}: give at least one seed, each once, e.g. --seeds 42,1,2")
+    return seeds
 
 
 def _rerun_with_training_env(argv: list[str] | None) -> None:

@@ -1,7 +1,8 @@
 """Shares with honest error bars: every exact-match or judged share TuneLab shows carries
 its row count and a 95% Wilson score interval; and the paired test of two models scored on
 the same rows (the exact sign test on the rows only one of them gets right), which is what
-decides whether an adapter beats the base."""
+decides whether an adapter beats the base; and the Student-t interval of a mean of a few
+repeated measurements (a benchmark's seeds)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,28 @@ def wilson(correct: int, total: int, z: float = 1.959964) -> tuple[float, float]
     centre = (p + z * z / (2 * total)) / denominator
     half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denominator
     return max(0.0, centre - half), min(1.0, centre + half)
+
+
+# Student's t at 97.5% (a two-sided 95% interval) for 1..30 degrees of freedom
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def mean_interval(values: Sequence[float]) -> dict[str, Any]:
+    """``{"mean", "n", "ci95": [lo, hi] | None}``: the mean of a few repeated measurements
+    (one per seed, say) and its 95% Student-t interval, which is honest at the n of 2-5 a
+    benchmark can afford; no interval from a single value."""
+    n = len(values)
+    if n == 0:
+        raise ValueError("no values: an interval needs at least one measurement")
+    mean = math.fsum(values) / n
+    if n == 1:
+        return {"mean": mean, "n": 1, "ci95": None}
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+    df = n - 1
+    t = _T975[df - 1] if df <= len(_T975) else 1.959964 + 2.37 / df  # past 30: the normal plus its first correction
+    half = t * sd / math.sqrt(n)
+    return {"mean": mean, "n": n, "ci95": [mean - half, mean + half]}
 
 
 def scored(hits: Sequence[bool]) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""Wilson intervals against published values, the figures built on them, and the paired sign test."""
+"""Wilson intervals against published values, the figures built on them, the paired sign
+test, and the Student-t interval of a mean."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import math
 
 import pytest
 
-from backend.proof.intervals import describe, paired, scored, sign_test_p, wilson
+from backend.proof.intervals import describe, mean_interval, paired, scored, sign_test_p, wilson
 
 
 @pytest.mark.parametrize("correct, total, lo, hi", [
@@ -58,3 +59,23 @@ def test_paired_counts_only_the_rows_where_the_two_differ():
     assert result["p_value"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="a paired test needs the same rows"):
         paired([True], [True, False])
+
+
+def test_the_mean_interval_is_student_t_by_hand():
+    # 1, 2, 3: mean 2, sample sd 1, t(2 df, 97.5%) = 4.303, so 2 ± 4.303 / sqrt(3)
+    figure = mean_interval([1.0, 2.0, 3.0])
+    assert figure["mean"] == 2.0 and figure["n"] == 3
+    lo, hi = figure["ci95"]
+    assert abs(lo - (2 - 4.303 / math.sqrt(3))) < 1e-9 and abs(hi - (2 + 4.303 / math.sqrt(3))) < 1e-9
+    # two values: t(1 df) = 12.706, half-width 12.706 x |a - b| / 2
+    assert mean_interval([1.0, 1.5])["ci95"] == pytest.approx([1.25 - 12.706 * 0.25, 1.25 + 12.706 * 0.25])
+    # many values: close to the normal's 1.96
+    many = mean_interval([0.0, 1.0] * 100)
+    assert many["ci95"][1] - many["mean"] == pytest.approx(1.96 * math.sqrt(200 / 199 * 0.25 / 200), rel=0.01)
+
+
+def test_one_measurement_has_no_interval_and_none_is_refused():
+    assert mean_interval([2.5]) == {"mean": 2.5, "n": 1, "ci95": None}
+    assert mean_interval([2.0, 2.0])["ci95"] == [2.0, 2.0]
+    with pytest.raises(ValueError, match="at least one"):
+        mean_interval([])
