@@ -239,13 +239,17 @@ def load_base(base_ref: BaseRef, recipe: Recipe, *, trust_remote_code: bool = Fa
 
 def keep_within(dataset, max_length: int):
     """Rows cut to ``max_length`` tokens, rows left with no answer token dropped: what TRL
-    does itself with padded batches, done here for padding-free ones."""
+    does itself with padded batches, done here for padding-free ones. Every per-token
+    column is cut: TRL 1.16 tokenizes prompt/completion rows into ``labels`` (-100 on the
+    prompt), older ones into a ``completion_mask``."""
     if dataset is None or "input_ids" not in dataset.column_names:
         return dataset
-    lists = [c for c in dataset.column_names if c in ("input_ids", "completion_mask", "assistant_masks")]
+    lists = [c for c in dataset.column_names if c in ("input_ids", "labels", "completion_mask", "assistant_masks")]
     dataset = dataset.map(lambda row: {c: row[c][:max_length] for c in lists})
     if "completion_mask" in lists:
         dataset = dataset.filter(lambda row: any(row["completion_mask"]))
+    if "labels" in lists:
+        dataset = dataset.filter(lambda row: any(label != -100 for label in row["labels"]))
     return dataset
 
 

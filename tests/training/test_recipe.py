@@ -389,6 +389,14 @@ def test_the_recipe_sets_trls_knobs_and_padding_free_rows_still_stop_at_max_leng
                               {"input_ids": list(range(4)), "completion_mask": [0, 0, 1, 1]}])
     kept = keep_within(rows, 8)  # TRL's rule: cut to max_length, drop a row whose answer is all cut off
     assert [len(r) for r in kept["input_ids"]] == [8, 4] and kept["completion_mask"][0] == [0] * 6 + [1, 1]
+    # TRL 1.16 tokenizes into labels (-100 on the prompt): they are cut with the ids, or the
+    # padding-free collator meets a row whose labels outrun its positions
+    labelled = Dataset.from_list([{"input_ids": list(range(10)), "labels": [-100] * 6 + [6, 7, 8, 9]},
+                                  {"input_ids": list(range(10)), "labels": [-100] * 9 + [9]},
+                                  {"input_ids": list(range(4)), "labels": [-100, -100, 2, 3]}])
+    kept = keep_within(labelled, 8)
+    assert [len(r) for r in kept["input_ids"]] == [len(r) for r in kept["labels"]] == [8, 4]
+    assert kept["labels"][0] == [-100] * 6 + [6, 7]
 
 
 def test_the_job_runner_tells_a_gpu_machine_without_torch(tmp_path, monkeypatch):
