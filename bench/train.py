@@ -355,14 +355,14 @@ def main(argv: list[str] | None = None) -> dict:
                  "eval_loss": ours_eval["mean"], "eval_loss_ci95": ours_eval["ci95"], "per_seed": ours_runs,
                  "precision": precision, "model_flops": ours_flops,
                  "path": "bf16 frozen base weights + fp32 LoRA under bf16 autocast, LM head on answer positions "
-                         "only (decoder called directly), batches drawn at random, backend.training.cpu: LoRA "
+                         "only (decoder called directly), length-grouped batches, backend.training.cpu: LoRA "
                          "projection as one autograd function (native AVX-512 rank-r products with the dropout "
                          "mask hashed once and kept as bits; else torch's products with the hashed mask "
                          "recomputed from a seed, or sparse drop positions), blocked LM-head loss with a oneDNN-packed "
                          "head and one-pass softmax gradient, fused SiLU-mul, RMSNorm and grouped causal "
                          "attention kernels, huge-page malloc keeping freed memory"
                          if precision == "bf16" else "fp32, LM head on answer positions only, fast LoRA dropout, "
-                                                     "batches drawn at random",
+                                                     "length-grouped batches",
                  "native_kernels": native_status},
         "baseline": {"answer_tokens_per_s": base_tps, "tokens_per_s": tokens_per_s(all_tokens * runs, base_seconds),
                      "train_seconds": base_seconds, "eval_loss": base_eval["mean"],

@@ -10,12 +10,14 @@ applies what it says (:mod:`backend.training.run`).
 
 On a CPU (what the CPU path always did):
   precision by the CPU's bf16 units; eager attention in bf16; padded, length-grouped
-  batches; the CPU machinery on (the kernels of :mod:`backend.training.cpu.tuning`, the
+  batches (:class:`backend.training.trainer.LengthBatchSampler`); the CPU machinery
+  on (the kernels of :mod:`backend.training.cpu.tuning`, the
   native build, the allocator, torch's threads, ``use_cpu``); gradient checkpointing as
   the spec says.
 On CUDA:
   bf16 where the GPU has it, else fp16 (the trainer's loss scaling); padding-free batches
-  (TRL ``padding_free``: one flattened row with ``position_ids``, no pad tokens) attended
+  (TRL ``padding_free``: one flattened row with ``position_ids``, no pad tokens), drawn at
+  random like plain TRL's (:class:`backend.training.trainer.ShuffledSampler`), attended
   with FlashAttention-2 where ``flash_attn`` is installed, else with
   :mod:`backend.training.packed_attention` (each example on its own, no T × T mask); none of
   the CPU machinery; gradient checkpointing only when the memory estimate of the base,
@@ -106,6 +108,9 @@ class Recipe:
     strategy: str = "single"  # single | ddp | fsdp: how several processes share the work
     memory_estimate: int | None = None  # bytes, for the choices made (CUDA)
     memory_budget: int | None = None
+    # padded batches of examples of similar length (less padding) rather than random draws
+    # (backend.training.trainer.LengthBatchSampler / ShuffledSampler; docs/training.md#batches)
+    length_grouped: bool = False
     why: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> dict:
@@ -229,7 +234,7 @@ def choose_recipe(facts: DeviceFacts, spec: RunSpec, report: dict | None = None)
         return Recipe(device="cpu", precision=precision, attention="eager" if precision == "bf16" else None,
                       padding_free=False, gradient_checkpointing=t.gradient_checkpointing,
                       per_device_batch=per_device, accumulation=1, cpu_machinery=True, quantize=None,
-                      processes=processes, strategy=strategy, why=why)
+                      processes=processes, strategy=strategy, length_grouped=True, why=why)
 
     if processes > facts.count:
         raise ConfigError(f"--processes {processes} asks for one GPU per process; {facts.count} visible.",
@@ -256,7 +261,8 @@ def choose_recipe(facts: DeviceFacts, spec: RunSpec, report: dict | None = None)
                }.get(attention, ": PyTorch's fused attention (flash_attn is not installed)"
                      + (f"; the base attends within a {window}-token window, which transformers' mask keeps"
                         if window and padding_free else "")),
-               batches="padding-free: each step's examples as one row with position ids, no pad tokens" if padding_free
+               batches="padding-free, drawn at random: each step's examples as one row with position ids, "
+                       "no pad tokens" if padding_free
                else "padded: TRL's preference batches (its padding-free ones need FlashAttention)"
                + (", each pair's chosen and rejected answers together: 2 rows per example" if rows == 2 else ""),
                machinery="off (CPU only)")

@@ -14,8 +14,9 @@ What this module changes from TRL's defaults, and why:
 * in bf16 the frozen base weights are loaded in bf16, so autocast does not cast every
   fp32 weight on every forward; the LoRA weights, the only trained ones, stay fp32
   (peft's ``autocast_adapter_dtype``) and the saved adapter is unchanged;
-* the trainer (:mod:`backend.training.trainer`) batches examples of similar length and
-  runs the LM head on answer positions only;
+* the trainer (:mod:`backend.training.trainer`) batches examples of similar length where
+  batches are padded (random ones where they are padding-free) and runs the LM head on
+  answer positions only;
 * with held-out rows and ``early_stopping`` it evaluates about once an epoch, keeps the
   best LoRA weights and stops when the held-out loss stops falling or the time budget is
   spent (:mod:`backend.training.early_stop`); the adapter written is the best judged;
@@ -340,6 +341,7 @@ def train_adapter(
     except ValueError as exc:  # peft: "Target modules {...} not found in the base model"
         raise ConfigError(f"Could not apply the LoRA configuration to base {base_ref.spec!r}: {exc}") from exc
     callback.trainer = trainer
+    trainer.length_grouped = recipe.length_grouped
     check_strategy(trainer, recipe)
     if recipe.padding_free:
         trainer.train_dataset = keep_within(trainer.train_dataset, spec.train.max_length)

@@ -1,4 +1,4 @@
-"""TRL's ``SFTTrainer`` as a LoRA run uses it: answer-only head, length-grouped batches, progress.
+"""TRL's ``SFTTrainer`` as a LoRA run uses it: answer-only head, batches, progress.
 
 * :class:`AnswerOnlySFTTrainer` runs the LM head on answer positions only, a block of
   them at a time (:func:`backend.training.cpu.head_loss.head_loss_sum`, on every device:
@@ -10,8 +10,10 @@
   CPU becomes a batched copy of the whole head). It also counts the tokens trained
   (for tokens/s, :func:`backend.training.progress.tokens_per_s`), the answer tokens and
   the time spent in evaluation.
-* :class:`LengthBatchSampler` builds batches of examples of similar length, so little
-  compute goes to padding.
+* :class:`LengthBatchSampler` builds padded batches of examples of similar length, so
+  little compute goes to padding (a CPU recipe's ``length_grouped``); :class:`ShuffledSampler`
+  draws batches at random, like plain TRL: padding-free ones (CUDA), where grouping would
+  save nothing, and any run whose recipe does not group.
 * :class:`ProgressCallback` turns the trainer's logs into progress dicts and the
   caller's ``should_stop()`` / ``should_pause()`` into a stop.
 """
@@ -35,12 +37,16 @@ StopFn = Callable[[], bool]
 
 
 class LengthBatchSampler:
-    """Indices in batches of similar length, batch order shuffled per epoch.
+    """Indices in batches of similar length, batch order shuffled per epoch: for padded
+    batches (the CPU's), where it saves the padding.
 
     Sorting first keeps padding low; shuffling the batches (unlike transformers'
     ``LengthGroupedSampler``, which runs each mega-batch longest first) keeps the
-    order of lengths from becoming a curriculum. Deterministic per (seed, epoch), so a
-    resumed run skips exactly the batches it had seen.
+    order of lengths from becoming a curriculum. The price is in what a step learns
+    from: on ``bench/batches.py`` one epoch of random batches ended 2.9% below these
+    batches' held-out loss but took 1.37x the time, and given that time these batches
+    ended level with random ones or below (docs/training.md#batches). Deterministic per
+    (seed, epoch), so a resumed run skips exactly the batches it had seen.
     """
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int):
@@ -64,6 +70,31 @@ class LengthBatchSampler:
         return iter([i for b in shuffled for i in batches[b]])
 
 
+class ShuffledSampler:
+    """Every example once per epoch, in a random order fixed by (seed, epoch): for
+    padding-free batches (CUDA's), which have no padding to save by grouping lengths.
+
+    Batches are random draws, as in plain TRL: grouping by length would only cost what a
+    step learns from (in real data length goes with the task or the label), with no time
+    to show for it. Deterministic, so a resumed run skips exactly the examples it had seen.
+    """
+
+    def __init__(self, size: int, seed: int):
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed * 1009 + self.epoch)
+        return iter(torch.randperm(self.size, generator=gen).tolist())
+
+
 class AnswerOnlySFTTrainer(SFTTrainer):
     """SFTTrainer that projects only answer positions onto the vocabulary and counts
     tokens trained (prompt and answer, no padding: for tokens/s), answer tokens and time
@@ -72,9 +103,12 @@ class AnswerOnlySFTTrainer(SFTTrainer):
     answer_tokens: int = 0
     train_tokens: int = 0
     eval_seconds: float = 0.0
+    length_grouped: bool = False  # padded batches of similar lengths (the recipe's choice, set by the run)
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.padding_free or not self.length_grouped:
+            return ShuffledSampler(len(dataset), self.args.seed)
         lengths = [len(ids) for ids in dataset["input_ids"]]
         return LengthBatchSampler(lengths, self.args.per_device_train_batch_size, self.args.seed)
 

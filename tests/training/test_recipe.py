@@ -52,6 +52,7 @@ def test_a_cpu_gets_the_cpu_machinery_and_padded_batches():
             ("cpu", precision, True, False)
         assert recipe.attention == ("eager" if precision == "bf16" else None)
         assert (recipe.gradient_checkpointing, recipe.per_device_batch, recipe.accumulation) == (False, 8, 1)
+        assert recipe.length_grouped  # padded rows of similar lengths: little padding
     assert choose_recipe(CPU, spec(gradient_checkpointing=True), None).gradient_checkpointing
 
 
@@ -60,6 +61,7 @@ def test_a_cuda_gpu_gets_bf16_sdpa_padding_free_and_no_cpu_machinery(report_1b):
     assert (recipe.device, recipe.precision, recipe.attention, recipe.padding_free, recipe.cpu_machinery) == \
         ("cuda", "bf16", "packed_sdpa", True, False)
     assert "no T × T mask" in recipe.why["attention"]
+    assert not recipe.length_grouped  # padding-free: no padding to save, so random batches, like TRL
     assert recipe.quantize is None and recipe.memory_budget == int(80 * GIB * HEADROOM)
     assert choose_recipe(H100_FA, spec(), report_1b).attention == "flash_attention_2"
 
@@ -346,6 +348,7 @@ def _run(tiny_llama, root, recipe: Recipe, name: str):
 
 
 def test_padding_free_batches_train_the_same_loss_and_the_cpu_machinery_stays_off(tiny_llama, tmp_path):
+    # (neither recipe groups lengths, so both draw the same random batches)
     padded = Recipe(device="cpu", precision="fp32", attention="sdpa", padding_free=False,
                     gradient_checkpointing=False, per_device_batch=4, accumulation=1, cpu_machinery=False,
                     quantize=None, processes=1)

@@ -1,5 +1,5 @@
-"""The trainer pieces (backend/training/trainer.py): length-grouped batches and the
-answer-only head."""
+"""The trainer pieces (backend/training/trainer.py): length-grouped padded batches, random
+padding-free batches, and the answer-only head."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from backend.training.cpu.tuning import tune_for_device  # noqa: E402
-from backend.training.trainer import LengthBatchSampler  # noqa: E402
+from backend.training.trainer import AnswerOnlySFTTrainer, LengthBatchSampler, ShuffledSampler  # noqa: E402
 
 
 def test_length_batches_are_homogeneous_and_cover_everything():
@@ -20,6 +20,41 @@ def test_length_batches_are_homogeneous_and_cover_everything():
     assert sorted(batches) == [[5, 6, 7, 8], [50, 51, 52, 53]]
     sampler.set_epoch(1)
     assert sorted(iter(sampler)) == list(range(8))
+
+
+def test_random_batches_are_drawn_fixed_by_seed_and_epoch():
+    sampler = ShuffledSampler(8, seed=3)
+    first = list(iter(sampler))
+    assert sorted(first) == list(range(8)) and list(iter(ShuffledSampler(8, seed=3))) == first  # a resume sees it again
+    sampler.set_epoch(1)
+    second = list(iter(sampler))
+    assert sorted(second) == list(range(8)) and second != first  # each epoch draws its batches anew
+
+
+def test_random_batches_do_not_gather_examples_of_one_length():
+    # four short and four long examples (say, billing questions and bug reports): batches of
+    # four hold only one kind in 2 of the 70 ways to draw them; length-sorted batches always do
+    lengths = [5, 50, 6, 51, 7, 52, 8, 53]
+    one_kind = 0
+    for seed in range(200):
+        order = list(iter(ShuffledSampler(len(lengths), seed=seed)))
+        one_kind += sum(len({lengths[i] > 20 for i in order[k:k + 4]}) == 1 for k in (0, 4))
+    assert one_kind / 400 < 0.1, one_kind
+
+
+def test_lengths_are_grouped_only_where_batches_are_padded():
+    from types import SimpleNamespace
+
+    dataset = {"input_ids": [[1] * n for n in (5, 50, 6, 51)]}
+
+    def sampler(padding_free: bool, length_grouped: bool):
+        trainer = SimpleNamespace(train_dataset=dataset, length_grouped=length_grouped, args=SimpleNamespace(
+            padding_free=padding_free, per_device_train_batch_size=2, seed=0))
+        return AnswerOnlySFTTrainer._get_train_sampler(trainer)
+
+    assert isinstance(sampler(padding_free=False, length_grouped=True), LengthBatchSampler)  # CPU: padding saved
+    assert isinstance(sampler(padding_free=True, length_grouped=True), ShuffledSampler)  # nothing to save
+    assert isinstance(sampler(padding_free=False, length_grouped=False), ShuffledSampler)  # random like TRL
 
 
 def test_answer_only_head_on_the_decoder_equals_the_full_model_loss(tiny_peft, answer_only_loss):

@@ -1,0 +1,35 @@
+"""bench/batches.py on the tiny model: every variant trains once per seed with its own
+batching, and the equal-time variant trains the epochs that fit the random run's time."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+
+def test_each_variant_batches_its_own_way_and_is_paired_with_length_by_seed(tiny_llama, tmp_path):
+    out = tmp_path / "batches.json"
+    done = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "batches.py"), "--base", str(tiny_llama),
+                           "--rows", "48", "--seeds", "5", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
+                          env={**os.environ, "TUNELAB_HOME": str(tmp_path / "home")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    runs = result["runs"]
+    failed = {v: r[0]["error"] for v, r in runs.items() if "error" in r[0]}
+    assert not failed, failed  # padding-free batches run on a CPU too
+    losses = {v: r[0]["eval_loss"] for v, r in runs.items()}
+    assert losses["random"] != losses["length"]  # other batches, another run
+    # packed rows attended example by example learn what the same random batches padded learn
+    assert losses["padding_free"] == pytest.approx(losses["random"], rel=0.02)
+    timed = runs["length_at_random_time"][0]
+    assert timed["epochs"] == round(runs["random"][0]["train_seconds"] / runs["length"][0]["train_seconds"], 2)
+    summary = result["summary"]["random"]
+    assert summary["eval_loss_over_length"]["mean"] == pytest.approx(losses["random"] / losses["length"])
+    assert result["summary"]["length"]["eval_loss_over_length"]["mean"] == pytest.approx(1.0)
