@@ -372,6 +372,41 @@ def test_padding_free_batches_train_the_same_loss_and_the_cpu_machinery_stays_of
     assert a["metrics"]["train_tokens"] == b["metrics"]["train_tokens"]
 
 
+def test_the_gpu_recipe_runs_whole_on_a_cpu_with_long_rows_and_a_held_out_split(tiny_llama, tmp_path):
+    """Everything the CUDA recipe switches on at once, as a lent GPU would first run it:
+    padding-free rows attended example by example, accumulation, checkpointing, none of
+    the CPU machinery, random batches, rows past max_length (some cut, some left with no
+    answer and dropped) and a held-out split judged with early stopping."""
+    import json
+    import math
+
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from backend.training.run import train_adapter
+    from tests.builders import COLORS, folder_ref, tiny_spec
+
+    rows = [{"messages": [{"role": "user", "content": f"color of {obj}?"}, {"role": "assistant", "content": color}]}
+            for obj, color in list(COLORS.items()) * 3]
+    rows += [{"messages": [{"role": "user", "content": "describe " + "a very long thing " * (8 + k)},
+                           {"role": "assistant", "content": "white " * (2 + k)}]} for k in range(6)]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    gpu_like = Recipe(device="cpu", precision="fp32", attention="packed_sdpa", padding_free=True,
+                      gradient_checkpointing=True, per_device_batch=2, accumulation=2, cpu_machinery=False,
+                      quantize=None, processes=1)
+    meta = train_adapter(tiny_spec("gpu-like", tiny_llama, epochs=3, eval_fraction=0.25, early_stopping=True),
+                         base_ref=folder_ref(tiny_llama), train_file=data, eval_file=None,
+                         out_dir=tmp_path / "adapters" / "gpu-like", work_dir=tmp_path / "work", recipe=gpu_like)
+    metrics = meta["metrics"]
+    assert metrics["recipe"]["padding_free"] and not metrics["recipe"]["length_grouped"]
+    losses = [h["loss"] for h in meta["loss_history"] if h["loss"] is not None]
+    assert losses and all(math.isfinite(x) for x in losses) and math.isfinite(metrics["eval_loss"])
+    adapter = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama),
+                                        tmp_path / "adapters" / "gpu-like")
+    assert sum("lora_B" in n and p.abs().sum() > 0 for n, p in adapter.named_parameters()) > 0  # it trained
+
+
 def test_the_recipe_sets_trls_knobs_and_padding_free_rows_still_stop_at_max_length(tmp_path):
     from datasets import Dataset
 
