@@ -75,7 +75,8 @@ class TrainSpec(BaseModel):
     learning_rate: float = Field(2e-4, gt=0, le=1e-1, description="Step size; LoRA wants ~1e-4 to 5e-4 (TRL's 2e-5 default is for full fine-tuning).")
     batch_size: int = Field(8, ge=1, le=512, description="Examples per optimizer step; larger is faster per token and uses more memory.")
     max_length: int = Field(512, ge=16, le=131072, description="Tokens per example; longer examples are refused by the data doctor.")
-    warmup_ratio: float = Field(0.03, ge=0.0, le=0.5, description="Share of steps with a rising learning rate.")
+    warmup_ratio: float = Field(0.03, ge=0.0, le=0.5, description="Share of steps with a rising learning rate, in "
+                                "whole steps rounded down (a run of under 1/ratio steps has none).")
     weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW weight decay.")
     seed: int = Field(42, description="Seed for initialization, shuffling and the split.")
     eval_fraction: float | None = Field(None, ge=0.0, lt=0.9, description="Share of examples held out to judge the run "

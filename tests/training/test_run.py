@@ -64,6 +64,19 @@ def test_the_checkpoints_stay_in_the_work_dir_for_a_resume(trained):
     assert list((trained.root / "work" / "checkpoints").glob("checkpoint-*"))
 
 
+def test_a_short_run_has_no_warmup_step_at_rate_zero(trained):
+    import json
+
+    # 6 steps at the default 3% warmup: 0.18 of a step, rounded down to none (transformers
+    # would round it up to one step at rate 0, which learns nothing)
+    last = max((trained.root / "work" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    rates = [log["learning_rate"] for log in json.loads((last / "trainer_state.json").read_text())["log_history"]
+             if "learning_rate" in log]
+    assert trained.meta["hyperparameters"]["train"]["warmup_ratio"] == 0.03 and len(rates) >= 2
+    assert rates[0] == pytest.approx(trained.meta["hyperparameters"]["train"]["learning_rate"])
+    assert rates == sorted(rates, reverse=True)  # straight into the linear decay
+
+
 # --- runs that do not finish ---------------------------------------------------------------------
 
 

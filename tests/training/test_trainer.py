@@ -8,7 +8,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from backend.training.cpu.tuning import tune_for_device  # noqa: E402
-from backend.training.trainer import AnswerOnlySFTTrainer, LengthBatchSampler, ShuffledSampler  # noqa: E402
+from backend.training.trainer import (AnswerOnlySFTTrainer, LengthBatchSampler, ShuffledSampler,  # noqa: E402
+                                      whole_warmup_steps)
 
 
 def test_length_batches_are_homogeneous_and_cover_everything():
@@ -55,6 +56,13 @@ def test_lengths_are_grouped_only_where_batches_are_padded():
     assert isinstance(sampler(padding_free=False, length_grouped=True), LengthBatchSampler)  # CPU: padding saved
     assert isinstance(sampler(padding_free=True, length_grouped=True), ShuffledSampler)  # nothing to save
     assert isinstance(sampler(padding_free=False, length_grouped=False), ShuffledSampler)  # random like TRL
+
+
+def test_a_warmup_ratio_is_whole_steps_rounded_down():
+    assert whole_warmup_steps(0.03, 20) == 0  # transformers: 1 step at rate 0 in a 20-step run
+    assert (whole_warmup_steps(0.03, 33), whole_warmup_steps(0.03, 34), whole_warmup_steps(0.03, 100)) == (0, 1, 3)
+    assert whole_warmup_steps(0.29, 100) == 29  # not 28: 0.29 x 100 is 28.999... in floating point
+    assert whole_warmup_steps(0.5, 7) == 3
 
 
 def test_answer_only_head_on_the_decoder_equals_the_full_model_loss(tiny_peft, answer_only_loss):
