@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from transformers import TrainerCallback
+from transformers import TrainerCallback, get_scheduler
 from trl import SFTTrainer
 
 from backend.bases.load import decoder_of, scales_logits
@@ -125,8 +125,6 @@ class AnswerOnlySFTTrainer(SFTTrainer):
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.lr_scheduler is None and 0 < self.args.warmup_steps < 1:
-            from transformers import get_scheduler
-
             self.lr_scheduler = get_scheduler(
                 self.args.lr_scheduler_type, optimizer=optimizer if optimizer is not None else self.optimizer,
                 num_warmup_steps=whole_warmup_steps(self.args.warmup_steps, num_training_steps),
