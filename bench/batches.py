@@ -36,13 +36,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from backend.bases.resolve import resolve_base  # noqa: E402
 from backend.hparams import LoraSpec, RunSpec, TrainSpec  # noqa: E402
 from backend.proof.intervals import mean_interval  # noqa: E402
-from backend.settings import Settings  # noqa: E402
-from backend.training.cpu.native import NativeBuild  # noqa: E402
 from bench.machine import describe, load_average, write_results  # noqa: E402
-from bench.train import (_rerun_with_training_env, _seeds, answer_eval_loss, make_rows,  # noqa: E402
+from bench.train import (_rerun_with_training_env, _seeds, answer_eval_loss, prepare,  # noqa: E402
                          tokenize_rows, write_jsonl)
 
 RESULTS = ROOT / "bench" / "results" / "batches.json"
@@ -72,20 +69,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     from peft import PeftModel
 
-    from backend.bases.load import load_model, load_tokenizer
+    from backend.bases.load import load_model
     from backend.hardware.threads import set_cpu_threads
     from backend.training.recipe import recipe_for_run
     from backend.training.run import train_adapter
 
     load_start = load_average()
-    settings = Settings()
-    native_build = NativeBuild.from_settings(settings)
-    ref = resolve_base(args.base, settings)
-    tokenizer = load_tokenizer(ref)
-    rows = make_rows(args.rows)
-    n_eval = max(8, args.rows // 6)
-    train_rows, eval_rows = rows[n_eval:], rows[:n_eval]
-    eval_tok = tokenize_rows(tokenizer, eval_rows)
+    setup = prepare(args.base, args.rows)
+    native_build, ref, train_rows, eval_rows = setup.native_build, setup.ref, setup.train_rows, setup.eval_rows
+    eval_tok = tokenize_rows(setup.tokenizer, eval_rows)
     set_cpu_threads("cpu")
     work = Path(tempfile.mkdtemp(prefix="tunelab-bench-batches-"))
     runs: dict[str, list[dict]] = {v: [] for v in args.variants}

@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -122,6 +123,20 @@ def make_rows(n: int, seed: int = 0) -> list[dict]:
                               f"{rng.choice(DETAILS)}." for _ in range(count))
         rows.append({"messages": [{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}]})
     return rows
+
+
+def prepare(base: str, n_rows: int) -> SimpleNamespace:
+    """What a training benchmark starts from: the settings, the native build they say, the
+    resolved base and its tokenizer, and :func:`make_rows`' ``n_rows`` split into training
+    rows and the held-out sixth (at least 8)."""
+    from backend.bases.load import load_tokenizer
+
+    settings = Settings()
+    ref = resolve_base(base, settings)
+    rows = make_rows(n_rows)
+    n_eval = max(8, n_rows // 6)
+    return SimpleNamespace(settings=settings, native_build=NativeBuild.from_settings(settings), ref=ref,
+                           tokenizer=load_tokenizer(ref), train_rows=rows[n_eval:], eval_rows=rows[:n_eval])
 
 
 def write_jsonl(rows: list[dict], path: Path) -> Path:
@@ -253,19 +268,15 @@ def main(argv: list[str] | None = None) -> dict:
     import trl
     from peft import PeftModel
 
-    from backend.bases.load import load_model, load_tokenizer
+    from backend.bases.load import load_model
     from backend.hardware.device import resolve_precision
     from backend.hardware.threads import set_cpu_threads
     from backend.training.run import train_adapter
 
     load_start = load_average()
-    settings = Settings()
-    native_build = NativeBuild.from_settings(settings)
-    ref = resolve_base(args.base, settings)
-    tokenizer = load_tokenizer(ref)
-    rows = make_rows(args.rows)
-    n_eval = max(8, args.rows // 6)
-    train_rows, eval_rows = rows[n_eval:], rows[:n_eval]
+    setup = prepare(args.base, args.rows)
+    native_build, ref, tokenizer = setup.native_build, setup.ref, setup.tokenizer
+    train_rows, eval_rows = setup.train_rows, setup.eval_rows
     train_tok, eval_tok = tokenize_rows(tokenizer, train_rows), tokenize_rows(tokenizer, eval_rows)
     answer_tokens = sum(len(ids) - p for ids, p in train_tok) * args.epochs
     all_tokens = sum(len(ids) for ids, _ in train_tok) * args.epochs

@@ -494,3 +494,11 @@ def assert_same_forward_and_backward(out, ref, inputs, ref_inputs, *, tol: float
     grad_tol = tol if grad_tol is None else grad_tol
     for mine, theirs in zip(inputs, ref_inputs):
         torch.testing.assert_close(mine.grad, theirs.grad, rtol=grad_tol, atol=grad_tol)
+
+
+def run_bench(script: str, *args: str, home: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``bench/<script>`` with ``args``, run as a person runs it (its own process, from the
+    project root) with ``home`` as its TUNELAB_HOME."""
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run([sys.executable, str(root / "bench" / script), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=root, env={**os.environ, "TUNELAB_HOME": str(home)})

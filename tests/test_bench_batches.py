@@ -4,21 +4,16 @@ batching, and the equal-time variant trains the epochs that fit the random run's
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.builders import run_bench
 
 
 def test_each_variant_batches_its_own_way_and_is_paired_with_length_by_seed(tiny_llama, tmp_path):
     out = tmp_path / "batches.json"
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "batches.py"), "--base", str(tiny_llama),
-                           "--rows", "48", "--seeds", "5", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
-                          env={**os.environ, "TUNELAB_HOME": str(tmp_path / "home")})
+    done = run_bench("batches.py", "--base", str(tiny_llama), "--rows", "48", "--seeds", "5", "--out", str(out),
+                     home=tmp_path / "home")
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     runs = result["runs"]

@@ -6,13 +6,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.builders import run_bench
 
 # what a fair comparison must set; every other SFTConfig field stays TRL's default
 SET_BY_THE_COMPARISON = {"output_dir", "num_train_epochs", "use_cpu", "per_device_train_batch_size",
@@ -45,10 +42,8 @@ def test_seeds_are_read_from_a_comma_list_and_a_bad_one_says_how_to_write_them()
 
 def test_a_run_trains_both_once_per_seed_and_pairs_their_losses(tiny_llama, tmp_path):
     out = tmp_path / "train.json"
-    done = subprocess.run([sys.executable, str(REPO_ROOT / "bench" / "train.py"), "--base", str(tiny_llama),
-                           "--rows", "48", "--seeds", "3,4", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
-                          env={**os.environ, "TUNELAB_HOME": str(tmp_path / "home")})
+    done = run_bench("train.py", "--base", str(tiny_llama), "--rows", "48", "--seeds", "3,4", "--out", str(out),
+                     home=tmp_path / "home")
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     ours, baseline = result["ours"]["per_seed"], result["baseline"]["per_seed"]
