@@ -78,11 +78,11 @@ def blind_compare_and_vote(page, prompt: str) -> str:
     page.locator("#compare-down-2").click()
     expect(status).to_contain_text("Revealed: Answer A = ")
     label = page.locator("#compare-label-0")
-    expect(label).to_contain_text("Answer A = ")
-    return re.search(r"Answer A = (\S+)", label.inner_text()).group(1)
+    expect(label).to_contain_text(re.compile(r"Answer A = \s*\S+"))  # the name itself, not only its prefix
+    return re.search(r"Answer A = \s*(\S+)", label.inner_text()).group(1)
 
 
-def test_blind_votes_rank_the_models_and_train_from_my_ratings(page):
+def test_blind_votes_rank_the_models_and_train_from_my_ratings(page, tmp_path):
     from playwright.sync_api import expect
 
     page.get_by_role("tab", name="Compare", exact=True).click()
@@ -123,8 +123,13 @@ def test_blind_votes_rank_the_models_and_train_from_my_ratings(page):
     leader = arena.locator("tr").nth(1).locator("td").nth(1).inner_text()
     page.locator("#compare-arena-round").click()
     note = page.locator("#compare-arena-round-note")
-    expect(note).to_contain_text(re.compile(r"Queued job \d+: a preference round wine-[ab]-dpo from wine-[ab] on "
-                                            r"8 pairs from your ratings"))
+    try:
+        expect(note).to_contain_text(re.compile(r"Queued job \d+: a preference round wine-[ab]-dpo from wine-[ab] on "
+                                                r"8 pairs from your ratings"))
+    except AssertionError as exc:  # say why: the page's toast and the app's own log
+        log = (tmp_path / "up.log").read_text(errors="replace")
+        raise AssertionError(f"{exc}\nThe page said: {page.locator('.toast-body').all_inner_texts()}\n"
+                             f"The app's log ends: {log[-3000:]}") from None
     if leader != "base":  # the round starts from the best-rated adapter (never from the base)
         expect(note).to_contain_text(f"a preference round {leader}-dpo from {leader} on 8 pairs")
     page.screenshot(path=str(ARTIFACTS / "arena-round-queued.png"), full_page=True)
