@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from transformers import TrainerCallback, get_scheduler
+from transformers import TrainerCallback
 from trl import SFTTrainer
 
 from backend.bases.load import decoder_of, scales_logits
@@ -124,12 +124,8 @@ class AnswerOnlySFTTrainer(SFTTrainer):
         return LengthBatchSampler(lengths, self.args.per_device_train_batch_size, self.args.seed)
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
-        if self.lr_scheduler is None and 0 < self.args.warmup_steps < 1:
-            self.lr_scheduler = get_scheduler(
-                self.args.lr_scheduler_type, optimizer=optimizer if optimizer is not None else self.optimizer,
-                num_warmup_steps=whole_warmup_steps(self.args.warmup_steps, num_training_steps),
-                num_training_steps=num_training_steps, scheduler_specific_kwargs=self.args.lr_scheduler_kwargs)
-            self._created_lr_scheduler = True
+        if 0 < self.args.warmup_steps < 1:  # a ratio: this run's whole steps of it, before transformers rounds up
+            self.args.warmup_steps = whole_warmup_steps(self.args.warmup_steps, num_training_steps)
         return super().create_scheduler(num_training_steps, optimizer)
 
     def evaluate(self, *args, **kwargs):
