@@ -39,7 +39,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from backend.hparams import LoraSpec, RunSpec, TrainSpec  # noqa: E402
 from backend.proof.intervals import mean_interval  # noqa: E402
 from bench.machine import describe, load_average, write_results  # noqa: E402
-from bench.train import (_rerun_with_training_env, _seeds, answer_eval_loss, prepare,  # noqa: E402
+from bench.train import (_rerun_with_training_env, _seeds, adapter_eval_loss, prepare,  # noqa: E402
                          tokenize_rows, write_jsonl)
 
 RESULTS = ROOT / "bench" / "results" / "batches.json"
@@ -67,9 +67,6 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     _rerun_with_training_env(argv)
 
-    from peft import PeftModel
-
-    from backend.bases.load import load_model
     from backend.hardware.threads import set_cpu_threads
     from backend.training.recipe import recipe_for_run
     from backend.training.run import train_adapter
@@ -97,10 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
                                      native_build=native_build, recipe=recipe)
             except Exception as exc:  # a variant that cannot run here is recorded; the others still run
                 return {"seed": seed, "epochs": epochs, "error": f"{type(exc).__name__}: {exc}"[:500]}
-            model = PeftModel.from_pretrained(load_model(ref), work / "adapters" / spec.name)
-            loss = answer_eval_loss(model, eval_tok)
             return {"seed": seed, "epochs": epochs, "train_seconds": meta["metrics"]["train_seconds"],
-                    "eval_loss": loss}
+                    "eval_loss": adapter_eval_loss(ref, work / "adapters" / spec.name, eval_tok)}
 
         for seed in args.seeds:
             for variant in args.variants:
