@@ -496,9 +496,13 @@ def assert_same_forward_and_backward(out, ref, inputs, ref_inputs, *, tol: float
         torch.testing.assert_close(mine.grad, theirs.grad, rtol=grad_tol, atol=grad_tol)
 
 
-def run_bench(script: str, *args: str, home: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_bench(script: str, *args: str, tmp_path: Path, timeout: int = 600) -> dict:
     """``bench/<script>`` with ``args``, run as a person runs it (its own process, from the
-    project root) with ``home`` as its TUNELAB_HOME."""
-    root = Path(__file__).resolve().parent.parent
-    return subprocess.run([sys.executable, str(root / "bench" / script), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=root, env={**os.environ, "TUNELAB_HOME": str(home)})
+    project root, a home under ``tmp_path``); asserts it succeeded and returns the JSON it
+    wrote (``--out`` under ``tmp_path``)."""
+    root, out = Path(__file__).resolve().parent.parent, tmp_path / "results.json"
+    done = subprocess.run([sys.executable, str(root / "bench" / script), *args, "--out", str(out)],
+                          capture_output=True, text=True, timeout=timeout, cwd=root,
+                          env={**os.environ, "TUNELAB_HOME": str(tmp_path / "home")})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text())
