@@ -11,6 +11,7 @@ import pytest
 from backend.adapter_folder import ADAPTER_FILES, read_meta
 from backend.bases.resolve import resolve_base
 from backend.hparams import RunSpec
+from backend.training.checkpoints import last_checkpoint
 from backend.training.run import AdapterExists, TrainingCancelled, train_adapter
 from tests.builders import folder_ref, make_earlier_adapter, snapshot, tiny_spec, write_color_data
 
@@ -69,7 +70,7 @@ def test_a_short_run_has_no_warmup_step_at_rate_zero(trained):
 
     # 6 steps at the default 3% warmup: 0.18 of a step, rounded down to none (transformers
     # would round it up to one step at rate 0, which learns nothing)
-    last = max((trained.root / "work" / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    last = last_checkpoint(trained.root / "work")
     rates = [log["learning_rate"] for log in json.loads((last / "trainer_state.json").read_text())["log_history"]
              if "learning_rate" in log]
     assert trained.meta["hyperparameters"]["train"]["warmup_ratio"] == 0.03 and len(rates) >= 2
